@@ -1,0 +1,54 @@
+# Set-up and entry points. `make demo` and `make test` each do all of their own set-up on a fresh Debian machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+LOCK := requirements/lock.txt
+# The venv lives outside the clone, keyed by the lock file, so a fresh clone (CI) reuses it.
+LOCK_HASH := $(shell sha256sum $(LOCK) | cut -c1-16)
+VENV ?= $(HOME)/.cache/action-recognition/venv-$(LOCK_HASH)
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := ffmpeg
+DEMO_DIR ?= $(CURDIR)/.demo
+PYTEST_ARGS ?=
+
+export PATH := $(BIN):$(PATH)
+export MLFLOW_DISABLE_TELEMETRY := true
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help system venv test lint typecheck demo clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+system:  ## Debian packages (ffmpeg), installed only when missing
+	@scripts/install-system.sh $(SYSTEM_PACKAGES)
+
+$(BIN)/.complete: $(LOCK)
+	@echo "building $(VENV) from $(LOCK)"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -r $(LOCK)
+	touch $@
+
+venv: $(BIN)/.complete  ## The project venv (reused while the lock file is unchanged), with this clone installed
+	@want="$(CURDIR) $$(sha256sum pyproject.toml | cut -c1-16)"; \
+	if [ "$$(cat $(VENV)/.source 2>/dev/null)" != "$$want" ]; then \
+	  $(BIN)/pip install -q --no-deps --no-build-isolation -e . && echo "$$want" > $(VENV)/.source; \
+	fi
+
+test: system venv  ## The whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy action_recognition
+
+demo: system venv  ## The pipeline on the embedded defaults, offline, into $(DEMO_DIR)
+	$(BIN)/action-recognition plan --annotations tests/fixtures/kinetics/kinetics-600_val.csv \
+	  --class-contains dancing --per-class 50 --seed 0 --dataset dance15 --storage $(DEMO_DIR)/storage
+
+clean:  ## Remove the demo output (the shared venv stays)
+	rm -rf $(DEMO_DIR)

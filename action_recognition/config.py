@@ -1,0 +1,282 @@
+"""One validated configuration, one section per step.
+
+Sources, later ones win: the defaults below, a YAML file, environment variables
+``AR__<SECTION>__<KEY>`` (for example ``AR__PLAN__PER_CLASS=200``), ``--set section.key=value``
+overrides, then explicit CLI flags or Airflow Params (see :mod:`action_recognition.airflow_adapter`).
+Values from the environment and ``--set`` are parsed as YAML scalars, so ``[a, b]``, ``true`` and ``0.2``
+mean what they look like. Unknown keys are rejected, and out-of-range values are reported with the
+range that is valid. Secrets (S3 keys, MLflow passwords) are never config: they come from the
+environment or Airflow connections only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from action_recognition.errors import ConfigError
+
+ENV_PREFIX = "AR__"
+DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded annotation files and other re-fetchable inputs are cached."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "action-recognition"
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+class StorageConfig(StrictModel):
+    """Where every layer (raw, clips, keypoints, datasets, ledger) is kept.
+
+    ``uri`` is a local folder or ``s3://bucket/prefix``. For S3 the keys come from the environment
+    (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or an Airflow AWS connection, never from here.
+    """
+
+    uri: str = Field("./ar-data", min_length=1, description="Local folder or s3://bucket/prefix.")
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, a test server); default from AWS_ENDPOINT_URL."
+    )
+    region: str | None = Field(None, description="S3 region; default from AWS_DEFAULT_REGION.")
+    max_attempts: int = Field(6, ge=1, le=20, description="Attempts per S3 call (botocore standard retries).")
+    connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    read_timeout_s: float = Field(60.0, gt=0, le=3600)
+    multipart_threshold_mb: int = Field(64, ge=5, le=5120, description="Files above this upload in parts.")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("", "s3", "file"):
+            raise ValueError(f"unsupported scheme {scheme!r}; use a local folder, file:// or s3://bucket/prefix")
+        if scheme == "s3" and len(value[5:].split("/", 1)[0]) < 3:
+            raise ValueError("an S3 URI needs a bucket name of at least 3 characters: s3://bucket/prefix")
+        return value
+
+
+class PlanConfig(StrictModel):
+    """``plan``: which Kinetics rows make a dataset. Exactly one class selector is used."""
+
+    dataset: str = Field("dance15", pattern=DATASET_NAME_PATTERN, description="Dataset name (used in keys).")
+    annotations: list[str] = Field(
+        default_factory=list, description="Annotation CSVs: paths or http(s) URLs, any number."
+    )
+    kinetics_version: Literal[400, 600, 700] | None = Field(
+        None, description="Version of every source; default: read from each file name."
+    )
+    allow_mixed_versions: bool = Field(
+        False, description="Allow sources of different Kinetics versions (K400 val clips are in K700 train)."
+    )
+    classes: list[str] = Field(default_factory=list, description="Exact class names.")
+    class_contains: str | None = Field("dancing", description="Every class whose name contains this word.")
+    all_classes: bool = False
+    per_class: int = Field(50, ge=1, le=1_000_000, description="Clips per class at most.")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    carve_missing_splits: bool = Field(
+        True, description="Carve val/test out of train (stratified by class) when the sources lack them."
+    )
+    val_ratio: float = Field(0.15, ge=0.0, le=0.5)
+    test_ratio: float = Field(0.2, ge=0.0, le=0.5)
+    max_clip_seconds: float = Field(20.0, gt=0, le=600, description="Longer annotated windows are rejected.")
+    cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "annotations")
+    download_timeout_s: float = Field(60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> PlanConfig:
+        chosen = [bool(self.classes), self.class_contains is not None, self.all_classes]
+        if sum(chosen) != 1:
+            raise ValueError(
+                "choose exactly one class selector: classes (exact names), class_contains (a word) "
+                f"or all_classes; got classes={self.classes!r}, class_contains={self.class_contains!r}, "
+                f"all_classes={self.all_classes!r}"
+            )
+        if self.class_contains is not None and not self.class_contains.strip():
+            raise ValueError("class_contains must not be blank")
+        if self.val_ratio + self.test_ratio >= 0.9:
+            raise ValueError(f"val_ratio + test_ratio must be < 0.9, got {self.val_ratio + self.test_ratio}")
+        return self
+
+
+class Config(StrictModel):
+    """The whole configuration; :func:`load_config` builds it, ``model_dump(mode="json")`` logs it."""
+
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would (``3`` -> int, ``[a, b]`` -> list, ``x`` -> str)."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    parts = dotted.split(".")
+    if not all(re.fullmatch(r"[a-z_][a-z0-9_]*", p) for p in parts):
+        raise ConfigError(f"{origin}: {dotted!r} is not a config key (expected section.key, lower case)")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {dotted!r} goes below {part!r}, which is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def overrides_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``AR__PLAN__PER_CLASS=200`` -> ``{"plan": {"per_class": 200}}``."""
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX):
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_dotted(tree, dotted, _parse_scalar(raw), f"environment variable {name}")
+    return tree
+
+
+def overrides_from_pairs(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["plan.per_class=200"]`` -> ``{"plan": {"per_class": 200}}``."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, for example plan.per_class=200")
+        key, value = pair.split("=", 1)
+        _set_dotted(tree, key.strip(), _parse_scalar(value), f"--set {pair!r}")
+    return tree
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the validated config from its sources.
+
+    Args:
+        path: Optional YAML file with sections as top-level keys.
+        overrides: ``section.key=value`` strings (the CLI's ``--set``).
+        environ: Environment to read ``AR__*`` variables from; ``os.environ`` when None.
+        extra: A nested mapping applied last (CLI flags, Airflow Params).
+
+    Raises:
+        ConfigError: naming every invalid key, the value given and the valid range or choices.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+        tree = _merge(tree, loaded or {})
+    tree = _merge(tree, overrides_from_env(os.environ if environ is None else environ))
+    tree = _merge(tree, overrides_from_pairs(overrides))
+    if extra:
+        tree = _merge(tree, extra)
+    return validate_config(tree)
+
+
+def validate_config(tree: Mapping[str, Any]) -> Config:
+    """Validate a nested mapping into :class:`Config`, turning pydantic errors into one ConfigError."""
+    try:
+        return Config.model_validate(dict(tree))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, Config)) from None
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _field_model_and_name(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel], str] | None:
+    current = model
+    for index, part in enumerate(loc):
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        if index == len(loc) - 1:
+            return current, str(part)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            current = annotation
+        else:
+            return None
+    return None
+
+
+def valid_range(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """The valid range of a numeric field as text, e.g. ``1 <= value <= 1000000``."""
+    found = _field_model_and_name(model, loc)
+    if found is None:
+        return None
+    owner, name = found
+    low = high = ""
+    for meta in owner.model_fields[name].metadata:
+        if isinstance(meta, annotated_types.Ge):
+            low = f"{meta.ge} <= "
+        elif isinstance(meta, annotated_types.Gt):
+            low = f"{meta.gt} < "
+        elif isinstance(meta, annotated_types.Le):
+            high = f" <= {meta.le}"
+        elif isinstance(meta, annotated_types.Lt):
+            high = f" < {meta.lt}"
+    return f"{low}value{high}" if (low or high) else None
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        current = field.annotation
+    return sorted(current.model_fields)
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line per problem: ``plan.per_class = 0: out of range, valid range 1 <= value <= 1000000``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "config"
+        given = err.get("input")
+        shown = repr(given) if not isinstance(given, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        if err["type"] == "extra_forbidden":
+            keys = ", ".join(_known_keys(model, loc))
+            lines.append(f"{where}: unknown key; valid keys here: {keys}")
+        elif err["type"] in _RANGE_ERRORS:
+            rng = valid_range(model, loc) or err["msg"]
+            lines.append(f"{where} = {shown}: out of range, valid range {rng}")
+        else:
+            lines.append(f"{where} = {shown}: {err['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

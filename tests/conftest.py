@@ -1,0 +1,89 @@
+"""Shared fixtures: paths to the real data, and real services started on 127.0.0.1 for the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+KINETICS = FIXTURES / "kinetics"
+VIDEOS = FIXTURES / "videos"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep every test off the user's caches and telemetry."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    for name in [n for n in os.environ if n.startswith("AR__")]:
+        del os.environ[name]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3-compatible server (moto) on 127.0.0.1; yields its endpoint URL.
+
+    Credentials are test values put in the environment, the way production passes real ones.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
+                                            "AWS_DEFAULT_REGION")}  # fmt: skip
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="test-access-key",
+        AWS_SECRET_ACCESS_KEY="test-secret-key",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket per test; returns ``s3://<bucket>``."""
+    import boto3
+
+    name = "t-" + "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:50].strip("-")
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs against a local folder and the real S3 test server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"{bucket}/some/prefix"
+
+
+@pytest.fixture
+def k600_val(tmp_path: Path) -> Path:
+    """The real Kinetics-600 validation CSV (a copy, so tests may not touch the fixture)."""
+    dest = tmp_path / "kinetics-600_val.csv"
+    shutil.copyfile(KINETICS / "kinetics-600_val.csv", dest)
+    return dest

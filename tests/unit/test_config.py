@@ -1,0 +1,89 @@
+"""The one validated config: sources, precedence, and the messages for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from action_recognition.config import Config, load_config, overrides_from_env, overrides_from_pairs
+from action_recognition.errors import ConfigError
+
+
+def test_defaults_plan_the_original_study() -> None:
+    cfg = load_config(environ={})
+    assert isinstance(cfg, Config)
+    assert cfg.plan.class_contains == "dancing"
+    assert cfg.plan.dataset == "dance15"
+
+
+def test_precedence_yaml_env_set_extra(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("plan:\n  per_class: 10\n  seed: 1\n  dataset: from-yaml\nstorage:\n  uri: /tmp/x\n")
+    cfg = load_config(
+        path,
+        environ={"AR__PLAN__SEED": "2", "AR__PLAN__DATASET": "from-env", "UNRELATED": "1"},
+        overrides=["plan.dataset=from-set", "plan.annotations=[a.csv, b.csv]"],
+        extra={"storage": {"uri": "s3://bucket/p"}},
+    )
+    assert cfg.plan.per_class == 10
+    assert cfg.plan.seed == 2
+    assert cfg.plan.dataset == "from-set"
+    assert cfg.plan.annotations == ["a.csv", "b.csv"]
+    assert cfg.storage.uri == "s3://bucket/p"
+
+
+def test_out_of_range_names_the_valid_range() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(environ={}, overrides=["plan.per_class=0", "plan.val_ratio=0.7"])
+    text = str(err.value)
+    assert "plan.per_class = 0: out of range, valid range 1 <= value <= 1000000" in text
+    assert "plan.val_ratio = 0.7: out of range, valid range 0.0 <= value <= 0.5" in text
+
+
+def test_unknown_keys_are_rejected_with_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"plan.per_clas: unknown key; valid keys here: .*per_class"):
+        load_config(environ={}, overrides=["plan.per_clas=3"])
+    with pytest.raises(ConfigError, match=r"nosuchsection: unknown key; valid keys here: plan, storage"):
+        load_config(environ={"AR__NOSUCHSECTION__X": "1"})
+
+
+def test_bad_sources_say_where() -> None:
+    with pytest.raises(ConfigError, match="expected key=value"):
+        overrides_from_pairs(["plan.per_class"])
+    with pytest.raises(ConfigError, match="environment variable AR__PLAN__BAD-KEY"):
+        overrides_from_env({"AR__PLAN__BAD-KEY": "1"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/config.yaml", environ={})
+
+
+def test_yaml_must_be_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(path, environ={})
+
+
+def test_exactly_one_class_selector() -> None:
+    with pytest.raises(ConfigError, match="exactly one class selector"):
+        load_config(environ={}, overrides=["plan.all_classes=true"])
+    cfg = load_config(environ={}, overrides=["plan.all_classes=true", "plan.class_contains=null"])
+    assert cfg.plan.all_classes
+
+
+@pytest.mark.parametrize("name", ["Dance", "../x", "a/b", "", "x" * 65, "-lead", "sp ace"])
+def test_dataset_names_are_safe_for_keys(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"plan.dataset"):
+        load_config(environ={}, extra={"plan": {"dataset": name}})
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/x", "s3://ab/x", "gs://bucket/x"])
+def test_storage_uri_schemes(uri: str) -> None:
+    with pytest.raises(ConfigError, match=r"storage\.uri"):
+        load_config(environ={}, extra={"storage": {"uri": uri}})
+
+
+def test_config_dumps_to_json_for_mlflow() -> None:
+    dumped = load_config(environ={}).model_dump(mode="json")
+    assert dumped["plan"]["per_class"] == 50
+    assert set(dumped) == {"storage", "plan"}
