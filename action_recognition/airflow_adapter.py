@@ -1,0 +1,81 @@
+"""The one place where Airflow meets the library: DAG Params -> config, connections -> environment.
+
+Nothing else in the package imports Airflow, and this module imports it only inside the function that
+reads a connection, so the worker image and the CLI never need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from action_recognition.config import Config, load_config
+
+#: Trigger-form Param name -> config key. The DAG declares the Params; this says what each one sets.
+PARAM_KEYS: dict[str, str] = {
+    "annotations": "plan.annotations",
+    "classes": "plan.classes",
+    "class_contains": "plan.class_contains",
+    "per_class": "plan.per_class",
+    "seed": "plan.seed",
+    "dataset": "plan.dataset",
+    "storage_uri": "storage.uri",
+}
+
+
+def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested config overrides from DAG Params; Params not in :data:`PARAM_KEYS` are the DAG's own.
+
+    Empty values ("" or []) mean "not set" for the class selector, so the form can offer all three:
+    a non-empty ``classes`` list wins over ``class_contains``.
+    """
+    tree: dict[str, Any] = {}
+    for name, key in PARAM_KEYS.items():
+        if name not in params:
+            continue
+        value = params[name]
+        section, field = key.split(".", 1)
+        tree.setdefault(section, {})[field] = value
+    plan = tree.get("plan", {})
+    if "classes" in plan or "class_contains" in plan:
+        classes = [c for c in (plan.get("classes") or []) if str(c).strip()]
+        contains = plan.get("class_contains") or None
+        plan["classes"] = classes
+        plan["class_contains"] = None if classes else contains
+        plan["all_classes"] = not classes and contains is None
+    return tree
+
+
+def config_from_params(params: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate DAG Params (over the environment's ``AR__*`` defaults) into the one :class:`Config`.
+
+    Raises:
+        ConfigError: naming the Param's config key and the valid range, as for any other source.
+    """
+    return load_config(environ=environ, extra=overrides_from_params(params))
+
+
+def storage_env_from_connection(conn_id: str) -> dict[str, str]:
+    """Environment variables for boto3 from an Airflow AWS connection (login/password, extra endpoint_url).
+
+    Passed to the step's subprocess or container, so the secret never appears in a command line or config.
+    """
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    return storage_env_from_fields(conn.login, conn.password, conn.extra_dejson)
+
+
+def storage_env_from_fields(login: str | None, password: str | None, extra: Mapping[str, Any]) -> dict[str, str]:
+    """The pure half of :func:`storage_env_from_connection`."""
+    env: dict[str, str] = {}
+    if login:
+        env["AWS_ACCESS_KEY_ID"] = login
+    if password:
+        env["AWS_SECRET_ACCESS_KEY"] = password
+    endpoint = extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}) or {}).get("endpoint_url")
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = str(endpoint)
+    if extra.get("region_name"):
+        env["AWS_DEFAULT_REGION"] = str(extra["region_name"])
+    return env
