@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system venv test lint typecheck demo clean
+.PHONY: help system venv test lint demo bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ lint: venv  ## ruff and mypy
 demo: system venv  ## The pipeline on the embedded defaults, offline, into $(DEMO_DIR)
 	$(BIN)/action-recognition plan --annotations tests/fixtures/kinetics/kinetics-600_val.csv \
 	  --class-contains dancing --per-class 50 --seed 0 --dataset dance15 --storage $(DEMO_DIR)/storage
+
+bench: system venv  ## Speed and bytes figures against baselines measured in the same run
+	$(BIN)/python -m benchmarks.bench_download
 
 clean:  ## Remove the demo output (the shared venv stays)
 	rm -rf $(DEMO_DIR)

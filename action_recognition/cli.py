@@ -139,6 +139,138 @@ def plan(
     )
 
 
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Dataset name (as planned).")]
+ShardOpt = Annotated[str, typer.Option("--shard", help="I/N: this process handles shard I of N (from 0).")]
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="clip", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+def _shard_size(cfg: Any, dataset: str, shard: tuple[int, int]) -> int:
+    from action_recognition.kinetics import read_manifest
+    from action_recognition.ledger import shard_rows
+    from action_recognition.storage import open_storage
+
+    return len(shard_rows(read_manifest(open_storage(cfg.storage), dataset), shard))
+
+
+@app.command()
+def download(
+    dataset: DatasetOpt = None,
+    shard: ShardOpt = "0/1",
+    url_template: Annotated[
+        str | None, typer.Option("--url-template", help="Video URL with {youtube_id}; default YouTube watch URL.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Concurrent downloads.")] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Download just the annotated segment of each clip of a shard into raw/; record each in the ledger."""
+    _setup_logging(log_level)
+    from action_recognition.config import load_config
+    from action_recognition.download import download_shard
+    from action_recognition.ledger import parse_shard
+    from action_recognition.storage import open_storage
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+            plan__dataset=dataset, storage__uri=storage, download__url_template=url_template,
+            download__workers=workers,
+        ))  # fmt: skip
+        part = parse_shard(shard)
+        with _progress_bar(_shard_size(cfg, cfg.plan.dataset, part), "download", not as_json) as bar:
+            return download_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.download, part,
+                                  progress=bar.update)  # fmt: skip
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"download {r.dataset} shard {r.shard[0]}/{r.shard[1]}: {r.counts}, "
+                         f"{r.downloaded} fetched ({r.bytes / 1e6:.1f} MB), {r.skipped} already done"
+                         + (" - circuit breaker OPEN, rerun later" if r.breaker_open else ""))  # fmt: skip
+
+
+@app.command()
+def clip(
+    dataset: DatasetOpt = None,
+    shard: ShardOpt = "0/1",
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Re-encode each downloaded segment of a shard to its exact window, behind a quality gate."""
+    _setup_logging(log_level)
+    from action_recognition.clip import clip_shard
+    from action_recognition.config import load_config
+    from action_recognition.ledger import parse_shard
+    from action_recognition.storage import open_storage
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(plan__dataset=dataset, storage__uri=storage))
+        part = parse_shard(shard)
+        with _progress_bar(_shard_size(cfg, cfg.plan.dataset, part), "clip", not as_json) as bar:
+            return clip_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.clip, part, progress=bar.update)
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"clip {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.profile}): {r.counts}, "
+                         f"{r.skipped} already done, {r.waiting} not downloaded")  # fmt: skip
+
+
+@app.command()
+def status(
+    dataset: DatasetOpt = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "WARNING",
+) -> None:
+    """Counts per ledger state and per class; rows in = sum of states."""
+    _setup_logging(log_level)
+    from action_recognition.config import load_config
+    from action_recognition.ledger import status as ledger_status
+    from action_recognition.storage import open_storage
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(plan__dataset=dataset, storage__uri=storage))
+        return ledger_status(open_storage(cfg.storage), cfg.plan.dataset)
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(), human=lambda r: r.table())
+
+
+@app.command("top-up")
+def top_up_cmd(
+    dataset: DatasetOpt = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Replace clips that failed for good with each class's next planned candidates (a new manifest version)."""
+    _setup_logging(log_level)
+    from action_recognition.config import load_config
+    from action_recognition.kinetics import top_up
+    from action_recognition.ledger import PERMANENT, final_states
+    from action_recognition.storage import open_storage
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(plan__dataset=dataset, storage__uri=storage))
+        store = open_storage(cfg.storage)
+        return top_up(store, cfg.plan.dataset, final_states(store, cfg.plan.dataset), PERMANENT)
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"top-up {r.dataset}: added {r.added or 'nothing'}; manifest version "
+                         f"{r.previous_manifest_sha256[:12]} -> {r.manifest_sha256[:12]}"
+                         + (f"; candidates exhausted for {', '.join(r.exhausted)}" if r.exhausted else ""))  # fmt: skip
+
+
 @app.command()
 def version() -> None:
     """Print the package version."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -110,11 +111,72 @@ class PlanConfig(StrictModel):
         return self
 
 
+class DownloadConfig(StrictModel):
+    """``download``: fetch just the annotated segment of each video with yt-dlp."""
+
+    url_template: str = Field(
+        "https://www.youtube.com/watch?v={youtube_id}",
+        description="Video URL with a {youtube_id} field; the id is validated before it is put in.",
+    )
+    max_height: int = Field(360, ge=144, le=2160, description="Highest video height fetched.")
+    margin_s: float = Field(1.0, ge=0, le=30, description="Seconds fetched before and after the window.")
+    method: Literal["auto", "segment", "whole"] = Field(
+        "auto", description="auto: segment, then the whole video when a segment download fails for a fixable reason."
+    )
+    workers: int = Field(4, ge=1, le=64, description="Concurrent downloads in one process.")
+    max_attempts: int = Field(4, ge=1, le=20, description="Attempts per clip for transient errors.")
+    backoff_base_s: float = Field(2.0, ge=0, le=600)
+    backoff_max_s: float = Field(120.0, ge=0, le=3600)
+    breaker_threshold: int = Field(
+        8, ge=1, le=1000, description="Consecutive rate-limit or bot-check answers that stop the shard."
+    )
+    socket_timeout_s: float = Field(30.0, gt=0, le=600)
+    max_filesize_mb: int = Field(2048, ge=1, le=100_000)
+    extractors: list[str] = Field(
+        default_factory=lambda: ["youtube", "generic"], description="yt-dlp extractors allowed."
+    )
+    cookies_file: Path | None = Field(None, description="Netscape cookies file (a mounted secret).")
+    proxy: str | None = Field(None, description="Proxy URL; put it in AR__DOWNLOAD__PROXY, not in a file.")
+    work_dir: Path | None = Field(None, description="Job folders for partial downloads; default: system temp.")
+
+    @field_validator("url_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        if fields != ["youtube_id"]:
+            raise ValueError(f"must contain {{youtube_id}} exactly once and no other field, got {fields}")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
+class ClipConfig(StrictModel):
+    """``clip``: re-encode each raw segment to the exact window; the profile is part of the output key."""
+
+    short_side: int = Field(256, ge=64, le=1080)
+    fps: int = Field(25, ge=1, le=60)
+    crf: int = Field(23, ge=0, le=51)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    threads: int = Field(2, ge=1, le=64)
+    workers: int = Field(2, ge=1, le=64, description="Clips encoded at once.")
+    duration_tolerance_s: float = Field(0.1, ge=0.0, le=2.0)
+    max_input_mb: int = Field(2048, ge=1, le=100_000, description="Larger raw files are bad_media.")
+    max_input_pixels: int = Field(3840 * 2160, ge=64 * 64, le=16384 * 16384)
+    timeout_s: float = Field(600.0, gt=0, le=7200)
+
+    @property
+    def profile(self) -> str:
+        """The part of the clip keys that names this encoding: ``s256-f25-crf23``."""
+        return f"s{self.short_side}-f{self.fps}-crf{self.crf}"
+
+
 class Config(StrictModel):
     """The whole configuration; :func:`load_config` builds it, ``model_dump(mode="json")`` logs it."""
 
     storage: StorageConfig = Field(default_factory=StorageConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
 
 
 def _parse_scalar(text: str) -> Any:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from action_recognition.config import PlanConfig
 from action_recognition.errors import AnnotationError, PlanError
@@ -477,6 +478,29 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
     manifest = _csv_bytes(MANIFEST_COLUMNS, manifest_records)
     manifest_sha = hashlib.sha256(manifest).hexdigest()
     prefix = dataset_prefix(config.dataset)
+    config_dump = config.model_dump(mode="json", exclude={"cache_dir", "download_timeout_s"})
+    fingerprint = hashlib.sha256(
+        json.dumps({"config": config_dump, "sources": source_hashes}, sort_keys=True).encode()
+    ).hexdigest()
+    existing = _read_plan_info(storage, config.dataset)
+    if existing is not None and existing.get("fingerprint") == fingerprint:
+        # Same inputs and config as the plan in storage (which later top-ups may have extended): keep it.
+        log.info("plan of %s is up to date (fingerprint %s); nothing written", config.dataset, fingerprint[:12])
+        return PlanResult(
+            dataset=config.dataset,
+            manifest_uri=storage.key_uri(f"{prefix}/manifest.csv"),
+            manifest_sha256=existing["manifest_sha256"],
+            rows=existing["rows"],
+            classes=sorted(existing["per_class"]),
+            per_class=existing["per_class"],
+            splits=existing["splits"],
+            rejected=existing["rejected"],
+            candidates=existing["candidates"],
+            rows_read=existing["rows_read"],
+            unselected=existing["unselected"],
+            versions=list(versions),
+            written=[],
+        )
     per_class = dict(sorted(Counter(rec[4] for rec in manifest_records).items()))
     splits = {s: n for s in SPLITS if (n := sum(1 for rec in manifest_records if rec[5] == s))}
     plan_info = {
@@ -490,7 +514,10 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
         "rows_read": rows_read,
         "unselected": unselected,
         "sources": [{"source": s, "kinetics_version": v, "sha256": source_hashes[s]} for s, v, _ in sources],
-        "config": config.model_dump(mode="json", exclude={"cache_dir", "download_timeout_s"}),
+        "config": config_dump,
+        "fingerprint": fingerprint,
+        "targets": per_class,
+        "top_ups": [],
     }
     files = {
         f"{prefix}/manifest.csv": manifest,
@@ -522,7 +549,122 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
     )
 
 
+def _read_plan_info(storage: Storage, dataset: str) -> dict[str, Any] | None:
+    key = f"{dataset_prefix(dataset)}/plan.json"
+    if not storage.exists(key):
+        return None
+    info: dict[str, Any] = json.loads(storage.get_bytes(key))
+    return info
+
+
+def manifest_row_problem(row: dict[str, str]) -> str | None:
+    """Why a manifest row (which may have been edited by hand) is unsafe to act on, or None when it is fine."""
+    youtube_id = row.get("youtube_id") or ""
+    if not YOUTUBE_ID.fullmatch(youtube_id):
+        return f"invalid youtube_id {_show(youtube_id)}"
+    try:
+        start, end = int(row.get("time_start") or ""), int(row.get("time_end") or "")
+    except ValueError:
+        return "time_start/time_end are not whole numbers"
+    if not 0 <= start < end:
+        return f"bad window {start}..{end}"
+    if row.get("clip_id") != clip_id_for(youtube_id, start, end):
+        return f"clip_id {_show(row.get('clip_id') or '')} does not match its id and window"
+    if row.get("split") not in SPLITS:
+        return f"split {_show(row.get('split') or '')} is not one of train/val/test"
+    return None
+
+
 def read_manifest(storage: Storage, dataset: str) -> list[dict[str, str]]:
     """The manifest rows of a planned dataset (as strings, in manifest order)."""
     data = storage.get_bytes(f"{dataset_prefix(dataset)}/manifest.csv").decode("utf-8")
     return list(csv.DictReader(io.StringIO(data, newline="")))
+
+
+@dataclass
+class TopUpResult:
+    """What a top-up round did."""
+
+    dataset: str
+    added: dict[str, int]
+    exhausted: list[str]
+    manifest_sha256: str
+    previous_manifest_sha256: str
+    manifest_uri: str
+
+    def summary(self) -> dict[str, object]:
+        out = asdict(self)
+        out["added_total"] = sum(self.added.values())
+        out["manifest_version"] = self.manifest_sha256[:12]
+        out["manifest_changed"] = self.manifest_sha256 != self.previous_manifest_sha256
+        return out
+
+
+def top_up(
+    storage: Storage, dataset: str, final_states: dict[str, str], permanent: set[str] | frozenset[str]
+) -> TopUpResult:
+    """Replace each clip that failed for good with the class's next candidate (same seeded order, same split).
+
+    ``final_states`` maps every manifest clip to its ledger state; rows in a ``permanent`` state count as lost.
+    Failed rows stay in the manifest with their state; the new rows are appended, the manifest version changes,
+    and ``plan.json`` records the round. When nothing can be added, nothing is written.
+    """
+    prefix = dataset_prefix(dataset)
+    info = _read_plan_info(storage, dataset)
+    if info is None:
+        raise PlanError(f"dataset {dataset!r} has no plan in {storage.uri}; run plan first")
+    manifest = read_manifest(storage, dataset)
+    candidates = list(csv.DictReader(io.StringIO(storage.get_bytes(f"{prefix}/candidates.csv").decode(), newline="")))
+    targets: dict[str, int] = info.get("targets", info["per_class"])
+    lost_splits: dict[str, list[str]] = defaultdict(list)
+    alive: Counter[str] = Counter()
+    for row in manifest:
+        if final_states.get(row["clip_id"]) in permanent:
+            lost_splits[row["label"]].append(row["split"])
+        else:
+            alive[row["label"]] += 1
+    spare: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for cand in candidates:
+        spare[cand["label"]].append(cand)
+    added: dict[str, int] = {}
+    exhausted = []
+    used: set[str] = set()
+    new_rows = []
+    for label, target in sorted(targets.items()):
+        need = target - alive[label]
+        if need <= 0:
+            continue
+        # Refill the splits that lost clips, oldest loss first; any split beyond that is train.
+        splits = lost_splits[label][-need:] if lost_splits[label] else []
+        splits = splits + ["train"] * (need - len(splits))
+        take = spare[label][:need]
+        if len(take) < need:
+            exhausted.append(label)
+        for cand, split in zip(take, splits, strict=False):
+            used.add(cand["clip_id"])
+            new_rows.append({**{k: cand[k] for k in MANIFEST_COLUMNS}, "split": split})
+        if take:
+            added[label] = len(take)
+    previous = info["manifest_sha256"]
+    if not new_rows:
+        return TopUpResult(dataset, {}, exhausted, previous, previous, storage.key_uri(f"{prefix}/manifest.csv"))
+    records = sorted(
+        [tuple(r[c] for c in MANIFEST_COLUMNS) for r in [*manifest, *new_rows]],
+        key=lambda rec: (rec[4], SPLITS.index(rec[5]), rec[0]),
+    )
+    manifest_bytes = _csv_bytes(MANIFEST_COLUMNS, records)
+    sha = hashlib.sha256(manifest_bytes).hexdigest()
+    remaining = [tuple(c[k] for k in (*MANIFEST_COLUMNS, "rank")) for c in candidates if c["clip_id"] not in used]
+    info.update(
+        manifest_sha256=sha,
+        rows=len(records),
+        candidates=len(remaining),
+        per_class=dict(sorted(Counter(rec[4] for rec in records).items())),
+        splits={s: n for s in SPLITS if (n := sum(1 for rec in records if rec[5] == s))},
+    )
+    info["top_ups"] = [*info.get("top_ups", []), {"previous_manifest_sha256": previous, "added": added}]
+    storage.put_bytes(f"{prefix}/manifest.csv", manifest_bytes)
+    storage.put_bytes(f"{prefix}/candidates.csv", _csv_bytes((*MANIFEST_COLUMNS, "rank"), remaining))
+    storage.put_bytes(f"{prefix}/plan.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    log.info("top-up of %s: added %s; manifest %s -> %s", dataset, added, previous[:12], sha[:12])
+    return TopUpResult(dataset, added, exhausted, sha, previous, storage.key_uri(f"{prefix}/manifest.csv"))

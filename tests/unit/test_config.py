@@ -44,7 +44,7 @@ def test_out_of_range_names_the_valid_range() -> None:
 def test_unknown_keys_are_rejected_with_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"plan.per_clas: unknown key; valid keys here: .*per_class"):
         load_config(environ={}, overrides=["plan.per_clas=3"])
-    with pytest.raises(ConfigError, match=r"nosuchsection: unknown key; valid keys here: plan, storage"):
+    with pytest.raises(ConfigError, match=r"nosuchsection: unknown key; valid keys here: .*plan.*storage"):
         load_config(environ={"AR__NOSUCHSECTION__X": "1"})
 
 
@@ -86,4 +86,4 @@ def test_storage_uri_schemes(uri: str) -> None:
 def test_config_dumps_to_json_for_mlflow() -> None:
     dumped = load_config(environ={}).model_dump(mode="json")
     assert dumped["plan"]["per_class"] == 50
-    assert set(dumped) == {"storage", "plan"}
+    assert {"storage", "plan", "download", "clip"} <= set(dumped)

@@ -1,0 +1,196 @@
+"""The availability ledger: one recorded state per manifest row, per stage, written atomically per shard.
+
+Files: ``ledger/<dataset>/<stage>/shard-<i>-of-<n>.csv`` with the columns of :class:`LedgerRecord`, one row per clip
+of that shard. ``stage`` is ``download`` or ``clip``. A clip's final state is its clip-stage state when its download
+succeeded, else its download state, else ``pending`` (not processed yet). ``rows in = sum of states`` always holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from action_recognition.errors import ConfigError
+from action_recognition.kinetics import read_manifest
+from action_recognition.storage import Storage
+
+STATES = (
+    "ok", "unavailable", "private", "removed", "geo_blocked", "rate_limited", "bad_input", "bad_media",
+    "retries_exhausted",
+)  # fmt: skip
+#: Not retried on a re-run: the video will not come back by asking again.
+PERMANENT = frozenset({"unavailable", "private", "removed", "geo_blocked", "bad_input", "bad_media"})
+#: Retried on the next run.
+RETRYABLE = frozenset({"rate_limited", "retries_exhausted"})
+PENDING = "pending"
+STAGES = ("download", "clip")
+
+
+@dataclass
+class LedgerRecord:
+    """What happened to one clip in one stage."""
+
+    clip_id: str
+    label: str
+    split: str
+    state: str
+    reason: str = ""
+    attempts: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    method: str = ""  # download: segment | whole; clip: the clip profile
+    raw_start_s: float = 0.0  # download: where the raw file starts in the source video
+    duration_s: float = 0.0  # clip: duration published
+    short: bool = False  # clip: shorter than the window because the video itself ends there
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise ValueError(f"unknown ledger state {self.state!r} for {self.clip_id}; states: {', '.join(STATES)}")
+
+
+_COLUMNS = [f.name for f in dataclasses.fields(LedgerRecord)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)``; shards count from 0. Raises ConfigError on anything else."""
+    found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not found:
+        raise ConfigError(f"--shard {text!r}: expected I/N, for example 0/4")
+    index, count = int(found.group(1)), int(found.group(2))
+    if not 1 <= count <= 10_000 or not 0 <= index < count:
+        raise ConfigError(f"--shard {text!r}: need 0 <= I < N and 1 <= N <= 10000")
+    return index, count
+
+
+def shard_of(clip_id: str, count: int) -> int:
+    """Stable shard of a clip: by hash of its id, so top-ups do not move clips between shards."""
+    return int.from_bytes(hashlib.sha256(clip_id.encode()).digest()[:8], "big") % count
+
+
+def shard_rows(rows: list[dict[str, str]], shard: tuple[int, int]) -> list[dict[str, str]]:
+    """The manifest rows of one shard, in manifest order."""
+    index, count = shard
+    return [r for r in rows if shard_of(r["clip_id"], count) == index]
+
+
+def shard_key(dataset: str, stage: str, shard: tuple[int, int]) -> str:
+    return f"ledger/{dataset}/{stage}/shard-{shard[0]:04d}-of-{shard[1]:04d}.csv"
+
+
+def encode(records: list[LedgerRecord]) -> bytes:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for rec in sorted(records, key=lambda r: r.clip_id):
+        row = dataclasses.asdict(rec)
+        row["seconds"] = f"{rec.seconds:.3f}"
+        row["duration_s"] = f"{rec.duration_s:.3f}"
+        row["raw_start_s"] = f"{rec.raw_start_s:.3f}"
+        row["short"] = int(rec.short)
+        writer.writerow(row)
+    return buf.getvalue().encode("utf-8")
+
+
+def decode(data: bytes) -> list[LedgerRecord]:
+    out = []
+    for row in csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")):
+        out.append(LedgerRecord(
+            clip_id=row["clip_id"], label=row["label"], split=row["split"], state=row["state"],
+            reason=row["reason"], attempts=int(row["attempts"]), bytes=int(row["bytes"]),
+            seconds=float(row["seconds"]), method=row["method"], raw_start_s=float(row["raw_start_s"]),
+            duration_s=float(row["duration_s"]), short=row["short"] == "1",
+        ))  # fmt: skip
+    return out
+
+
+def write_shard(
+    storage: Storage, dataset: str, stage: str, shard: tuple[int, int], records: list[LedgerRecord]
+) -> bool:
+    """Publish a shard's records atomically; True when the content changed."""
+    return storage.put_bytes_if_changed(shard_key(dataset, stage, shard), encode(records))
+
+
+def read_stage(storage: Storage, dataset: str, stage: str) -> dict[str, LedgerRecord]:
+    """Every record of a stage, merged over its shard files (files in name order; a later file wins)."""
+    merged: dict[str, LedgerRecord] = {}
+    for key in storage.list(f"ledger/{dataset}/{stage}/"):
+        if key.endswith(".csv"):
+            for rec in decode(storage.get_bytes(key)):
+                merged[rec.clip_id] = rec
+    return merged
+
+
+@dataclass
+class StatusReport:
+    """Counts per final state, overall and per class; ``rows == sum(states.values())``."""
+
+    dataset: str
+    rows: int
+    states: dict[str, int]
+    per_class: dict[str, dict[str, int]]
+    bytes: int
+    seconds: float
+    methods: dict[str, int] = field(default_factory=dict)
+    short_clips: int = 0
+
+    def summary(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def table(self) -> str:
+        columns = [s for s in (*STATES, PENDING) if any(c.get(s) for c in self.per_class.values())]
+        width = max([len("class"), *(len(c) for c in self.per_class)])
+        lines = ["class".ljust(width) + "".join(f" {c:>17}" for c in columns)]
+        for label, counts in self.per_class.items():
+            lines.append(label.ljust(width) + "".join(f" {counts.get(c, 0):>17}" for c in columns))
+        lines.append("total".ljust(width) + "".join(f" {self.states.get(c, 0):>17}" for c in columns))
+        lines.append(f"rows {self.rows} = sum of states {sum(self.states.values())}; "
+                     f"fetched {self.bytes / 1e6:.1f} MB in {self.seconds:.0f} s; ways: {self.methods}")  # fmt: skip
+        return "\n".join(lines)
+
+
+def final_states(storage: Storage, dataset: str) -> dict[str, str]:
+    """clip_id -> final state for every manifest row (``pending`` where no stage has recorded it)."""
+    downloads = read_stage(storage, dataset, "download")
+    clips = read_stage(storage, dataset, "clip")
+    out = {}
+    for row in read_manifest(storage, dataset):
+        cid = row["clip_id"]
+        down = downloads.get(cid)
+        if down is None:
+            out[cid] = PENDING
+        elif down.state != "ok":
+            out[cid] = down.state
+        else:
+            out[cid] = clips[cid].state if cid in clips else PENDING
+    return out
+
+
+def status(storage: Storage, dataset: str) -> StatusReport:
+    """The availability report of a dataset (``action-recognition status``)."""
+    rows = read_manifest(storage, dataset)
+    states = final_states(storage, dataset)
+    downloads = read_stage(storage, dataset, "download")
+    clips = read_stage(storage, dataset, "clip")
+    per_class: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in rows:
+        per_class[row["label"]][states[row["clip_id"]]] += 1
+    totals: Counter[str] = Counter(states.values())
+    ids = {r["clip_id"] for r in rows}
+    report = StatusReport(
+        dataset=dataset,
+        rows=len(rows),
+        states={s: totals[s] for s in (*STATES, PENDING) if totals[s]},
+        per_class={label: dict(c) for label, c in sorted(per_class.items())},
+        bytes=sum(r.bytes for cid, r in downloads.items() if cid in ids),
+        seconds=round(sum(r.seconds for cid, r in downloads.items() if cid in ids), 3),
+        methods=dict(Counter(r.method for cid, r in downloads.items() if cid in ids and r.state == "ok")),
+        short_clips=sum(1 for cid, r in clips.items() if cid in ids and r.short),
+    )
+    if report.rows != sum(report.states.values()):
+        raise RuntimeError(f"ledger accounting broken for {dataset}: {report.rows} rows, states {report.states}")
+    return report
