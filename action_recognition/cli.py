@@ -271,6 +271,138 @@ def top_up_cmd(
                          + (f"; candidates exhausted for {', '.join(r.exhausted)}" if r.exhausted else ""))  # fmt: skip
 
 
+TrackingOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI).")
+]
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option("--dataset", help="Keypoint or frames .npz: a path or s3:// URI.")],
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="lstm, ddnet, stgcn, frame-resnet18, tsn-resnet18, r2plus1d-18.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Epochs at most (early stopping may end sooner).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of sampling, augmentation and init.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name for run and model names.")] = None,
+    allow_untrained: Annotated[
+        bool,
+        typer.Option("--allow-untrained", help="RGB: train from random weights when pretrained ones cannot be had."),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint of this configuration.")
+    ] = False,
+    manifest_uri: Annotated[
+        str | None, typer.Option("--manifest-uri", help="Manifest the dataset came from (model card).")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Train a model on a dataset file; track it in MLflow; report test metrics."""
+    _setup_logging(log_level)
+    from action_recognition.config import load_config
+    from action_recognition.storage import open_storage
+    from action_recognition.train import train_model
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+            train__arch=arch, train__epochs=epochs, train__seed=seed, train__allow_untrained=allow_untrained or None,
+            train__resume=resume or None, train__tracking_uri=tracking_uri, storage__uri=storage,
+        ))  # fmt: skip
+        manifest = {"uri": manifest_uri} if manifest_uri else None
+        with _progress_bar(cfg.train.epochs, "train", not as_json) as bar:
+
+            def tick(row: dict[str, float]) -> None:
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+                bar.update(1)
+
+            return train_model(cfg.train, dataset, storage=open_storage(cfg.storage), dataset_name=name,
+                               manifest=manifest, progress=tick)  # fmt: skip
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"{r.arch}: test top-1 {r.metrics['test_top1']:.3f}, top-5 {r.metrics['test_top5']:.3f}, "
+                         f"mean class acc {r.metrics['mean_class_acc']:.3f}; run {r.run_id}"
+                         + (" (reused a finished run)" if r.reused else "")
+                         + (" [UNTRAINED BACKBONE]" if r.untrained else ""))  # fmt: skip
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/3 or runs:/ID/model.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset .npz with the same classes.")],
+    split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Score a logged or registered model on a dataset split with the standard metrics."""
+    _setup_logging(log_level)
+    from action_recognition.evaluate import evaluate_model
+
+    def step() -> Any:
+        return evaluate_model(model, dataset, tracking_uri=tracking_uri, split=split)
+
+    _run(step, as_json=as_json,
+         summarise=lambda m: {**m.scalars(f"{split}_"), "per_class_acc": m.per_class_acc, "model": model},
+         human=lambda m: f"{model} on {split}: top-1 {m.top1:.3f}, top-5 {m.top5:.3f}, "
+                         f"mean class acc {m.mean_class_acc:.3f}, macro-F1 {m.macro_f1:.3f} "
+                         f"({m.samples} clips)")  # fmt: skip
+
+
+@app.command()
+def register(
+    run_id: Annotated[str, typer.Option("--run-id", help="MLflow run whose model to register.")],
+    name: Annotated[str, typer.Option("--name", help="Registered model name (one per model family).")],
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Register a run's model (once per run) and set alias @challenger."""
+    _setup_logging(log_level)
+    from action_recognition.config import load_config
+    from action_recognition.registry import register_run
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or ())
+        return register_run(run_id, name, cfg.registry, tracking_uri=tracking_uri or cfg.train.tracking_uri)
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"{'registered' if r.created else 'already registered'}: models:/{r.name}/{r.version} "
+                         f"(aliases {', '.join(r.aliases)})")  # fmt: skip
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Option("--name", help="Registered model name.")],
+    margin: Annotated[float | None, typer.Option("--margin", help="How much better the challenger must be.")] = None,
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Move @champion to @challenger when it beats the champion on the same test set by the margin."""
+    _setup_logging(log_level)
+    from action_recognition.config import load_config
+    from action_recognition.registry import promote as do_promote
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(registry__promotion_margin=margin))
+        return do_promote(name, cfg.registry, tracking_uri=tracking_uri or cfg.train.tracking_uri)
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"{r.name}: {'PROMOTED' if r.promoted else 'kept the champion'} "
+                         f"(challenger v{r.challenger_version}): {r.reason}")  # fmt: skip
+
+
 @app.command()
 def version() -> None:
     """Print the package version."""

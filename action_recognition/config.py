@@ -170,6 +170,52 @@ class ClipConfig(StrictModel):
         return f"s{self.short_side}-f{self.fps}-crf{self.crf}"
 
 
+ARCH_NAMES = ("lstm", "ddnet", "stgcn", "frame-resnet18", "tsn-resnet18", "r2plus1d-18")
+
+
+class TrainConfig(StrictModel):
+    """``train``: one model on one dataset file, tracked in MLflow."""
+
+    arch: Literal["lstm", "ddnet", "stgcn", "frame-resnet18", "tsn-resnet18", "r2plus1d-18"] | None = Field(
+        None, description="Architecture; default: the best keypoint model (ddnet) or tsn-resnet18 for frames."
+    )
+    epochs: int = Field(80, ge=1, le=2000)
+    batch_size: int = Field(32, ge=2, le=4096)
+    lr: float | None = Field(None, gt=0, le=1.0, description="Peak learning rate; default: the architecture's own.")
+    weight_decay: float = Field(1e-2, ge=0, le=1.0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1.0)
+    patience: int = Field(25, ge=1, le=1000, description="Epochs without a better val score before stopping.")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    val_ratio: float = Field(0.15, gt=0, le=0.5, description="Carved from train (stratified) when there is no val.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    balanced_sampling: bool = True
+    augment: bool = True
+    pretrained: bool = Field(True, description="RGB models: start from downloaded ImageNet/Kinetics weights.")
+    allow_untrained: bool = Field(
+        False, description="RGB models: train from random weights when pretrained ones cannot be downloaded."
+    )
+    max_minutes: float = Field(0.0, ge=0, le=10_000, description="Stop after this long (0: no limit).")
+    threads: int = Field(0, ge=0, le=256, description="CPU threads for torch (0: torch's default).")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
+    experiment: str = Field("action-recognition", min_length=1, max_length=200)
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI.")
+    registered_model: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Default: <dataset>-<family>."
+    )
+    resume: bool = Field(False, description="Continue from the last checkpoint of the same configuration.")
+    log_model: bool = True
+    system_metrics: bool = True
+
+
+class RegistryConfig(StrictModel):
+    """``register``/``promote``: the MLflow model registry."""
+
+    promotion_metric: Literal["test_top1", "mean_class_acc", "macro_f1"] = "test_top1"
+    promotion_margin: float = Field(0.0, ge=0.0, le=1.0, description="How much better the challenger must be.")
+    max_attempts: int = Field(5, ge=1, le=50, description="Attempts per MLflow call (server restarts, timeouts).")
+    backoff_s: float = Field(1.0, ge=0, le=120)
+
+
 class Config(StrictModel):
     """The whole configuration; :func:`load_config` builds it, ``model_dump(mode="json")`` logs it."""
 
@@ -177,6 +223,8 @@ class Config(StrictModel):
     plan: PlanConfig = Field(default_factory=PlanConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
 
 def _parse_scalar(text: str) -> Any:

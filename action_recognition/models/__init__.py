@@ -1,0 +1,42 @@
+"""Model architectures. :data:`ARCHS` maps each ``--arch`` name to its family and builder.
+
+Keypoint models take the keypoint dataset format directly, ``(B, T, J, 3)`` float32 (x, y in [0, 1], score),
+and normalise inside ``forward``, so a served model needs no preprocessing. RGB models take ``(B, T, H, W, 3)``
+uint8 frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from action_recognition.models.rgb import FrameResNet18, R2Plus1D18, TSNResNet18
+from action_recognition.models.skeleton_models import STGCN, DDNet, KeypointLSTM
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What an architecture is: its family (``keypoint`` or ``rgb``) and how to build it."""
+
+    family: str
+    build: Callable[..., nn.Module]
+    summary: str
+    lr: float = 1e-3
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "lstm": ArchSpec(
+        "keypoint", KeypointLSTM, "bidirectional LSTM on normalised keypoints (the original study, done right)"
+    ),
+    "ddnet": ArchSpec("keypoint", DDNet, "DD-Net: joint-collection distances + two-scale motion, 1D convs", lr=3e-3),
+    "stgcn": ArchSpec("keypoint", STGCN, "ST-GCN: graph convolutions over the skeleton (known or learned graph)"),
+    "frame-resnet18": ArchSpec("rgb", FrameResNet18, "single-frame ResNet18 (the original study's baseline)", lr=5e-4),
+    "tsn-resnet18": ArchSpec("rgb", TSNResNet18, "TSN: ResNet18 over T segments, logits averaged", lr=5e-4),
+    "r2plus1d-18": ArchSpec(
+        "rgb", R2Plus1D18, "R(2+1)D-18 video backbone (torchvision, Kinetics-400 weights)", lr=3e-4
+    ),
+}
+DEFAULT_KEYPOINT_ARCH = "ddnet"
+DEFAULT_RGB_ARCH = "tsn-resnet18"

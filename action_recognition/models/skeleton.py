@@ -1,0 +1,91 @@
+"""Skeleton layouts (graph edges, left-right pairs, centre joints) and the normalisation every keypoint model uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A known joint layout. ``edges`` and ``flip_pairs`` use 0-based joint indices."""
+
+    name: str
+    joints: int
+    edges: tuple[tuple[int, int], ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    centre: tuple[int, ...]
+
+    def flip_index(self) -> list[int]:
+        """Joint permutation that swaps left and right."""
+        order = list(range(self.joints))
+        for a, b in self.flip_pairs:
+            order[a], order[b] = b, a
+        return order
+
+
+COCO17 = Layout(
+    "coco17", 17,
+    edges=((0, 1), (0, 2), (1, 3), (2, 4), (0, 5), (0, 6), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12),
+           (11, 12), (11, 13), (13, 15), (12, 14), (14, 16)),
+    flip_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+    centre=(11, 12),
+)  # fmt: skip
+_NTU_EDGES_1 = ((1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9), (11, 10),
+                (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19), (22, 23),
+                (23, 8), (24, 25), (25, 12))  # fmt: skip
+NTU25 = Layout(
+    "ntu25", 25,
+    edges=tuple((a - 1, b - 1) for a, b in _NTU_EDGES_1),
+    flip_pairs=tuple((a - 1, b - 1) for a, b in ((5, 9), (6, 10), (7, 11), (8, 12), (13, 17), (14, 18), (15, 19),
+                                                  (16, 20), (22, 24), (23, 25))),
+    centre=(0,),
+)  # fmt: skip
+JOINTS15 = Layout(  # JHMDB order: neck, belly, face, r/l shoulder, r/l hip, r/l elbow, r/l knee, r/l wrist, r/l ankle
+    "joints15", 15,
+    edges=((0, 1), (0, 2), (0, 3), (0, 4), (1, 5), (1, 6), (3, 7), (4, 8), (5, 9), (6, 10), (7, 11), (8, 12), (9, 13),
+           (10, 14)),
+    flip_pairs=((3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14)),
+    centre=(1,),
+)  # fmt: skip
+LAYOUTS = {layout.name: layout for layout in (COCO17, NTU25, JOINTS15)}
+
+
+def layout_for(name: str | None, joints: int) -> Layout | None:
+    """The named layout when it matches ``joints``; None (a learned graph, no flip) otherwise."""
+    layout = LAYOUTS.get(name or "")
+    if layout is not None and layout.joints == joints:
+        return layout
+    return None
+
+
+def adjacency(layout: Layout | None, joints: int) -> np.ndarray:
+    """Symmetrically normalised adjacency with self-loops, (J, J); identity when the layout is unknown."""
+    a = np.eye(joints, dtype=np.float32)
+    if layout is not None:
+        for i, j in layout.edges:
+            a[i, j] = a[j, i] = 1.0
+    d = a.sum(1) ** -0.5
+    return (d[:, None] * a * d[None, :]).astype(np.float32)
+
+
+def normalise(x: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre and scale each sequence by its visible joints.
+
+    Args:
+        x: (B, T, J, 3) with x, y in [0, 1] and score; score 0 marks a missing joint.
+
+    Returns:
+        xy: (B, T, J, 2) centred on the mean visible joint and divided by the visible spread; 0 where missing.
+        mask: (B, T, J) float, 1 where the joint is visible.
+    """
+    mask = (x[..., 2] > 0).to(x.dtype)
+    xy = x[..., :2]
+    weight = mask.unsqueeze(-1)
+    count = weight.sum(dim=(1, 2), keepdim=True).clamp_min(1.0)
+    centre = (xy * weight).sum(dim=(1, 2), keepdim=True) / count
+    spread = (((xy - centre) ** 2) * weight).sum(dim=(1, 2, 3), keepdim=True) / count.sum(-1, keepdim=True)
+    scale = spread.clamp_min(eps).sqrt()
+    return (xy - centre) / scale * weight, mask

@@ -1,0 +1,225 @@
+"""The MLflow model registry: register a run's model as ``challenger``; promote it to ``champion`` when it wins.
+
+- :func:`register_run`: one version per run (registering the same run twice returns the existing version), tagged
+  with its metrics and test-set identity, alias ``challenger``.
+- :func:`promote`: moves ``champion`` to the challenger only when it beats the champion on the same test set by
+  ``registry.promotion_margin``, with an audit tag (who, when, metrics). Idempotent: promoting the champion again
+  changes nothing. Aliases move atomically in MLflow, so readers see the old or the new champion, never neither.
+
+Every MLflow call is retried with backoff on connection errors (server restarts), so a blip does not fail a task.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from action_recognition.config import RegistryConfig
+from action_recognition.errors import ActionRecognitionError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+class RegistryError(ActionRecognitionError):
+    """The registry refused or could not be reached within the retry budget."""
+
+
+def with_retries(call: Callable[[], T], what: str, config: RegistryConfig) -> T:
+    """Run an MLflow call, retrying connection failures and 5xx answers with exponential backoff."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import Timeout
+
+    for attempt in range(1, config.max_attempts + 1):
+        try:
+            return call()
+        except (RequestsConnectionError, Timeout, MlflowException) as exc:
+            transient = not isinstance(exc, MlflowException) or exc.get_http_status_code() >= 500
+            if not transient or attempt == config.max_attempts:
+                raise RegistryError(f"{what}: {exc}") from exc
+            delay = config.backoff_s * 2 ** (attempt - 1)
+            log.warning("%s failed (attempt %d/%d, retrying in %.1f s): %s", what, attempt, config.max_attempts,
+                        delay, str(exc)[:200])  # fmt: skip
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Registration:
+    """A registered version; ``summary()`` is the CLI's JSON line."""
+
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+    created: bool
+    aliases: list[str]
+
+    def summary(self) -> dict[str, object]:
+        out = asdict(self)
+        out["registry_uri"] = f"models:/{self.name}/{self.version}"
+        return out
+
+
+def _client(tracking_uri: str | None) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
+
+
+def register_run(
+    run_id: str, name: str, config: RegistryConfig, *, tracking_uri: str | None = None, model_uri: str | None = None
+) -> Registration:
+    """Register the model of ``run_id`` under ``name`` (once) and point ``challenger`` at it."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    run = with_retries(lambda: client.get_run(run_id), f"read run {run_id}", config)
+    source = model_uri or run.data.tags.get("ar.model_uri")
+    if not source:
+        raise RegistryError(f"run {run_id} logged no model (tag ar.model_uri is missing); train with log_model on")
+    existing = with_retries(
+        lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"), f"search {name}", config
+    )
+    created = False
+    if existing:
+        version = sorted(existing, key=lambda v: int(v.version))[0]
+    else:
+        try:
+            with_retries(lambda: client.create_registered_model(name, description=_describe(name)), "create", config)
+        except RegistryError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_ALREADY_EXISTS"):
+                raise
+        metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(("epoch_", "system/"))}
+        tags = {
+            "ar.test_set_sha256": run.data.tags.get("ar.test_set_sha256", ""),
+            "ar.arch": run.data.tags.get("ar.arch", ""),
+            "ar.untrained": run.data.tags.get("ar.untrained", "false"),
+            "ar.metrics": json.dumps(metrics, sort_keys=True),
+        }
+        version = with_retries(
+            lambda: client.create_model_version(name, source, run_id=run_id, tags=tags), f"register {name}", config
+        )
+        created = True
+        version = _wait_ready(client, name, version.version, config)
+    with_retries(lambda: client.set_registered_model_alias(name, CHALLENGER, version.version), "alias", config)
+    aliases = with_retries(lambda: client.get_model_version(name, version.version), "read version", config).aliases
+    log.info("%s version %s of run %s (%s); aliases %s", "registered" if created else "found", version.version,
+             run_id, source, aliases)  # fmt: skip
+    return Registration(name, str(version.version), run_id, source, created, sorted(aliases))
+
+
+def _describe(name: str) -> str:
+    return (
+        f"Action recognition models ({name}). Aliases: @champion serves, @challenger is the latest candidate. "
+        "Versions carry their test metrics (tag ar.metrics) and test-set identity (ar.test_set_sha256)."
+    )
+
+
+def _wait_ready(client: Any, name: str, version: str, config: RegistryConfig, timeout_s: float = 120) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        mv = with_retries(lambda: client.get_model_version(name, version), "read version", config)
+        if mv.status == "READY":
+            return mv
+        if mv.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise RegistryError(f"{name} version {version} is {mv.status}: {mv.status_message}")
+        time.sleep(0.5)
+
+
+@dataclass
+class Promotion:
+    """The outcome of a promotion decision."""
+
+    name: str
+    promoted: bool
+    reason: str
+    challenger_version: str
+    champion_version: str | None
+    metric: str
+    challenger_score: float | None
+    champion_score: float | None
+
+    def summary(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _score(version: Any, metric: str) -> float | None:
+    metrics = json.loads(version.tags.get("ar.metrics", "{}") or "{}")
+    value = metrics.get(metric)
+    return float(value) if value is not None else None
+
+
+def promote(
+    name: str, config: RegistryConfig, *, tracking_uri: str | None = None, actor: str | None = None
+) -> Promotion:
+    """Move ``champion`` to ``challenger`` when it wins by the margin on the same test set (see module docstring)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    metric = config.promotion_metric
+
+    def alias(which: str) -> Any | None:
+        try:
+            return client.get_model_version_by_alias(name, which)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                return None
+            raise
+
+    challenger = with_retries(lambda: alias(CHALLENGER), f"read {name}@{CHALLENGER}", config)
+    if challenger is None:
+        raise RegistryError(f"{name} has no @{CHALLENGER}; register a run first")
+    champion = with_retries(lambda: alias(CHAMPION), f"read {name}@{CHAMPION}", config)
+    new_score = _score(challenger, metric)
+    if new_score is None:
+        raise RegistryError(f"{name} version {challenger.version} has no {metric} in its ar.metrics tag")
+    old_score = _score(champion, metric) if champion is not None else None
+    result = Promotion(name, False, "", str(challenger.version), str(champion.version) if champion else None, metric,
+                       new_score, old_score)  # fmt: skip
+    if champion is not None and champion.version == challenger.version:
+        result.reason = "the challenger already is the champion"
+        return result
+    if challenger.tags.get("ar.untrained") == "true" and champion is not None:
+        result.reason = "the challenger has an untrained backbone; it never replaces a champion"
+        return result
+    if champion is not None:
+        same_test = challenger.tags.get("ar.test_set_sha256") == champion.tags.get("ar.test_set_sha256")
+        if not same_test:
+            result.reason = ("different test sets: evaluate the champion on the challenger's test set "
+                             "(action-recognition evaluate) before comparing")  # fmt: skip
+            return result
+        if old_score is not None and new_score < old_score + config.promotion_margin:
+            result.reason = (
+                f"{metric} {new_score:.4f} does not beat the champion's {old_score:.4f} by {config.promotion_margin}"
+            )
+            return result
+    who = actor or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or getpass.getuser()
+    audit = {
+        "by": who,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metric": metric,
+        "score": new_score,
+        "previous_champion": result.champion_version,
+        "previous_score": old_score,
+        "margin": config.promotion_margin,
+    }
+    with_retries(lambda: client.set_registered_model_alias(name, CHAMPION, challenger.version), "alias", config)
+    with_retries(lambda: client.set_model_version_tag(name, challenger.version, "ar.promotion", json.dumps(audit)),
+                 "audit tag", config)  # fmt: skip
+    result.promoted = True
+    result.reason = "no champion yet" if champion is None else f"{metric} {new_score:.4f} beats {old_score}"
+    log.info("promoted %s version %s to @%s: %s", name, challenger.version, CHAMPION, result.reason)
+    return result
