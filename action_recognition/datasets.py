@@ -102,33 +102,39 @@ def load_dataset(path: Path) -> LabeledArrays:
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
     with npz:
-        if "keypoints" in npz.files:
-            data = npz["keypoints"]
-            if data.ndim != 4 or data.shape[-1] != 3:
-                raise DatasetError(f"{path}: keypoints must be (N, T, J, 3), got shape {data.shape}")
-            if data.dtype != np.float32:
-                raise DatasetError(f"{path}: keypoints must be float32, got {data.dtype}")
-            if not np.isfinite(data).all():
-                bad = int((~np.isfinite(data)).any(axis=(1, 2, 3)).sum())
-                raise DatasetError(f"{path}: keypoints hold NaN or inf in {bad} sample(s)")
-            if data.size and (data.min() < -1e-6 or data.max() > 1 + 1e-6):
-                raise DatasetError(
-                    f"{path}: keypoint x, y and score must be in [0, 1], got range [{data.min():.3f}, {data.max():.3f}]"
-                )
-            if data.shape[1] < 2 or data.shape[2] < 2:
-                raise DatasetError(
-                    f"{path}: need at least 2 frames and 2 joints, got T={data.shape[1]}, J={data.shape[2]}"
-                )
-            kind = "keypoints"
-        elif "frames" in npz.files:
-            data = npz["frames"]
-            if data.ndim != 5 or data.shape[-1] != 3 or data.dtype != np.uint8:
-                raise DatasetError(f"{path}: frames must be uint8 (N, T, H, W, 3), got {data.dtype} {data.shape}")
-            kind = "frames"
-        else:
-            raise DatasetError(f"{path}: has neither 'keypoints' nor 'frames' (has {sorted(npz.files)})")
-        labels, split, classes, clip_ids = _common(npz, path, data.shape[0])
-        layout = str(npz["layout"]) if "layout" in npz.files else None
+        try:
+            return _validated(npz, path)
+        except ValueError as exc:  # object arrays (pickles) are refused by allow_pickle=False
+            raise DatasetError(f"{path}: not a readable dataset ({exc})") from exc
+
+
+def _validated(npz: Any, path: Path) -> LabeledArrays:
+    """Check every array against the contract in the module docstring."""
+    if "keypoints" in npz.files:
+        data = npz["keypoints"]
+        if data.ndim != 4 or data.shape[-1] != 3:
+            raise DatasetError(f"{path}: keypoints must be (N, T, J, 3), got shape {data.shape}")
+        if data.dtype != np.float32:
+            raise DatasetError(f"{path}: keypoints must be float32, got {data.dtype}")
+        if not np.isfinite(data).all():
+            bad = int((~np.isfinite(data)).any(axis=(1, 2, 3)).sum())
+            raise DatasetError(f"{path}: keypoints hold NaN or inf in {bad} sample(s)")
+        if data.size and (data.min() < -1e-6 or data.max() > 1 + 1e-6):
+            raise DatasetError(
+                f"{path}: keypoint x, y and score must be in [0, 1], got range [{data.min():.3f}, {data.max():.3f}]"
+            )
+        if data.shape[1] < 2 or data.shape[2] < 2:
+            raise DatasetError(f"{path}: need at least 2 frames and 2 joints, got T={data.shape[1]}, J={data.shape[2]}")
+        kind = "keypoints"
+    elif "frames" in npz.files:
+        data = npz["frames"]
+        if data.ndim != 5 or data.shape[-1] != 3 or data.dtype != np.uint8:
+            raise DatasetError(f"{path}: frames must be uint8 (N, T, H, W, 3), got {data.dtype} {data.shape}")
+        kind = "frames"
+    else:
+        raise DatasetError(f"{path}: has neither 'keypoints' nor 'frames' (has {sorted(npz.files)})")
+    labels, split, classes, clip_ids = _common(npz, path, data.shape[0])
+    layout = str(npz["layout"]) if "layout" in npz.files else None
     return LabeledArrays(data, labels, split, classes, clip_ids, kind, layout, file_sha256(path))
 
 

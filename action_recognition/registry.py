@@ -109,8 +109,16 @@ def register_run(
             "ar.untrained": run.data.tags.get("ar.untrained", "false"),
             "ar.metrics": json.dumps(metrics, sort_keys=True),
         }
+        model_id = None
+        artifact_source = source
+        if source.startswith("models:/m-"):  # an MLflow 3 logged model: register its artifacts, linked by id
+            model_id = source[len("models:/") :]
+            logged = with_retries(lambda: client.get_logged_model(model_id), f"read {source}", config)
+            artifact_source = logged.artifact_location
         version = with_retries(
-            lambda: client.create_model_version(name, source, run_id=run_id, tags=tags), f"register {name}", config
+            lambda: client.create_model_version(name, artifact_source, run_id=run_id, tags=tags, model_id=model_id),
+            f"register {name}",
+            config,
         )
         created = True
         version = _wait_ready(client, name, version.version, config)

@@ -395,7 +395,7 @@ def _train_new(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                total_loss += float(loss) * len(batch)
+                total_loss += float(loss.detach()) * len(batch)
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += len(batch)
             val_logits = predict_logits(model, x_all, val_idx, config.batch_size * 2, device, crop)

@@ -1,0 +1,138 @@
+"""Training tracked in a real MLflow server (SQLite backend, artifacts on the S3 test server), and the registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from action_recognition.config import RegistryConfig, TrainConfig
+from action_recognition.datasets import load_dataset
+from action_recognition.evaluate import evaluate_model
+from action_recognition.registry import promote, register_run
+from action_recognition.storage import LocalStorage
+from action_recognition.train import train_model
+
+pytestmark = pytest.mark.integration
+
+
+def _cfg(tracking: str, **kw: object) -> TrainConfig:
+    return TrainConfig.model_validate({"epochs": 8, "batch_size": 16, "tracking_uri": tracking,
+                                       "experiment": "it-registry", "system_metrics": True, **kw})  # fmt: skip
+
+
+def test_run_registry_promotion_and_serving(
+    mlflow_server: str, synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    store = LocalStorage(tmp_path / "store")
+    manifest = {"uri": "s3://bucket/datasets/synth/manifest.csv", "sha256": "ab" * 32, "availability": {"ok": 180}}
+    first = train_model(_cfg(mlflow_server, arch="ddnet"), str(synthetic_dataset), storage=store, dataset_name="synth",
+                        manifest=manifest)  # fmt: skip
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.arch"] == "ddnet"
+    assert run.data.params["train.epochs"] == "8"
+    assert {"test_top1", "test_top5", "mean_class_acc", "macro_f1", "epoch_train_loss", "epoch_val_acc"} <= set(
+        run.data.metrics)  # fmt: skip
+    assert len(client.get_metric_history(first.run_id, "epoch_train_loss")) == first.epochs_run
+    assert any(k.startswith("system/") for k in run.data.metrics), "system metrics are logged"
+    assert run.data.tags["ar.untrained"] == "false"
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {
+        "confusion_matrix.png",
+        "confusion_matrix.csv",
+        "per_class.csv",
+        "model_card.md",
+        "classes.json",
+    } <= artifacts
+    card = Path(client.download_artifacts(first.run_id, "model_card.md", str(tmp_path)))
+    text = card.read_text()
+    assert "SYNTHETIC DATA" in text and "s3://bucket/datasets/synth/manifest.csv" in text and "0.205" in text
+    assert run.inputs.dataset_inputs[0].dataset.digest == load_dataset(synthetic_dataset).sha256[:16]
+    assert store.exists(f"models/{first.fingerprint[:16]}/last.pt")
+    ckpt = torch.load(store.path(f"models/{first.fingerprint[:16]}/last.pt"), weights_only=True)
+    assert ckpt["config"]["epochs"] == 8 and ckpt["arch"] == "ddnet"
+
+    # Registration: one version per run, alias challenger; the first promotion needs no contest.
+    reg = RegistryConfig(backoff_s=0.1)
+    v1 = register_run(first.run_id, "synth-keypoint", reg, tracking_uri=mlflow_server)
+    assert v1.created and v1.aliases == ["challenger"]
+    again = register_run(first.run_id, "synth-keypoint", reg, tracking_uri=mlflow_server)
+    assert not again.created and again.version == v1.version
+    assert len(client.search_model_versions("name='synth-keypoint'")) == 1
+    p1 = promote("synth-keypoint", reg, tracking_uri=mlflow_server, actor="pytest")
+    assert p1.promoted and p1.reason == "no champion yet"
+    audit = json.loads(client.get_model_version("synth-keypoint", v1.version).tags["ar.promotion"])
+    assert audit["by"] == "pytest" and audit["metric"] == "test_top1"
+    assert not promote("synth-keypoint", reg, tracking_uri=mlflow_server).promoted  # idempotent
+
+    # A weak challenger (1 epoch) on the same test set is refused; with a negative-free margin of 0 and a better
+    # challenger it would win. Training the same config again reuses the finished run.
+    weak = train_model(_cfg(mlflow_server, arch="lstm", epochs=1), str(synthetic_dataset), storage=store,
+                       dataset_name="synth")  # fmt: skip
+    v2 = register_run(weak.run_id, "synth-keypoint", reg, tracking_uri=mlflow_server)
+    refused = promote("synth-keypoint", RegistryConfig(promotion_margin=0.05), tracking_uri=mlflow_server)
+    assert not refused.promoted and "does not beat" in refused.reason
+    assert client.get_model_version_by_alias("synth-keypoint", "champion").version == v1.version
+    assert client.get_model_version_by_alias("synth-keypoint", "challenger").version == v2.version
+    strong = train_model(_cfg(mlflow_server, arch="ddnet", epochs=20), str(synthetic_dataset), storage=store,
+                         dataset_name="synth")  # fmt: skip
+    v3 = register_run(strong.run_id, "synth-keypoint", reg, tracking_uri=mlflow_server)
+    decision = promote("synth-keypoint", RegistryConfig(promotion_margin=0.0), tracking_uri=mlflow_server)
+    assert decision.promoted == (strong.metrics["test_top1"] >= first.metrics["test_top1"]), decision
+    reused = train_model(_cfg(mlflow_server, arch="ddnet"), str(synthetic_dataset), storage=store, dataset_name="synth")
+    assert reused.reused and reused.run_id == first.run_id
+    assert len(client.search_model_versions("name='synth-keypoint'")) == 3
+    assert v3.version != v2.version
+
+    # Serving: the champion loads from the registry and classifies a batch.
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pytorch.load_model("models:/synth-keypoint@champion", map_location="cpu")
+    data = load_dataset(synthetic_dataset)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(data.data[:4]))
+    assert logits.shape == (4, 6)
+    metrics = evaluate_model("models:/synth-keypoint@champion", str(synthetic_dataset), tracking_uri=mlflow_server)
+    assert metrics.top1 == pytest.approx(max(first.metrics["test_top1"], strong.metrics["test_top1"])
+                                         if decision.promoted else first.metrics["test_top1"], abs=1e-6)  # fmt: skip
+    assert np.isclose(metrics.confusion.sum(), (data.split == "test").sum())
+
+
+def test_cli_train_register_promote_json(mlflow_server: str, synthetic_dataset: Path, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "action_recognition"]
+
+    def last_json(*args: str) -> dict[str, object]:
+        out = subprocess.run([*base, *args], capture_output=True, text=True, timeout=600, check=False)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    trained = last_json("train", "--dataset", str(synthetic_dataset), "--epochs", "3", "--seed", "7", "--name", "cli",
+                        "--tracking-uri", mlflow_server, "--storage", str(tmp_path / "s"), "--json",
+                        "--set", "train.experiment=it-cli", "--set", "train.system_metrics=false")  # fmt: skip
+    assert trained["arch"] == "ddnet", "no --arch: the default keypoint model"
+    for key in ("test_top1", "test_top5", "mean_class_acc", "run_id", "model_uri"):
+        assert key in trained
+    registered = last_json("register", "--run-id", str(trained["run_id"]), "--name", "cli-keypoint",
+                           "--tracking-uri", mlflow_server, "--json")  # fmt: skip
+    assert registered["aliases"] == ["challenger"]
+    promoted = last_json("promote", "--name", "cli-keypoint", "--tracking-uri", mlflow_server, "--json")
+    assert promoted["promoted"] is True
+    evaluated = last_json("evaluate", "--model", "models:/cli-keypoint@champion", "--dataset", str(synthetic_dataset),
+                          "--tracking-uri", mlflow_server, "--json")  # fmt: skip
+    assert evaluated["test_top1"] == pytest.approx(trained["test_top1"])
+    bad = subprocess.run([*base, "train", "--dataset", str(tmp_path / "nope.npz"), "--tracking-uri", mlflow_server],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
