@@ -53,6 +53,7 @@ demo: system venv  ## The pipeline on the embedded defaults, offline, into $(DEM
 bench: system venv  ## Speed and bytes figures against baselines measured in the same run
 	$(BIN)/python -m benchmarks.bench_download
 	$(BIN)/python -m benchmarks.bench_train
+	$(BIN)/python -m benchmarks.bench_pose
 
 clean:  ## Remove the demo output (the shared venv stays)
 	rm -rf $(DEMO_DIR)

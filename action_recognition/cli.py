@@ -404,6 +404,144 @@ def promote(
 
 
 @app.command()
+def pose(
+    dataset: DatasetOpt = None,
+    shard: ShardOpt = "0/1",
+    weights: Annotated[str | None, typer.Option("--weights", help="Ultralytics pose weights (.pt path).")] = None,
+    untrained: Annotated[
+        bool, typer.Option("--untrained", help="Random weights from the model yaml: tests and benchmarks only.")
+    ] = False,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Extract the main person's keypoints from every clip of a shard with Ultralytics YOLO pose."""
+    _setup_logging(log_level)
+    from action_recognition.config import load_config
+    from action_recognition.ledger import parse_shard
+    from action_recognition.pose.extract import pose_shard
+    from action_recognition.storage import open_storage
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+            plan__dataset=dataset, storage__uri=storage, pose__weights=weights, pose__untrained=untrained or None,
+            pose__device=device,
+        ))  # fmt: skip
+        part = parse_shard(shard)
+        with _progress_bar(_shard_size(cfg, cfg.plan.dataset, part), "pose", not as_json) as bar:
+            return pose_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.pose, cfg.clip, part,
+                              progress=bar.update)  # fmt: skip
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"pose {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.pose_tag}): {r.counts}, "
+                         f"{r.frames} frames in {r.seconds:.1f} s"
+                         + (" [UNTRAINED WEIGHTS]" if r.untrained else ""))  # fmt: skip
+
+
+@app.command("build-dataset")
+def build_dataset(
+    dataset: DatasetOpt = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="keypoints or frames.")] = None,
+    pose_tag: Annotated[
+        str | None, typer.Option("--pose-tag", help="Which keypoints (default: from the pose config).")
+    ] = None,
+    frames: Annotated[int | None, typer.Option("--frames", help="T of the keypoint dataset.")] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Pack per-clip keypoints (and an MMAction2 pkl) or clip frames into one training file."""
+    _setup_logging(log_level)
+    from action_recognition.build import build_frames_dataset, build_keypoint_dataset
+    from action_recognition.config import load_config
+    from action_recognition.storage import open_storage
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+            plan__dataset=dataset, storage__uri=storage, build__kind=kind, build__frames=frames,
+        ))  # fmt: skip
+        store = open_storage(cfg.storage)
+        if cfg.build.kind == "frames":
+            return build_frames_dataset(cfg.plan.dataset, store, cfg.build, cfg.clip)
+        tag = pose_tag
+        if tag is None:
+            from action_recognition.pose.extract import load_pose_model
+
+            tag = load_pose_model(cfg.pose).tag(cfg.pose)
+        return build_keypoint_dataset(cfg.plan.dataset, store, cfg.build, tag)
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"{r.kind} dataset {r.dataset_uri}: {r.samples} clips {r.splits}, excluded {r.excluded}"
+                         + (" (already built)" if not r.built else ""))  # fmt: skip
+
+
+@app.command()
+def render(
+    video: Annotated[Path, typer.Argument(help="A clip (normalised or not).")],
+    keypoints: Annotated[Path, typer.Option("--keypoints", help="Per-clip keypoints .npz from the pose step.")],
+    out: Annotated[Path, typer.Option("--out", help="Output mp4 with skeletons drawn.")],
+    label: Annotated[str | None, typer.Option("--label", help="Text to draw in the corner.")] = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Draw the extracted skeletons over a clip (H.264 mp4)."""
+    _setup_logging(log_level)
+    import numpy as np
+
+    from action_recognition.pose.render import render_overlay
+
+    def step() -> Any:
+        with np.load(keypoints, allow_pickle=False) as npz:
+            people = npz["people"] if "people" in npz.files else npz["keypoints"]
+            fps = json.loads(str(npz["meta"])).get("fps") if "meta" in npz.files else None
+        return render_overlay(video, people, out, fps=fps, label=label)
+
+    _run(step, as_json=as_json, summarise=lambda p: {"overlay": str(p)}, human=lambda p: f"wrote {p}")
+
+
+@app.command()
+def predict(
+    video: Annotated[Path, typer.Argument(help="Any video file.")],
+    model: Annotated[str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/N or runs:/ID/model.")],
+    overlay: Annotated[
+        Path | None, typer.Option("--overlay", help="Also write the skeleton overlay mp4 with the label.")
+    ] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Pose weights for keypoint models.")] = None,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Untrained pose weights (tests only).")] = False,
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Clip, pose and classify a video; print the top-5 labels with probabilities."""
+    _setup_logging(log_level)
+    from action_recognition.config import load_config
+    from action_recognition.predict import predict_video
+
+    def step() -> Any:
+        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+            pose__weights=weights, pose__untrained=untrained or None,
+        ))  # fmt: skip
+        return predict_video(video, model, pose_config=cfg.pose, clip_config=cfg.clip,
+                             tracking_uri=tracking_uri or cfg.train.tracking_uri, overlay=overlay)  # fmt: skip
+
+    def human(p: Any) -> str:
+        lines = [f"{p.video} ({p.model}){' [UNTRAINED]' if p.untrained else ''}:"]
+        lines += [f"  {prob:6.1%}  {label}" for label, prob in p.top]
+        if p.overlay:
+            lines.append(f"overlay: {p.overlay}")
+        return "\n".join(lines)
+
+    _run(step, as_json=as_json, summarise=lambda p: p.summary(), human=human)
+
+
+@app.command()
 def version() -> None:
     """Print the package version."""
     typer.echo(__version__)

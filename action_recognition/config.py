@@ -170,6 +170,40 @@ class ClipConfig(StrictModel):
         return f"s{self.short_side}-f{self.fps}-crf{self.crf}"
 
 
+class PoseConfig(StrictModel):
+    """``pose``: Ultralytics YOLO pose on the normalised clips; the main person, tracked."""
+
+    weights: str = Field("yolo11n-pose.pt", min_length=1, description="Ultralytics pose weights: a path or file name.")
+    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Refuse weights with another hash.")
+    untrained: bool = Field(False, description="Tests and benchmarks only: random weights built from the model yaml.")
+    imgsz: int = Field(320, ge=64, le=1920, multiple_of=32, description="Inference size (clips are 256 px short side).")
+    batch: int = Field(16, ge=1, le=512)
+    fps: float | None = Field(None, gt=0, le=120, description="Sample frames at this rate; default every frame.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+    half: bool = Field(True, description="FP16 on CUDA.")
+    conf: float = Field(0.25, gt=0, le=1.0, description="Detection confidence threshold.")
+    tracker: str = Field("bytetrack.yaml", min_length=1, description="Ultralytics tracker config (name or path).")
+    top_m: int = Field(1, ge=1, le=10, description="People kept per clip (skeleton models may use M > 1).")
+    weight_length: float = Field(1.0, ge=0, le=10, description="Main person: weight of track length.")
+    weight_area: float = Field(1.0, ge=0, le=10, description="Main person: weight of box size.")
+    weight_centre: float = Field(0.5, ge=0, le=10, description="Main person: weight of nearness to the centre.")
+    weight_conf: float = Field(0.5, ge=0, le=10, description="Main person: weight of keypoint confidence.")
+    workers: int = Field(1, ge=1, le=16, description="Clips decoded ahead of inference.")
+    config_dir: Path | None = Field(None, description="YOLO_CONFIG_DIR; default: a folder in the cache.")
+
+
+class BuildConfig(StrictModel):
+    """``build-dataset``: pack per-clip keypoints (or frames) into one training file."""
+
+    kind: Literal["keypoints", "frames"] = "keypoints"
+    frames: int = Field(40, ge=2, le=1000, description="T of the keypoint dataset (resampled).")
+    rgb_frames: int = Field(8, ge=1, le=64, description="Frames per clip of the RGB dataset (TSN segments).")
+    rgb_size: int = Field(128, ge=32, le=512, description="Square side of the RGB frames (centre crop).")
+    min_main_fraction: float = Field(
+        0.1, ge=0, le=1, description="Clips where the main person is seen in fewer frames are left out (no person)."
+    )
+
+
 ARCH_NAMES = ("lstm", "ddnet", "stgcn", "frame-resnet18", "tsn-resnet18", "r2plus1d-18")
 
 
@@ -223,6 +257,8 @@ class Config(StrictModel):
     plan: PlanConfig = Field(default_factory=PlanConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
+    pose: PoseConfig = Field(default_factory=PoseConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 

@@ -1,0 +1,1 @@
+"""Pose keypoints: Ultralytics YOLO pose inference, tracking and main-person choice, overlays."""
