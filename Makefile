@@ -46,9 +46,8 @@ lint: venv  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy action_recognition
 
-demo: system venv  ## The pipeline on the embedded defaults, offline, into $(DEMO_DIR)
-	$(BIN)/action-recognition plan --annotations tests/fixtures/kinetics/kinetics-600_val.csv \
-	  --class-contains dancing --per-class 50 --seed 0 --dataset dance15 --storage $(DEMO_DIR)/storage
+demo: system venv  ## The whole DAG on the embedded defaults, offline (airflow dags test), into $(DEMO_DIR)
+	$(BIN)/action-recognition demo --workdir $(DEMO_DIR) --videos tests/fixtures/videos
 
 bench: system venv  ## Speed and bytes figures against baselines measured in the same run
 	$(BIN)/python -m benchmarks.bench_download

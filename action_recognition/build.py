@@ -102,6 +102,7 @@ def build_keypoint_dataset(name: str, storage: Storage, config: BuildConfig, pos
         raise DatasetError(f"no clip of {name} has usable keypoints for {pose_tag}: excluded {dict(excluded)}")
     if storage.exists(key) and storage.exists(pkl_key):
         log.info("%s exists: nothing to build", result.dataset_uri)
+        _point_latest(storage, result)
         return result
     keypoints = np.zeros((len(chosen), config.frames, 17, 3), dtype=np.float32)
     annotations = []
@@ -119,7 +120,9 @@ def build_keypoint_dataset(name: str, storage: Storage, config: BuildConfig, pos
     with tempfile.TemporaryDirectory(prefix="ar-build-") as tmp:
         path = save_dataset(Path(tmp) / "d.npz", keypoints=keypoints, labels=labels,
                             split=np.array([r["split"] for r in chosen]), classes=classes,
-                            clip_ids=np.array([r["clip_id"] for r in chosen]), layout="coco17")  # fmt: skip
+                            clip_ids=np.array([r["clip_id"] for r in chosen]), layout="coco17",
+                            meta={"pose_tag": pose_tag, "untrained_pose": pose_tag.endswith("-untrained"),
+                                  "manifest_sha256": manifest_sha})  # fmt: skip
         mm_split = {s: [r["clip_id"] for r in chosen if r["split"] == s] for s in ("train", "val", "test")}
         pkl = Path(tmp) / "d.pkl"
         pkl.write_bytes(pickle.dumps({"split": mm_split, "annotations": annotations}, protocol=4))
@@ -127,6 +130,7 @@ def build_keypoint_dataset(name: str, storage: Storage, config: BuildConfig, pos
         storage.put_file(key, path)  # the .npz last: its presence marks a complete build
     result.built = True
     log.info("built %s: %d clips, excluded %s", result.dataset_uri, len(chosen), dict(excluded))
+    _point_latest(storage, result)
     return result
 
 
@@ -179,6 +183,7 @@ def build_frames_dataset(name: str, storage: Storage, config: BuildConfig, clip_
 
         raise DatasetError(f"no clip of {name} is clipped yet: {excluded}")
     if storage.exists(key):
+        _point_latest(storage, result)
         return result
     frames = np.zeros((len(chosen), config.rgb_frames, config.rgb_size, config.rgb_size, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="ar-build-") as tmp:
@@ -191,4 +196,13 @@ def build_frames_dataset(name: str, storage: Storage, config: BuildConfig, clip_
                             clip_ids=np.array([r["clip_id"] for r in chosen]))  # fmt: skip
         storage.put_file(key, path)
     result.built = True
+    _point_latest(storage, result)
     return result
+
+
+def _point_latest(storage: Storage, result: BuildResult) -> None:
+    from action_recognition.pipeline import write_latest
+
+    write_latest(storage, result.dataset, result.kind, {"dataset_uri": result.dataset_uri,
+                                                        "manifest_sha256": result.manifest_sha256,
+                                                        "samples": result.samples})  # fmt: skip

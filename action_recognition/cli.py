@@ -542,6 +542,41 @@ def predict(
 
 
 @app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo keeps everything.")] = Path(".demo"),
+    videos: Annotated[Path, typer.Option("--videos", help="Folder of the bundled real videos.")] = Path(
+        "tests/fixtures/videos"
+    ),
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs of each model.")] = 12,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Run the whole kinetics_pipeline DAG offline on the embedded defaults (SQLite, local folder, local MLflow)."""
+    _setup_logging(log_level)
+    from action_recognition.demo import run_demo
+
+    def human(r: Any) -> str:
+        lines = [f"demo finished in {r.workdir}: {r.summary.get('rows')} clips, states {r.summary.get('states')}"]
+        for info in (r.summary.get("models") or {}).values():
+            flag = ", UNTRAINED" if info["untrained"] else ""
+            top1 = info["metrics"].get("test_top1", float("nan"))
+            lines.append(f"  {info['champion']} (version {info['version']}{flag}): test top-1 {top1:.3f}")
+        lines.append(f"storage: {r.storage}")
+        lines.append(
+            f"MLflow UI: mlflow ui --backend-store-uri {r.tracking_uri} --port 5000  (then http://127.0.0.1:5000)"
+        )
+        lines.append(
+            "predict: action-recognition predict tests/fixtures/videos/demo.mp4 --model models:/demo-rgb@champion "
+            f"--tracking-uri {r.tracking_uri}"
+        )
+        return "\n".join(lines)
+
+    _run(
+        lambda: run_demo(workdir, videos, epochs=epochs), as_json=as_json, summarise=lambda r: r.as_dict(), human=human
+    )
+
+
+@app.command()
 def version() -> None:
     """Print the package version."""
     typer.echo(__version__)

@@ -7,6 +7,7 @@ Keypoint dataset (``.npz``, DESIGN.md contract 3):
     classes    str (K,).
     clip_ids   str (N,), optional.
     layout     str scalar, optional: ``coco17`` | ``ntu25`` | ``joints15`` (the skeleton graph, when known).
+    meta       str scalar, optional: JSON provenance, e.g. ``{"pose_tag": ..., "untrained_pose": false}``.
 
 RGB frames dataset (``.npz``): ``frames`` uint8 (N, T, H, W, 3) plus the same ``labels``/``split``/``classes``/
 ``clip_ids``; T frames sampled uniformly (one per TSN segment) from each normalised clip, decoded once and cached.
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ class LabeledArrays:
     kind: str  # "keypoints" | "frames"
     layout: str | None = None
     sha256: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -135,7 +138,13 @@ def _validated(npz: Any, path: Path) -> LabeledArrays:
         raise DatasetError(f"{path}: has neither 'keypoints' nor 'frames' (has {sorted(npz.files)})")
     labels, split, classes, clip_ids = _common(npz, path, data.shape[0])
     layout = str(npz["layout"]) if "layout" in npz.files else None
-    return LabeledArrays(data, labels, split, classes, clip_ids, kind, layout, file_sha256(path))
+    try:
+        meta = json.loads(str(npz["meta"])) if "meta" in npz.files else {}
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: meta is not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: meta must be a JSON object")
+    return LabeledArrays(data, labels, split, classes, clip_ids, kind, layout, file_sha256(path), meta)
 
 
 def save_dataset(
@@ -148,6 +157,7 @@ def save_dataset(
     keypoints: np.ndarray | None = None,
     frames: np.ndarray | None = None,
     layout: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a dataset atomically (temp file + rename); it is validated by loading it back."""
     arrays: dict[str, Any] = {
@@ -163,6 +173,8 @@ def save_dataset(
         arrays["clip_ids"] = np.asarray(clip_ids).astype(str)
     if layout:
         arrays["layout"] = np.asarray(layout)
+    if meta:
+        arrays["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     path = Path(path)

@@ -69,6 +69,7 @@ class TrainResult:
     untrained: bool = False
     reused: bool = False
     test_set_sha256: str = ""
+    experiment_id: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
@@ -287,7 +288,7 @@ def train_model(
                 best_epoch=int(run.data.tags.get("ar.best_epoch", 0)),
                 seconds=time.monotonic() - began, checkpoint_uri=run.data.tags.get("ar.checkpoint_uri", ""),
                 fingerprint=fp, registered_model=registered, untrained=run.data.tags.get("ar.untrained") == "true",
-                reused=True, test_set_sha256=test_sha,
+                reused=True, test_set_sha256=test_sha, experiment_id=experiment.experiment_id,
             )  # fmt: skip
         return _train_new(config, data, arch, family, name, registered, fp, test_sha, dataset_uri, storage, manifest,
                           progress, work, began)  # fmt: skip
@@ -315,6 +316,7 @@ def _train_new(
     if val_from_train:
         val_idx = train_idx  # too small to carve: select on train, and say so in the tags
     model, untrained = build_model(arch, data, config)
+    untrained_pose = bool(data.meta.get("untrained_pose"))
     model = model.to(device)
     is_rgb = data.kind == "frames"
     crop = min(112, data.data.shape[2], data.data.shape[3]) if is_rgb else 0
@@ -352,7 +354,8 @@ def _train_new(
     run_name = f"{arch}_{name}_{config.epochs}e_s{config.seed}"
     tags = {
         "ar.fingerprint": fp, "ar.arch": arch, "ar.family": family, "ar.dataset_sha256": data.sha256,
-        "ar.test_set_sha256": test_sha, "ar.code_version": __version__, "ar.untrained": str(untrained).lower(),
+        "ar.test_set_sha256": test_sha, "ar.code_version": __version__,
+        "ar.untrained": str(untrained or untrained_pose).lower(), "ar.untrained_pose": str(untrained_pose).lower(),
         "ar.pretrained": str(is_rgb and not untrained).lower(), "ar.val_from_train": str(val_from_train).lower(),
     }  # fmt: skip
     with mlflow.start_run(run_name=run_name, tags=tags, log_system_metrics=config.system_metrics) as run:
@@ -427,7 +430,7 @@ def _train_new(
         scalars = metrics.scalars()
         scalars["best_val_acc"] = best["val_acc"]
         mlflow.log_metrics(scalars)
-        _log_artifacts(metrics, work, run_name, arch, data, manifest, scalars, untrained, config)
+        _log_artifacts(metrics, work, run_name, arch, data, manifest, scalars, untrained or untrained_pose, config)
         model_uri = ""
         if config.log_model:
             model_uri = _log_model(model.float().cpu().eval(), data, arch, family, untrained, work)
@@ -440,7 +443,9 @@ def _train_new(
     return TrainResult(
         run_id=run_id, model_uri=model_uri, arch=arch, family=family, metrics=scalars, epochs_run=len(history),
         best_epoch=int(best["epoch"]), seconds=time.monotonic() - began, checkpoint_uri=checkpoint_uri,
-        fingerprint=fp, registered_model=registered, untrained=untrained, test_set_sha256=test_sha, history=history,
+        fingerprint=fp, registered_model=registered, untrained=untrained or untrained_pose, test_set_sha256=test_sha,
+        history=history,
+        experiment_id=run.info.experiment_id,
     )  # fmt: skip
 
 
@@ -534,7 +539,10 @@ def model_card(
         "- Keypoint models see one person (the main track); interactions between people are not modelled.",
     ]  # fmt: skip
     if untrained:
-        lines.append("- **UNTRAINED BACKBONE**: pretrained weights were not available; metrics are not representative.")
+        lines.append(
+            "- **UNTRAINED WEIGHTS**: an untrained RGB backbone or untrained pose keypoints (see the tags "
+            "ar.untrained and ar.untrained_pose); the metrics are not representative."
+        )
     if data.classes and all(c.startswith("synthetic-") for c in data.classes):
         lines.append("- **SYNTHETIC DATA**: generated skeleton motions, for tests and benchmarks only.")
     lines += ["", "## Licence", LICENCE_NOTE, "", f"Config: `{json.dumps(config.model_dump(mode='json'))}`", ""]
@@ -569,7 +577,7 @@ def _log_model(model: Any, data: LabeledArrays, arch: str, family: str, untraine
             "arch": arch,
             "family": family,
             "layout": data.layout or "",
-            "untrained": untrained,
+            "untrained": untrained or bool(data.meta.get("untrained_pose")),
             "input_kind": data.kind,
         },
         serialization_format="pickle",

@@ -21,8 +21,22 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 def test_help_on_every_command() -> None:
     top = run_cli("--help")
     assert top.returncode == 0
-    commands = ["plan", "download", "clip", "status", "top-up", "pose", "build-dataset", "train", "evaluate",
-                "register", "promote", "predict", "render", "version"]
+    commands = [
+        "plan",
+        "download",
+        "clip",
+        "status",
+        "top-up",
+        "pose",
+        "build-dataset",
+        "train",
+        "evaluate",
+        "register",
+        "promote",
+        "predict",
+        "render",
+        "version",
+    ]
     for command in commands:
         assert command in top.stdout
         result = run_cli(command, "--help")

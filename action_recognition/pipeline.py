@@ -1,0 +1,54 @@
+"""Small functions the DAGs call between steps: shard plans, the latest dataset, the run summary.
+
+They need only the light part of the package (storage, ledger), so the Airflow workers run them in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from action_recognition.kinetics import dataset_prefix
+from action_recognition.ledger import status
+from action_recognition.storage import Storage, open_storage
+
+
+def shard_plan(rows: int, clips_per_shard: int, max_shards: int) -> list[str]:
+    """``["0/N", ..., "N-1/N"]``: enough shards for ``clips_per_shard`` each, never more than ``max_shards``."""
+    count = max(1, min(max_shards, math.ceil(max(rows, 1) / max(clips_per_shard, 1))))
+    return [f"{i}/{count}" for i in range(count)]
+
+
+def latest_pointer_key(dataset: str, kind: str) -> str:
+    return f"{dataset_prefix(dataset)}/latest-{kind}.json"
+
+
+def write_latest(storage: Storage, dataset: str, kind: str, info: dict[str, Any]) -> bool:
+    """Point ``latest-<kind>.json`` at a built dataset file (content-keyed: unchanged inputs write nothing)."""
+    return storage.put_bytes_if_changed(latest_pointer_key(dataset, kind), json.dumps(info, sort_keys=True).encode())
+
+
+def latest_dataset(storage_uri: str, dataset: str, kind: str = "keypoints") -> dict[str, Any]:
+    """The latest built dataset of ``kind`` (what the retraining DAG trains on)."""
+    info: dict[str, Any] = json.loads(open_storage(storage_uri).get_bytes(latest_pointer_key(dataset, kind)))
+    return info
+
+
+def pipeline_summary(storage_uri: str, dataset: str, results: dict[str, Any]) -> dict[str, Any]:
+    """Counts per ledger state, the metrics of each trained model, and whether each was promoted."""
+    report = status(open_storage(storage_uri), dataset)
+    models = {}
+    for family in ("keypoint", "rgb"):
+        trained = results.get(f"train_{family}") or {}
+        promoted = results.get(f"promote_{family}") or {}
+        registered = results.get(f"register_{family}") or {}
+        if trained:
+            models[family] = {
+                "arch": trained.get("arch"), "run_id": trained.get("run_id"),
+                "test_top1": trained.get("test_top1"), "test_top5": trained.get("test_top5"),
+                "mean_class_acc": trained.get("mean_class_acc"), "untrained": trained.get("untrained"),
+                "registered": registered.get("registry_uri"), "promoted": promoted.get("promoted"),
+                "promotion_reason": promoted.get("reason"),
+            }  # fmt: skip
+    return {"dataset": dataset, "rows": report.rows, "states": report.states, "models": models}

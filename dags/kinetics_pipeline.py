@@ -1,0 +1,217 @@
+"""
+### kinetics_pipeline: Kinetics annotations to registered action-recognition models
+
+Plans a dataset from the official Kinetics CSVs (by default the 15 *dancing* classes of the original study),
+downloads just the annotated 10 s of each video, clips and normalises it, extracts the main person's pose, builds a
+keypoint and an RGB dataset, trains a model of each family, registers both in MLflow as `@challenger` and promotes
+each to `@champion` when it beats the current one on the same test set (optionally after a person approves).
+
+Each step is one `action-recognition` CLI call: in the worker image (`runner=docker`, GPU for pose and training) or
+as a local subprocess (`runner=local`). Download, clip and pose are mapped over shards of the manifest (at most 64
+tasks each); downloads share the `youtube_downloads` pool. XCom carries URIs, run ids and counts only.
+Re-running a finished run creates no new object and no new model version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, dag, task
+from ar_provider.defaults import (
+    DEFAULT_ANNOTATIONS,
+    DOWNLOAD_POOL,
+    FRAMES_DATASET,
+    KEYPOINT_DATASET,
+    MAX_SHARDS,
+    NETWORK_RETRY,
+    common_params,
+    runner_kwargs,
+    train_args,
+)  # fmt: skip
+from ar_provider.operators import StepOperator
+
+STORE = ["--storage", "{{ params.storage_uri }}", "--dataset", "{{ params.dataset }}"]
+URL = ["--url-template", "{{ params.url_template }}"]
+POSE = [
+    "{{ '--untrained' if params.pose_untrained else '' }}",
+    "{{ '--weights' if params.pose_weights else '' }}",
+    "{{ params.pose_weights }}",
+]
+POSE_CONFIG = [
+    "--set", "pose.untrained={{ params.pose_untrained | lower }}",
+    "{{ '--set' if params.pose_weights else '' }}",
+    "{{ 'pose.weights=' ~ params.pose_weights if params.pose_weights else '' }}",
+]  # fmt: skip
+PLAN_SELECTION = [
+    "--set", "plan.annotations={{ params.annotations | tojson }}",
+    "--set", "plan.classes={{ params.classes | tojson }}",
+    "--set", "plan.class_contains={{ params.class_contains | tojson if params.class_contains else 'null' }}",
+    "--set", "plan.all_classes={{ 'true' if not params.classes and not params.class_contains else 'false' }}",
+]  # fmt: skip
+
+
+@dag(
+    dag_id="kinetics_pipeline",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["action-recognition", "kinetics", "training"],
+    render_template_as_native_obj=False,
+    params={
+        "annotations": Param(
+            DEFAULT_ANNOTATIONS,
+            type="array",
+            minItems=1,
+            items={"type": "string"},
+            description="Kinetics annotation CSVs: paths or http(s) URLs.",
+        ),
+        "classes": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Exact class names; leave empty to use the substring below.",
+        ),
+        "class_contains": Param(
+            "dancing", type="string", description="Every class containing this word (empty + no classes: all classes)."
+        ),
+        "per_class": Param(int(os.environ.get("AR_PER_CLASS", "200")), type="integer", minimum=1, maximum=100000),
+        "clips_per_shard": Param(
+            25,
+            type="integer",
+            minimum=1,
+            maximum=10000,
+            description="Clips per mapped download/clip/pose task (at most 64 tasks).",
+        ),
+        "url_template": Param(
+            os.environ.get("AR_URL_TEMPLATE", "https://www.youtube.com/watch?v={youtube_id}"),
+            type="string",
+            pattern="[{]youtube_id[}]",
+            description="Where videos come from.",
+        ),
+        "pose_weights": Param(
+            os.environ.get("AR_POSE_WEIGHTS", ""),
+            type="string",
+            description="Path of the YOLO pose weights in the worker (default yolo11n-pose.pt).",
+        ),
+        "pose_untrained": Param(
+            os.environ.get("AR_POSE_UNTRAINED", "false").lower() == "true",
+            type="boolean",
+            description="Random pose weights: demos and tests only, tagged untrained.",
+        ),
+        **common_params(),
+    },
+)
+def kinetics_pipeline() -> None:
+    run = runner_kwargs()
+    plan = StepOperator(
+        **run,
+        **NETWORK_RETRY,
+        task_id="plan_dataset",
+        step="plan",
+        args=[*STORE, "--seed", "{{ params.seed }}", "--per-class", "{{ params.per_class }}", *PLAN_SELECTION],
+    )
+
+    @task
+    def shard_args(plan_result: dict[str, Any], extra: list[str], **context: Any) -> list[list[str]]:
+        """One argument list per shard of the manifest (references only: the rows stay in storage)."""
+        from action_recognition.pipeline import shard_plan
+
+        params = context["params"]
+        shards = shard_plan(int(plan_result["rows"]), int(params["clips_per_shard"]), MAX_SHARDS)
+        base = ["--storage", params["storage_uri"], "--dataset", params["dataset"], *extra]
+        return [[*base, "--shard", s] for s in shards]
+
+    fetch = shard_args.override(task_id="shard_downloads")(plan.output, URL)
+    work = shard_args.override(task_id="shard_work")(plan.output, [])
+    fetch_kwargs = {**run, **NETWORK_RETRY, "step": "download", "pool": DOWNLOAD_POOL}
+    download = StepOperator.partial(task_id="download_clips", **fetch_kwargs).expand(args=fetch)
+    clip = StepOperator.partial(**run, task_id="clip_videos", step="clip").expand(args=work)
+    top_up = StepOperator(**run, task_id="top_up_classes", step="top-up", args=STORE)
+    download_more = StepOperator.partial(task_id="download_top_up", **fetch_kwargs).expand(args=fetch)
+    clip_more = StepOperator.partial(**run, task_id="clip_top_up", step="clip").expand(args=work)
+    pose_shards = shard_args.override(task_id="shard_pose")(plan.output, POSE)
+    pose = StepOperator.partial(**run, task_id="extract_pose", step="pose", gpu=True).expand(args=pose_shards)
+    build_keypoints = StepOperator(
+        **run,
+        task_id="build_keypoint_dataset",
+        step="build-dataset",
+        outlets=[KEYPOINT_DATASET],
+        args=[*STORE, "--kind", "keypoints", *POSE_CONFIG],
+    )
+    build_frames = StepOperator(
+        **run, task_id="build_frames_dataset", step="build-dataset", outlets=[FRAMES_DATASET],
+        args=[*STORE, "--kind", "frames"],
+    )  # fmt: skip
+    train_keypoint = StepOperator(
+        **run, task_id="train_keypoint", step="train", gpu=True, skip_unless="keypoint",
+        args=train_args("keypoint", "{{ ti.xcom_pull(task_ids='build_keypoint_dataset')['dataset_uri'] }}"),
+    )  # fmt: skip
+    train_rgb = StepOperator(
+        **run, task_id="train_rgb", step="train", gpu=True, skip_unless="rgb",
+        args=train_args("rgb", "{{ ti.xcom_pull(task_ids='build_frames_dataset')['dataset_uri'] }}"),
+    )  # fmt: skip
+    register_keypoint = StepOperator(
+        **run, **NETWORK_RETRY, task_id="register_keypoint", step="register",
+        args=["--run-id", "{{ ti.xcom_pull(task_ids='train_keypoint')['run_id'] }}",
+              "--name", "{{ params.dataset }}-keypoint"],
+    )  # fmt: skip
+    register_rgb = StepOperator(
+        **run, **NETWORK_RETRY, task_id="register_rgb", step="register",
+        args=["--run-id", "{{ ti.xcom_pull(task_ids='train_rgb')['run_id'] }}", "--name", "{{ params.dataset }}-rgb"],
+    )  # fmt: skip
+
+    @task.branch(trigger_rule="none_failed_min_one_success")
+    def choose_promotion_path(**context: Any) -> list[str]:
+        """Straight to promotion, or through a person's approval first."""
+        return ["approve_promotion" if context["params"]["require_approval"] else "no_approval_needed"]
+
+    approve = ApprovalOperator(
+        task_id="approve_promotion",
+        subject="Promote the new challengers of {{ params.dataset }}?",
+        body="Keypoint: {{ ti.xcom_pull(task_ids='train_keypoint') }}\n\nRGB: {{ ti.xcom_pull(task_ids='train_rgb') }}",
+    )
+    no_approval = EmptyOperator(task_id="no_approval_needed")
+    promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote", "trigger_rule": "none_failed_min_one_success"}
+    margin = ["--margin", "{{ params.promotion_margin }}"]
+    promote_keypoint = StepOperator(
+        task_id="promote_keypoint", skip_unless="keypoint", args=["--name", "{{ params.dataset }}-keypoint", *margin],
+        **promote_kwargs,
+    )  # fmt: skip
+    promote_rgb = StepOperator(
+        task_id="promote_rgb", skip_unless="rgb", args=["--name", "{{ params.dataset }}-rgb", *margin],
+        **promote_kwargs,
+    )  # fmt: skip
+
+    @task(trigger_rule="none_failed")
+    def summarise(**context: Any) -> dict[str, Any]:
+        """Counts per ledger state, metrics, promoted or not."""
+        from action_recognition.pipeline import pipeline_summary
+
+        ti = context["ti"]
+        names = ["train_keypoint", "train_rgb", "register_keypoint", "register_rgb", "promote_keypoint", "promote_rgb"]
+        summary = pipeline_summary(
+            context["params"]["storage_uri"], context["params"]["dataset"],
+            {name: ti.xcom_pull(task_ids=name) for name in names},
+        )  # fmt: skip
+        print(json.dumps(summary, sort_keys=True))  # the last line of the task log, for people and scripts
+        return summary
+
+    path = choose_promotion_path()
+    plan >> [fetch, work]
+    download >> clip >> top_up >> download_more >> clip_more >> [pose, build_frames]
+    pose >> build_keypoints >> train_keypoint >> register_keypoint
+    build_frames >> train_rgb >> register_rgb
+    [register_keypoint, register_rgb] >> path >> [approve, no_approval]
+    [approve, no_approval] >> promote_keypoint
+    [approve, no_approval] >> promote_rgb
+    [promote_keypoint, promote_rgb] >> summarise()
+
+
+kinetics_pipeline()

@@ -1,0 +1,86 @@
+"""What both DAGs share: defaults read from the environment at parse time (no Variables, no I/O), the trigger-form
+Params, and a factory for step tasks with the runner settings filled in."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Asset, Param
+
+KEYPOINT_DATASET = Asset("action_recognition_keypoint_dataset")
+FRAMES_DATASET = Asset("action_recognition_frames_dataset")
+DOWNLOAD_POOL = os.environ.get("AR_DOWNLOAD_POOL", "youtube_downloads")
+MAX_SHARDS = 64
+
+#: The official Kinetics-700-2020 annotations (the original study used Kinetics-700 training clips).
+K700 = "https://s3.amazonaws.com/kinetics/700_2020/annotations"
+DEFAULT_ANNOTATIONS = [a for a in os.environ.get("AR_ANNOTATIONS", f"{K700}/train.csv,{K700}/validate.csv").split(",")
+                       if a]  # fmt: skip
+
+#: Retries with exponential backoff for steps that talk to the network (YouTube, S3, MLflow); none elsewhere.
+NETWORK_RETRY: dict[str, Any] = {
+    "retries": int(os.environ.get("AR_NETWORK_RETRIES", "3")),
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=30),
+}
+
+
+def _mounts() -> list[Any]:
+    """``AR_DOCKER_MOUNTS=/host/path:/container/path,...`` (e.g. a local storage folder for the docker runner)."""
+    spec = os.environ.get("AR_DOCKER_MOUNTS", "")
+    if not spec:
+        return []
+    from docker.types import Mount
+
+    return [Mount(target=dst, source=src, type="bind") for src, _, dst in (m.partition(":") for m in spec.split(","))]
+
+
+def runner_kwargs() -> dict[str, Any]:
+    """StepOperator arguments for the runner, image and Docker settings of this deployment."""
+    return {
+        "runner": "{{ params.runner }}",
+        "gpu_enabled": "{{ params.gpu_enabled }}",
+        "image": os.environ.get("AR_WORKER_IMAGE", "action-recognition-worker:latest"),
+        "docker_url": os.environ.get("AR_DOCKER_URL", "unix://var/run/docker.sock"),
+        "network_mode": os.environ.get("AR_DOCKER_NETWORK") or None,
+        "mounts": _mounts(),
+    }
+
+
+def common_params() -> dict[str, Param]:
+    """Params both DAGs show: where data lives, how steps run, what to train and promote."""
+    return {
+        "dataset": Param(os.environ.get("AR_DATASET", "dance15"), type="string", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                         description="Dataset name: storage keys and registered model names derive from it."),
+        "storage_uri": Param(os.environ.get("AR__STORAGE__URI", "./ar-data"), type="string", minLength=1,
+                             description="Storage root: s3://bucket/prefix (MinIO) or a local folder."),
+        "runner": Param(os.environ.get("AR_RUNNER", "local"), enum=["local", "docker"],
+                        description="docker: each step in the worker image (production); local: a subprocess."),
+        "gpu_enabled": Param(os.environ.get("AR_GPU", "false").lower() == "true", type="boolean",
+                             description="Request a GPU for pose and training containers (off where there is none)."),
+        "models": Param(["keypoint", "rgb"], type="array", items={"enum": ["keypoint", "rgb"]},
+                        description="Which model families to train."),
+        "keypoint_arch": Param("ddnet", enum=["ddnet", "stgcn", "lstm"], description="Keypoint architecture."),
+        "rgb_arch": Param("tsn-resnet18", enum=["tsn-resnet18", "frame-resnet18", "r2plus1d-18"],
+                          description="RGB architecture."),
+        "epochs": Param(int(os.environ.get("AR_EPOCHS", "80")), type="integer", minimum=1, maximum=2000),
+        "seed": Param(0, type="integer", minimum=0),
+        "rgb_allow_untrained": Param(os.environ.get("AR_RGB_ALLOW_UNTRAINED", "false").lower() == "true",
+                                     type="boolean", description="Train RGB from random weights if none can be had."),
+        "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1,
+                                  description="How much better (test top-1) a challenger must be to become champion."),
+        "require_approval": Param(False, type="boolean", description="A person approves each promotion in the UI."),
+    }  # fmt: skip
+
+
+def train_args(family: str, dataset_xcom: str) -> list[str]:
+    """Arguments of a train step; ``dataset_xcom`` is a template that renders the dataset URI."""
+    arch = "{{ params.keypoint_arch }}" if family == "keypoint" else "{{ params.rgb_arch }}"
+    return [
+        "--dataset", dataset_xcom, "--arch", arch, "--epochs", "{{ params.epochs }}", "--seed", "{{ params.seed }}",
+        "--name", "{{ params.dataset }}", "--storage", "{{ params.storage_uri }}",
+        "{{ '--allow-untrained' if params.rgb_allow_untrained else '' }}" if family == "rgb" else "",
+    ]  # fmt: skip

@@ -1,0 +1,214 @@
+"""``StepOperator``: one ``action-recognition`` step, as a local subprocess or a container of the worker image.
+
+The runner is a template field (``{{ params.runner }}``), so one DAG serves both: ``local`` for the embedded default
+and tests, ``docker`` for production. GPU steps ask for a GPU through ``device_requests`` unless the ``gpu_enabled``
+switch (a DAG Param, default ``AR_GPU``) turns the request off on machines without one. The step's JSON summary (the
+last line of its stdout, DESIGN.md contract 1) is the task's XCom: references and counts, never data.
+
+Secrets reach the step only through its environment: S3 keys from the Airflow connection ``aws_conn_id`` (if it
+exists) and anything in ``AR_SECRET_ENV_KEYS`` are passed as DockerOperator ``private_environment``, never as
+arguments and never in the rendered template fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException, AirflowSkipException
+
+from ar_provider.links import MLflowRunLink, StoragePrefixLink
+
+#: Variables passed from the scheduler's environment to every step (values never logged).
+PASS_ENV_PREFIXES = ("AR__", "AWS_", "MLFLOW_", "YOLO_", "TORCH_HOME", "HF_", "XDG_CACHE_HOME")
+SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD",
+                "MLFLOW_TRACKING_TOKEN")  # fmt: skip
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+class StepOperator(BaseOperator):
+    """Run ``action-recognition <step> <args> --json`` and return its JSON summary.
+
+    :param step: The CLI sub-command (``plan``, ``download``, ``train``...).
+    :param args: Its arguments (templated; empty strings are dropped, so a template can switch a flag off).
+    :param runner: ``local`` or ``docker`` (templated).
+    :param gpu: Whether the step wants a GPU (``device_requests`` in docker).
+    :param gpu_enabled: The switch that turns GPU requests off on machines without one (templated).
+    :param image: The worker image (templated).
+    :param docker_url: Docker engine URL, e.g. the socket proxy ``tcp://docker-proxy:2375`` (templated).
+    :param network_mode: Container network (``host`` in tests, the compose network in production).
+    :param shm_size: Shared memory for PyTorch data loading, bytes.
+    :param aws_conn_id: Airflow AWS connection with the storage keys; skipped when it does not exist.
+    :param mounts: Extra docker mounts (``docker.types.Mount``), e.g. a local storage folder.
+    :param skip_unless: A model family; the task is skipped unless the ``models`` Param lists it.
+    """
+
+    template_fields: Sequence[str] = ("args", "runner", "gpu_enabled", "image", "docker_url", "network_mode")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"args": "json"}
+    operator_extra_links = (MLflowRunLink(), StoragePrefixLink())
+    ui_color = "#dbe9f6"
+
+    def __init__(
+        self,
+        *,
+        step: str,
+        args: Sequence[Any] = (),
+        runner: str = "local",
+        gpu: bool = False,
+        gpu_enabled: str | bool = False,
+        image: str = "action-recognition-worker:latest",
+        docker_url: str = "unix://var/run/docker.sock",
+        network_mode: str | None = None,
+        shm_size: int = 2 * 1024**3,
+        aws_conn_id: str | None = "ar_storage",
+        mounts: list[Any] | None = None,
+        skip_unless: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.args = args
+        self.runner = runner
+        self.gpu = gpu
+        self.gpu_enabled = gpu_enabled
+        self.image = image
+        self.docker_url = docker_url
+        self.network_mode = network_mode
+        self.shm_size = shm_size
+        self.aws_conn_id = aws_conn_id
+        self.mounts = mounts or []
+        self.skip_unless = skip_unless
+        self._proc: subprocess.Popen[str] | None = None
+
+    # ------------------------------------------------------------------------------------------ environment
+
+    def _environment(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(public, secret) environment for the step."""
+        public: dict[str, str] = {}
+        secret: dict[str, str] = {}
+        for name, value in os.environ.items():
+            if name.startswith(PASS_ENV_PREFIXES):
+                (secret if name in SECRET_NAMES else public)[name] = value
+        for name in filter(None, os.environ.get("AR_SECRET_ENV_KEYS", "").split(",")):
+            if name in os.environ:
+                secret[name] = os.environ[name]
+        if self.aws_conn_id:
+            from action_recognition.airflow_adapter import storage_env_from_connection
+
+            try:
+                conn_env = storage_env_from_connection(self.aws_conn_id)
+            except AirflowNotFoundException:
+                conn_env = {}  # no connection: the environment carries the storage settings
+            for name, value in conn_env.items():
+                (secret if name in SECRET_NAMES else public)[name] = value
+        return public, secret
+
+    def _argv(self) -> list[str]:
+        args = [str(a) for a in self.args if a is not None and str(a) != ""]
+        return [self.step, *args, "--json"]
+
+    # ------------------------------------------------------------------------------------------ execution
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        if self.skip_unless and self.skip_unless not in (context["params"].get("models") or []):
+            raise AirflowSkipException(f"{self.skip_unless} models are not in the models Param")
+        argv = self._argv()
+        public, secret = self._environment()
+        self.log.info("action-recognition %s (runner=%s)", " ".join(argv), self.runner)
+        if self.runner == "local":
+            last = self._run_local(argv, {**os.environ, **public, **secret})
+        elif self.runner == "docker":
+            last = self._run_docker(argv, public, secret, context)
+        else:
+            raise AirflowException(f"runner must be 'local' or 'docker', got {self.runner!r}")
+        try:
+            result: dict[str, Any] = json.loads(last)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise AirflowException(f"{self.step}: the last stdout line is not the JSON summary: {last!r}") from exc
+        if not result.get("ok", True):
+            raise AirflowException(f"{self.step} failed: {result.get('error')}")
+        return result
+
+    def _run_local(self, argv: list[str], env: dict[str, str]) -> str:
+        cmd = [sys.executable, "-m", "action_recognition", *argv]
+        self._proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        last = ""
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("{"):
+                last = line
+            self.log.info("%s", line)
+        code = self._proc.wait()
+        if code != 0:
+            raise AirflowException(f"action-recognition {self.step} exited with status {code}; last line: {last}")
+        return last
+
+    def _container_name(self, context: Any) -> str:
+        ti = context["ti"]
+        raw = f"{ti.dag_id}-{ti.task_id}-{getattr(ti, 'map_index', -1)}-{ti.run_id}"
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:10]
+        return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"ar-{ti.task_id}-{digest}")[:120]
+
+    def _remove_leftover(self, name: str) -> None:
+        """A retry after a killed task must not find (or collide with) the previous try's container."""
+        import docker
+
+        client = docker.DockerClient(base_url=self.docker_url)
+        try:
+            client.containers.get(name).remove(force=True)
+            self.log.warning("removed leftover container %s of a previous try", name)
+        except docker.errors.NotFound:
+            pass
+        finally:
+            client.close()
+
+    def _run_docker(self, argv: list[str], public: dict[str, str], secret: dict[str, str], context: Any) -> str:
+        from airflow.providers.docker.operators.docker import DockerOperator
+        from docker.types import DeviceRequest
+
+        name = self._container_name(context)
+        self._remove_leftover(name)
+        device_requests = None
+        if self.gpu and _truthy(self.gpu_enabled):
+            device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        container = DockerOperator(
+            task_id=f"{self.task_id}-container",
+            image=self.image,
+            command=["python3", "-m", "action_recognition", *argv],
+            container_name=name,
+            docker_url=self.docker_url,
+            environment=public,
+            private_environment=secret,
+            network_mode=self.network_mode,
+            mount_tmp_dir=False,
+            auto_remove="force",
+            shm_size=self.shm_size,
+            device_requests=device_requests,
+            mounts=self.mounts,
+            tty=False,
+            xcom_all=False,
+        )
+        self._container = container
+        output = container.execute(context)
+        return str(output or "").strip().splitlines()[-1] if output else ""
+
+    def on_kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.on_kill()
