@@ -106,6 +106,7 @@ class PlanResult:
     unselected: int
     versions: list[int | None]
     written: list[str] = field(default_factory=list)
+    planned: int = 0  # clips the plan aimed for (before top-ups): what shard counts are based on
 
     def summary(self) -> dict[str, object]:
         out = asdict(self)
@@ -500,6 +501,7 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
             unselected=existing["unselected"],
             versions=list(versions),
             written=[],
+            planned=sum(existing.get("targets", existing["per_class"]).values()),
         )
     per_class = dict(sorted(Counter(rec[4] for rec in manifest_records).items()))
     splits = {s: n for s in SPLITS if (n := sum(1 for rec in manifest_records if rec[5] == s))}
@@ -546,6 +548,7 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
         unselected=unselected,
         versions=list(versions),
         written=written,
+        planned=len(manifest_records),
     )
 
 

@@ -124,7 +124,8 @@ def kinetics_pipeline() -> None:
         from action_recognition.pipeline import shard_plan
 
         params = context["params"]
-        shards = shard_plan(int(plan_result["rows"]), int(params["clips_per_shard"]), MAX_SHARDS)
+        # Based on the planned size, not today's rows: top-ups must not change the shard count of a dataset.
+        shards = shard_plan(int(plan_result["planned"]), int(params["clips_per_shard"]), MAX_SHARDS)
         base = ["--storage", params["storage_uri"], "--dataset", params["dataset"], *extra]
         return [[*base, "--shard", s] for s in shards]
 

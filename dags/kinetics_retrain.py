@@ -1,0 +1,65 @@
+"""
+### kinetics_retrain: retrain, register and promote from the latest dataset
+
+Runs weekly (Monday 04:00 UTC) and whenever `kinetics_pipeline` publishes a new keypoint dataset (the Airflow
+asset `action_recognition_keypoint_dataset`). It finds the latest keypoint and frames datasets of the dataset
+named in its Params, trains a model of each family, registers both as `@challenger` and promotes each to
+`@champion` only when it beats the current champion on the same test set by the margin. A retrain on unchanged
+data reuses the finished MLflow runs: no new run, no new model version.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import dag, task
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from ar_provider.defaults import KEYPOINT_DATASET, NETWORK_RETRY, common_params, runner_kwargs, train_args
+from ar_provider.operators import StepOperator
+
+
+@dag(
+    dag_id="kinetics_retrain",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"), assets=KEYPOINT_DATASET),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["action-recognition", "training", "retraining"],
+    params=common_params(),
+)
+def kinetics_retrain() -> None:
+    run = runner_kwargs()
+
+    @task(**NETWORK_RETRY)
+    def find_latest_dataset(kind: str, **context: Any) -> dict[str, Any]:
+        """The dataset file ``build-dataset`` last pointed ``latest-<kind>.json`` at."""
+        from action_recognition.pipeline import latest_dataset
+
+        return latest_dataset(context["params"]["storage_uri"], context["params"]["dataset"], kind)
+
+    keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
+    frames = find_latest_dataset.override(task_id="find_frames_dataset")("frames")
+    promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote"}
+    for family, found in (("keypoint", keypoints), ("rgb", frames)):
+        source = f"find_{'keypoint' if family == 'keypoint' else 'frames'}_dataset"
+        train = StepOperator(
+            **run, task_id=f"train_{family}", step="train", gpu=True, skip_unless=family,
+            args=train_args(family, "{{ ti.xcom_pull(task_ids='" + source + "')['dataset_uri'] }}"),
+        )  # fmt: skip
+        register = StepOperator(
+            **run, **NETWORK_RETRY, task_id=f"register_{family}", step="register",
+            args=["--run-id", "{{ ti.xcom_pull(task_ids='train_" + family + "')['run_id'] }}",
+                  "--name", "{{ params.dataset }}-" + family],
+        )  # fmt: skip
+        promote = StepOperator(
+            task_id=f"promote_{family}", skip_unless=family, **promote_kwargs,
+            args=["--name", "{{ params.dataset }}-" + family, "--margin", "{{ params.promotion_margin }}"],
+        )  # fmt: skip
+        found >> train >> register >> promote
+
+
+kinetics_retrain()

@@ -1,0 +1,133 @@
+"""DAG integrity: imports, nothing heavy or stateful at parse, the task graph, the Params, parse time, the links."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.airflow import ROOT, airflow_env
+
+sys.path.insert(0, str(ROOT / "plugins"))
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import os
+
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_dags_import_cleanly(bag: Any) -> None:
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {"kinetics_pipeline", "kinetics_retrain"}
+    for dag_id, dag in bag.dags.items():
+        assert Path(dag.fileloc).stem == dag_id, "dag_id is the file stem"
+        assert dag.doc_md and dag.tags
+
+
+def test_parse_is_fast_light_and_stateless(tmp_path: Path) -> None:
+    """In a fresh process, with a database URL that cannot work: parsing needs no DB, no connection, no torch."""
+    code = f"""
+import json, sys, time
+sys.path.insert(0, {str(ROOT / "plugins")!r})
+import airflow.sdk  # Airflow itself is not what we time
+from airflow.dag_processing.dagbag import DagBag
+start = time.perf_counter()
+bag = DagBag(dag_folder={str(ROOT / "dags")!r})
+elapsed = time.perf_counter() - start
+heavy = sorted(m for m in ("torch", "ultralytics", "mlflow", "yt_dlp", "cv2", "boto3", "pandas") if m in sys.modules)
+print(json.dumps({{"errors": list(bag.import_errors), "dags": sorted(bag.dags), "seconds": elapsed, "heavy": heavy}}))
+"""
+    env = airflow_env(tmp_path, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:////nonexistent/dir/airflow.db",
+                      AIRFLOW_CONN_AR_STORAGE="")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["errors"] == [] and report["dags"] == ["kinetics_pipeline", "kinetics_retrain"]
+    assert report["heavy"] == [], f"heavy modules imported at parse: {report['heavy']}"
+    assert report["seconds"] < 0.5, f"DAG folder parsed in {report['seconds']:.3f} s"
+
+
+def _upstream(dag: Any, task_id: str) -> set[str]:
+    return set(dag.get_task(task_id).upstream_task_ids)
+
+
+def test_pipeline_graph(bag: Any) -> None:
+    dag = bag.dags["kinetics_pipeline"]
+    assert _upstream(dag, "shard_downloads") == {"plan_dataset"}
+    assert _upstream(dag, "download_clips") == {"shard_downloads"}
+    assert _upstream(dag, "clip_videos") == {"download_clips", "shard_work"}
+    assert _upstream(dag, "top_up_classes") == {"clip_videos"}
+    assert _upstream(dag, "extract_pose") >= {"clip_top_up", "shard_pose"}
+    assert _upstream(dag, "build_keypoint_dataset") == {"extract_pose"}
+    assert _upstream(dag, "build_frames_dataset") == {"clip_top_up"}
+    assert _upstream(dag, "train_keypoint") == {"build_keypoint_dataset"}
+    assert _upstream(dag, "train_rgb") == {"build_frames_dataset"}, "the two families train in parallel"
+    assert _upstream(dag, "choose_promotion_path") == {"register_keypoint", "register_rgb"}
+    assert _upstream(dag, "promote_keypoint") == {"approve_promotion", "no_approval_needed"}
+    assert _upstream(dag, "summarise") == {"promote_keypoint", "promote_rgb"}
+    for task_id in ("download_clips", "clip_videos", "extract_pose"):
+        assert dag.get_task(task_id).is_mapped if hasattr(dag.get_task(task_id), "is_mapped") else True
+    download = dag.get_task("download_clips")
+    assert download.partial_kwargs["pool"] == "youtube_downloads"
+    assert download.partial_kwargs["retry_exponential_backoff"] is True
+    assert dag.get_task("train_keypoint").retries == 0, "no blind retries of expensive non-network steps"
+    assert dag.get_task("plan_dataset").retry_exponential_backoff
+    assert dag.get_task("extract_pose").partial_kwargs["gpu"] is True
+    assert dag.get_task("train_rgb").gpu is True
+    assert [a.name for a in dag.get_task("build_keypoint_dataset").outlets] == ["action_recognition_keypoint_dataset"]
+
+
+def test_retrain_is_scheduled_and_asset_triggered(bag: Any) -> None:
+    dag = bag.dags["kinetics_retrain"]
+    timetable = dag.timetable
+    assert "AssetOrTimeSchedule" in type(timetable).__name__
+    assert "0 4 * * 1" in timetable.summary or "0 4 * * 1" in str(timetable.description)
+    assert _upstream(dag, "train_keypoint") == {"find_keypoint_dataset"}
+    assert _upstream(dag, "promote_rgb") == {"register_rgb"}
+
+
+def test_params_default_to_the_original_study(bag: Any) -> None:
+    from airflow.sdk import Param
+
+    params = bag.dags["kinetics_pipeline"].params
+    assert params["class_contains"] == "dancing"
+    assert params["per_class"] == 200
+    assert params["models"] == ["keypoint", "rgb"]
+    assert params["runner"] in ("local", "docker")
+    schema = params.get_param("per_class").schema
+    assert schema["minimum"] == 1 and schema["type"] == "integer"
+    with pytest.raises(Exception, match="less than the minimum|minimum"):
+        Param(0, **schema).resolve()
+    with pytest.raises(Exception, match="pattern|does not match"):
+        Param("Bad Name", **params.get_param("dataset").schema).resolve()
+    assert params.get_param("runner").schema["enum"] == ["local", "docker"]
+
+
+def test_shards_stay_under_100_tasks() -> None:
+    from action_recognition.pipeline import shard_plan
+
+    assert len(shard_plan(1000, 25, 64)) == 40
+    assert len(shard_plan(100_000, 25, 64)) == 64
+    assert shard_plan(3, 25, 64) == ["0/1"]
+
+
+def test_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ar_provider import links
+
+    values = {"run_id": "abc", "experiment_id": "7", "dataset_uri": "s3://bkt/ar/datasets/d/keypoints-1.npz"}
+    monkeypatch.setattr(links.XCom, "get_value", classmethod(lambda cls, ti_key, key: values))
+    monkeypatch.setenv("AR_MLFLOW_UI_URL", "http://mlflow:5000")
+    monkeypatch.setenv("AR_STORAGE_UI_URL", "http://minio:9001")
+    assert links.MLflowRunLink().get_link(None, ti_key=None) == "http://mlflow:5000/#/experiments/7/runs/abc"
+    assert links.StoragePrefixLink().get_link(None, ti_key=None) == "http://minio:9001/browser/bkt/ar/datasets/d"
+    values.clear()
+    assert links.MLflowRunLink().get_link(None, ti_key=None) == ""

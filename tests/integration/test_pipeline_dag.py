@@ -1,0 +1,65 @@
+"""The whole kinetics_pipeline DAG with ``airflow dags test`` and the local runner, against the real S3 test server
+and MLflow server; then a re-run of the finished run: no new object, no new model version, the ledger unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+
+from action_recognition.demo import make_demo_videos, write_demo_annotations
+from action_recognition.localserve import VideoServer
+from tests.conftest import VIDEOS
+from tests.support.airflow import airflow_env, dags_test, init_airflow
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _objects(endpoint: str, bucket: str) -> dict[str, str]:
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_pipeline_end_to_end_and_rerun(s3_server: str, mlflow_server: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="pipeline")
+    generated = make_demo_videos(tmp_path / "videos", per_class=5)
+    csv_path, routes = write_demo_annotations(tmp_path / "kinetics-600_demo.csv", generated, VIDEOS)
+    env = airflow_env(tmp_path / "airflow", MLFLOW_TRACKING_URI=mlflow_server, AR_RUNNER="local",
+                      XDG_CACHE_HOME=str(tmp_path / "cache"))  # fmt: skip
+    init_airflow(env)
+    with VideoServer(routes) as server:  # type: ignore[arg-type]
+        conf = {
+            "annotations": [str(csv_path)], "classes": [], "class_contains": "dancing", "per_class": 4,
+            "clips_per_shard": 6, "url_template": server.url_template, "pose_untrained": True,
+            "rgb_allow_untrained": True, "epochs": 3, "storage_uri": "s3://pipeline/ar", "dataset": "e2e",
+            "runner": "local", "gpu_enabled": False,
+        }  # fmt: skip
+        dags_test("kinetics_pipeline", conf, env, tmp_path)
+        first = _objects(s3_server, "pipeline")
+        requests_after_first = sum(server.requests.values())
+        client = MlflowClient(mlflow_server)
+        versions = {n: len(client.search_model_versions(f"name='{n}'")) for n in ("e2e-keypoint", "e2e-rgb")}
+        assert versions == {"e2e-keypoint": 1, "e2e-rgb": 1}
+        for name in versions:
+            champion = client.get_model_version_by_alias(name, "champion")
+            assert champion.tags["ar.untrained"] == "true", "untrained weights are named so"
+        keys = set(first)
+        assert any(k.startswith("ar/raw/") for k in keys) and any(k.startswith("ar/clips/") for k in keys)
+        assert any(k.startswith("ar/keypoints/") for k in keys)
+        assert any(k.startswith("ar/datasets/e2e/keypoints-") and k.endswith(".npz") for k in keys)
+        assert any(k.startswith("ar/datasets/e2e/frames-") for k in keys)
+        assert any(k.startswith("ar/ledger/e2e/download/") for k in keys)
+        status = json.loads(boto3.client("s3", endpoint_url=s3_server).get_object(
+            Bucket="pipeline", Key="ar/datasets/e2e/plan.json")["Body"].read())  # fmt: skip
+        assert status["top_ups"], "the 404 clip was replaced by a top-up"
+
+        # The same run again: nothing new anywhere.
+        dags_test("kinetics_pipeline", conf, env, tmp_path)
+        assert _objects(s3_server, "pipeline") == first, "a re-run must not create or rewrite any object"
+        assert {n: len(client.search_model_versions(f"name='{n}'")) for n in versions} == versions
+        assert sum(server.requests.values()) == requests_after_first, "a re-run downloads nothing"
