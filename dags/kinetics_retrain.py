@@ -16,7 +16,6 @@ from typing import Any
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
-
 from ar_provider.defaults import KEYPOINT_DATASET, NETWORK_RETRY, common_params, runner_kwargs, train_args
 from ar_provider.operators import StepOperator
 
