@@ -8,7 +8,7 @@ LOCK := requirements/lock.txt
 LOCK_HASH := $(shell sha256sum $(LOCK) | cut -c1-16)
 VENV ?= $(HOME)/.cache/action-recognition/venv-$(LOCK_HASH)
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := ffmpeg
+SYSTEM_PACKAGES := ffmpeg docker.io debootstrap docker-compose
 DEMO_DIR ?= $(CURDIR)/.demo
 PYTEST_ARGS ?=
 
@@ -21,7 +21,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system:  ## Debian packages (ffmpeg), installed only when missing
+system:  ## Debian packages (ffmpeg, docker.io, debootstrap, docker-compose), installed only when missing
 	@scripts/install-system.sh $(SYSTEM_PACKAGES)
 
 $(BIN)/.complete: $(LOCK)
@@ -38,8 +38,9 @@ venv: $(BIN)/.complete  ## The project venv (reused while the lock file is uncha
 	  $(BIN)/pip install -q --no-deps --no-build-isolation -e . && echo "$$want" > $(VENV)/.source; \
 	fi
 
-test: system venv  ## The whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: system venv  ## The whole test suite (starts a Docker engine for the docker-runner tests, stops it after)
+	scripts/dockerd.sh start
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; scripts/dockerd.sh stop; exit $$status
 
 lint: venv  ## ruff and mypy
 	$(BIN)/ruff check .

@@ -29,13 +29,17 @@ NETWORK_RETRY: dict[str, Any] = {
 
 
 def _mounts() -> list[Any]:
-    """``AR_DOCKER_MOUNTS=/host/path:/container/path,...`` (e.g. a local storage folder for the docker runner)."""
+    """``AR_DOCKER_MOUNTS=/host/path:/container/path[:ro],...`` (e.g. a local storage folder for the docker runner)."""
     spec = os.environ.get("AR_DOCKER_MOUNTS", "")
     if not spec:
         return []
     from docker.types import Mount
 
-    return [Mount(target=dst, source=src, type="bind") for src, _, dst in (m.partition(":") for m in spec.split(","))]
+    mounts = []
+    for item in spec.split(","):
+        src, dst, *mode = item.split(":")
+        mounts.append(Mount(target=dst, source=src, type="bind", read_only=mode == ["ro"]))
+    return mounts
 
 
 def runner_kwargs() -> dict[str, Any]:

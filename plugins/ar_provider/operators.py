@@ -28,9 +28,23 @@ from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException, A
 from ar_provider.links import MLflowRunLink, StoragePrefixLink
 
 #: Variables passed from the scheduler's environment to every step (values never logged).
-PASS_ENV_PREFIXES = ("AR__", "AWS_", "MLFLOW_", "YOLO_", "TORCH_HOME", "HF_", "XDG_CACHE_HOME")
+PASS_ENV_PREFIXES = ("AR__", "AWS_", "MLFLOW_", "YOLO_", "TORCH_HOME", "HF_")
 SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD",
                 "MLFLOW_TRACKING_TOKEN")  # fmt: skip
+
+
+def _last_summary(lines: Any) -> str:
+    """The last line that is a JSON object: the step's summary (DESIGN.md contract 1)."""
+    last = ""
+    for line in lines:
+        text = line.strip()
+        if text.startswith("{") and text.endswith("}"):
+            try:
+                if isinstance(json.loads(text), dict):
+                    last = text
+            except json.JSONDecodeError:
+                continue
+    return last
 
 
 def _truthy(value: Any) -> bool:
@@ -127,7 +141,7 @@ class StepOperator(BaseOperator):
         public, secret = self._environment()
         self.log.info("action-recognition %s (runner=%s)", " ".join(argv), self.runner)
         if self.runner == "local":
-            last = self._run_local(argv, {**os.environ, **public, **secret})
+            last = self._run_local(argv, {**os.environ, **public, **secret})  # a local step keeps the whole env
         elif self.runner == "docker":
             last = self._run_docker(argv, public, secret, context)
         else:
@@ -145,14 +159,13 @@ class StepOperator(BaseOperator):
         self._proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
         )
-        last = ""
+        lines = []
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith("{"):
-                last = line
-            self.log.info("%s", line)
+            lines.append(line.rstrip("\n"))
+            self.log.info("%s", lines[-1])
         code = self._proc.wait()
+        last = _last_summary(lines)
         if code != 0:
             raise AirflowException(f"action-recognition {self.step} exited with status {code}; last line: {last}")
         return last
@@ -200,11 +213,12 @@ class StepOperator(BaseOperator):
             device_requests=device_requests,
             mounts=self.mounts,
             tty=False,
-            xcom_all=False,
+            xcom_all=True,  # every line: stderr and stdout interleave, so the summary is found, not assumed last
         )
         self._container = container
-        output = container.execute(context)
-        return str(output or "").strip().splitlines()[-1] if output else ""
+        output = container.execute(context) or []
+        lines = output if isinstance(output, list) else str(output).splitlines()
+        return _last_summary(str(line) for line in lines)
 
     def on_kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

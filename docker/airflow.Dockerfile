@@ -1,0 +1,11 @@
+# Airflow scheduler, dag-processor, triggerer and api-server: the official image plus the providers and the light
+# part of action-recognition (config, storage, ledger, the Airflow adapter). No torch here: heavy steps run in the
+# worker image through DockerOperator.
+ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
+FROM ${AIRFLOW_IMAGE}
+COPY --chown=airflow:0 pyproject.toml README.md /opt/action-recognition/
+COPY --chown=airflow:0 action_recognition /opt/action-recognition/action_recognition
+RUN pip install --no-cache-dir "apache-airflow==3.3.2" apache-airflow-providers-docker apache-airflow-providers-amazon \
+      "/opt/action-recognition[airflow]"
+COPY --chown=airflow:0 dags /opt/airflow/dags
+COPY --chown=airflow:0 plugins /opt/airflow/plugins

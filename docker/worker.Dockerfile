@@ -1,0 +1,36 @@
+# The worker image: every heavy step (download, clip, pose, train) runs here, through DockerOperator.
+# Default base: the CUDA build of PyTorch. Override with --build-arg BASE_IMAGE=... (e.g. a CPU image).
+ARG BASE_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+ARG DENO_VERSION=2.5.6
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    YOLO_OFFLINE=1 \
+    YOLO_AUTOINSTALL=false \
+    MLFLOW_DISABLE_TELEMETRY=true
+
+# ffmpeg for clipping, libgl/glib for OpenCV; deno is the JavaScript runtime yt-dlp needs for YouTube.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg libgl1 libglib2.0-0 ca-certificates curl unzip \
+ && curl -fsSL "https://github.com/denoland/deno/releases/download/v${DENO_VERSION}/deno-x86_64-unknown-linux-gnu.zip" \
+      -o /tmp/deno.zip \
+ && unzip /tmp/deno.zip -d /usr/local/bin && rm /tmp/deno.zip \
+ && apt-get purge -y curl unzip && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/action-recognition
+COPY requirements/lock.txt requirements/lock.txt
+COPY pyproject.toml README.md ./
+COPY action_recognition action_recognition
+# torch comes with the base image; everything else of the worker extra is pinned by the lock file.
+RUN grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)' requirements/lock.txt > /tmp/constraints.txt \
+ && pip install --constraint /tmp/constraints.txt ".[worker]" "yt-dlp[default]" \
+ && rm /tmp/constraints.txt
+
+RUN useradd --create-home --uid 10001 worker
+USER worker
+ENV XDG_CACHE_HOME=/home/worker/.cache
+ENTRYPOINT []
+CMD ["python3", "-m", "action_recognition", "--help"]

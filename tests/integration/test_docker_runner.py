@@ -1,0 +1,98 @@
+"""The docker runner for real: kinetics_pipeline with every step in a container of a locally built worker image
+(Debian base made with debootstrap, the host's venv and source mounted read-only), started by DockerOperator against
+the real Docker engine that ``make test`` starts; S3 and MLflow are the test servers on the host network."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+
+import boto3
+import pytest
+
+from action_recognition.demo import make_demo_videos, write_demo_annotations
+from action_recognition.localserve import VideoServer
+from tests.conftest import VIDEOS, free_port
+from tests.support.airflow import ROOT, airflow_env, dags_test, init_airflow
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def worker_image() -> str:
+    if os.environ.get("AR_SKIP_DOCKER") == "1":
+        pytest.skip("AR_SKIP_DOCKER=1: no Docker engine on this machine (CI always has one)")
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.fail("no running Docker engine: run the tests with `make test`, which starts one")
+    out = subprocess.run([str(ROOT / "scripts" / "docker-images.sh")], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _containers(prefix: str = "ar-") -> list[str]:
+    out = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+    return [n for n in out.stdout.split() if n.startswith(prefix)]
+
+
+def test_pipeline_in_containers(worker_image: str, s3_server: str, mlflow_server: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="docker-runner")
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    generated = make_demo_videos(tmp_path / "videos", per_class=5)
+    csv_path, routes = write_demo_annotations(tmp_path / "kinetics-600_demo.csv", generated, VIDEOS)
+    env = airflow_env(
+        tmp_path / "airflow", MLFLOW_TRACKING_URI=mlflow_server, AR_RUNNER="docker", AR_WORKER_IMAGE=worker_image,
+        AR_DOCKER_NETWORK="host", AR_DOCKER_URL="unix://var/run/docker.sock",
+        AR_DOCKER_MOUNTS=f"{site}:/opt/venv-site:ro,{ROOT}:/opt/src:ro",
+    )  # fmt: skip
+    init_airflow(env)
+    before = set(_containers())
+    # The containers see neither this machine's files nor its temp folders: the annotations come over HTTP.
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    csv_url = f"http://127.0.0.1:{httpd.server_address[1]}/{csv_path.name}"
+    with VideoServer(routes) as server:  # type: ignore[arg-type]
+        conf = {
+            "annotations": [csv_url], "classes": [], "class_contains": "dancing", "per_class": 4,
+            "clips_per_shard": 10, "url_template": server.url_template, "pose_untrained": True,
+            "rgb_allow_untrained": True, "epochs": 2, "storage_uri": "s3://docker-runner/ar", "dataset": "dockerrun",
+            "runner": "docker", "gpu_enabled": False,
+        }  # fmt: skip
+        try:
+            log = dags_test("kinetics_pipeline", conf, env, tmp_path)
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+    assert "python3 -m action_recognition" in log or "action-recognition download" in log
+    client = MlflowClient(mlflow_server)
+    for name in ("dockerrun-keypoint", "dockerrun-rgb"):
+        assert client.get_model_version_by_alias(name, "champion").version == "1"
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(
+        Bucket="docker-runner", Prefix="ar/datasets/dockerrun/")["Contents"]]  # fmt: skip
+    assert any("keypoints-" in k for k in keys) and any("frames-" in k for k in keys)
+    assert set(_containers()) == before, "step containers are removed after they run"
+
+
+def test_a_leftover_container_is_removed_before_a_retry(worker_image: str) -> None:
+    """A try killed with its container still there: the retry removes it before starting its own."""
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from ar_provider.operators import StepOperator
+
+    name = "ar-leftover-test"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--name", name, worker_image, "sleep", "300"], check=True,
+                   capture_output=True)  # fmt: skip
+    assert name in _containers()
+    op = StepOperator(task_id="leftover", step="version", docker_url="unix://var/run/docker.sock")
+    op._remove_leftover(name)
+    assert name not in _containers()
+    assert sys.executable
