@@ -104,9 +104,9 @@ def test_params_default_to_the_original_study(bag: Any) -> None:
     assert params["runner"] in ("local", "docker")
     schema = params.get_param("per_class").schema
     assert schema["minimum"] == 1 and schema["type"] == "integer"
-    with pytest.raises(Exception, match="less than the minimum|minimum"):
+    with pytest.raises(Exception, match=r"less than the minimum|minimum"):
         Param(0, **schema).resolve()
-    with pytest.raises(Exception, match="pattern|does not match"):
+    with pytest.raises(Exception, match=r"pattern|does not match"):
         Param("Bad Name", **params.get_param("dataset").schema).resolve()
     assert params.get_param("runner").schema["enum"] == ["local", "docker"]
 
