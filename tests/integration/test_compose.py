@@ -48,8 +48,16 @@ def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
     assert celery.returncode == 0 and "airflow-celery-worker" in yaml.safe_load(celery.stdout)["services"]
 
 
-@pytest.mark.parametrize("missing", ["AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "POSTGRES_PASSWORD", "AR_S3_SECRET_KEY",
-                                     "MLFLOW_ADMIN_PASSWORD"])  # fmt: skip
+MUST_HAVE = [
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_JWT_SECRET",
+    "POSTGRES_PASSWORD",
+    "AR_S3_SECRET_KEY",
+    "MLFLOW_ADMIN_PASSWORD",
+]
+
+
+@pytest.mark.parametrize("missing", MUST_HAVE)
 def test_compose_refuses_empty_secrets(tmp_path: Path, missing: str) -> None:
     out = _config(tmp_path, {**SECRETS, missing: ""})
     assert out.returncode != 0
