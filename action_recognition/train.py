@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import math
+import pickle
 import random
 import tempfile
 import time
@@ -342,7 +343,15 @@ def _train_new(
     start_epoch, best, history = 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}, []
     best_state = copy.deepcopy(model.state_dict())
     if config.resume and storage.exists(f"{prefix}/last.pt"):
-        ckpt = torch.load(io.BytesIO(storage.get_bytes(f"{prefix}/last.pt")), map_location=device, weights_only=True)
+        try:  # weights_only: a checkpoint is data, never code, even one that someone planted in the bucket
+            ckpt = torch.load(
+                io.BytesIO(storage.get_bytes(f"{prefix}/last.pt")), map_location=device, weights_only=True
+            )
+        except pickle.UnpicklingError as exc:
+            raise TrainError(
+                f"refusing checkpoint {storage.key_uri(prefix + '/last.pt')}: it holds more than tensors and plain "
+                f"values ({str(exc).splitlines()[0][:200]})"
+            ) from exc
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

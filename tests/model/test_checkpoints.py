@@ -1,0 +1,56 @@
+"""Checkpoints: training resumes from the last one, and a planted malicious pickle is refused."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from action_recognition.config import TrainConfig
+from action_recognition.storage import LocalStorage
+from action_recognition.train import TrainError, fingerprint, train_model
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _cfg(tmp_path: Path, **kw: object) -> TrainConfig:
+    return TrainConfig.model_validate({"arch": "ddnet", "epochs": 5, "batch_size": 16, "system_metrics": False,
+                                       "log_model": False, "tracking_uri": f"sqlite:///{tmp_path}/m.db", **kw})  # fmt: skip
+
+
+def test_resume_continues_from_the_last_epoch(synthetic_dataset: Path, tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "store")
+    seen: list[int] = []
+
+    def stop_after_two(row: dict[str, float]) -> None:
+        seen.append(int(row["epoch"]))
+        if len(seen) == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_model(_cfg(tmp_path), str(synthetic_dataset), storage=store, progress=stop_after_two)
+    assert seen == [0, 1]
+    resumed: list[int] = []
+    result = train_model(_cfg(tmp_path, resume=True), str(synthetic_dataset), storage=store,
+                         progress=lambda row: resumed.append(int(row["epoch"])))  # fmt: skip
+    assert resumed == [2, 3, 4], "epochs 0-1 came from the checkpoint"
+    assert [int(h["epoch"]) for h in result.history] == [0, 1, 2, 3, 4]
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("pwned",))
+
+
+def test_a_planted_pickle_is_refused(synthetic_dataset: Path, tmp_path: Path) -> None:
+    from action_recognition.datasets import load_dataset
+
+    store = LocalStorage(tmp_path / "store")
+    cfg = _cfg(tmp_path, resume=True)
+    fp = fingerprint(cfg, "ddnet", load_dataset(synthetic_dataset).sha256)
+    store.put_bytes(f"models/{fp[:16]}/last.pt", pickle.dumps({"model": _Evil()}))
+    with pytest.raises(TrainError, match="refusing checkpoint"):
+        train_model(cfg, str(synthetic_dataset), storage=store)
