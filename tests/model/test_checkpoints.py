@@ -17,8 +17,8 @@ class Interrupted(Exception):
 
 
 def _cfg(tmp_path: Path, **kw: object) -> TrainConfig:
-    return TrainConfig.model_validate({"arch": "ddnet", "epochs": 5, "batch_size": 16, "system_metrics": False,
-                                       "log_model": False, "tracking_uri": f"sqlite:///{tmp_path}/m.db", **kw})  # fmt: skip
+    base = {"arch": "ddnet", "epochs": 5, "batch_size": 16, "system_metrics": False, "log_model": False}
+    return TrainConfig.model_validate({**base, "tracking_uri": f"sqlite:///{tmp_path}/m.db", **kw})
 
 
 def test_resume_continues_from_the_last_epoch(synthetic_dataset: Path, tmp_path: Path) -> None:
