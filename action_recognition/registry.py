@@ -122,11 +122,27 @@ def register_run(
         )
         created = True
         version = _wait_ready(client, name, version.version, config)
+        version, created = _converge(client, name, run_id, version, config)
     with_retries(lambda: client.set_registered_model_alias(name, CHALLENGER, version.version), "alias", config)
     aliases = with_retries(lambda: client.get_model_version(name, version.version), "read version", config).aliases
     log.info("%s version %s of run %s (%s); aliases %s", "registered" if created else "found", version.version,
              run_id, source, aliases)  # fmt: skip
     return Registration(name, str(version.version), run_id, source, created, sorted(aliases))
+
+
+def _converge(client: Any, name: str, run_id: str, mine: Any, config: RegistryConfig) -> tuple[Any, bool]:
+    """Two registrations of one run at the same time may both create a version: the oldest stays, and each racer
+    deletes its own version if it is not the oldest, so the registry ends as after one registration."""
+    versions = with_retries(
+        lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"), f"search {name}", config
+    )
+    oldest = min(versions, key=lambda v: int(v.version))
+    if oldest.version == mine.version:
+        return mine, True
+    log.warning("run %s was registered concurrently as %s version %s: removing the duplicate %s", run_id, name,
+                oldest.version, mine.version)  # fmt: skip
+    with_retries(lambda: client.delete_model_version(name, mine.version), "delete duplicate", config)
+    return oldest, False
 
 
 def _describe(name: str) -> str:

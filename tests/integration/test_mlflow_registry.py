@@ -136,3 +136,24 @@ def test_cli_train_register_promote_json(mlflow_server: str, synthetic_dataset: 
     bad = subprocess.run([*base, "train", "--dataset", str(tmp_path / "nope.npz"), "--tracking-uri", mlflow_server],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_concurrent_registrations_leave_one_version(
+    mlflow_server: str, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    """Airflow runs a task at least once, maybe twice at the same time: the registry ends as after one run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow import MlflowClient
+
+    trained = train_model(_cfg(mlflow_server, arch="ddnet", epochs=1, experiment="it-race"), str(synthetic_dataset),
+                          storage=LocalStorage(tmp_path / "s"), dataset_name="race")  # fmt: skip
+    reg = RegistryConfig(backoff_s=0.1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: register_run(trained.run_id, "race-keypoint", reg,
+                                                       tracking_uri=mlflow_server), range(4)))  # fmt: skip
+    versions = MlflowClient(mlflow_server).search_model_versions("name='race-keypoint'")
+    assert len(versions) == 1, [v.version for v in versions]
+    assert {r.version for r in results} == {versions[0].version}
+    alias = MlflowClient(mlflow_server).get_model_version_by_alias("race-keypoint", "challenger")
+    assert alias.version == versions[0].version
