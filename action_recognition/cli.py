@@ -315,15 +315,19 @@ def train(
             train__arch=arch, train__epochs=epochs, train__seed=seed, train__allow_untrained=allow_untrained or None,
             train__resume=resume or None, train__tracking_uri=tracking_uri, storage__uri=storage,
         ))  # fmt: skip
-        manifest = {"uri": manifest_uri} if manifest_uri else None
+        from action_recognition.pipeline import manifest_info
+
+        store = open_storage(cfg.storage)
+        manifest = manifest_info(store, name) if name else None
+        if manifest_uri:
+            manifest = {**(manifest or {}), "uri": manifest_uri}
         with _progress_bar(cfg.train.epochs, "train", not as_json) as bar:
 
             def tick(row: dict[str, float]) -> None:
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
                 bar.update(1)
 
-            return train_model(cfg.train, dataset, storage=open_storage(cfg.storage), dataset_name=name,
-                               manifest=manifest, progress=tick)  # fmt: skip
+            return train_model(cfg.train, dataset, storage=store, dataset_name=name, manifest=manifest, progress=tick)
 
     _run(step, as_json=as_json, summarise=lambda r: r.summary(),
          human=lambda r: f"{r.arch}: test top-1 {r.metrics['test_top1']:.3f}, top-5 {r.metrics['test_top5']:.3f}, "

@@ -52,3 +52,17 @@ def pipeline_summary(storage_uri: str, dataset: str, results: dict[str, Any]) ->
                 "promotion_reason": promoted.get("reason"),
             }  # fmt: skip
     return {"dataset": dataset, "rows": report.rows, "states": report.states, "models": models}
+
+
+def manifest_info(storage: Storage, dataset: str) -> dict[str, Any] | None:
+    """The manifest URI, its sha256 and the availability counts of a planned dataset (for the model card and the
+    MLflow dataset input); None when ``dataset`` was not planned in ``storage``."""
+    plan_key = f"{dataset_prefix(dataset)}/plan.json"
+    if not storage.exists(plan_key):
+        return None
+    plan = json.loads(storage.get_bytes(plan_key))
+    return {
+        "uri": storage.key_uri(f"{dataset_prefix(dataset)}/manifest.csv"),
+        "sha256": plan["manifest_sha256"],
+        "availability": status(storage, dataset).states,
+    }

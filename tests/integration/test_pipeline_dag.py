@@ -48,6 +48,10 @@ def test_pipeline_end_to_end_and_rerun(s3_server: str, mlflow_server: str, tmp_p
         for name in versions:
             champion = client.get_model_version_by_alias(name, "champion")
             assert champion.tags["ar.untrained"] == "true", "untrained weights are named so"
+            card = Path(client.download_artifacts(champion.run_id, "model_card.md", str(tmp_path))).read_text()
+            assert "s3://pipeline/ar/datasets/e2e/manifest.csv" in card and "availability" in card, card
+            run = client.get_run(champion.run_id)
+            assert run.inputs.dataset_inputs, "the dataset is logged as an MLflow input"
         keys = set(first)
         assert any(k.startswith("ar/raw/") for k in keys) and any(k.startswith("ar/clips/") for k in keys)
         assert any(k.startswith("ar/keypoints/") for k in keys)
