@@ -24,7 +24,9 @@ help:  ## List the targets
 system:  ## Debian packages (ffmpeg, docker.io, debootstrap, docker-compose), installed only when missing
 	@scripts/install-system.sh $(SYSTEM_PACKAGES)
 
-$(BIN)/.complete: $(LOCK)
+# No prerequisite on the lock file: the venv's path already holds the lock's hash, and a fresh clone's files are
+# all newer than any venv, which would rebuild it every time.
+$(BIN)/.complete:
 	@echo "building $(VENV) from $(LOCK)"
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
