@@ -9,9 +9,9 @@ only where the video itself ends (recorded as ``short``). Anything else is ``bad
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,10 +21,12 @@ from pathlib import Path
 
 from action_recognition.config import ClipConfig
 from action_recognition.download import raw_key
+from action_recognition.errors import WorkspaceFullError
 from action_recognition.kinetics import read_manifest
 from action_recognition.ledger import LedgerRecord, read_stage, shard_key, shard_rows, write_shard
 from action_recognition.media import MediaError, count_decoded_frames, encode_clip, probe
 from action_recognition.storage import Storage
+from action_recognition.workdir import job_dir, sweep_job_dirs, work_base
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +130,15 @@ def clip_shard(
     skipped = len(records)
     if progress:
         progress(skipped)
-    base = work_dir or Path(tempfile.gettempdir()) / "action-recognition"
-    base.mkdir(parents=True, exist_ok=True)
+    base = work_base(work_dir)
+    sweep_job_dirs(base)
 
     def one(item: tuple[dict[str, str], LedgerRecord]) -> LedgerRecord:
         row, down = item
         cid = row["clip_id"]
         rec = LedgerRecord(cid, row["label"], row["split"], "ok", method=profile)
         began = time.monotonic()
-        job = Path(tempfile.mkdtemp(prefix=f"clip-{cid}-", dir=base))
+        job = job_dir(base, "clip", cid)
         try:
             src = storage.get_file(raw_key(cid), job / "raw.mp4")
             start, end = float(row["time_start"]), float(row["time_end"])
@@ -149,6 +151,10 @@ def clip_shard(
         except MediaError as exc:
             rec.state, rec.reason = "bad_media", str(exc)[:600]
             log.info("%s: bad_media: %s", cid, rec.reason)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # the machine's fault, not the clip's: stop, publish nothing partial
+                raise WorkspaceFullError(f"no space left in the work folder {base} while clipping {cid}") from exc
+            raise
         finally:
             shutil.rmtree(job, ignore_errors=True)
             rec.seconds = time.monotonic() - began

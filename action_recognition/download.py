@@ -17,10 +17,10 @@ that stops the shard cleanly, recording the clips not yet tried as ``rate_limite
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from action_recognition.config import DownloadConfig
+from action_recognition.errors import WorkspaceFullError
 from action_recognition.kinetics import YOUTUBE_ID, manifest_row_problem, read_manifest
 from action_recognition.ledger import PERMANENT, LedgerRecord, read_stage, shard_key, shard_rows, write_shard
 from action_recognition.media import MediaError, cut_copy, probe
 from action_recognition.storage import Storage
+from action_recognition.workdir import job_dir, sweep_job_dirs, work_base
 
 log = logging.getLogger(__name__)
 
@@ -309,11 +311,8 @@ class _ShardDownloader:
     ) -> Failure | None:
         from yt_dlp.utils import DownloadError, YoutubeDLError
 
-        base = (
-            Path(self.config.work_dir) if self.config.work_dir else Path(tempfile.gettempdir()) / "action-recognition"
-        )
-        base.mkdir(parents=True, exist_ok=True)
-        job = Path(tempfile.mkdtemp(prefix=f"dl-{cid}-", dir=base))
+        base = work_base(self.config.work_dir)
+        job = job_dir(base, "dl", cid)
         try:
             fetched = self.fetch(url, job, section if method == "segment" else None, self.config)
             record.bytes += fetched.stat().st_size
@@ -327,7 +326,13 @@ class _ShardDownloader:
             self.storage.put_file(raw_key(cid), fetched)
             return None
         except (DownloadError, YoutubeDLError) as exc:
+            if "No space left on device" in str(exc):
+                raise WorkspaceFullError(f"no space left in the work folder {base} downloading {cid}") from exc
             return classify(exc)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise WorkspaceFullError(f"no space left in the work folder {base} downloading {cid}") from exc
+            raise
         except MediaError as exc:
             return Failure("bad_media", str(exc)[:500])
         finally:
@@ -351,6 +356,7 @@ def download_shard(
     """
     rows = shard_rows(read_manifest(storage, dataset), shard)
     previous = read_stage(storage, dataset, "download")
+    sweep_job_dirs(work_base(config.work_dir))
     worker = _ShardDownloader(config, storage, fetch, sleep)
     records: dict[str, LedgerRecord] = {}
     todo = []

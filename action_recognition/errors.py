@@ -21,3 +21,7 @@ class AnnotationError(ActionRecognitionError):
 
 class PlanError(ActionRecognitionError):
     """The plan cannot be made as configured (unknown class, no rows selected, mixed Kinetics versions)."""
+
+
+class WorkspaceFullError(ActionRecognitionError):
+    """The local work folder ran out of space: the step stops (nothing partial is published); free space, rerun."""

@@ -14,6 +14,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from types import TracebackType
@@ -34,8 +35,12 @@ class VideoServer:
         requests: youtube id -> number of requests.
     """
 
-    def __init__(self, routes: dict[str, Route] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, routes: dict[str, Route] | None = None, host: str = "127.0.0.1", port: int = 0,
+        throttle_bps: float | None = None,
+    ) -> None:  # fmt: skip
         self.routes: dict[str, Route] = dict(routes or {})
+        self.throttle_bps = throttle_bps  # pace the bodies (a slow network), for tests that interrupt downloads
         self.bytes_sent: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -170,6 +175,8 @@ class VideoServer:
                                 break
                             self.wfile.write(block)
                             sent += len(block)
+                            if server.throttle_bps:
+                                time.sleep(len(block) / server.throttle_bps)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client stopped reading: normal when ffmpeg has what it needs
                 finally:

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from action_recognition.errors import ActionRecognitionError
+from action_recognition.errors import ActionRecognitionError, WorkspaceFullError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,10 @@ def run_ffmpeg(argv: list[str], *, timeout_s: float, what: str) -> subprocess.Co
     except FileNotFoundError as exc:
         raise MediaError(f"{what}: {argv[0]} is not installed (apt-get install ffmpeg)") from exc
     if proc.returncode != 0:
-        raise MediaError(f"{what}: exit status {proc.returncode}", _tail(proc.stderr))
+        tail = _tail(proc.stderr)
+        if "No space left on device" in tail:
+            raise WorkspaceFullError(f"{what}: no space left in the work folder ({tail[-200:]})")
+        raise MediaError(f"{what}: exit status {proc.returncode}", tail)
     return proc
 
 

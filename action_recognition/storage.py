@@ -14,15 +14,14 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from action_recognition.config import StorageConfig
-from action_recognition.errors import StorageError
+from action_recognition.errors import StorageError, WorkspaceFullError
+from action_recognition.workdir import partial_suffix, sweep_partials
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,8 @@ class LocalStorage(Storage):
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create folder for {self.key_uri(key)}: {exc}") from exc
-        tmp = final.parent / f".{final.name}{_PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
+        sweep_partials(final.parent, final.name)  # what a killed writer of this key left
+        tmp = final.parent / f".{final.name}{partial_suffix()}"
         try:
             yield tmp
             os.replace(tmp, final)
@@ -196,13 +196,19 @@ class LocalStorage(Storage):
 
 def _atomic_copy(src: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}{_PARTIAL_MARK}", dir=dest.parent)
-    tmp = Path(tmp_name)
+    sweep_partials(dest.parent, dest.name)
+    tmp = dest.parent / f".{dest.name}{partial_suffix()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fout, src.open("rb") as fin:
             while block := fin.read(1 << 20):
                 fout.write(block)
         os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise WorkspaceFullError(f"no space left in {dest.parent} copying {src.name}") from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -317,7 +323,8 @@ class S3Storage(Storage):
 
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}{_PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
+        sweep_partials(dest.parent, dest.name)
+        tmp = dest.parent / f".{dest.name}{partial_suffix()}"
         try:
             self.client.download_file(self.bucket, self._object_key(key), str(tmp), Config=self._transfer_config())
             os.replace(tmp, dest)
@@ -328,6 +335,8 @@ class S3Storage(Storage):
             raise self._error("download", key, exc) from exc
         except (BotoCoreError, OSError) as exc:
             tmp.unlink(missing_ok=True)
+            if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in str(exc):
+                raise WorkspaceFullError(f"no space left in {dest.parent} downloading {self.key_uri(key)}") from exc
             raise self._error("download", key, exc) from exc
         return dest
 
