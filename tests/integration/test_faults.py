@@ -115,3 +115,86 @@ def test_full_disk_is_a_clear_cli_error(tmp_path: Path, tiny_disk: Path) -> None
     assert summary["ok"] is False and summary["error_type"] == "WorkspaceFullError"
     assert "Traceback" not in out.stderr
     assert _leftovers(tmp_path / "store", tiny_disk) == []
+
+
+def test_s3_outage_short_is_absorbed_long_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blip of the S3 server is absorbed by botocore's backoff; a long outage fails with the URI named, nothing
+    partial is visible, and a later retry completes."""
+    import threading
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from action_recognition.config import StorageConfig
+    from action_recognition.errors import StorageError
+    from action_recognition.storage import open_storage
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-access-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="outage")
+    store = open_storage(StorageConfig(uri="s3://outage/p", endpoint_url=endpoint, max_attempts=8, connect_timeout_s=1))
+    store.put_bytes("before.txt", b"1")
+    server.stop()
+
+    def come_back() -> None:
+        time.sleep(2.0)
+        nonlocal server
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # same in-process state
+        server.start()
+
+    threading.Thread(target=come_back).start()
+    began = time.monotonic()
+    store.put_bytes("during-blip.txt", b"2")  # retried until the server is back
+    assert time.monotonic() - began >= 1.5
+    assert store.get_bytes("during-blip.txt") == b"2"
+
+    server.stop()
+    impatient = open_storage(StorageConfig(uri="s3://outage/p", endpoint_url=endpoint, max_attempts=2,
+                                           connect_timeout_s=1))  # fmt: skip
+    with pytest.raises(StorageError, match=r"s3://outage/p/during-outage\.txt"):
+        impatient.put_bytes("during-outage.txt", b"3")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        assert not impatient.exists("during-outage.txt"), "nothing partial is visible"
+        impatient.put_bytes("during-outage.txt", b"3")  # the task's next try
+        assert impatient.get_bytes("during-outage.txt") == b"3"
+        assert impatient.list() == ["before.txt", "during-blip.txt", "during-outage.txt"]
+    finally:
+        server.stop()
+
+
+def test_the_same_shard_twice_at_once_ends_as_one_run(tmp_path: Path) -> None:
+    """Airflow may run a task twice at the same time: both finish, storage and ledger end as after one run."""
+    import threading
+
+    store, once = LocalStorage(tmp_path / "twice"), LocalStorage(tmp_path / "once")
+    for s in (store, once):
+        _plan(tmp_path, s)
+    with VideoServer(dict.fromkeys(IDS, VIDEOS / "demo.mp4")) as srv:  # type: ignore[arg-type]
+        cfg = DownloadConfig(url_template=srv.url_template, work_dir=tmp_path / "w")
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                download_shard("faults", store, cfg)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        download_shard("faults", once, cfg)
+    assert errors == []
+    assert store.list("raw/") == once.list("raw/")
+    assert {k: v.state for k, v in read_stage(store, "faults", "download").items()} == {
+        k: v.state for k, v in read_stage(once, "faults", "download").items()}  # fmt: skip
+    assert _leftovers(tmp_path / "twice", tmp_path / "w") == []
