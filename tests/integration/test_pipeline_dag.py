@@ -67,3 +67,10 @@ def test_pipeline_end_to_end_and_rerun(s3_server: str, mlflow_server: str, tmp_p
         assert _objects(s3_server, "pipeline") == first, "a re-run must not create or rewrite any object"
         assert {n: len(client.search_model_versions(f"name='{n}'")) for n in versions} == versions
         assert sum(server.requests.values()) == requests_after_first, "a re-run downloads nothing"
+
+    # The retraining DAG on the same (unchanged) datasets: it finds them, reuses the finished trainings, and neither
+    # registers a new version nor moves a champion.
+    retrain = {k: conf[k] for k in ("storage_uri", "dataset", "runner", "gpu_enabled", "epochs", "rgb_allow_untrained")}
+    dags_test("kinetics_retrain", retrain, env, tmp_path)
+    assert {n: len(client.search_model_versions(f"name='{n}'")) for n in versions} == versions
+    assert _objects(s3_server, "pipeline") == first
