@@ -157,3 +157,61 @@ def test_concurrent_registrations_leave_one_version(
     assert {r.version for r in results} == {versions[0].version}
     alias = MlflowClient(mlflow_server).get_model_version_by_alias("race-keypoint", "challenger")
     assert alias.version == versions[0].version
+
+
+def test_registration_survives_an_mlflow_restart(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """The MLflow server goes away while a task registers a model: the call is retried until it is back, and the
+    registry ends with exactly one version (no duplicate from the retries)."""
+    import os
+    import threading
+    import time
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    db = tmp_path / "mlflow.db"
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=1):
+                    return proc
+            except OSError:
+                time.sleep(0.3)
+        proc.kill()
+        raise RuntimeError("MLflow did not start")
+
+    server = start()
+    try:
+        cfg = _cfg(uri, arch="ddnet", epochs=1, experiment="it-restart", system_metrics=False)
+        trained = train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "s"), dataset_name="restart")
+        server.terminate()
+        server.wait(timeout=30)
+        holder: dict[str, subprocess.Popen[bytes]] = {}
+
+        def come_back() -> None:
+            time.sleep(3)
+            holder["server"] = start()
+
+        threading.Thread(target=come_back).start()
+        reg = register_run(trained.run_id, "restart-keypoint", RegistryConfig(max_attempts=10, backoff_s=0.5),
+                           tracking_uri=uri)  # fmt: skip
+        server = holder["server"]
+        assert reg.created
+        again = register_run(trained.run_id, "restart-keypoint", RegistryConfig(), tracking_uri=uri)
+        assert again.version == reg.version
+        assert len(MlflowClient(uri).search_model_versions("name='restart-keypoint'")) == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
