@@ -74,17 +74,24 @@ def make_clip(src: Path, dst: Path, *, offset_s: float, window_s: float, config:
     available = info.duration_s - offset_s
     if available <= 0:
         raise MediaError(f"raw video lasts {info.duration_s:.2f} s, the window starts at {offset_s:.2f} s")
-    encode_clip(
-        src, dst, start_s=offset_s, duration_s=window_s, short_side=config.short_side, fps=config.fps,
-        crf=config.crf, preset=config.preset, threads=config.threads, timeout_s=config.timeout_s,
-    )  # fmt: skip
-    out = probe(dst, timeout_s=60)
-    frames = count_decoded_frames(dst, timeout_s=config.timeout_s)
+    expected = min(window_s, available)
+    tol = config.duration_tolerance_s
+    for seek in ("input", "output"):
+        encode_clip(
+            src, dst, start_s=offset_s, duration_s=window_s, short_side=config.short_side, fps=config.fps,
+            crf=config.crf, preset=config.preset, threads=config.threads, timeout_s=config.timeout_s, seek=seek,
+        )  # fmt: skip
+        try:
+            out = probe(dst, timeout_s=60)
+            frames = count_decoded_frames(dst, timeout_s=config.timeout_s)
+        except MediaError:
+            frames = 0
+        if frames / config.fps >= expected - tol:
+            break
+        log.debug("%s: input seeking gave %d frames; decoding from the start instead", src.name, frames)
     if frames == 0:
         raise MediaError("the clip decodes to zero frames")
     duration = frames / config.fps
-    expected = min(window_s, available)
-    tol = config.duration_tolerance_s
     if duration < expected - tol or duration > window_s + tol:
         raise MediaError(
             f"clip lasts {duration:.2f} s ({frames} frames); expected {expected:.2f} s "

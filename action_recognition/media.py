@@ -127,15 +127,25 @@ def encode_clip(
     preset: str,
     threads: int,
     timeout_s: float,
+    seek: str = "input",
 ) -> None:
-    """Re-encode ``[start_s, start_s + duration_s)`` of ``src`` to H.264 yuv420p, no audio, faststart."""
+    """Re-encode ``[start_s, start_s + duration_s)`` of ``src`` to H.264 yuv420p, no audio, faststart.
+
+    ``seek="input"`` seeks before decoding (fast, exact with re-encoding); ``"output"`` decodes from the start and
+    drops frames until ``start_s`` (slow, but works on files whose index defeats input seeking, e.g. some AVIs).
+    """
     import ffmpeg
 
-    stream = ffmpeg.input(str(src), ss=f"{start_s:.3f}", t=f"{duration_s:.3f}", protocol_whitelist=LOCAL_PROTOCOLS)
+    if seek == "input":
+        stream = ffmpeg.input(str(src), ss=f"{start_s:.3f}", t=f"{duration_s:.3f}", protocol_whitelist=LOCAL_PROTOCOLS)
+        output_args: dict[str, str] = {}
+    else:
+        stream = ffmpeg.input(str(src), protocol_whitelist=LOCAL_PROTOCOLS)
+        output_args = {"ss": f"{start_s:.3f}", "t": f"{duration_s:.3f}"}
     video = stream.video.filter("scale", **scale_filter_args(short_side)).filter("setsar", "1").filter("fps", fps=fps)
     out = ffmpeg.output(
         video, str(dst), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset, movflags="+faststart",
-        map_metadata=-1, threads=threads, an=None, f="mp4",
+        map_metadata=-1, threads=threads, an=None, f="mp4", **output_args,
     )  # fmt: skip
     argv = ffmpeg.compile(out, cmd="ffmpeg", overwrite_output=True)
     argv = [argv[0], "-nostdin", "-v", "error", *argv[1:]]

@@ -1,0 +1,80 @@
+"""Bad media, each rejected by the clip gate with a clear reason: 0 crashes, 0 silently accepted."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from action_recognition.clip import make_clip
+from action_recognition.config import ClipConfig
+from action_recognition.media import MediaError
+from tests.conftest import VIDEOS
+from tests.support.media import make_audio_only, make_video, truncate
+
+
+def _zero_byte(d: Path) -> Path:
+    (d / "empty.mp4").write_bytes(b"")
+    return d / "empty.mp4"
+
+
+def _html_named_mp4(d: Path) -> Path:
+    (d / "page.mp4").write_text("<html><body>Video unavailable</body></html>")
+    return d / "page.mp4"
+
+
+def _zero_frames(d: Path) -> Path:
+    path = d / "zero.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+                    "-frames:v", "0", "-c:v", "libx264", str(path)], check=True, timeout=60)  # fmt: skip
+    return path
+
+
+def _truncated_no_faststart(d: Path) -> Path:
+    return truncate(make_video(d / "plain.mp4", seconds=6, faststart=False), d / "trunc.mp4", 0.6)
+
+
+def _truncated_faststart(d: Path) -> Path:
+    return truncate(make_video(d / "fast.mp4", seconds=12), d / "trunc-fast.mp4", 0.3)
+
+
+def _random_bytes(d: Path) -> Path:
+    (d / "noise.mp4").write_bytes(bytes(range(256)) * 400)
+    return d / "noise.mp4"
+
+
+CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "zero bytes": (_zero_byte, "empty"),
+    "html with an mp4 name": (_html_named_mp4, "ffprobe"),
+    "random bytes": (_random_bytes, "ffprobe"),
+    "audio only": (lambda d: make_audio_only(d / "a.m4a"), "no video stream"),
+    "zero frames": (_zero_frames, ""),
+    "truncated, moov at the end": (_truncated_no_faststart, "ffprobe"),
+    "truncated, faststart": (_truncated_faststart, "truncated or corrupt"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_media_is_rejected_with_a_reason(case: str, tmp_path: Path) -> None:
+    make, words = CASES[case]
+    src = make(tmp_path)
+    with pytest.raises(MediaError) as err:
+        make_clip(src, tmp_path / "out.mp4", offset_s=0.0, window_s=10.0, config=ClipConfig())
+    assert words.lower() in str(err.value).lower(), str(err.value)
+    assert len(str(err.value)) > 15
+
+
+def test_huge_resolution_is_refused_before_decoding(tmp_path: Path) -> None:
+    src = VIDEOS / "S001C001P001R001A001_rgb.avi"  # 1920x1080: above a limit of 1280x720 pixels
+    with pytest.raises(MediaError, match=r"1920x1080 is above clip\.max_input_pixels"):
+        make_clip(src, tmp_path / "o.mp4", offset_s=0, window_s=3, config=ClipConfig(max_input_pixels=1280 * 720))
+
+
+def test_wrong_extension_but_real_video_is_accepted(tmp_path: Path) -> None:
+    """The content decides, not the name: an AVI named .mp4 is a video like any other."""
+    src = tmp_path / "really-an-avi.mp4"
+    src.write_bytes((VIDEOS / "S001C001P001R001A001_rgb.avi").read_bytes())
+    duration, short = make_clip(src, tmp_path / "o.mp4", offset_s=0, window_s=3, config=ClipConfig())
+    assert abs(duration - 3.0) <= 0.1 and not short
