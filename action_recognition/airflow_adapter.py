@@ -79,3 +79,18 @@ def storage_env_from_fields(login: str | None, password: str | None, extra: Mapp
     if extra.get("region_name"):
         env["AWS_DEFAULT_REGION"] = str(extra["region_name"])
     return env
+
+
+def apply_connection_env(conn_id: str) -> bool:
+    """Put the storage settings of an Airflow connection into this process's environment (for the few light tasks
+    that read storage in-process); False, changing nothing, when the connection does not exist."""
+    import os
+
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        env = storage_env_from_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    os.environ.update(env)
+    return True

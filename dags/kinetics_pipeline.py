@@ -29,6 +29,7 @@ from ar_provider.defaults import (
     KEYPOINT_DATASET,
     MAX_SHARDS,
     NETWORK_RETRY,
+    STORAGE_CONN_ID,
     common_params,
     runner_kwargs,
     train_args,
@@ -193,8 +194,10 @@ def kinetics_pipeline() -> None:
     @task(trigger_rule="none_failed")
     def summarise(**context: Any) -> dict[str, Any]:
         """Counts per ledger state, metrics, promoted or not."""
+        from action_recognition.airflow_adapter import apply_connection_env
         from action_recognition.pipeline import pipeline_summary
 
+        apply_connection_env(STORAGE_CONN_ID)
         ti = context["ti"]
         names = ["train_keypoint", "train_rgb", "register_keypoint", "register_rgb", "promote_keypoint", "promote_rgb"]
         summary = pipeline_summary(

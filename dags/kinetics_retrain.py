@@ -16,7 +16,14 @@ from typing import Any
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
-from ar_provider.defaults import KEYPOINT_DATASET, NETWORK_RETRY, common_params, runner_kwargs, train_args
+from ar_provider.defaults import (
+    KEYPOINT_DATASET,
+    NETWORK_RETRY,
+    STORAGE_CONN_ID,
+    common_params,
+    runner_kwargs,
+    train_args,
+)  # fmt: skip
 from ar_provider.operators import StepOperator
 
 
@@ -36,8 +43,10 @@ def kinetics_retrain() -> None:
     @task(**NETWORK_RETRY)
     def find_latest_dataset(kind: str, **context: Any) -> dict[str, Any]:
         """The dataset file ``build-dataset`` last pointed ``latest-<kind>.json`` at."""
+        from action_recognition.airflow_adapter import apply_connection_env
         from action_recognition.pipeline import latest_dataset
 
+        apply_connection_env(STORAGE_CONN_ID)
         return latest_dataset(context["params"]["storage_uri"], context["params"]["dataset"], kind)
 
     keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")

@@ -12,6 +12,8 @@ from airflow.sdk import Asset, Param
 KEYPOINT_DATASET = Asset("action_recognition_keypoint_dataset")
 FRAMES_DATASET = Asset("action_recognition_frames_dataset")
 DOWNLOAD_POOL = os.environ.get("AR_DOWNLOAD_POOL", "youtube_downloads")
+#: The Airflow AWS connection holding the storage keys (StepOperator's ``aws_conn_id`` default too).
+STORAGE_CONN_ID = "ar_storage"
 MAX_SHARDS = 64
 
 #: The official Kinetics-700-2020 annotations (the original study used Kinetics-700 training clips).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -53,6 +54,13 @@ def test_pipeline_in_containers(worker_image: str, s3_server: str, mlflow_server
         AR_DOCKER_NETWORK="host", AR_DOCKER_URL="unix://var/run/docker.sock",
         AR_DOCKER_MOUNTS=f"{site}:/opt/venv-site:ro,{ROOT}:/opt/src:ro",
     )  # fmt: skip
+    # The storage keys reach the steps only through the Airflow connection (not this process's environment), and
+    # no task log may show the secret.
+    secret = env.pop("AWS_SECRET_ACCESS_KEY")
+    access = env.pop("AWS_ACCESS_KEY_ID")
+    env["AIRFLOW_CONN_AR_STORAGE"] = json.dumps({
+        "conn_type": "aws", "login": access, "password": secret, "extra": {"endpoint_url": s3_server},
+    })  # fmt: skip
     init_airflow(env)
     before = set(_containers())
     # The containers see neither this machine's files nor its temp folders: the annotations come over HTTP.
@@ -72,7 +80,8 @@ def test_pipeline_in_containers(worker_image: str, s3_server: str, mlflow_server
         finally:
             httpd.shutdown()
             httpd.server_close()
-    assert "python3 -m action_recognition" in log or "action-recognition download" in log
+    assert "action-recognition download" in log
+    assert secret not in log, "a storage secret appeared in the task logs"
     client = MlflowClient(mlflow_server)
     for name in ("dockerrun-keypoint", "dockerrun-rgb"):
         assert client.get_model_version_by_alias(name, "champion").version == "1"

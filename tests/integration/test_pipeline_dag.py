@@ -39,7 +39,8 @@ def test_pipeline_end_to_end_and_rerun(s3_server: str, mlflow_server: str, tmp_p
             "rgb_allow_untrained": True, "epochs": 3, "storage_uri": "s3://pipeline/ar", "dataset": "e2e",
             "runner": "local", "gpu_enabled": False,
         }  # fmt: skip
-        dags_test("kinetics_pipeline", conf, env, tmp_path)
+        log = dags_test("kinetics_pipeline", conf, env, tmp_path)
+        assert env["AWS_SECRET_ACCESS_KEY"] not in log, "a storage secret appeared in the task logs"
         first = _objects(s3_server, "pipeline")
         requests_after_first = sum(server.requests.values())
         client = MlflowClient(mlflow_server)
