@@ -64,6 +64,13 @@ def _run(step: Callable[[], T], *, as_json: bool, summarise: Callable[[T], dict[
         typer.echo(human(result))
 
 
+def _load(path: Path | None, pairs: list[str] | None, extra: dict[str, Any] | None = None) -> Any:
+    """The one validated config from ``--config``, the environment, ``--set`` and the command's own flags."""
+    from action_recognition.config import load_config
+
+    return load_config(path, overrides=pairs or (), extra=extra)
+
+
 def _nested(**flat: Any) -> dict[str, Any]:
     """``{"plan.per_class": 5, "plan.seed": None}`` -> ``{"plan": {"per_class": 5}}`` (None = not given)."""
     tree: dict[str, Any] = {}
@@ -100,7 +107,6 @@ def plan(
 ) -> None:
     """Plan a dataset from Kinetics annotation CSVs: validate rows, select classes, cap, split, publish."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.kinetics import plan_dataset
     from action_recognition.storage import open_storage
 
@@ -123,7 +129,7 @@ def plan(
             storage__uri=storage,
         )  # fmt: skip
         extra.setdefault("plan", {}).update(selector)
-        cfg = load_config(config, overrides=set_ or (), extra=extra)
+        cfg = _load(config, set_, extra)
         return plan_dataset(cfg.plan, open_storage(cfg.storage))
 
     _run(
@@ -173,13 +179,12 @@ def download(
 ) -> None:
     """Download just the annotated segment of each clip of a shard into raw/; record each in the ledger."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.download import download_shard
     from action_recognition.ledger import parse_shard
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+        cfg = _load(config, set_, _nested(
             plan__dataset=dataset, storage__uri=storage, download__url_template=url_template,
             download__workers=workers,
         ))  # fmt: skip
@@ -207,12 +212,11 @@ def clip(
     """Re-encode each downloaded segment of a shard to its exact window, behind a quality gate."""
     _setup_logging(log_level)
     from action_recognition.clip import clip_shard
-    from action_recognition.config import load_config
     from action_recognition.ledger import parse_shard
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(plan__dataset=dataset, storage__uri=storage))
+        cfg = _load(config, set_, _nested(plan__dataset=dataset, storage__uri=storage))
         part = parse_shard(shard)
         with _progress_bar(_shard_size(cfg, cfg.plan.dataset, part), "clip", not as_json) as bar:
             return clip_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.clip, part, progress=bar.update)
@@ -233,12 +237,11 @@ def status(
 ) -> None:
     """Counts per ledger state and per class; rows in = sum of states."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.ledger import status as ledger_status
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(plan__dataset=dataset, storage__uri=storage))
+        cfg = _load(config, set_, _nested(plan__dataset=dataset, storage__uri=storage))
         return ledger_status(open_storage(cfg.storage), cfg.plan.dataset)
 
     _run(step, as_json=as_json, summarise=lambda r: r.summary(), human=lambda r: r.table())
@@ -255,13 +258,12 @@ def top_up_cmd(
 ) -> None:
     """Replace clips that failed for good with each class's next planned candidates (a new manifest version)."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.kinetics import top_up
     from action_recognition.ledger import PERMANENT, final_states
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(plan__dataset=dataset, storage__uri=storage))
+        cfg = _load(config, set_, _nested(plan__dataset=dataset, storage__uri=storage))
         store = open_storage(cfg.storage)
         return top_up(store, cfg.plan.dataset, final_states(store, cfg.plan.dataset), PERMANENT)
 
@@ -306,12 +308,11 @@ def train(
 ) -> None:
     """Train a model on a dataset file; track it in MLflow; report test metrics."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.storage import open_storage
     from action_recognition.train import train_model
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+        cfg = _load(config, set_, _nested(
             train__arch=arch, train__epochs=epochs, train__seed=seed, train__allow_untrained=allow_untrained or None,
             train__resume=resume or None, train__tracking_uri=tracking_uri, storage__uri=storage,
         ))  # fmt: skip
@@ -371,11 +372,10 @@ def register(
 ) -> None:
     """Register a run's model (once per run) and set alias @challenger."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.registry import register_run
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or ())
+        cfg = _load(config, set_)
         return register_run(run_id, name, cfg.registry, tracking_uri=tracking_uri or cfg.train.tracking_uri)
 
     _run(step, as_json=as_json, summarise=lambda r: r.summary(),
@@ -395,11 +395,10 @@ def promote(
 ) -> None:
     """Move @champion to @challenger when it beats the champion on the same test set by the margin."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.registry import promote as do_promote
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(registry__promotion_margin=margin))
+        cfg = _load(config, set_, _nested(registry__promotion_margin=margin))
         return do_promote(name, cfg.registry, tracking_uri=tracking_uri or cfg.train.tracking_uri)
 
     _run(step, as_json=as_json, summarise=lambda r: r.summary(),
@@ -424,13 +423,12 @@ def pose(
 ) -> None:
     """Extract the main person's keypoints from every clip of a shard with Ultralytics YOLO pose."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.ledger import parse_shard
     from action_recognition.pose.extract import pose_shard
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+        cfg = _load(config, set_, _nested(
             plan__dataset=dataset, storage__uri=storage, pose__weights=weights, pose__untrained=untrained or None,
             pose__device=device,
         ))  # fmt: skip
@@ -462,11 +460,10 @@ def build_dataset(
     """Pack per-clip keypoints (and an MMAction2 pkl) or clip frames into one training file."""
     _setup_logging(log_level)
     from action_recognition.build import build_frames_dataset, build_keypoint_dataset
-    from action_recognition.config import load_config
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+        cfg = _load(config, set_, _nested(
             plan__dataset=dataset, storage__uri=storage, build__kind=kind, build__frames=frames,
         ))  # fmt: skip
         store = open_storage(cfg.storage)
@@ -525,11 +522,10 @@ def predict(
 ) -> None:
     """Clip, pose and classify a video; print the top-5 labels with probabilities."""
     _setup_logging(log_level)
-    from action_recognition.config import load_config
     from action_recognition.predict import predict_video
 
     def step() -> Any:
-        cfg = load_config(config, overrides=set_ or (), extra=_nested(
+        cfg = _load(config, set_, _nested(
             pose__weights=weights, pose__untrained=untrained or None,
         ))  # fmt: skip
         return predict_video(video, model, pose_config=cfg.pose, clip_config=cfg.clip,

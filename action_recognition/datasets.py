@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 
 from action_recognition.errors import ActionRecognitionError
+from action_recognition.kinetics import SPLITS
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 class DatasetError(ActionRecognitionError):

@@ -25,6 +25,17 @@ def _quiet_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
         del os.environ[name]
 
 
+def _healthy(url: str) -> bool:
+    """True when ``url`` answers 200 (a server that is not up yet refuses the connection: an OSError)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -95,7 +106,6 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     import subprocess
     import sys
     import time
-    import urllib.request
 
     import boto3
 
@@ -112,13 +122,7 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
+    while not _healthy(f"{uri}/health"):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"MLflow server did not start: {(root / 'server.log').read_text()[-2000:]}")

@@ -13,7 +13,7 @@ from action_recognition.train import TrainError, fingerprint, train_model
 
 
 class Interrupted(Exception):
-    pass
+    """Raised from the progress callback: the process dying mid-training."""
 
 
 def _cfg(tmp_path: Path, **kw: object) -> TrainConfig:
