@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system venv test lint demo bench clean
+.PHONY: help system venv lock test reliability lint demo bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,8 +30,8 @@ $(BIN)/.complete:
 	@echo "building $(VENV) from $(LOCK)"
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -r $(LOCK)
+	# Every file checked against the lock's sha256 (pip, setuptools and wheel included); see scripts/lock.py.
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
 	touch $@
 
 venv: $(BIN)/.complete  ## The project venv (reused while the lock file is unchanged), with this clone installed
@@ -40,9 +40,17 @@ venv: $(BIN)/.complete  ## The project venv (reused while the lock file is uncha
 	  $(BIN)/pip install -q --no-deps --no-build-isolation -e . && echo "$$want" > $(VENV)/.source; \
 	fi
 
+lock: venv  ## Re-pin requirements/lock.txt from this venv, every pin with its sha256
+	$(BIN)/python scripts/lock.py --freeze
+
 test: system venv  ## The whole test suite (starts a Docker engine for the docker-runner tests, stops it after)
 	scripts/dockerd.sh start
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; scripts/dockerd.sh stop; exit $$status
+
+reliability: system venv  ## The fault, bad-input and security suites, ending with one block of figures
+	scripts/dockerd.sh start
+	AR_RELIABILITY_REPORT=$(CURDIR)/.reliability.json $(BIN)/python -m pytest -m reliability $(PYTEST_ARGS); \
+	  status=$$?; scripts/dockerd.sh stop; exit $$status
 
 lint: venv  ## ruff and mypy
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from action_recognition.pose.tracking import Detection, Weights, rank_tracks, select_people
+from tests.support.reliability import Reliability
 
 
 def _det(cx: float, cy: float, size: float, score: float, tid: int | None) -> Detection:
@@ -48,3 +49,21 @@ def test_nobody() -> None:
     people, stats = select_people([[] for _ in range(8)], 17, Weights())
     assert people.shape == (1, 8, 17, 3) and not people.any()
     assert stats["main_fraction"] == 0.0 and stats["persons_seen"] == 0.0
+
+
+def test_a_crowd_keeps_the_dancer_and_at_most_top_m(reliability: Reliability) -> None:
+    """Many people (a stage with an audience): the main person is still the dancer; the output stays top-M."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for t in range(30):
+        dets = [_det(0.5 + 0.01 * np.sin(t), 0.5, 0.45, 0.7, 1)]  # the dancer
+        for tid in range(2, 60):  # 58 spectators: small, scattered, some only for a few frames
+            if rng.random() < 0.7:
+                dets.append(_det(rng.uniform(0, 1), rng.uniform(0.75, 1), rng.uniform(0.03, 0.12), 0.95, tid))
+        rng.shuffle(dets)  # type: ignore[arg-type]
+        frames.append(dets)
+    people, stats = select_people(frames, 17, Weights(), top_m=3)
+    assert people.shape == (3, 30, 17, 3)
+    assert np.allclose(people[0, :, 0, 1], 0.5) and stats["main_fraction"] == 1.0
+    assert stats["persons_seen"] == 59.0
+    reliability.handled("media: a crowd of 59 people", "the main person is the dancer; 3 people kept")
