@@ -294,8 +294,9 @@ def train(
         typer.Option("--allow-untrained", help="RGB: train from random weights when pretrained ones cannot be had."),
     ] = False,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the last checkpoint of this configuration.")
-    ] = False,
+        bool | None,
+        typer.Option("--resume/--no-resume", help="Continue a killed try from its last checkpoint (default: on)."),
+    ] = None,
     manifest_uri: Annotated[
         str | None, typer.Option("--manifest-uri", help="Manifest the dataset came from (model card).")
     ] = None,
@@ -314,7 +315,7 @@ def train(
     def step() -> Any:
         cfg = _load(config, set_, _nested(
             train__arch=arch, train__epochs=epochs, train__seed=seed, train__allow_untrained=allow_untrained or None,
-            train__resume=resume or None, train__tracking_uri=tracking_uri, storage__uri=storage,
+            train__resume=resume, train__tracking_uri=tracking_uri, storage__uri=storage,
         ))  # fmt: skip
         from action_recognition.pipeline import manifest_info
 
@@ -574,6 +575,46 @@ def demo(
     _run(
         lambda: run_demo(workdir, videos, epochs=epochs), as_json=as_json, summarise=lambda r: r.as_dict(), human=human
     )
+
+
+@app.command("docker-guard")
+def docker_guard(
+    listen: Annotated[str, typer.Option("--listen", help="host:port to serve the Docker API on.")] = "127.0.0.1:2375",
+    engine: Annotated[
+        str, typer.Option("--engine", help="The real engine: unix:///var/run/docker.sock or tcp://host:port.")
+    ] = "unix:///var/run/docker.sock",
+    allow_image: Annotated[
+        list[str] | None, typer.Option("--allow-image", help="Image pattern a container may run (repeatable).")
+    ] = None,
+    allow_bind: Annotated[
+        list[str] | None, typer.Option("--allow-bind", help="Host folder that may be bind-mounted (repeatable).")
+    ] = None,
+    allow_network: Annotated[
+        list[str] | None, typer.Option("--allow-network", help="Network mode a container may use (repeatable).")
+    ] = None,
+    writable_binds: Annotated[
+        bool, typer.Option("--writable-binds", help="Allow read-write bind mounts (default: read-only only).")
+    ] = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Serve the Docker API to Airflow, refusing privileged containers, host mounts and every call a step never
+    makes (see action_recognition/dockerguard.py)."""
+    import asyncio
+
+    from action_recognition.dockerguard import Engine, Policy, serve
+
+    _setup_logging(log_level)
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"--listen must be host:port, got {listen!r}")
+    defaults = Policy()
+    policy = Policy(
+        images=tuple(allow_image or defaults.images),
+        bind_roots=tuple(allow_bind or ()),
+        networks=tuple(allow_network or defaults.networks),
+        read_only_binds=not writable_binds,
+    )
+    asyncio.run(serve(host, int(port), Engine(engine), policy))
 
 
 @app.command()

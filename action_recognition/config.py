@@ -236,7 +236,11 @@ class TrainConfig(StrictModel):
     registered_model: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Default: <dataset>-<family>."
     )
-    resume: bool = Field(False, description="Continue from the last checkpoint of the same configuration.")
+    resume: bool = Field(
+        True,
+        description="Continue a killed try: the last checkpoint of the same configuration and data, in the same "
+        "MLflow run when that run never ended (false: start over).",
+    )
     log_model: bool = True
     system_metrics: bool = True
 

@@ -20,7 +20,6 @@ import logging
 import math
 import pickle
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from action_recognition.datasets import DatasetError, LabeledArrays, carve_valid
 from action_recognition.errors import ActionRecognitionError
 from action_recognition.evaluate import Metrics, compute_metrics
 from action_recognition.storage import Storage, open_storage
+from action_recognition.workdir import job_folder, work_base
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,8 @@ def train_model(
     from action_recognition.models import ARCHS, DEFAULT_KEYPOINT_ARCH, DEFAULT_RGB_ARCH
 
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ar-train-") as tmp:
-        work = Path(tmp)
+    # A job folder named with this pid: one that a killed try leaves is removed by the next try's sweep.
+    with job_folder(work_base(None), "train", "run") as work:
         data = load_dataset(fetch_dataset(dataset_uri, work))
         arch = config.arch or (DEFAULT_KEYPOINT_ARCH if data.kind == "keypoints" else DEFAULT_RGB_ARCH)
         family = ARCHS[arch].family
@@ -292,13 +292,13 @@ def train_model(
                 reused=True, test_set_sha256=test_sha, experiment_id=experiment.experiment_id,
             )  # fmt: skip
         return _train_new(config, data, arch, family, name, registered, fp, test_sha, dataset_uri, storage, manifest,
-                          progress, work, began)  # fmt: skip
+                          progress, work, began, experiment.experiment_id)  # fmt: skip
 
 
 def _train_new(
     config: TrainConfig, data: LabeledArrays, arch: str, family: str, name: str, registered: str, fp: str,
     test_sha: str, dataset_uri: str, storage: Storage, manifest: dict[str, Any] | None,
-    progress: Callable[[dict[str, float]], None] | None, work: Path, began: float,
+    progress: Callable[[dict[str, float]], None] | None, work: Path, began: float, experiment_id: str,
 ) -> TrainResult:  # fmt: skip
     import mlflow
     import torch
@@ -340,7 +340,7 @@ def _train_new(
     counts = np.bincount(data.labels[train_idx], minlength=data.num_classes).astype(float)
     weights = (1.0 / np.maximum(counts, 1))[data.labels[train_idx]]
     prefix = f"models/{fp[:16]}"
-    start_epoch, best, history = 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}, []
+    start_epoch, stale, best, history = 0, 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}, []
     best_state = copy.deepcopy(model.state_dict())
     if config.resume and storage.exists(f"{prefix}/last.pt"):
         try:  # weights_only: a checkpoint is data, never code, even one that someone planted in the bucket
@@ -357,7 +357,10 @@ def _train_new(
         scheduler.load_state_dict(ckpt["scheduler"])
         best_state, best, history = ckpt["best_model"], ckpt["best"], ckpt["history"]
         start_epoch = int(ckpt["epoch"]) + 1
-        gen.manual_seed(config.seed + start_epoch)
+        stale = int(ckpt["epoch"]) - int(best["epoch"])
+        # The sampler's and torch's random states as they were: the resumed try trains exactly as an unbroken one.
+        gen.set_state(ckpt["rng"]["sampler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
         log.info("resumed %s from epoch %d (best val acc %.3f)", prefix, start_epoch, best["val_acc"])
 
     run_name = f"{arch}_{name}_{config.epochs}e_s{config.seed}"
@@ -367,15 +370,24 @@ def _train_new(
         "ar.untrained": str(untrained or untrained_pose).lower(), "ar.untrained_pose": str(untrained_pose).lower(),
         "ar.pretrained": str(is_rgb and not untrained).lower(), "ar.val_from_train": str(val_from_train).lower(),
     }  # fmt: skip
-    with mlflow.start_run(run_name=run_name, tags=tags, log_system_metrics=config.system_metrics) as run:
-        params = _flatten({"train": config.model_dump(mode="json"), "arch": arch, "dataset_uri": dataset_uri,
-                           "num_classes": data.num_classes, "samples": len(data.labels),
-                           "shape": list(data.data.shape[1:]), "layout": data.layout or "unknown",
-                           "device": device.type})  # fmt: skip
-        mlflow.log_params(params)
-        _log_dataset_input(dataset_uri, data, name, manifest)
+    # A try that was killed left its MLflow run RUNNING: the retry continues that run, so a killed-and-retried
+    # training ends as one FINISHED run, like an unbroken one.
+    unended = _unended_run(mlflow, experiment_id, fp) if config.resume else None
+    if unended is not None:
+        log.info("continuing MLflow run %s, left running by a try that did not end", unended)
+        tags["ar.resumed_from_epoch"] = str(start_epoch)
+    with mlflow.start_run(run_id=unended, run_name=None if unended else run_name, tags=None if unended else tags,
+                          log_system_metrics=config.system_metrics) as run:  # fmt: skip
+        if unended is None:
+            params = _flatten({"train": config.model_dump(mode="json"), "arch": arch, "dataset_uri": dataset_uri,
+                               "num_classes": data.num_classes, "samples": len(data.labels),
+                               "shape": list(data.data.shape[1:]), "layout": data.layout or "unknown",
+                               "device": device.type})  # fmt: skip
+            mlflow.log_params(params)
+            _log_dataset_input(dataset_uri, data, name, manifest)
+        else:
+            mlflow.set_tags(tags)
         deadline = began + config.max_minutes * 60 if config.max_minutes else math.inf
-        stale = 0
         epoch = start_epoch
         for epoch in range(start_epoch, config.epochs):
             model.train()
@@ -424,7 +436,7 @@ def _train_new(
             else:
                 stale += 1
             _save_checkpoint(storage, prefix, work, model, optimizer, scheduler, epoch, best, best_state, history,
-                             config, arch, data)  # fmt: skip
+                             config, arch, data, gen)  # fmt: skip
             if progress:
                 progress(row)
             if stale >= config.patience:
@@ -458,6 +470,15 @@ def _train_new(
     )  # fmt: skip
 
 
+def _unended_run(mlflow: Any, experiment_id: str, fp: str) -> str | None:
+    """The newest run of this fingerprint that is still RUNNING (its process was killed), if any."""
+    runs = mlflow.search_runs(
+        [experiment_id], filter_string=f"tags.`ar.fingerprint` = '{fp}' and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"], output_format="list", max_results=1,
+    )  # fmt: skip
+    return runs[0].info.run_id if runs else None
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in tree.items():
@@ -471,7 +492,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def _save_checkpoint(
     storage: Storage, prefix: str, work: Path, model: Any, optimizer: Any, scheduler: Any, epoch: int,
     best: dict[str, Any], best_state: dict[str, Any], history: list[dict[str, float]], config: TrainConfig,
-    arch: str, data: LabeledArrays,
+    arch: str, data: LabeledArrays, gen: Any,
 ) -> None:  # fmt: skip
     """The last state plus the best weights and the config that made them; loadable with weights_only=True."""
     import torch
@@ -481,6 +502,7 @@ def _save_checkpoint(
         "epoch": epoch, "best": best, "best_model": best_state, "history": history,
         "config": config.model_dump(mode="json"), "arch": arch, "classes": data.classes, "layout": data.layout,
         "dataset_sha256": data.sha256, "input_shape": list(data.data.shape[1:]),
+        "rng": {"sampler": gen.get_state(), "torch": torch.get_rng_state()},
     }  # fmt: skip
     path = work / "last.pt"
     torch.save(ckpt, path)

@@ -12,11 +12,13 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_JOB = re.compile(r"^(?:dl|clip|pose)-(\d+)-")
+_JOB = re.compile(r"^(?:dl|clip|pose|train)-(\d+)-")
 _PARTIAL = re.compile(r"\.partial-(\d+)-[0-9a-f]+$")
 
 
@@ -41,6 +43,17 @@ def work_base(configured: Path | None) -> Path:
 def job_dir(base: Path, kind: str, name: str) -> Path:
     """A fresh folder for one job: ``<kind>-<pid>-<name>-<random>`` under ``base``."""
     return Path(tempfile.mkdtemp(prefix=f"{kind}-{os.getpid()}-{name}-", dir=base))
+
+
+@contextmanager
+def job_folder(base: Path, kind: str, name: str) -> Iterator[Path]:
+    """A job folder that is removed when the job ends; one left by a killed process goes at the next sweep."""
+    sweep_job_dirs(base)
+    folder = job_dir(base, kind, name)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def sweep_job_dirs(base: Path) -> int:
