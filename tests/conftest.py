@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.reliability import Reliability, write_report
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 KINETICS = FIXTURES / "kinetics"
@@ -151,3 +153,31 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("synthetic") / "synth6-keypoints.npz"
     return save_dataset(path, **synthetic_skeletons(num_classes=6, per_class=30, frames=32, seed=0))
+
+
+@pytest.fixture(scope="session")
+def worker_image() -> str:
+    """The locally built CI worker image, on the Docker engine that `make test` starts."""
+    from tests.support.docker import build_worker_image
+
+    return build_worker_image()
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest) -> Reliability:
+    """Record fault, bad-input and security outcomes for the reliability report (tests/support/reliability.py)."""
+    return Reliability(request.node.nodeid.split("::", 1)[-1])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that records into the reliability report is in `make reliability` (``-m reliability``)."""
+    for item in items:
+        if "reliability" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reliability)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    block = write_report()
+    if block:
+        terminalreporter.section("reliability report")
+        terminalreporter.write_line(block)

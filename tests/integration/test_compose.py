@@ -40,7 +40,10 @@ def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
     assert all(
         "/var/run/docker.sock" not in str(s.get("volumes", [])) for n, s in services.items() if n != "docker-proxy"
     )
-    assert services["docker-proxy"]["environment"]["EXEC"] in (0, "0")
+    guard = services["docker-proxy"]
+    assert guard["entrypoint"][:2] == ["action-recognition", "docker-guard"], "the body-reading guard, not a URL filter"
+    assert "--allow-bind" not in guard["entrypoint"] and "--writable-binds" not in guard["entrypoint"]
+    assert guard["read_only"] is True and guard["cap_drop"] == ["ALL"]
     for name in ("postgres", "minio", "mlflow", "airflow-apiserver", "airflow-scheduler"):
         assert "healthcheck" in services[name], name
     assert "basic-auth" in str(services["mlflow"]["command"])

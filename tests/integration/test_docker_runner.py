@@ -1,18 +1,18 @@
 """The docker runner for real: kinetics_pipeline with every step in a container of a locally built worker image
 (Debian base made with debootstrap, the host's venv and source mounted read-only), started by DockerOperator against
-the real Docker engine that ``make test`` starts; S3 and MLflow are the test servers on the host network."""
+the real Docker engine that ``make test`` starts, through the Docker guard; S3 and MLflow are the test servers on the
+host network."""
 
 from __future__ import annotations
 
 import functools
 import http.server
 import json
-import os
-import shutil
 import subprocess
 import sys
 import sysconfig
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -22,36 +22,34 @@ from action_recognition.demo import make_demo_videos, write_demo_annotations
 from action_recognition.localserve import VideoServer
 from tests.conftest import VIDEOS, free_port
 from tests.support.airflow import ROOT, airflow_env, dags_test, init_airflow
+from tests.support.docker import containers, start_guard
+from tests.support.reliability import Reliability
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+SITE = Path(sysconfig.get_paths()["purelib"]).resolve()
+
+
 @pytest.fixture(scope="module")
-def worker_image() -> str:
-    if os.environ.get("AR_SKIP_DOCKER") == "1":
-        pytest.skip("AR_SKIP_DOCKER=1: no Docker engine on this machine (CI always has one)")
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        pytest.fail("no running Docker engine: run the tests with `make test`, which starts one")
-    out = subprocess.run([str(ROOT / "scripts" / "docker-images.sh")], capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.strip().splitlines()[-1]
+def guard_url(worker_image: str) -> Iterator[str]:
+    """Airflow reaches the engine only through the Docker guard, as in docker-compose.yaml."""
+    with start_guard(worker_image, bind_roots=[str(SITE), str(ROOT)]) as url:
+        yield url
 
 
-def _containers(prefix: str = "ar-") -> list[str]:
-    out = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
-    return [n for n in out.stdout.split() if n.startswith(prefix)]
-
-
-def test_pipeline_in_containers(worker_image: str, s3_server: str, mlflow_server: str, tmp_path: Path) -> None:
+def test_pipeline_in_containers(
+    worker_image: str, guard_url: str, s3_server: str, mlflow_server: str, tmp_path: Path, reliability: Reliability
+) -> None:
     from mlflow import MlflowClient
 
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="docker-runner")
-    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    site = SITE
     generated = make_demo_videos(tmp_path / "videos", per_class=5)
     csv_path, routes = write_demo_annotations(tmp_path / "kinetics-600_demo.csv", generated, VIDEOS)
     env = airflow_env(
         tmp_path / "airflow", MLFLOW_TRACKING_URI=mlflow_server, AR_RUNNER="docker", AR_WORKER_IMAGE=worker_image,
-        AR_DOCKER_NETWORK="host", AR_DOCKER_URL="unix://var/run/docker.sock",
+        AR_DOCKER_NETWORK="host", AR_DOCKER_URL=guard_url,
         AR_DOCKER_MOUNTS=f"{site}:/opt/venv-site:ro,{ROOT}:/opt/src:ro",
     )  # fmt: skip
     # The storage keys reach the steps only through the Airflow connection (not this process's environment), and
@@ -62,7 +60,7 @@ def test_pipeline_in_containers(worker_image: str, s3_server: str, mlflow_server
         "conn_type": "aws", "login": access, "password": secret, "extra": {"endpoint_url": s3_server},
     })  # fmt: skip
     init_airflow(env)
-    before = set(_containers())
+    before = set(containers())
     # The containers see neither this machine's files nor its temp folders: the annotations come over HTTP.
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
@@ -88,7 +86,8 @@ def test_pipeline_in_containers(worker_image: str, s3_server: str, mlflow_server
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(
         Bucket="docker-runner", Prefix="ar/datasets/dockerrun/")["Contents"]]  # fmt: skip
     assert any("keypoints-" in k for k in keys) and any("frames-" in k for k in keys)
-    assert set(_containers()) == before, "step containers are removed after they run"
+    reliability.leftovers("step containers", containers=len(set(containers()) - before))
+    assert set(containers()) == before, "step containers are removed after they run"
 
 
 def test_a_leftover_container_is_removed_before_a_retry(worker_image: str) -> None:
@@ -100,8 +99,8 @@ def test_a_leftover_container_is_removed_before_a_retry(worker_image: str) -> No
     subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     subprocess.run(["docker", "run", "-d", "--name", name, worker_image, "sleep", "300"], check=True,
                    capture_output=True)  # fmt: skip
-    assert name in _containers()
+    assert name in containers()
     op = StepOperator(task_id="leftover", step="version", docker_url="unix://var/run/docker.sock")
     op._remove_leftover(name)
-    assert name not in _containers()
+    assert name not in containers()
     assert sys.executable
