@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 #: Clipping reads only local files.
 LOCAL_PROTOCOLS = "file"
+#: ...and only real video containers: no playlist (HLS), concat script or image sequence demuxer, which could make
+#: ffmpeg read other files or URLs named inside a hostile download.
+INPUT_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv"
+SAFE_INPUT = {"protocol_whitelist": LOCAL_PROTOCOLS, "format_whitelist": INPUT_FORMATS}
 
 
 class MediaError(ActionRecognitionError):
@@ -66,7 +70,8 @@ def run_ffmpeg(argv: list[str], *, timeout_s: float, what: str) -> subprocess.Co
 def probe(path: Path, *, timeout_s: float = 60.0) -> MediaInfo:
     """Probe a local media file. MediaError when it has no decodable video stream."""
     argv = [
-        "ffprobe", "-v", "error", "-protocol_whitelist", LOCAL_PROTOCOLS, "-print_format", "json",
+        "ffprobe", "-v", "error", "-protocol_whitelist", LOCAL_PROTOCOLS, "-format_whitelist", INPUT_FORMATS,
+        "-print_format", "json",
         "-show_format", "-show_streams", str(path),
     ]  # fmt: skip
     proc = run_ffmpeg(argv, timeout_s=timeout_s, what=f"ffprobe {path.name}")
@@ -98,7 +103,8 @@ def probe(path: Path, *, timeout_s: float = 60.0) -> MediaInfo:
 def count_decoded_frames(path: Path, *, timeout_s: float = 120.0) -> int:
     """Decode every frame of a local file; the number decoded. MediaError on any decode error."""
     argv = [
-        "ffmpeg", "-nostdin", "-v", "error", "-xerror", "-protocol_whitelist", LOCAL_PROTOCOLS, "-i", str(path),
+        "ffmpeg", "-nostdin", "-v", "error", "-xerror", "-protocol_whitelist", LOCAL_PROTOCOLS,
+        "-format_whitelist", INPUT_FORMATS, "-i", str(path),
         "-map", "0:v:0", "-f", "framemd5", "-",
     ]  # fmt: skip
     proc = run_ffmpeg(argv, timeout_s=timeout_s, what=f"decode {path.name}")
@@ -137,10 +143,10 @@ def encode_clip(
     import ffmpeg
 
     if seek == "input":
-        stream = ffmpeg.input(str(src), ss=f"{start_s:.3f}", t=f"{duration_s:.3f}", protocol_whitelist=LOCAL_PROTOCOLS)
+        stream = ffmpeg.input(str(src), ss=f"{start_s:.3f}", t=f"{duration_s:.3f}", **SAFE_INPUT)
         output_args: dict[str, str] = {}
     else:
-        stream = ffmpeg.input(str(src), protocol_whitelist=LOCAL_PROTOCOLS)
+        stream = ffmpeg.input(str(src), **SAFE_INPUT)
         output_args = {"ss": f"{start_s:.3f}", "t": f"{duration_s:.3f}"}
     video = stream.video.filter("scale", **scale_filter_args(short_side)).filter("setsar", "1").filter("fps", fps=fps)
     out = ffmpeg.output(
@@ -155,7 +161,8 @@ def encode_clip(
 def cut_copy(src: Path, dst: Path, *, start_s: float, duration_s: float, timeout_s: float) -> None:
     """Cut a window out of a whole downloaded video, re-encoding fast so the cut is exact."""
     argv = [
-        "ffmpeg", "-nostdin", "-v", "error", "-y", "-protocol_whitelist", LOCAL_PROTOCOLS, "-ss", f"{start_s:.3f}",
+        "ffmpeg", "-nostdin", "-v", "error", "-y", "-protocol_whitelist", LOCAL_PROTOCOLS,
+        "-format_whitelist", INPUT_FORMATS, "-ss", f"{start_s:.3f}",
         "-t", f"{duration_s:.3f}", "-i", str(src), "-map", "0:v:0", "-c:v", "libx264", "-preset", "veryfast",
         "-crf", "18", "-an", "-f", "mp4", str(dst),
     ]  # fmt: skip

@@ -80,3 +80,52 @@ def test_wrong_extension_but_real_video_is_accepted(tmp_path: Path, reliability:
     duration, short = make_clip(src, tmp_path / "o.mp4", offset_s=0, window_s=3, config=ClipConfig())
     assert abs(duration - 3.0) <= 0.1 and not short
     reliability.handled("media: an AVI named .mp4", "clipped like any video: the content decides")
+
+
+def _playlist(d: Path, name: str, target: str) -> Path:
+    path = d / name
+    path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{target}\n#EXT-X-ENDLIST\n")
+    return path
+
+
+@pytest.mark.parametrize("case", ["hls to http", "hls to a local file", "concat script", "image sequence"])
+def test_ffmpeg_reads_nothing_but_the_file_itself(case: str, tmp_path: Path, reliability: Reliability) -> None:
+    """A download that is really a playlist or a script naming other files or URLs (SSRF, local file read): the
+    clip gate refuses it, and nothing named inside it is fetched."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/probe.ts"
+    real = VIDEOS / "demo.mp4"
+    src = {
+        "hls to http": lambda: _playlist(tmp_path, "a.mp4", url),
+        "hls to a local file": lambda: _playlist(tmp_path, "b.mp4", f"file://{real}"),
+        "concat script": lambda: _write(tmp_path / "c.mp4", f"ffconcat version 1.0\nfile '{real}'\n"),
+        "image sequence": lambda: _write(tmp_path / "frame-%03d.mp4", "x"),
+    }[case]()
+    try:
+        with reliability.probe(f"ffmpeg: {case}"):
+            with pytest.raises(MediaError):
+                make_clip(src, tmp_path / "out.mp4", offset_s=0.0, window_s=3.0, config=ClipConfig())
+            assert hits == [], f"ffmpeg fetched {hits}"
+            assert not (tmp_path / "out.mp4").exists()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
