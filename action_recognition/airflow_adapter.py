@@ -20,7 +20,14 @@ PARAM_KEYS: dict[str, str] = {
     "seed": "plan.seed",
     "dataset": "plan.dataset",
     "storage_uri": "storage.uri",
+    "url_template": "download.url_template",
+    "pose_weights": "pose.weights",
+    "pose_untrained": "pose.untrained",
+    "epochs": "train.epochs",
+    "promotion_margin": "registry.promotion_margin",
 }
+#: Params whose empty value means "the config's default".
+EMPTY_IS_DEFAULT = {"pose_weights", "url_template"}
 
 
 def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,6 +41,8 @@ def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if name not in params:
             continue
         value = params[name]
+        if name in EMPTY_IS_DEFAULT and value in ("", None):
+            continue
         section, field = key.split(".", 1)
         tree.setdefault(section, {})[field] = value
     plan = tree.get("plan", {})

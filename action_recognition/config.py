@@ -16,11 +16,20 @@ import re
 import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from action_recognition.errors import ConfigError
 
@@ -47,7 +56,7 @@ class StorageConfig(StrictModel):
     (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or an Airflow AWS connection, never from here.
     """
 
-    uri: str = Field("./ar-data", min_length=1, description="Local folder or s3://bucket/prefix.")
+    uri: str = Field("./ar-data", min_length=1, max_length=1024, description="Local folder or s3://bucket/prefix.")
     endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, a test server); default from AWS_ENDPOINT_URL."
     )
@@ -72,8 +81,8 @@ class PlanConfig(StrictModel):
     """``plan``: which Kinetics rows make a dataset. Exactly one class selector is used."""
 
     dataset: str = Field("dance15", pattern=DATASET_NAME_PATTERN, description="Dataset name (used in keys).")
-    annotations: list[str] = Field(
-        default_factory=list, description="Annotation CSVs: paths or http(s) URLs, any number."
+    annotations: list[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = Field(
+        default_factory=list, max_length=100, description="Annotation CSVs: paths or http(s) URLs, any number."
     )
     kinetics_version: Literal[400, 600, 700] | None = Field(
         None, description="Version of every source; default: read from each file name."
@@ -81,8 +90,12 @@ class PlanConfig(StrictModel):
     allow_mixed_versions: bool = Field(
         False, description="Allow sources of different Kinetics versions (K400 val clips are in K700 train)."
     )
-    classes: list[str] = Field(default_factory=list, description="Exact class names.")
-    class_contains: str | None = Field("dancing", description="Every class whose name contains this word.")
+    classes: list[Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=list, max_length=1000, description="Exact class names."
+    )
+    class_contains: str | None = Field(
+        "dancing", max_length=200, description="Every class whose name contains this word."
+    )
     all_classes: bool = False
     per_class: int = Field(50, ge=1, le=1_000_000, description="Clips per class at most.")
     seed: int = Field(0, ge=0, le=2**32 - 1)
@@ -94,6 +107,17 @@ class PlanConfig(StrictModel):
     max_clip_seconds: float = Field(20.0, gt=0, le=600, description="Longer annotated windows are rejected.")
     cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "annotations")
     download_timeout_s: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("annotations")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            scheme = urlsplit(source).scheme
+            if len(scheme) > 1 and scheme not in ("file", "http", "https"):  # one letter: a Windows drive
+                raise ValueError(f"unsupported scheme {scheme!r} in {source[:200]!r}: use a path or an http(s) URL")
+            if any((ch.isspace() and ch != " ") or ord(ch) < 32 for ch in source):
+                raise ValueError(f"control characters in {source[:200]!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_selector(self) -> PlanConfig:
@@ -147,6 +171,8 @@ class DownloadConfig(StrictModel):
             raise ValueError(f"must contain {{youtube_id}} exactly once and no other field, got {fields}")
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
+        if any(ch.isspace() or ord(ch) < 32 for ch in value) or len(value) > 2048:
+            raise ValueError("must be one URL of at most 2048 characters, without spaces or control characters")
         return value
 
 
@@ -173,7 +199,14 @@ class ClipConfig(StrictModel):
 class PoseConfig(StrictModel):
     """``pose``: Ultralytics YOLO pose on the normalised clips; the main person, tracked."""
 
-    weights: str = Field("yolo11n-pose.pt", min_length=1, description="Ultralytics pose weights: a path or file name.")
+    weights: str = Field(
+        "yolo11n-pose.pt",
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_./-]+\.(pt|onnx|engine|torchscript)$",
+        description="Ultralytics pose weights: a file name (yolo11n-pose.pt) or a path without '..', ending .pt, "
+        ".onnx, .engine or .torchscript. Ultralytics unpickles .pt files: pin them with weights_sha256.",
+    )
     weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Refuse weights with another hash.")
     untrained: bool = Field(False, description="Tests and benchmarks only: random weights built from the model yaml.")
     imgsz: int = Field(320, ge=64, le=1920, multiple_of=32, description="Inference size (clips are 256 px short side).")
@@ -190,6 +223,13 @@ class PoseConfig(StrictModel):
     weight_conf: float = Field(0.5, ge=0, le=10, description="Main person: weight of keypoint confidence.")
     workers: int = Field(1, ge=1, le=16, description="Clips decoded ahead of inference.")
     config_dir: Path | None = Field(None, description="YOLO_CONFIG_DIR; default: a folder in the cache.")
+
+    @field_validator("weights")
+    @classmethod
+    def _no_parent_dirs(cls, value: str) -> str:
+        if ".." in Path(value).parts:
+            raise ValueError(f"{value!r}: no '..' in a weights path")
+        return value
 
 
 class BuildConfig(StrictModel):

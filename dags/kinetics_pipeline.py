@@ -70,17 +70,22 @@ PLAN_SELECTION = [
             DEFAULT_ANNOTATIONS,
             type="array",
             minItems=1,
-            items={"type": "string"},
+            maxItems=100,
+            items={"type": "string", "minLength": 1, "maxLength": 2048, "pattern": "^(https?://|file://|[^:]*$)"},
             description="Kinetics annotation CSVs: paths or http(s) URLs.",
         ),
         "classes": Param(
             [],
             type="array",
-            items={"type": "string"},
+            maxItems=1000,
+            items={"type": "string", "maxLength": 200},
             description="Exact class names; leave empty to use the substring below.",
         ),
         "class_contains": Param(
-            "dancing", type="string", description="Every class containing this word (empty + no classes: all classes)."
+            "dancing",
+            type="string",
+            maxLength=200,
+            description="Every class containing this word (empty + no classes: all classes).",
         ),
         "per_class": Param(int(os.environ.get("AR_PER_CLASS", "200")), type="integer", minimum=1, maximum=100000),
         "clips_per_shard": Param(
@@ -93,12 +98,14 @@ PLAN_SELECTION = [
         "url_template": Param(
             os.environ.get("AR_URL_TEMPLATE", "https://www.youtube.com/watch?v={youtube_id}"),
             type="string",
-            pattern="[{]youtube_id[}]",
+            maxLength=2048,
+            pattern="^https?://[^{}\\s]*[{]youtube_id[}][^{}\\s]*$",
             description="Where videos come from.",
         ),
         "pose_weights": Param(
             os.environ.get("AR_POSE_WEIGHTS", ""),
             type="string",
+            maxLength=512,
             description="Path of the YOLO pose weights in the worker (default yolo11n-pose.pt).",
         ),
         "pose_untrained": Param(

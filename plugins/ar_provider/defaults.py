@@ -62,6 +62,7 @@ def common_params() -> dict[str, Param]:
         "dataset": Param(os.environ.get("AR_DATASET", "dance15"), type="string", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
                          description="Dataset name: storage keys and registered model names derive from it."),
         "storage_uri": Param(os.environ.get("AR__STORAGE__URI", "./ar-data"), type="string", minLength=1,
+                             maxLength=1024,
                              description="Storage root: s3://bucket/prefix (MinIO) or a local folder."),
         "runner": Param(os.environ.get("AR_RUNNER", "local"), enum=["local", "docker"],
                         description="docker: each step in the worker image (production); local: a subprocess."),
