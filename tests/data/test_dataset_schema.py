@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from action_recognition.datasets import DatasetError, carve_validation, load_dataset, save_dataset, synthetic_skeletons
+from tests.support.reliability import Reliability
 
 
 def _write(path: Path, **arrays: object) -> Path:
@@ -43,30 +44,37 @@ def test_synthetic_dataset_holds_the_contract(tmp_path: Path) -> None:
         ({"classes": np.array(["a", "a", "b"])}, "classes must be non-empty and unique"),
     ],
 )
-def test_broken_datasets_are_refused(tmp_path: Path, change: dict[str, object], message: str) -> None:
+def test_broken_datasets_are_refused(
+    tmp_path: Path, change: dict[str, object], message: str, reliability: Reliability
+) -> None:
     arrays = {**_good(), **change}
-    with pytest.raises(DatasetError, match=message):
+    with reliability.bad_input(f"dataset: {message}", DatasetError, match=message):
         load_dataset(_write(tmp_path / "bad.npz", **arrays))
 
 
-def test_missing_arrays_and_files(tmp_path: Path) -> None:
+def test_missing_arrays_and_files(tmp_path: Path, reliability: Reliability) -> None:
     arrays = _good()
     del arrays["labels"]
-    with pytest.raises(DatasetError, match="missing array 'labels'"):
+    with reliability.bad_input("missing array 'labels'", DatasetError, match="missing array 'labels'"):
         load_dataset(_write(tmp_path / "a.npz", **arrays))
-    with pytest.raises(DatasetError, match="neither 'keypoints' nor 'frames'"):
+    with reliability.bad_input(
+        "neither 'keypoints' nor 'frames'", DatasetError, match="neither 'keypoints' nor 'frames'"
+    ):
         load_dataset(_write(tmp_path / "b.npz", labels=np.zeros(3)))
-    with pytest.raises(DatasetError, match="does not exist"):
+    with reliability.bad_input("does not exist", DatasetError, match="does not exist"):
         load_dataset(tmp_path / "none.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DatasetError, match=r"not a readable \.npz"):
+    with reliability.bad_input(r"not a readable \.npz", DatasetError, match=r"not a readable \.npz"):
         load_dataset(tmp_path / "junk.npz")
 
 
-def test_pickled_objects_are_never_loaded(tmp_path: Path) -> None:
+def test_pickled_objects_are_never_loaded(tmp_path: Path, reliability: Reliability) -> None:
     arrays = _good()
     arrays["classes"] = np.array([{"evil": 1}, "b", "c"], dtype=object)
-    with pytest.raises(DatasetError, match="not a readable"):
+    with (
+        reliability.probe("numpy: a pickled object in a dataset is never loaded"),
+        pytest.raises(DatasetError, match="not a readable"),
+    ):
         load_dataset(_write(tmp_path / "obj.npz", **arrays))
 
 

@@ -20,6 +20,7 @@ from action_recognition.media import probe
 from action_recognition.storage import LocalStorage, Storage, open_storage
 from tests.conftest import VIDEOS, free_port
 from tests.support.media import make_audio_only, make_video, truncate
+from tests.support.reliability import Reliability
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +200,7 @@ def test_fallback_to_whole_video(tmp_path: Path, server: VideoServer, media: dic
     assert abs(info.duration_s - 10.0) <= 0.1
 
 
-def test_bad_ids_never_reach_ytdlp(tmp_path: Path, server: VideoServer) -> None:
+def test_bad_ids_never_reach_ytdlp(tmp_path: Path, server: VideoServer, reliability: Reliability) -> None:
     """A manifest edited by hand with hostile ids: each is bad_input and the server sees no request."""
     store = LocalStorage(tmp_path / "store")
     _plan(tmp_path, store, [("tap dancing", DEMO, 0, 5, "")])
@@ -208,10 +209,16 @@ def test_bad_ids_never_reach_ytdlp(tmp_path: Path, server: VideoServer) -> None:
         f'"{h}_000000_000005","{h}",0,5,tap dancing,train' for h in hostile
     ]
     store.put_bytes("datasets/mini/manifest.csv", ("\n".join(lines) + "\n").encode())
-    result = download_shard("mini", store, _dl_config(server))
-    assert result.counts == {"bad_input": len(hostile)}
-    assert sum(server.requests.values()) == 0
-    assert not Path("/tmp/pwned").exists()
+    with reliability.probe("yt-dlp: ids with $(), ;, .. never reach yt-dlp or a shell"):
+        result = download_shard("mini", store, _dl_config(server))
+        states = {k: v.state for k, v in read_stage(store, "mini", "download").items()}
+        for h in hostile:
+            state = states.get(f"{h}_000000_000005")
+            reliability.rejected(f"manifest id {h!r}", state if state == "bad_input" else None)
+        reliability.rows("hand-edited manifest, hostile ids", len(hostile), result.counts)
+        assert result.counts == {"bad_input": len(hostile)}
+        assert sum(server.requests.values()) == 0
+        assert not Path("/tmp/pwned").exists()
 
 
 def test_top_up_replaces_lost_clips(tmp_path: Path, server: VideoServer, media: dict[str, Path]) -> None:

@@ -9,10 +9,14 @@ from pathlib import Path
 import boto3
 import pytest
 
+from action_recognition.config import StorageConfig
 from action_recognition.demo import make_demo_videos, write_demo_annotations
+from action_recognition.ledger import status as ledger_status
 from action_recognition.localserve import VideoServer
+from action_recognition.storage import open_storage
 from tests.conftest import VIDEOS
 from tests.support.airflow import airflow_env, dags_test, init_airflow
+from tests.support.reliability import Reliability
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,7 +27,9 @@ def _objects(endpoint: str, bucket: str) -> dict[str, str]:
     return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
 
 
-def test_pipeline_end_to_end_and_rerun(s3_server: str, mlflow_server: str, tmp_path: Path) -> None:
+def test_pipeline_end_to_end_and_rerun(
+    s3_server: str, mlflow_server: str, tmp_path: Path, reliability: Reliability
+) -> None:
     from mlflow import MlflowClient
 
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="pipeline")
@@ -40,7 +46,8 @@ def test_pipeline_end_to_end_and_rerun(s3_server: str, mlflow_server: str, tmp_p
             "runner": "local", "gpu_enabled": False,
         }  # fmt: skip
         log = dags_test("kinetics_pipeline", conf, env, tmp_path)
-        assert env["AWS_SECRET_ACCESS_KEY"] not in log, "a storage secret appeared in the task logs"
+        with reliability.probe("secrets: the storage key is absent from every task log"):
+            assert env["AWS_SECRET_ACCESS_KEY"] not in log, "a storage secret appeared in the task logs"
         first = _objects(s3_server, "pipeline")
         requests_after_first = sum(server.requests.values())
         client = MlflowClient(mlflow_server)
@@ -62,12 +69,21 @@ def test_pipeline_end_to_end_and_rerun(s3_server: str, mlflow_server: str, tmp_p
         status = json.loads(boto3.client("s3", endpoint_url=s3_server).get_object(
             Bucket="pipeline", Key="ar/datasets/e2e/plan.json")["Body"].read())  # fmt: skip
         assert status["top_ups"], "the 404 clip was replaced by a top-up"
+        report = ledger_status(open_storage(StorageConfig(uri="s3://pipeline/ar")), "e2e")
+        reliability.rows("the pipeline DAG's ledger (every manifest row, top-ups included)", report.rows,
+                         report.states)  # fmt: skip
 
         # The same run again: nothing new anywhere.
-        dags_test("kinetics_pipeline", conf, env, tmp_path)
-        assert _objects(s3_server, "pipeline") == first, "a re-run must not create or rewrite any object"
-        assert {n: len(client.search_model_versions(f"name='{n}'")) for n in versions} == versions
-        assert sum(server.requests.values()) == requests_after_first, "a re-run downloads nothing"
+        with reliability.fault("re-running a finished DAG run"):
+            dags_test("kinetics_pipeline", conf, env, tmp_path)
+            again = _objects(s3_server, "pipeline")
+            changed = {k for k in set(again) | set(first) if again.get(k) != first.get(k)}
+            reliability.duplicates("objects created or rewritten by a re-run", len(changed))
+            assert changed == set(), "a re-run must not create or rewrite any object"
+            now = {n: len(client.search_model_versions(f"name='{n}'")) for n in versions}
+            reliability.duplicates("model versions added by a re-run", sum(now.values()) - sum(versions.values()))
+            assert now == versions
+            assert sum(server.requests.values()) == requests_after_first, "a re-run downloads nothing"
 
     # The retraining DAG on the same (unchanged) datasets: it finds them, reuses the finished trainings, and neither
     # registers a new version nor moves a champion.

@@ -10,6 +10,7 @@ import pytest
 from action_recognition.config import TrainConfig
 from action_recognition.storage import LocalStorage
 from action_recognition.train import TrainError, fingerprint, train_model
+from tests.support.reliability import Reliability
 
 
 class Interrupted(Exception):
@@ -45,12 +46,15 @@ class _Evil:
         return (print, ("pwned",))
 
 
-def test_a_planted_pickle_is_refused(synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_a_planted_pickle_is_refused(synthetic_dataset: Path, tmp_path: Path, reliability: Reliability) -> None:
     from action_recognition.datasets import load_dataset
 
     store = LocalStorage(tmp_path / "store")
     cfg = _cfg(tmp_path, resume=True)
     fp = fingerprint(cfg, "ddnet", load_dataset(synthetic_dataset).sha256)
     store.put_bytes(f"models/{fp[:16]}/last.pt", pickle.dumps({"model": _Evil()}))
-    with pytest.raises(TrainError, match="refusing checkpoint"):
+    with (
+        reliability.probe("torch.load: a planted pickle checkpoint"),
+        pytest.raises(TrainError, match="refusing checkpoint"),
+    ):
         train_model(cfg, str(synthetic_dataset), storage=store)

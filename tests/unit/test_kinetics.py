@@ -26,6 +26,7 @@ from action_recognition.kinetics import (
 )
 from action_recognition.storage import LocalStorage, open_storage
 from tests.conftest import KINETICS, free_port
+from tests.support.reliability import Reliability
 
 K400 = str(KINETICS / "kinetics-400_val.csv")
 K600 = str(KINETICS / "kinetics-600_val.csv")
@@ -198,7 +199,7 @@ MALFORMED = (
 )
 
 
-def test_malformed_csv_rejects_each_bad_row_with_a_reason(tmp_path: Path) -> None:
+def test_malformed_csv_rejects_each_bad_row_with_a_reason(tmp_path: Path, reliability: Reliability) -> None:
     path = tmp_path / "kinetics-600_bad.csv"
     path.write_bytes(MALFORMED.encode("utf-8"))
     store = LocalStorage(tmp_path / "s")
@@ -214,6 +215,9 @@ def test_malformed_csv_rejects_each_bad_row_with_a_reason(tmp_path: Path) -> Non
         19: "split 'someday'", 20: "duplicate of line 2", 21: "same clip as line 2",
         22: "not a whole number", 23: "longer than max_clip_seconds", 24: "empty row",
     }  # fmt: skip
+    for line, words in expected.items():
+        reason = rejected.get(line)
+        reliability.rejected(f"csv line {line}: {words}", reason if reason and words in reason else None)
     assert set(rejected) == set(expected)
     for line, words in expected.items():
         assert words in rejected[line], (line, rejected[line])
@@ -222,22 +226,24 @@ def test_malformed_csv_rejects_each_bad_row_with_a_reason(tmp_path: Path) -> Non
     assert result.rows + result.rejected + result.unselected + result.candidates == result.rows_read
 
 
-def test_header_without_required_columns(tmp_path: Path) -> None:
+def test_header_without_required_columns(tmp_path: Path, reliability: Reliability) -> None:
     rows, rejected = parse_annotations(
         b"name,id\nfoo,abcdefghijk\nbar,bbcdefghijk\n",
         source="x.csv", known_labels=None, version=None, max_clip_seconds=20,
     )  # fmt: skip
+    reliability.rejected("csv: a header without the Kinetics columns", rejected[0].reason if rejected else None)
     assert rows == []
     assert [r.line for r in rejected] == [2, 3]
     assert all("header lacks column(s) label, youtube_id, time_start, time_end" in r.reason for r in rejected)
 
 
-def test_invalid_utf8_row(tmp_path: Path) -> None:
+def test_invalid_utf8_row(tmp_path: Path, reliability: Reliability) -> None:
     data = b"label,youtube_id,time_start,time_end\nta\xffp,abcdefghijk,1,11\ntap dancing,bbcdefghijk,1,11\n"
     rows, rejected = parse_annotations(
         data, source="k.csv", known_labels={"tap dancing"}, version=600, max_clip_seconds=20
     )
     assert [r.youtube_id for r in rows] == ["bbcdefghijk"]
+    reliability.rejected("csv: a row that is not UTF-8", rejected[0].reason)
     assert rejected[0].reason == "not valid UTF-8"
     assert rows[0].split == "train", "no split column and no split in the file name: train"
 
