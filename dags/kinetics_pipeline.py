@@ -30,6 +30,7 @@ from ar_provider.defaults import (
     MAX_SHARDS,
     NETWORK_RETRY,
     STORAGE_CONN_ID,
+    check_params,
     common_params,
     runner_kwargs,
     train_args,
@@ -215,7 +216,7 @@ def kinetics_pipeline() -> None:
         return summary
 
     path = choose_promotion_path()
-    plan >> [fetch, work]
+    check_params() >> plan >> [fetch, work]
     download >> clip >> top_up >> download_more >> clip_more >> [pose, build_frames]
     pose >> build_keypoints >> train_keypoint >> register_keypoint
     build_frames >> train_rgb >> register_rgb

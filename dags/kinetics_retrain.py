@@ -20,6 +20,7 @@ from ar_provider.defaults import (
     KEYPOINT_DATASET,
     NETWORK_RETRY,
     STORAGE_CONN_ID,
+    check_params,
     common_params,
     runner_kwargs,
     train_args,
@@ -51,6 +52,7 @@ def kinetics_retrain() -> None:
 
     keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
     frames = find_latest_dataset.override(task_id="find_frames_dataset")("frames")
+    check_params() >> [keypoints, frames]
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote"}
     for family, found in (("keypoint", keypoints), ("rgb", frames)):
         source = f"find_{'keypoint' if family == 'keypoint' else 'frames'}_dataset"

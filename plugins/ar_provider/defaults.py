@@ -7,7 +7,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, Param, task
 
 KEYPOINT_DATASET = Asset("action_recognition_keypoint_dataset")
 FRAMES_DATASET = Asset("action_recognition_frames_dataset")
@@ -91,3 +91,13 @@ def train_args(family: str, dataset_xcom: str) -> list[str]:
         "--name", "{{ params.dataset }}", "--storage", "{{ params.storage_uri }}",
         "{{ '--allow-untrained' if params.rgb_allow_untrained else '' }}" if family == "rgb" else "",
     ]  # fmt: skip
+
+
+@task
+def check_params(**context: Any) -> dict[str, Any]:
+    """Every Param through the one validated config before any work: a value the form's schema let through but the
+    steps would refuse (a storage scheme, a weights path) fails here, named, instead of hours later."""
+    from action_recognition.airflow_adapter import config_from_params
+
+    cfg = config_from_params(context["params"])
+    return {"dataset": cfg.plan.dataset, "storage_uri": cfg.storage.uri}

@@ -61,6 +61,7 @@ def _upstream(dag: Any, task_id: str) -> set[str]:
 
 def test_pipeline_graph(bag: Any) -> None:
     dag = bag.dags["kinetics_pipeline"]
+    assert _upstream(dag, "plan_dataset") == {"check_params"}
     assert _upstream(dag, "shard_downloads") == {"plan_dataset"}
     assert _upstream(dag, "download_clips") == {"shard_downloads"}
     assert _upstream(dag, "clip_videos") == {"download_clips", "shard_work"}

@@ -131,3 +131,23 @@ def test_a_real_trigger_with_a_bad_param_runs_nothing(tmp_path: Path, reliabilit
     reliability.rejected("params: a real trigger with per_class -1", reason if proc.returncode != 0 else None)
     assert reason is not None and "per_class: -1 is less than the minimum of 1" in reason
     assert not store.exists(), "no task ran"
+
+
+def test_a_value_past_the_schema_stops_at_check_params(tmp_path: Path, reliability: Reliability) -> None:
+    """A storage scheme the schema cannot judge: the first task, check_params, fails naming it; plan never runs."""
+    import json
+    import subprocess
+
+    env = airflow_env(tmp_path / "airflow")
+    init_airflow(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "kinetics_pipeline", "-c",
+         json.dumps({"storage_uri": "ftp://host/data"})],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    reason = next((ln for ln in out.splitlines() if "storage.uri = 'ftp://host/data'" in ln), None)
+    reliability.rejected("params: storage_uri ftp:// in a real run", reason if proc.returncode != 0 else None)
+    assert reason is not None and "unsupported scheme 'ftp'" in out
+    assert "[DAG TEST] starting task_id=check_params" in out
+    assert "starting task_id=plan_dataset" not in out, "no work starts after a refused Param"
