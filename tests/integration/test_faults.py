@@ -284,3 +284,52 @@ def test_killed_training_then_retry_equals_a_clean_run(
         ]
         reliability.leftovers("training job folders and temp files", temp_files=len(left))
         assert left == []
+
+
+def test_mlflow_down_during_logging(tmp_path: Path, synthetic_dataset: Path, reliability: Reliability) -> None:
+    """The tracking server dies mid-training: the try fails within its retry budget with a clear error (no hang),
+    the checkpoints stay in storage; with the server back, the retry resumes them in the same run, which ends
+    FINISHED, and registering it gives one version."""
+    from mlflow import MlflowClient
+
+    from action_recognition.config import RegistryConfig
+    from action_recognition.registry import register_run
+    from tests.support.mlflow import RestartableMlflow
+
+    with reliability.fault("the MLflow server down during training's logging"):
+        (tmp_path / "mlflow").mkdir()
+        server = RestartableMlflow(tmp_path / "mlflow").start()
+        store = tmp_path / "store"
+        env = dict(os.environ, TMPDIR=str(tmp_path), MLFLOW_TRACKING_URI=server.uri,
+                   MLFLOW_HTTP_REQUEST_MAX_RETRIES="2", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",
+                   MLFLOW_HTTP_REQUEST_TIMEOUT="5")  # fmt: skip
+        argv = _train_argv(synthetic_dataset, store, "mlflow-down")
+        try:
+            proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 180
+            while not list(store.glob("models/*/last.pt")) and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            server.stop()
+            began = time.monotonic()
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 2, err[-3000:]
+            assert time.monotonic() - began < 120, "the failing try ends within its retry budget"
+            summary = json.loads(out.strip().splitlines()[-1])
+            assert summary["error_type"] == "TrainError" and "MLflow" in summary["error"], summary
+            assert "Traceback" not in err
+            assert list(store.glob("models/*/last.pt")), "the checkpoint survives in storage"
+
+            server.start()
+            retry = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+            assert retry.returncode == 0, retry.stderr[-3000:]
+            result = json.loads(retry.stdout.strip().splitlines()[-1])
+            client = MlflowClient(server.uri)
+            runs = client.search_runs([client.get_experiment_by_name("mlflow-down").experiment_id])
+            reliability.duplicates("MLflow runs beyond one after the outage", len(runs) - 1)
+            assert [r.info.status for r in runs] == ["FINISHED"] and runs[0].info.run_id == result["run_id"]
+            assert result["epochs_run"] == 60 and result["model_uri"]
+            reg = register_run(result["run_id"], "outage-keypoint", RegistryConfig(), tracking_uri=server.uri)
+            again = register_run(result["run_id"], "outage-keypoint", RegistryConfig(), tracking_uri=server.uri)
+            assert reg.version == again.version == "1"
+        finally:
+            server.stop()

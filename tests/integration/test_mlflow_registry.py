@@ -17,6 +17,7 @@ from action_recognition.evaluate import evaluate_model
 from action_recognition.registry import promote, register_run
 from action_recognition.storage import LocalStorage
 from action_recognition.train import train_model
+from tests.support.reliability import Reliability
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +140,7 @@ def test_cli_train_register_promote_json(mlflow_server: str, synthetic_dataset: 
 
 
 def test_concurrent_registrations_leave_one_version(
-    mlflow_server: str, synthetic_dataset: Path, tmp_path: Path
+    mlflow_server: str, synthetic_dataset: Path, tmp_path: Path, reliability: Reliability
 ) -> None:
     """Airflow runs a task at least once, maybe twice at the same time: the registry ends as after one run."""
     from concurrent.futures import ThreadPoolExecutor
@@ -149,69 +150,50 @@ def test_concurrent_registrations_leave_one_version(
     trained = train_model(_cfg(mlflow_server, arch="ddnet", epochs=1, experiment="it-race"), str(synthetic_dataset),
                           storage=LocalStorage(tmp_path / "s"), dataset_name="race")  # fmt: skip
     reg = RegistryConfig(backoff_s=0.1)
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: register_run(trained.run_id, "race-keypoint", reg,
-                                                       tracking_uri=mlflow_server), range(4)))  # fmt: skip
-    versions = MlflowClient(mlflow_server).search_model_versions("name='race-keypoint'")
-    assert len(versions) == 1, [v.version for v in versions]
+    with reliability.fault("four registrations of one run at the same time"):
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: register_run(trained.run_id, "race-keypoint", reg,
+                                                           tracking_uri=mlflow_server), range(4)))  # fmt: skip
+        versions = MlflowClient(mlflow_server).search_model_versions("name='race-keypoint'")
+        reliability.duplicates("model versions beyond one", len(versions) - 1)
+        assert len(versions) == 1, [v.version for v in versions]
     assert {r.version for r in results} == {versions[0].version}
     alias = MlflowClient(mlflow_server).get_model_version_by_alias("race-keypoint", "challenger")
     assert alias.version == versions[0].version
 
 
-def test_registration_survives_an_mlflow_restart(synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_registration_survives_an_mlflow_restart(
+    synthetic_dataset: Path, tmp_path: Path, reliability: Reliability
+) -> None:
     """The MLflow server goes away while a task registers a model: the call is retried until it is back, and the
     registry ends with exactly one version (no duplicate from the retries)."""
-    import os
     import threading
     import time
-    import urllib.request
 
     from mlflow import MlflowClient
 
-    from tests.conftest import free_port
+    from tests.support.mlflow import RestartableMlflow
 
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    db = tmp_path / "mlflow.db"
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=1):
-                    return proc
-            except OSError:
-                time.sleep(0.3)
-        proc.kill()
-        raise RuntimeError("MLflow did not start")
-
-    server = start()
+    mlflow_srv = RestartableMlflow(tmp_path).start()
+    uri = mlflow_srv.uri
     try:
         cfg = _cfg(uri, arch="ddnet", epochs=1, experiment="it-restart", system_metrics=False)
         trained = train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "s"), dataset_name="restart")
-        server.terminate()
-        server.wait(timeout=30)
-        holder: dict[str, subprocess.Popen[bytes]] = {}
+        mlflow_srv.stop()
 
         def come_back() -> None:
             time.sleep(3)
-            holder["server"] = start()
+            mlflow_srv.start()
 
         threading.Thread(target=come_back).start()
-        reg = register_run(trained.run_id, "restart-keypoint", RegistryConfig(max_attempts=10, backoff_s=0.5),
-                           tracking_uri=uri)  # fmt: skip
-        server = holder["server"]
-        assert reg.created
-        again = register_run(trained.run_id, "restart-keypoint", RegistryConfig(), tracking_uri=uri)
-        assert again.version == reg.version
-        assert len(MlflowClient(uri).search_model_versions("name='restart-keypoint'")) == 1
+        with reliability.fault("the MLflow server down for 3 s during registration"):
+            reg = register_run(trained.run_id, "restart-keypoint", RegistryConfig(max_attempts=10, backoff_s=0.5),
+                               tracking_uri=uri)  # fmt: skip
+            assert reg.created
+            again = register_run(trained.run_id, "restart-keypoint", RegistryConfig(), tracking_uri=uri)
+            assert again.version == reg.version
+            versions = MlflowClient(uri).search_model_versions("name='restart-keypoint'")
+            reliability.duplicates("model versions beyond one after the restart", len(versions) - 1)
+            assert len(versions) == 1
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        mlflow_srv.stop()
