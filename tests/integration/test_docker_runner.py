@@ -8,12 +8,15 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import subprocess
 import sys
 import sysconfig
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -90,17 +93,77 @@ def test_pipeline_in_containers(
     assert set(containers()) == before, "step containers are removed after they run"
 
 
-def test_a_leftover_container_is_removed_before_a_retry(worker_image: str) -> None:
-    """A try killed with its container still there: the retry removes it before starting its own."""
+def _train_in_container(guard: Any, image: str, name: str, dataset: str, store: str, experiment: str,
+                        env: dict[str, str]) -> Any:  # fmt: skip
+    """The train step as DockerOperator starts it: through the guard, host venv and source mounted read-only."""
+    argv = ["python3", "-m", "action_recognition", "train", "--dataset", dataset, "--arch", "ddnet", "--epochs",
+            "60", "--storage", store, "--json", "--set", f"train.experiment={experiment}", "--set",
+            "train.patience=1000", "--set", "train.batch_size=16", "--set", "train.system_metrics=false",
+            "--set", "train.threads=1"]  # fmt: skip
+    return guard.containers.run(
+        image, argv, name=name, detach=True, network_mode="host", environment=env,
+        volumes={str(SITE): {"bind": "/opt/venv-site", "mode": "ro"}, str(ROOT): {"bind": "/opt/src", "mode": "ro"}},
+    )  # fmt: skip
+
+
+def test_killed_training_container_then_retry_equals_a_clean_run(
+    worker_image: str, guard_url: str, s3_server: str, mlflow_server: str, synthetic_dataset: Path,
+    reliability: Reliability,
+) -> None:  # fmt: skip
+    """SIGKILL of a training container (docker kill: what an OOM kill or a lost host does). The retry removes the
+    dead try's container (StepOperator._remove_leftover), starts its own under the same name, resumes the checkpoint
+    and the MLflow run, and ends where an unbroken container run ends; no container is left."""
+    from mlflow import MlflowClient
+
+    import docker
+
     sys.path.insert(0, str(ROOT / "plugins"))
     from ar_provider.operators import StepOperator
 
-    name = "ar-leftover-test"
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="docker-kill")
+    s3.upload_file(str(synthetic_dataset), "docker-kill", "ds/synth6-keypoints.npz")
+    dataset = "s3://docker-kill/ds/synth6-keypoints.npz"
+    env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    env.update(AWS_ENDPOINT_URL=s3_server, MLFLOW_TRACKING_URI=mlflow_server)
+    guard = docker.DockerClient(base_url=guard_url, timeout=120)
+    name = "ar-kinetics_pipeline-train_keypoint-killtest"
     subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    subprocess.run(["docker", "run", "-d", "--name", name, worker_image, "sleep", "300"], check=True,
-                   capture_output=True)  # fmt: skip
-    assert name in containers()
-    op = StepOperator(task_id="leftover", step="version", docker_url="unix://var/run/docker.sock")
-    op._remove_leftover(name)
-    assert name not in containers()
-    assert sys.executable
+    before = set(containers())
+    client = MlflowClient(mlflow_server)
+    with reliability.fault("SIGKILL a training container mid-run, then the retry"):
+        _train_in_container(guard, worker_image, name, dataset, "s3://docker-kill/killed", "dkill", env)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # until the first checkpoint is in storage
+            if s3.list_objects_v2(Bucket="docker-kill", Prefix="killed/models/").get("KeyCount", 0):
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+        subprocess.run(["docker", "kill", "--signal", "KILL", name], check=True, capture_output=True)
+        assert name in containers(), "the killed try's container is still there"
+        [left] = client.search_runs([client.get_experiment_by_name("dkill").experiment_id])
+        assert left.info.status == "RUNNING"
+
+        StepOperator(task_id="retry", step="train", docker_url=guard_url)._remove_leftover(name)
+        retry = _train_in_container(guard, worker_image, name, dataset, "s3://docker-kill/killed", "dkill", env)
+        assert retry.wait(timeout=600)["StatusCode"] == 0, retry.logs()[-3000:]
+        after = json.loads(retry.logs(stderr=False).decode().strip().splitlines()[-1])
+        retry.remove()
+        clean = _train_in_container(guard, worker_image, "ar-train-clean", dataset, "s3://docker-kill/clean",
+                                    "dclean", env)  # fmt: skip
+        assert clean.wait(timeout=600)["StatusCode"] == 0, clean.logs()[-3000:]
+        unbroken = json.loads(clean.logs(stderr=False).decode().strip().splitlines()[-1])
+        clean.remove()
+
+        runs = client.search_runs([client.get_experiment_by_name("dkill").experiment_id])
+        reliability.duplicates("MLflow runs beyond one per training (container)", len(runs) - 1)
+        assert [r.info.run_id for r in runs] == [left.info.run_id] and runs[0].info.status == "FINISHED"
+        assert after["metrics"] == unbroken["metrics"] and after["epochs_run"] == unbroken["epochs_run"] == 60
+
+        def keys(prefix: str) -> list[str]:
+            listed = s3.list_objects_v2(Bucket="docker-kill", Prefix=prefix).get("Contents", [])
+            return sorted(o["Key"][len(prefix) :] for o in listed)
+
+        assert keys("killed/") == keys("clean/"), "the same objects as an unbroken run, nothing partial"
+        reliability.leftovers("training containers", containers=len(set(containers()) - before))
+        assert set(containers()) == before
