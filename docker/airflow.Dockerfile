@@ -5,7 +5,11 @@ ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
 FROM ${AIRFLOW_IMAGE}
 COPY --chown=airflow:0 pyproject.toml README.md /opt/action-recognition/
 COPY --chown=airflow:0 action_recognition /opt/action-recognition/action_recognition
-RUN pip install --no-cache-dir "apache-airflow==3.3.2" apache-airflow-providers-docker apache-airflow-providers-amazon \
-      "/opt/action-recognition[airflow]"
+COPY --chown=airflow:0 requirements/lock.txt scripts/lock.py /opt/action-recognition/lock/
+# The versions of the lock file (its hashes are for the dev/CI platform's wheels); the base image keeps its Airflow.
+RUN python /opt/action-recognition/lock/lock.py --lock /opt/action-recognition/lock/lock.txt --constraints > /tmp/constraints.txt \
+ && pip install --no-cache-dir --constraint /tmp/constraints.txt "apache-airflow==3.3.2" \
+      apache-airflow-providers-docker apache-airflow-providers-amazon "/opt/action-recognition[airflow]" \
+ && rm /tmp/constraints.txt
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins

@@ -22,10 +22,11 @@ RUN apt-get update \
 
 WORKDIR /opt/action-recognition
 COPY requirements/lock.txt requirements/lock.txt
+COPY scripts/lock.py scripts/lock.py
 COPY pyproject.toml README.md ./
 COPY action_recognition action_recognition
 # torch comes with the base image; everything else of the worker extra is pinned by the lock file.
-RUN grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)' requirements/lock.txt > /tmp/constraints.txt \
+RUN python3 scripts/lock.py --constraints --exclude '^(torch|torchvision|triton|nvidia-|cuda-)' > /tmp/constraints.txt \
  && pip install --constraint /tmp/constraints.txt ".[worker]" "yt-dlp[default]" \
  && rm /tmp/constraints.txt
 

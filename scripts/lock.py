@@ -6,6 +6,10 @@ lock is then installed with `--require-hashes`, so a file that changed upstream 
 
     python scripts/lock.py                 # re-hash the pins in requirements/lock.txt
     python scripts/lock.py --freeze        # take the pins from this venv's `pip freeze` first
+    python scripts/lock.py --constraints --exclude '^(torch|nvidia-)'   # the pins as a pip constraints file
+
+The Docker images build on bases that bring their own torch/CUDA (worker) or Airflow (airflow): they install with
+the lock's pins as constraints (same versions), not its hashes, which are for this platform's wheels.
 """
 
 from __future__ import annotations
@@ -82,8 +86,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--freeze", action="store_true", help="take the pins from `pip freeze` of --python")
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--lock", type=Path, default=LOCK, help="the lock file (default: requirements/lock.txt)")
+    parser.add_argument("--constraints", action="store_true", help="print the pins without hashes and stop")
+    parser.add_argument("--exclude", default=None, help="with --constraints: leave out names matching this regex")
     args = parser.parse_args()
-    pins = freeze(args.python) if args.freeze else read_pins(LOCK.read_text())
+    if args.constraints:
+        skip = re.compile(args.exclude) if args.exclude else None
+        for name, version in read_pins(args.lock.read_text()):
+            if not (skip and skip.search(name)):
+                print(f"{name}=={version}")
+        return
+    pins = freeze(args.python) if args.freeze else read_pins(args.lock.read_text())
     # The installer itself is locked too (pip, setuptools and wheel are what `pip freeze` leaves out by default).
     pins.sort(key=lambda p: _canonical(p[0]))
     digests = hashes(args.python, pins)
@@ -91,8 +104,8 @@ def main() -> None:
     if missing:
         raise SystemExit(f"no hash for: {', '.join(missing)}")
     body = "".join(f"{n}=={v} \\\n    --hash=sha256:{digests[_canonical(n)]}\n" for n, v in pins)
-    LOCK.write_text(HEADER + body)
-    print(f"{LOCK}: {len(pins)} pins, each with a sha256")
+    args.lock.write_text(HEADER + body)
+    print(f"{args.lock}: {len(pins)} pins, each with a sha256")
 
 
 if __name__ == "__main__":
