@@ -15,6 +15,7 @@ Every input row ends in exactly one place: manifest, candidates, rejected, or an
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -215,12 +216,21 @@ def parse_annotations(
     """Validate every row of one annotation file. Never raises on bad content: bad rows are rejected.
 
     Args:
-        text_bytes: The file's bytes (UTF-8, with or without BOM, LF or CRLF).
+        text_bytes: The file's bytes (UTF-8 with or without BOM, or UTF-16 with a BOM; LF or CRLF).
         source: Name used in rejection records.
         known_labels: Valid class names, or None to accept any well-formed label.
         version: Kinetics version, only for messages.
         max_clip_seconds: Longest accepted window.
     """
+    if text_bytes.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # spreadsheet "Unicode text" exports
+        try:
+            text_bytes = text_bytes.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError:
+            return [], [Rejection(source, 1, "a UTF-16 byte-order mark, but not valid UTF-16: save the file as UTF-8")]
+    if b"\x00" in text_bytes[:4096]:
+        return [], [
+            Rejection(source, 1, "NUL bytes: not UTF-8 text (UTF-16 without a byte-order mark?); save as UTF-8")
+        ]
     text = text_bytes.decode("utf-8-sig", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""), strict=False)
     rows: list[ClipRow] = []

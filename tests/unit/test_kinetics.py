@@ -299,3 +299,24 @@ def test_annotations_from_url_are_cached(http_dir: tuple[str, list[str]], tmp_pa
     assert info["sources"][0]["kinetics_version"] == 600
     with pytest.raises(AnnotationError, match="cannot download"):
         fetch_annotations(f"{base}/missing.csv", tmp_path / "cache")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le-no-bom", "latin-1"])
+def test_other_encodings(encoding: str, reliability: Reliability) -> None:
+    """UTF-16 with a BOM (a spreadsheet's "Unicode text") is read; UTF-16 without one and Latin-1 are refused with
+    a reason that says what to do, never parsed as garbage."""
+    text = "label,youtube_id,time_start,time_end,split\ntap dancing,abcdefghijk,1,11,val\n"
+    data = {
+        "utf-16": text.encode("utf-16"),
+        "utf-16-le-no-bom": text.encode("utf-16-le"),
+        "latin-1": text.replace("tap dancing,abcdefghijk", "tap dancing,abcd\xe9fghijk").encode("latin-1"),
+    }[encoding]
+    rows, rejected = parse_annotations(data, source="k.csv", known_labels={"tap dancing"}, version=600,
+                                       max_clip_seconds=20)  # fmt: skip
+    if encoding == "utf-16":
+        assert [r.youtube_id for r in rows] == ["abcdefghijk"] and rejected == []
+        reliability.handled("csv: UTF-16 with a byte-order mark", "decoded and read like UTF-8")
+        return
+    reason = rejected[0].reason if rejected and not rows else None
+    reliability.rejected(f"csv: {encoding}", reason)
+    assert reason and ("UTF-8" in reason), reason
