@@ -121,7 +121,12 @@ def register_run(
             config,
         )
         created = True
-        version = _wait_ready(client, name, version.version, config)
+        try:
+            version = _wait_ready(client, name, version.version, config)
+        except RegistryError as exc:  # a concurrent registration of this run already removed it as a duplicate
+            cause = exc.__cause__
+            if not (isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_DOES_NOT_EXIST"):
+                raise
         version, created = _converge(client, name, run_id, version, config)
     with_retries(lambda: client.set_registered_model_alias(name, CHALLENGER, version.version), "alias", config)
     aliases = with_retries(lambda: client.get_model_version(name, version.version), "read version", config).aliases
@@ -131,18 +136,26 @@ def register_run(
 
 
 def _converge(client: Any, name: str, run_id: str, mine: Any, config: RegistryConfig) -> tuple[Any, bool]:
-    """Two registrations of one run at the same time may both create a version: the oldest stays, and each racer
-    deletes its own version if it is not the oldest, so the registry ends as after one registration."""
+    """Two registrations of one run at the same time may both create a version, and a retried create whose first
+    attempt did land creates one more: the oldest version of the run stays, and every racer deletes all the others
+    (whoever made them), so the registry ends as after one registration."""
+    from mlflow.exceptions import MlflowException
+
     versions = with_retries(
         lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"), f"search {name}", config
     )
     oldest = min(versions, key=lambda v: int(v.version))
-    if oldest.version == mine.version:
-        return mine, True
-    log.warning("run %s was registered concurrently as %s version %s: removing the duplicate %s", run_id, name,
-                oldest.version, mine.version)  # fmt: skip
-    with_retries(lambda: client.delete_model_version(name, mine.version), "delete duplicate", config)
-    return oldest, False
+    for extra in (v for v in versions if v.version != oldest.version):
+        log.warning("run %s has a duplicate %s version %s (keeping %s): removing it", run_id, name, extra.version,
+                    oldest.version)  # fmt: skip
+        try:
+            number = str(extra.version)
+            with_retries(lambda: client.delete_model_version(name, number), "delete duplicate", config)  # noqa: B023
+        except RegistryError as exc:  # another racer removed it first
+            cause = exc.__cause__
+            if not (isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_DOES_NOT_EXIST"):
+                raise
+    return (mine, True) if oldest.version == mine.version else (oldest, False)
 
 
 def _describe(name: str) -> str:
