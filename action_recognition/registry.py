@@ -55,6 +55,27 @@ def with_retries(call: Callable[[], T], what: str, config: RegistryConfig) -> T:
     raise AssertionError("unreachable")
 
 
+def set_alias(client: Any, name: str, alias: str, version: str, config: RegistryConfig) -> None:
+    """Point ``alias`` at ``version``, idempotently: two tasks setting the same alias at once can collide in the
+    tracking store (a unique-constraint error); what counts is where the alias points afterwards."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, config.max_attempts + 1):
+        try:
+            with_retries(lambda: client.set_registered_model_alias(name, alias, version), f"alias {alias}", config)
+            return
+        except RegistryError:
+            try:
+                now = str(client.get_model_version_by_alias(name, alias).version)
+            except MlflowException:  # the alias may not exist yet: try again
+                now = None
+            if now == version:
+                return
+            if attempt == config.max_attempts:
+                raise
+            time.sleep(config.backoff_s * attempt)
+
+
 @dataclass
 class Registration:
     """A registered version; ``summary()`` is the CLI's JSON line."""
@@ -128,7 +149,7 @@ def register_run(
             if not (isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_DOES_NOT_EXIST"):
                 raise
         version, created = _converge(client, name, run_id, version, config)
-    with_retries(lambda: client.set_registered_model_alias(name, CHALLENGER, version.version), "alias", config)
+    set_alias(client, name, CHALLENGER, str(version.version), config)
     aliases = with_retries(lambda: client.get_model_version(name, version.version), "read version", config).aliases
     log.info("%s version %s of run %s (%s); aliases %s", "registered" if created else "found", version.version,
              run_id, source, aliases)  # fmt: skip
@@ -253,7 +274,7 @@ def promote(
         "previous_score": old_score,
         "margin": config.promotion_margin,
     }
-    with_retries(lambda: client.set_registered_model_alias(name, CHAMPION, challenger.version), "alias", config)
+    set_alias(client, name, CHAMPION, str(challenger.version), config)
     with_retries(lambda: client.set_model_version_tag(name, challenger.version, "ar.promotion", json.dumps(audit)),
                  "audit tag", config)  # fmt: skip
     result.promoted = True
