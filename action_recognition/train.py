@@ -21,7 +21,8 @@ import math
 import pickle
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,99 +377,97 @@ def _train_new(
     if unended is not None:
         log.info("continuing MLflow run %s, left running by a try that did not end", unended)
         tags["ar.resumed_from_epoch"] = str(start_epoch)
-    from mlflow.exceptions import MlflowException
-
-    try:
-        with mlflow.start_run(run_id=unended, run_name=None if unended else run_name, tags=None if unended else tags,
-                              log_system_metrics=config.system_metrics) as run:  # fmt: skip
-            if unended is None:
-                params = _flatten({"train": config.model_dump(mode="json"), "arch": arch, "dataset_uri": dataset_uri,
-                                   "num_classes": data.num_classes, "samples": len(data.labels),
-                                   "shape": list(data.data.shape[1:]), "layout": data.layout or "unknown",
-                                   "device": device.type})  # fmt: skip
-                mlflow.log_params(params)
-                _log_dataset_input(dataset_uri, data, name, manifest)
+    with (
+        _tracking_errors(storage, prefix, fp, history),
+        mlflow.start_run(
+            run_id=unended,
+            run_name=None if unended else run_name,
+            tags=None if unended else tags,
+            log_system_metrics=config.system_metrics,
+        ) as run,
+    ):
+        if unended is None:
+            params = _flatten({"train": config.model_dump(mode="json"), "arch": arch, "dataset_uri": dataset_uri,
+                               "num_classes": data.num_classes, "samples": len(data.labels),
+                               "shape": list(data.data.shape[1:]), "layout": data.layout or "unknown",
+                               "device": device.type})  # fmt: skip
+            mlflow.log_params(params)
+            _log_dataset_input(dataset_uri, data, name, manifest)
+        else:
+            mlflow.set_tags(tags)
+        deadline = began + config.max_minutes * 60 if config.max_minutes else math.inf
+        epoch = start_epoch
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            if config.balanced_sampling:  # class-balanced: each class equally likely per draw
+                order = torch.multinomial(torch.from_numpy(weights), len(train_idx), True, generator=gen).numpy()
             else:
-                mlflow.set_tags(tags)
-            deadline = began + config.max_minutes * 60 if config.max_minutes else math.inf
-            epoch = start_epoch
-            for epoch in range(start_epoch, config.epochs):
-                model.train()
-                if config.balanced_sampling:  # class-balanced: each class equally likely per draw
-                    order = torch.multinomial(torch.from_numpy(weights), len(train_idx), True, generator=gen).numpy()
-                else:
-                    order = torch.randperm(len(train_idx), generator=gen).numpy()
-                total_loss, correct, seen = 0.0, 0, 0
-                for batch in _batches(train_idx[order], config.batch_size):
-                    if len(batch) < 2:
-                        continue  # BatchNorm needs two samples
-                    xb = x_all[torch.as_tensor(batch)]
-                    yb = y_all[torch.as_tensor(batch)].to(device)
-                    if is_rgb:
-                        xb = augment_frames(xb, gen, crop) if config.augment else centre_crop(xb, crop)
-                        if arch == "frame-resnet18":  # the baseline sees one random frame per clip
-                            pick = int(torch.randint(0, xb.shape[1], (1,), generator=gen))
-                            xb = xb[:, pick : pick + 1]
-                    elif config.augment:
-                        xb = augment_keypoints(xb, data.layout, gen)
-                    xb = xb.to(device, non_blocking=True)
-                    with torch.autocast(device.type, enabled=device.type == "cuda"):
-                        logits = model(xb)
-                        loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    total_loss += float(loss.detach()) * len(batch)
-                    correct += int((logits.argmax(1) == yb).sum())
-                    seen += len(batch)
-                val_logits = predict_logits(model, x_all, val_idx, config.batch_size * 2, device, crop)
-                val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), y_all[torch.as_tensor(val_idx)]))
-                val_acc = float((val_logits.argmax(1) == data.labels[val_idx]).mean())
-                row = {"epoch": float(epoch), "train_loss": total_loss / max(seen, 1),
-                       "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc,
-                       "lr": float(scheduler.get_last_lr()[0])}  # fmt: skip
-                history.append(row)
-                mlflow.log_metrics({f"epoch_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
-                if val_acc > best["val_acc"] or (val_acc == best["val_acc"] and val_loss < best["val_loss"]):
-                    best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch}
-                    best_state = copy.deepcopy(model.state_dict())
-                    stale = 0
-                else:
-                    stale += 1
-                _save_checkpoint(storage, prefix, work, model, optimizer, scheduler, epoch, best, best_state, history,
-                                 config, arch, data, gen)  # fmt: skip
-                if progress:
-                    progress(row)
-                if stale >= config.patience:
-                    log.info("early stop at epoch %d: no better val accuracy for %d epochs", epoch, stale)
-                    break
-                if time.monotonic() > deadline:
-                    log.warning("stopping at epoch %d: train.max_minutes=%g reached", epoch, config.max_minutes)
-                    break
-            model.load_state_dict(best_state)
-            test_logits = predict_logits(model, x_all, test_idx, config.batch_size * 2, device, crop)
-            metrics = compute_metrics(test_logits, data.labels[test_idx], data.classes)
-            scalars = metrics.scalars()
-            scalars["best_val_acc"] = best["val_acc"]
-            mlflow.log_metrics(scalars)
-            _log_artifacts(metrics, work, run_name, arch, data, manifest, scalars, untrained or untrained_pose, config)
-            model_uri = ""
-            if config.log_model:
-                model_uri = _log_model(model.float().cpu().eval(), data, arch, family, untrained, work)
-            checkpoint_uri = storage.key_uri(f"{prefix}/last.pt")
-            mlflow.set_tags({"ar.model_uri": model_uri, "ar.epochs_run": str(len(history)),
-                             "ar.best_epoch": str(best["epoch"]), "ar.checkpoint_uri": checkpoint_uri})  # fmt: skip
-            run_id = run.info.run_id
-    except MlflowException as exc:  # the tracking server went away (after MLflow's own HTTP retries) or refused
-        ckpt = storage.key_uri(f"{prefix}/last.pt") if storage.exists(f"{prefix}/last.pt") else "none yet"
-        raise TrainError(
-            f"MLflow at {mlflow.get_tracking_uri()} failed during training {fp[:12]} after {len(history)} epoch(s): "
-            f"{str(exc).splitlines()[0][:300]}. Checkpoint: {ckpt}; the next try resumes from it in the same run."
-        ) from None
+                order = torch.randperm(len(train_idx), generator=gen).numpy()
+            total_loss, correct, seen = 0.0, 0, 0
+            for batch in _batches(train_idx[order], config.batch_size):
+                if len(batch) < 2:
+                    continue  # BatchNorm needs two samples
+                xb = x_all[torch.as_tensor(batch)]
+                yb = y_all[torch.as_tensor(batch)].to(device)
+                if is_rgb:
+                    xb = augment_frames(xb, gen, crop) if config.augment else centre_crop(xb, crop)
+                    if arch == "frame-resnet18":  # the baseline sees one random frame per clip
+                        pick = int(torch.randint(0, xb.shape[1], (1,), generator=gen))
+                        xb = xb[:, pick : pick + 1]
+                elif config.augment:
+                    xb = augment_keypoints(xb, data.layout, gen)
+                xb = xb.to(device, non_blocking=True)
+                with torch.autocast(device.type, enabled=device.type == "cuda"):
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                total_loss += float(loss.detach()) * len(batch)
+                correct += int((logits.argmax(1) == yb).sum())
+                seen += len(batch)
+            val_logits = predict_logits(model, x_all, val_idx, config.batch_size * 2, device, crop)
+            val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), y_all[torch.as_tensor(val_idx)]))
+            val_acc = float((val_logits.argmax(1) == data.labels[val_idx]).mean())
+            row = {"epoch": float(epoch), "train_loss": total_loss / max(seen, 1),
+                   "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc,
+                   "lr": float(scheduler.get_last_lr()[0])}  # fmt: skip
+            history.append(row)
+            mlflow.log_metrics({f"epoch_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if val_acc > best["val_acc"] or (val_acc == best["val_acc"] and val_loss < best["val_loss"]):
+                best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch}
+                best_state = copy.deepcopy(model.state_dict())
+                stale = 0
+            else:
+                stale += 1
+            _save_checkpoint(storage, prefix, work, model, optimizer, scheduler, epoch, best, best_state, history,
+                             config, arch, data, gen)  # fmt: skip
+            if progress:
+                progress(row)
+            if stale >= config.patience:
+                log.info("early stop at epoch %d: no better val accuracy for %d epochs", epoch, stale)
+                break
+            if time.monotonic() > deadline:
+                log.warning("stopping at epoch %d: train.max_minutes=%g reached", epoch, config.max_minutes)
+                break
+        model.load_state_dict(best_state)
+        test_logits = predict_logits(model, x_all, test_idx, config.batch_size * 2, device, crop)
+        metrics = compute_metrics(test_logits, data.labels[test_idx], data.classes)
+        scalars = metrics.scalars()
+        scalars["best_val_acc"] = best["val_acc"]
+        mlflow.log_metrics(scalars)
+        _log_artifacts(metrics, work, run_name, arch, data, manifest, scalars, untrained or untrained_pose, config)
+        model_uri = ""
+        if config.log_model:
+            model_uri = _log_model(model.float().cpu().eval(), data, arch, family, untrained, work)
+        checkpoint_uri = storage.key_uri(f"{prefix}/last.pt")
+        mlflow.set_tags({"ar.model_uri": model_uri, "ar.epochs_run": str(len(history)),
+                         "ar.best_epoch": str(best["epoch"]), "ar.checkpoint_uri": checkpoint_uri})  # fmt: skip
+        run_id = run.info.run_id
     log.info("trained %s: test top-1 %.3f, mean class acc %.3f (run %s)", run_name, metrics.top1,
              metrics.mean_class_acc, run_id)  # fmt: skip
     return TrainResult(
@@ -478,6 +477,23 @@ def _train_new(
         history=history,
         experiment_id=run.info.experiment_id,
     )  # fmt: skip
+
+
+@contextmanager
+def _tracking_errors(storage: Storage, prefix: str, fp: str, history: list[dict[str, float]]) -> Iterator[None]:
+    """The tracking server went away (after MLflow's own HTTP retries) or refused: a TrainError that says where the
+    checkpoint is, since the next try resumes from it in the same run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        ckpt = storage.key_uri(f"{prefix}/last.pt") if storage.exists(f"{prefix}/last.pt") else "none yet"
+        raise TrainError(
+            f"MLflow at {mlflow.get_tracking_uri()} failed during training {fp[:12]} after {len(history)} epoch(s): "
+            f"{str(exc).splitlines()[0][:300]}. Checkpoint: {ckpt}; the next try resumes from it in the same run."
+        ) from None
 
 
 def _unended_run(mlflow: Any, experiment_id: str, fp: str) -> str | None:
