@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.airflow import ROOT, airflow_env, init_airflow
+from tests.support.airflow import ROOT, airflow_env, init_airflow, run_dag
 from tests.support.reliability import Reliability
 
 sys.path.insert(0, str(ROOT / "plugins"))
@@ -109,45 +109,26 @@ def test_bad_params_are_refused_naming_the_param(case: str, pipeline: Any, relia
 
 def test_a_real_trigger_with_a_bad_param_runs_nothing(tmp_path: Path, reliability: Reliability) -> None:
     """`airflow dags test -c` with a bad value: refused before any task, naming the Param; no storage written."""
-    import json
-    import subprocess
-
     env = airflow_env(tmp_path / "airflow")
     init_airflow(env)
     store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", "kinetics_pipeline", "-c",
-         json.dumps({"per_class": -1, "storage_uri": str(store)})],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    returncode, out = run_dag("kinetics_pipeline", {"per_class": -1, "storage_uri": str(store)}, env, tmp_path, 300)
     reason = next(
-        (
-            ln
-            for ln in (proc.stdout + proc.stderr).splitlines()
-            if ln.startswith("airflow.sdk.exceptions.ParamValidationError")
-        ),
+        (ln for ln in out.splitlines() if ln.startswith("airflow.sdk.exceptions.ParamValidationError")),
         None,
     )
-    reliability.rejected("params: a real trigger with per_class -1", reason if proc.returncode != 0 else None)
+    reliability.rejected("params: a real trigger with per_class -1", reason if returncode != 0 else None)
     assert reason is not None and "per_class: -1 is less than the minimum of 1" in reason
     assert not store.exists(), "no task ran"
 
 
 def test_a_value_past_the_schema_stops_at_check_params(tmp_path: Path, reliability: Reliability) -> None:
     """A storage scheme the schema cannot judge: the first task, check_params, fails naming it; plan never runs."""
-    import json
-    import subprocess
-
     env = airflow_env(tmp_path / "airflow")
     init_airflow(env)
-    proc = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", "kinetics_pipeline", "-c",
-         json.dumps({"storage_uri": "ftp://host/data"})],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    returncode, out = run_dag("kinetics_pipeline", {"storage_uri": "ftp://host/data"}, env, tmp_path, 300)
     reason = next((ln for ln in out.splitlines() if "storage.uri = 'ftp://host/data'" in ln), None)
-    reliability.rejected("params: storage_uri ftp:// in a real run", reason if proc.returncode != 0 else None)
+    reliability.rejected("params: storage_uri ftp:// in a real run", reason if returncode != 0 else None)
     assert reason is not None and "unsupported scheme 'ftp'" in out
     assert "[DAG TEST] starting task_id=check_params" in out
     assert "starting task_id=plan_dataset" not in out, "no work starts after a refused Param"

@@ -27,6 +27,7 @@ from tests.conftest import VIDEOS, free_port
 from tests.support.airflow import ROOT, airflow_env, dags_test, init_airflow
 from tests.support.docker import containers, start_guard
 from tests.support.reliability import Reliability
+from tests.support.train import train_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -96,10 +97,7 @@ def test_pipeline_in_containers(
 def _train_in_container(guard: Any, image: str, name: str, dataset: str, store: str, experiment: str,
                         env: dict[str, str]) -> Any:  # fmt: skip
     """The train step as DockerOperator starts it: through the guard, host venv and source mounted read-only."""
-    argv = ["python3", "-m", "action_recognition", "train", "--dataset", dataset, "--arch", "ddnet", "--epochs",
-            "60", "--storage", store, "--json", "--set", f"train.experiment={experiment}", "--set",
-            "train.patience=1000", "--set", "train.batch_size=16", "--set", "train.system_metrics=false",
-            "--set", "train.threads=1"]  # fmt: skip
+    argv = ["python3", "-m", "action_recognition", *train_args(dataset, store, experiment)]
     return guard.containers.run(
         image, argv, name=name, detach=True, network_mode="host", environment=env,
         volumes={str(SITE): {"bind": "/opt/venv-site", "mode": "ro"}, str(ROOT): {"bind": "/opt/src", "mode": "ro"}},

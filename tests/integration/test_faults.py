@@ -24,6 +24,7 @@ from action_recognition.localserve import VideoServer
 from action_recognition.storage import LocalStorage
 from tests.conftest import VIDEOS
 from tests.support.reliability import Reliability
+from tests.support.train import train_args
 
 pytestmark = pytest.mark.integration
 
@@ -224,10 +225,7 @@ def test_the_same_shard_twice_at_once_ends_as_one_run(tmp_path: Path, reliabilit
 
 
 def _train_argv(dataset: Path, store: Path, experiment: str) -> list[str]:
-    return [sys.executable, "-m", "action_recognition", "train", "--dataset", str(dataset), "--arch", "ddnet",
-            "--epochs", "60", "--storage", str(store), "--json", "--set", f"train.experiment={experiment}",
-            "--set", "train.patience=1000", "--set", "train.batch_size=16", "--set", "train.system_metrics=false",
-            "--set", "train.threads=1"]  # fmt: skip
+    return [sys.executable, "-m", "action_recognition", *train_args(str(dataset), str(store), experiment)]
 
 
 def _runs(client: object, experiment: str) -> list[object]:

@@ -33,13 +33,19 @@ def init_airflow(env: dict[str, str]) -> None:
                    capture_output=True, timeout=120)  # fmt: skip
 
 
-def dags_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], cwd: Path, timeout: int = 1500) -> str:
-    """Run the DAG; return its output. Raises AssertionError with the output's tail when the run fails."""
+def run_dag(dag_id: str, conf: dict[str, Any], env: dict[str, str], cwd: Path, timeout: int = 1500) -> tuple[int, str]:
+    """``airflow dags test`` with ``conf``; its exit status and output (also written to ``cwd/<dag_id>.log``)."""
     proc = subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)],
         env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     (cwd / f"{dag_id}.log").write_text(out)
-    assert proc.returncode == 0, f"{dag_id} failed:\n{out[-6000:]}"
+    return proc.returncode, out
+
+
+def dags_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], cwd: Path, timeout: int = 1500) -> str:
+    """Run the DAG; return its output. Raises AssertionError with the output's tail when the run fails."""
+    returncode, out = run_dag(dag_id, conf, env, cwd, timeout)
+    assert returncode == 0, f"{dag_id} failed:\n{out[-6000:]}"
     return out
