@@ -8,7 +8,7 @@ LOCK := requirements/lock.txt
 LOCK_HASH := $(shell sha256sum $(LOCK) | cut -c1-16)
 VENV ?= $(HOME)/.cache/action-recognition/venv-$(LOCK_HASH)
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := ffmpeg docker.io debootstrap docker-compose
+SYSTEM_PACKAGES := ffmpeg docker.io debootstrap docker-compose chromium
 DEMO_DIR ?= $(CURDIR)/.demo
 PYTEST_ARGS ?=
 
@@ -16,12 +16,12 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system venv lock test reliability lint demo bench clean
+.PHONY: help system venv lock test reliability lint demo bench clean stack-images stack-up stack-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system:  ## Debian packages (ffmpeg, docker.io, debootstrap, docker-compose), installed only when missing
+system:  ## Debian packages (ffmpeg, docker.io, debootstrap, docker-compose, chromium), installed only when missing
 	@scripts/install-system.sh $(SYSTEM_PACKAGES)
 
 # No prerequisite on the lock file: the venv's path already holds the lock's hash, and a fresh clone's files are

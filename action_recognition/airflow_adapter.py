@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
+
 from action_recognition.config import Config, load_config
 
 #: Trigger-form Param name -> config key. The DAG declares the Params; this says what each one sets.
@@ -53,6 +55,21 @@ def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
         plan["class_contains"] = None if classes else contains
         plan["all_classes"] = not classes and contains is None
     return tree
+
+
+def set_pairs(overrides: Mapping[str, Any]) -> list[str]:
+    """``{"plan": {"per_class": 5}}`` -> ``["--set", "plan.per_class=5"]``: validated Params handed to a step's CLI.
+
+    Values are written as YAML, the syntax ``--set`` reads, so every value comes back as it went in (lists, None,
+    floats such as ``1e-05``, strings that look like numbers).
+    """
+    pairs: list[str] = []
+    for section, fields in sorted(overrides.items()):
+        for field, value in sorted(fields.items()):
+            text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, allow_unicode=True)
+            text = text.removesuffix("\n").removesuffix("\n...")
+            pairs += ["--set", f"{section}.{field}={text}"]
+    return pairs
 
 
 def config_from_params(params: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> Config:

@@ -56,7 +56,8 @@ def _run(step: Callable[[], T], *, as_json: bool, summarise: Callable[[T], dict[
     except ActionRecognitionError as exc:
         typer.echo(f"error: {exc}", err=True)
         if as_json:
-            typer.echo(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__}))
+            typer.echo(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
+                                   "retryable": exc.retryable}))  # fmt: skip
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps({"ok": True, **summarise(result)}, default=str, sort_keys=True))

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 class DatasetError(ActionRecognitionError):
     """A dataset file breaks its contract; the message names the array and what is wrong."""
 
+    retryable = False
+
 
 @dataclass
 class LabeledArrays:

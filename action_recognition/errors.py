@@ -4,11 +4,19 @@ from __future__ import annotations
 
 
 class ActionRecognitionError(Exception):
-    """Base class: a failure the CLI reports as a one-line error with exit status 2."""
+    """Base class: a failure the CLI reports as a one-line error with exit status 2.
+
+    ``retryable`` says whether running the same step again can change the outcome: a service or network error can
+    (the orchestrator retries it with backoff), a bad configuration or bad input cannot (the task fails at once).
+    """
+
+    retryable: bool = True
 
 
 class ConfigError(ActionRecognitionError, ValueError):
     """The configuration (YAML, environment, ``--set`` or Airflow Params) is invalid."""
+
+    retryable = False
 
 
 class StorageError(ActionRecognitionError, OSError):
@@ -21,6 +29,8 @@ class AnnotationError(ActionRecognitionError):
 
 class PlanError(ActionRecognitionError):
     """The plan cannot be made as configured (unknown class, no rows selected, mixed Kinetics versions)."""
+
+    retryable = False
 
 
 class WorkspaceFullError(ActionRecognitionError):

@@ -29,9 +29,13 @@ def write_latest(storage: Storage, dataset: str, kind: str, info: dict[str, Any]
     return storage.put_bytes_if_changed(latest_pointer_key(dataset, kind), json.dumps(info, sort_keys=True).encode())
 
 
-def latest_dataset(storage_uri: str, dataset: str, kind: str = "keypoints") -> dict[str, Any]:
-    """The latest built dataset of ``kind`` (what the retraining DAG trains on)."""
-    info: dict[str, Any] = json.loads(open_storage(storage_uri).get_bytes(latest_pointer_key(dataset, kind)))
+def latest_dataset(storage_uri: str, dataset: str, kind: str = "keypoints") -> dict[str, Any] | None:
+    """The latest built dataset of ``kind`` (what the retraining DAG trains on); None when none was built yet."""
+    storage = open_storage(storage_uri)
+    key = latest_pointer_key(dataset, kind)
+    if not storage.exists(key):
+        return None
+    info: dict[str, Any] = json.loads(storage.get_bytes(key))
     return info
 
 

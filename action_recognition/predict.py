@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 class PredictError(ActionRecognitionError):
     """The model or the video cannot be used for prediction."""
 
+    retryable = False
+
 
 @dataclass
 class Prediction:

@@ -32,29 +32,27 @@ from ar_provider.defaults import (
     STORAGE_CONN_ID,
     check_params,
     common_params,
+    env_default,
     runner_kwargs,
     train_args,
 )  # fmt: skip
 from ar_provider.operators import StepOperator
 
 STORE = ["--storage", "{{ params.storage_uri }}", "--dataset", "{{ params.dataset }}"]
-URL = ["--url-template", "{{ params.url_template }}"]
-POSE = [
-    "{{ '--untrained' if params.pose_untrained else '' }}",
-    "{{ '--weights' if params.pose_weights else '' }}",
-    "{{ params.pose_weights }}",
-]
-POSE_CONFIG = [
-    "--set", "pose.untrained={{ params.pose_untrained | lower }}",
-    "{{ '--set' if params.pose_weights else '' }}",
-    "{{ 'pose.weights=' ~ params.pose_weights if params.pose_weights else '' }}",
-]  # fmt: skip
-PLAN_SELECTION = [
-    "--set", "plan.annotations={{ params.annotations | tojson }}",
-    "--set", "plan.classes={{ params.classes | tojson }}",
-    "--set", "plan.class_contains={{ params.class_contains | tojson if params.class_contains else 'null' }}",
-    "--set", "plan.all_classes={{ 'true' if not params.classes and not params.class_contains else 'false' }}",
-]  # fmt: skip
+#: What a person approving a promotion reads (markdown): each new challenger's test metrics and MLflow run.
+APPROVAL_BODY = """
+{% for family, task_id in [("Keypoint", "train_keypoint"), ("RGB", "train_rgb")] %}
+{% set r = ti.xcom_pull(task_ids=task_id) %}{% if r %}
+**{{ family }} challenger** `{{ r.arch }}`{{ " (UNTRAINED weights: a demo, not a model)" if r.untrained }}
+
+| test top-1 | test top-5 | mean class accuracy | test clips | epochs | MLflow run |
+|---|---|---|---|---|---|
+| {{ "%.3f" % r.test_top1 }} | {{ "%.3f" % r.test_top5 }} | {{ "%.3f" % r.mean_class_acc }} \
+| {{ r.test_samples | int }} | {{ r.epochs_run }} | `{{ r.run_id }}` |
+{% endif %}{% endfor %}
+Approving promotes each challenger that beats its current champion by `{{ params.promotion_margin }}` (test top-1 on
+the same test set); rejecting keeps the champions.
+"""
 
 
 @dag(
@@ -75,20 +73,21 @@ PLAN_SELECTION = [
             items={"type": "string", "minLength": 1, "maxLength": 2048, "pattern": "^(https?://|file://|[^:]*$)"},
             description="Kinetics annotation CSVs: paths or http(s) URLs.",
         ),
+        # "null" in the type: the form shows these as optional, so its defaults can be submitted as they are.
         "classes": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             maxItems=1000,
             items={"type": "string", "maxLength": 200},
-            description="Exact class names; leave empty to use the substring below.",
+            description="Exact class names, one a line; they win over class_contains.",
         ),
         "class_contains": Param(
             "dancing",
-            type="string",
+            type=["null", "string"],
             maxLength=200,
-            description="Every class containing this word (empty + no classes: all classes).",
+            description="Every class whose name contains this word (used when classes is empty; both empty: all).",
         ),
-        "per_class": Param(int(os.environ.get("AR_PER_CLASS", "200")), type="integer", minimum=1, maximum=100000),
+        "per_class": Param(int(env_default("AR_PER_CLASS", "200")), type="integer", minimum=1, maximum=100000),
         "clips_per_shard": Param(
             25,
             type="integer",
@@ -97,20 +96,20 @@ PLAN_SELECTION = [
             description="Clips per mapped download/clip/pose task (at most 64 tasks).",
         ),
         "url_template": Param(
-            os.environ.get("AR_URL_TEMPLATE", "https://www.youtube.com/watch?v={youtube_id}"),
+            env_default("AR_URL_TEMPLATE", "https://www.youtube.com/watch?v={youtube_id}"),
             type="string",
             maxLength=2048,
             pattern="^https?://[^{}\\s]*[{]youtube_id[}][^{}\\s]*$",
             description="Where videos come from.",
         ),
         "pose_weights": Param(
-            os.environ.get("AR_POSE_WEIGHTS", ""),
-            type="string",
+            os.environ.get("AR_POSE_WEIGHTS") or None,
+            type=["null", "string"],
             maxLength=512,
-            description="Path of the YOLO pose weights in the worker (default yolo11n-pose.pt).",
+            description="YOLO pose weights in the worker (empty: the config's default, yolo11n-pose.pt).",
         ),
         "pose_untrained": Param(
-            os.environ.get("AR_POSE_UNTRAINED", "false").lower() == "true",
+            env_default("AR_POSE_UNTRAINED", "false").lower() == "true",
             type="boolean",
             description="Random pose weights: demos and tests only, tagged untrained.",
         ),
@@ -124,36 +123,33 @@ def kinetics_pipeline() -> None:
         **NETWORK_RETRY,
         task_id="plan_dataset",
         step="plan",
-        args=[*STORE, "--seed", "{{ params.seed }}", "--per-class", "{{ params.per_class }}", *PLAN_SELECTION],
+        args=STORE,
     )
 
     @task
-    def shard_args(plan_result: dict[str, Any], extra: list[str], **context: Any) -> list[list[str]]:
+    def shard_manifest(plan_result: dict[str, Any], **context: Any) -> list[list[str]]:
         """One argument list per shard of the manifest (references only: the rows stay in storage)."""
         from action_recognition.pipeline import shard_plan
 
         params = context["params"]
         # Based on the planned size, not today's rows: top-ups must not change the shard count of a dataset.
         shards = shard_plan(int(plan_result["planned"]), int(params["clips_per_shard"]), MAX_SHARDS)
-        base = ["--storage", params["storage_uri"], "--dataset", params["dataset"], *extra]
-        return [[*base, "--shard", s] for s in shards]
+        return [["--storage", params["storage_uri"], "--dataset", params["dataset"], "--shard", s] for s in shards]
 
-    fetch = shard_args.override(task_id="shard_downloads")(plan.output, URL)
-    work = shard_args.override(task_id="shard_work")(plan.output, [])
+    shards = shard_manifest(plan.output)
     fetch_kwargs = {**run, **NETWORK_RETRY, "step": "download", "pool": DOWNLOAD_POOL}
-    download = StepOperator.partial(task_id="download_clips", **fetch_kwargs).expand(args=fetch)
-    clip = StepOperator.partial(**run, task_id="clip_videos", step="clip").expand(args=work)
+    download = StepOperator.partial(task_id="download_clips", **fetch_kwargs).expand(args=shards)
+    clip = StepOperator.partial(**run, task_id="clip_videos", step="clip").expand(args=shards)
     top_up = StepOperator(**run, task_id="top_up_classes", step="top-up", args=STORE)
-    download_more = StepOperator.partial(task_id="download_top_up", **fetch_kwargs).expand(args=fetch)
-    clip_more = StepOperator.partial(**run, task_id="clip_top_up", step="clip").expand(args=work)
-    pose_shards = shard_args.override(task_id="shard_pose")(plan.output, POSE)
-    pose = StepOperator.partial(**run, task_id="extract_pose", step="pose", gpu=True).expand(args=pose_shards)
+    download_more = StepOperator.partial(task_id="download_top_up", **fetch_kwargs).expand(args=shards)
+    clip_more = StepOperator.partial(**run, task_id="clip_top_up", step="clip").expand(args=shards)
+    pose = StepOperator.partial(**run, task_id="extract_pose", step="pose", gpu=True).expand(args=shards)
     build_keypoints = StepOperator(
         **run,
         task_id="build_keypoint_dataset",
         step="build-dataset",
         outlets=[KEYPOINT_DATASET],
-        args=[*STORE, "--kind", "keypoints", *POSE_CONFIG],
+        args=[*STORE, "--kind", "keypoints"],
     )
     build_frames = StepOperator(
         **run, task_id="build_frames_dataset", step="build-dataset", outlets=[FRAMES_DATASET],
@@ -185,7 +181,7 @@ def kinetics_pipeline() -> None:
     approve = ApprovalOperator(
         task_id="approve_promotion",
         subject="Promote the new challengers of {{ params.dataset }}?",
-        body="Keypoint: {{ ti.xcom_pull(task_ids='train_keypoint') }}\n\nRGB: {{ ti.xcom_pull(task_ids='train_rgb') }}",
+        body=APPROVAL_BODY,
     )
     no_approval = EmptyOperator(task_id="no_approval_needed")
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote", "trigger_rule": "none_failed_min_one_success"}
@@ -216,7 +212,7 @@ def kinetics_pipeline() -> None:
         return summary
 
     path = choose_promotion_path()
-    check_params() >> plan >> [fetch, work]
+    check_params() >> plan
     download >> clip >> top_up >> download_more >> clip_more >> [pose, build_frames]
     pose >> build_keypoints >> train_keypoint >> register_keypoint
     build_frames >> train_rgb >> register_rgb

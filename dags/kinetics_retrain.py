@@ -10,10 +10,10 @@ data reuses the finished MLflow runs: no new run, no new model version.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 from ar_provider.defaults import (
@@ -30,10 +30,16 @@ from ar_provider.operators import StepOperator
 
 @dag(
     dag_id="kinetics_retrain",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"), assets=KEYPOINT_DATASET),
-    start_date=datetime(2026, 1, 1),
+    # No start_date, run_immediately=False: a new deployment waits for the next Monday (or the asset) instead of
+    # starting a retrain for the last missed Monday at once, before any dataset exists.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC", run_immediately=False), assets=KEYPOINT_DATASET
+    ),
     catchup=False,
     max_active_runs=1,
+    # Airflow pauses new DAGs by default: then neither the schedule nor the asset would ever start a retrain on a
+    # fresh deployment. It only acts on data kinetics_pipeline publishes, so it is safe to run from the start.
+    is_paused_upon_creation=False,
     doc_md=__doc__,
     tags=["action-recognition", "training", "retraining"],
     params=common_params(),
@@ -48,7 +54,11 @@ def kinetics_retrain() -> None:
         from action_recognition.pipeline import latest_dataset
 
         apply_connection_env(STORAGE_CONN_ID)
-        return latest_dataset(context["params"]["storage_uri"], context["params"]["dataset"], kind)
+        params = context["params"]
+        found = latest_dataset(params["storage_uri"], params["dataset"], kind)
+        if found is None:  # e.g. the weekly schedule before the first kinetics_pipeline run: nothing to retrain
+            raise AirflowSkipException(f"no {kind} dataset of {params['dataset']} in {params['storage_uri']} yet")
+        return found
 
     keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
     frames = find_latest_dataset.override(task_id="find_frames_dataset")("frames")

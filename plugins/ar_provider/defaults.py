@@ -9,21 +9,27 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, task
 
+
+def env_default(name: str, default: str) -> str:
+    """A deployment default from the environment; unset and empty alike mean ``default`` (compose passes every
+    optional setting through, empty when the deployment leaves it to the DAG)."""
+    return os.environ.get(name) or default
+
+
 KEYPOINT_DATASET = Asset("action_recognition_keypoint_dataset")
 FRAMES_DATASET = Asset("action_recognition_frames_dataset")
-DOWNLOAD_POOL = os.environ.get("AR_DOWNLOAD_POOL", "youtube_downloads")
+DOWNLOAD_POOL = env_default("AR_DOWNLOAD_POOL", "youtube_downloads")
 #: The Airflow AWS connection holding the storage keys (StepOperator's ``aws_conn_id`` default too).
 STORAGE_CONN_ID = "ar_storage"
 MAX_SHARDS = 64
 
 #: The official Kinetics-700-2020 annotations (the original study used Kinetics-700 training clips).
 K700 = "https://s3.amazonaws.com/kinetics/700_2020/annotations"
-DEFAULT_ANNOTATIONS = [a for a in os.environ.get("AR_ANNOTATIONS", f"{K700}/train.csv,{K700}/validate.csv").split(",")
-                       if a]  # fmt: skip
+DEFAULT_ANNOTATIONS = [a for a in env_default("AR_ANNOTATIONS", f"{K700}/train.csv,{K700}/val.csv").split(",") if a]
 
 #: Retries with exponential backoff for steps that talk to the network (YouTube, S3, MLflow); none elsewhere.
 NETWORK_RETRY: dict[str, Any] = {
-    "retries": int(os.environ.get("AR_NETWORK_RETRIES", "3")),
+    "retries": int(env_default("AR_NETWORK_RETRIES", "3")),
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=30),
@@ -32,7 +38,7 @@ NETWORK_RETRY: dict[str, Any] = {
 
 def _mounts() -> list[Any]:
     """``AR_DOCKER_MOUNTS=/host/path:/container/path[:ro],...`` (e.g. a local storage folder for the docker runner)."""
-    spec = os.environ.get("AR_DOCKER_MOUNTS", "")
+    spec = env_default("AR_DOCKER_MOUNTS", "")
     if not spec:
         return []
     from docker.types import Mount
@@ -49,33 +55,34 @@ def runner_kwargs() -> dict[str, Any]:
     return {
         "runner": "{{ params.runner }}",
         "gpu_enabled": "{{ params.gpu_enabled }}",
-        "image": os.environ.get("AR_WORKER_IMAGE", "action-recognition-worker:latest"),
-        "docker_url": os.environ.get("AR_DOCKER_URL", "unix://var/run/docker.sock"),
+        "image": env_default("AR_WORKER_IMAGE", "action-recognition-worker:latest"),
+        "docker_url": env_default("AR_DOCKER_URL", "unix://var/run/docker.sock"),
         "network_mode": os.environ.get("AR_DOCKER_NETWORK") or None,
         "mounts": _mounts(),
+        "config_from": "check_params",
     }
 
 
 def common_params() -> dict[str, Param]:
     """Params both DAGs show: where data lives, how steps run, what to train and promote."""
     return {
-        "dataset": Param(os.environ.get("AR_DATASET", "dance15"), type="string", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        "dataset": Param(env_default("AR_DATASET", "dance15"), type="string", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
                          description="Dataset name: storage keys and registered model names derive from it."),
-        "storage_uri": Param(os.environ.get("AR__STORAGE__URI", "./ar-data"), type="string", minLength=1,
+        "storage_uri": Param(env_default("AR__STORAGE__URI", "./ar-data"), type="string", minLength=1,
                              maxLength=1024,
                              description="Storage root: s3://bucket/prefix (MinIO) or a local folder."),
-        "runner": Param(os.environ.get("AR_RUNNER", "local"), enum=["local", "docker"],
+        "runner": Param(env_default("AR_RUNNER", "local"), enum=["local", "docker"],
                         description="docker: each step in the worker image (production); local: a subprocess."),
-        "gpu_enabled": Param(os.environ.get("AR_GPU", "false").lower() == "true", type="boolean",
+        "gpu_enabled": Param(env_default("AR_GPU", "false").lower() == "true", type="boolean",
                              description="Request a GPU for pose and training containers (off where there is none)."),
         "models": Param(["keypoint", "rgb"], type="array", items={"enum": ["keypoint", "rgb"]},
                         description="Which model families to train."),
         "keypoint_arch": Param("ddnet", enum=["ddnet", "stgcn", "lstm"], description="Keypoint architecture."),
         "rgb_arch": Param("tsn-resnet18", enum=["tsn-resnet18", "frame-resnet18", "r2plus1d-18"],
                           description="RGB architecture."),
-        "epochs": Param(int(os.environ.get("AR_EPOCHS", "80")), type="integer", minimum=1, maximum=2000),
+        "epochs": Param(int(env_default("AR_EPOCHS", "80")), type="integer", minimum=1, maximum=2000),
         "seed": Param(0, type="integer", minimum=0),
-        "rgb_allow_untrained": Param(os.environ.get("AR_RGB_ALLOW_UNTRAINED", "false").lower() == "true",
+        "rgb_allow_untrained": Param(env_default("AR_RGB_ALLOW_UNTRAINED", "false").lower() == "true",
                                      type="boolean", description="Train RGB from random weights if none can be had."),
         "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1,
                                   description="How much better (test top-1) a challenger must be to become champion."),
@@ -97,7 +104,9 @@ def train_args(family: str, dataset_xcom: str) -> list[str]:
 def check_params(**context: Any) -> dict[str, Any]:
     """Every Param through the one validated config before any work: a value the form's schema let through but the
     steps would refuse (a storage scheme, a weights path) fails here, named, instead of hours later."""
-    from action_recognition.airflow_adapter import config_from_params
+    from action_recognition.airflow_adapter import config_from_params, overrides_from_params
 
     cfg = config_from_params(context["params"])
-    return {"dataset": cfg.plan.dataset, "storage_uri": cfg.storage.uri}
+    # Steps receive exactly these overrides (StepOperator config_from): what was validated here is what runs.
+    return {"dataset": cfg.plan.dataset, "storage_uri": cfg.storage.uri,
+            "overrides": overrides_from_params(context["params"])}  # fmt: skip

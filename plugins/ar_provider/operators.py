@@ -23,7 +23,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+    AirflowSkipException,
+)
 
 from ar_provider.links import MLflowRunLink, StoragePrefixLink
 
@@ -47,6 +52,19 @@ def _last_summary(lines: Any) -> str:
     return last
 
 
+def step_failure(step: str, detail: str, summary: str) -> AirflowException:
+    """The exception for a failed step: ``AirflowFailException`` (no retry) when the step's JSON summary says its
+    error is not retryable (bad configuration, bad input: the same try fails the same way), else a retryable one."""
+    try:
+        parsed = json.loads(summary) if summary else {}
+    except json.JSONDecodeError:
+        parsed = {}
+    if isinstance(parsed, dict) and parsed.get("retryable") is False:
+        kind = parsed.get("error_type", "error")
+        return AirflowFailException(f"action-recognition {step}: {kind} that no retry can fix: {parsed.get('error')}")
+    return AirflowException(f"action-recognition {step} {detail}; last line: {summary}")
+
+
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -66,6 +84,8 @@ class StepOperator(BaseOperator):
     :param aws_conn_id: Airflow AWS connection with the storage keys; skipped when it does not exist.
     :param mounts: Extra docker mounts (``docker.types.Mount``), e.g. a local storage folder.
     :param skip_unless: A model family; the task is skipped unless the ``models`` Param lists it.
+    :param config_from: The task whose XCom holds the validated Params (``check_params``): they reach the step as
+        ``--set`` pairs, so every step loads the one config that task validated. None: the step's own args only.
     """
 
     template_fields: Sequence[str] = ("args", "runner", "gpu_enabled", "image", "docker_url", "network_mode")
@@ -88,6 +108,7 @@ class StepOperator(BaseOperator):
         aws_conn_id: str | None = "ar_storage",
         mounts: list[Any] | None = None,
         skip_unless: str | None = None,
+        config_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,6 +124,7 @@ class StepOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.mounts = mounts or []
         self.skip_unless = skip_unless
+        self.config_from = config_from
         self._proc: subprocess.Popen[str] | None = None
 
     # ------------------------------------------------------------------------------------------ environment
@@ -128,8 +150,15 @@ class StepOperator(BaseOperator):
                 (secret if name in SECRET_NAMES else public)[name] = value
         return public, secret
 
-    def _argv(self) -> list[str]:
+    def _argv(self, context: Any) -> list[str]:
         args = [str(a) for a in self.args if a is not None and str(a) != ""]
+        if self.config_from:
+            from action_recognition.airflow_adapter import set_pairs
+
+            checked = context["ti"].xcom_pull(task_ids=self.config_from)
+            if not isinstance(checked, dict) or "overrides" not in checked:
+                raise AirflowException(f"{self.config_from} returned no validated Params: {checked!r}")
+            args = [*set_pairs(checked["overrides"]), *args]
         return [self.step, *args, "--json"]
 
     # ------------------------------------------------------------------------------------------ execution
@@ -137,7 +166,7 @@ class StepOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         if self.skip_unless and self.skip_unless not in (context["params"].get("models") or []):
             raise AirflowSkipException(f"{self.skip_unless} models are not in the models Param")
-        argv = self._argv()
+        argv = self._argv(context)
         public, secret = self._environment()
         self.log.info("action-recognition %s (runner=%s)", " ".join(argv), self.runner)
         if self.runner == "local":
@@ -151,7 +180,7 @@ class StepOperator(BaseOperator):
         except (TypeError, json.JSONDecodeError) as exc:
             raise AirflowException(f"{self.step}: the last stdout line is not the JSON summary: {last!r}") from exc
         if not result.get("ok", True):
-            raise AirflowException(f"{self.step} failed: {result.get('error')}")
+            raise step_failure(self.step, "failed", last)
         return result
 
     def _run_local(self, argv: list[str], env: dict[str, str]) -> str:
@@ -167,7 +196,7 @@ class StepOperator(BaseOperator):
         code = self._proc.wait()
         last = _last_summary(lines)
         if code != 0:
-            raise AirflowException(f"action-recognition {self.step} exited with status {code}; last line: {last}")
+            raise step_failure(self.step, f"exited with status {code}", last)
         return last
 
     def _container_name(self, context: Any) -> str:
@@ -190,6 +219,7 @@ class StepOperator(BaseOperator):
             client.close()
 
     def _run_docker(self, argv: list[str], public: dict[str, str], secret: dict[str, str], context: Any) -> str:
+        from airflow.providers.docker.exceptions import DockerContainerFailedException
         from airflow.providers.docker.operators.docker import DockerOperator
         from docker.types import DeviceRequest
 
@@ -216,7 +246,11 @@ class StepOperator(BaseOperator):
             xcom_all=True,  # every line: stderr and stdout interleave, so the summary is found, not assumed last
         )
         self._container = container
-        output = container.execute(context) or []
+        try:
+            output = container.execute(context) or []
+        except DockerContainerFailedException as exc:
+            lines = [str(line) for line in (getattr(exc, "logs", None) or [])]
+            raise step_failure(self.step, f"container failed ({exc})", _last_summary(lines)) from exc
         lines = output if isinstance(output, list) else str(output).splitlines()
         return _last_summary(str(line) for line in lines)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,11 @@ def _upstream(dag: Any, task_id: str) -> set[str]:
 def test_pipeline_graph(bag: Any) -> None:
     dag = bag.dags["kinetics_pipeline"]
     assert _upstream(dag, "plan_dataset") == {"check_params"}
-    assert _upstream(dag, "shard_downloads") == {"plan_dataset"}
-    assert _upstream(dag, "download_clips") == {"shard_downloads"}
-    assert _upstream(dag, "clip_videos") == {"download_clips", "shard_work"}
+    assert _upstream(dag, "shard_manifest") == {"plan_dataset"}
+    assert _upstream(dag, "download_clips") == {"shard_manifest"}
+    assert _upstream(dag, "clip_videos") == {"download_clips", "shard_manifest"}
     assert _upstream(dag, "top_up_classes") == {"clip_videos"}
-    assert _upstream(dag, "extract_pose") >= {"clip_top_up", "shard_pose"}
+    assert _upstream(dag, "extract_pose") == {"clip_top_up", "shard_manifest"}
     assert _upstream(dag, "build_keypoint_dataset") == {"extract_pose"}
     assert _upstream(dag, "build_frames_dataset") == {"clip_top_up"}
     assert _upstream(dag, "train_keypoint") == {"build_keypoint_dataset"}
@@ -74,8 +75,8 @@ def test_pipeline_graph(bag: Any) -> None:
     assert _upstream(dag, "choose_promotion_path") == {"register_keypoint", "register_rgb"}
     assert _upstream(dag, "promote_keypoint") == {"approve_promotion", "no_approval_needed"}
     assert _upstream(dag, "summarise") == {"promote_keypoint", "promote_rgb"}
-    for task_id in ("download_clips", "clip_videos", "extract_pose"):
-        assert dag.get_task(task_id).is_mapped if hasattr(dag.get_task(task_id), "is_mapped") else True
+    for task_id in ("download_clips", "clip_videos", "download_top_up", "clip_top_up", "extract_pose"):
+        assert type(dag.get_task(task_id)).__name__ == "MappedOperator", f"{task_id} is mapped over the shards"
     download = dag.get_task("download_clips")
     assert download.partial_kwargs["pool"] == "youtube_downloads"
     assert download.partial_kwargs["retry_exponential_backoff"] is True
@@ -93,6 +94,30 @@ def test_retrain_is_scheduled_and_asset_triggered(bag: Any) -> None:
     assert "0 4 * * 1" in timetable.summary or "0 4 * * 1" in str(timetable.description)
     assert _upstream(dag, "train_keypoint") == {"find_keypoint_dataset"}
     assert _upstream(dag, "promote_rgb") == {"register_rgb"}
+    assert dag.is_paused_upon_creation is False, "a paused retrain DAG never starts on a fresh deployment"
+    from airflow.timetables.base import TimeRestriction
+
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False)
+    )
+    now = datetime.now(UTC)
+    assert first is not None and now < first.run_after <= now + timedelta(days=7), (
+        f"the first scheduled retrain is the next Monday, not a missed one at once: {first}"
+    )
+
+
+@pytest.mark.parametrize("dag_id", ["kinetics_pipeline", "kinetics_retrain"])
+def test_the_form_can_be_submitted_with_its_defaults(bag: Any, dag_id: str) -> None:
+    """Airflow's trigger form marks a Param required unless its type allows null; an empty default ("" or []) of
+    a required Param keeps the Trigger button disabled. Every default must also pass its own schema."""
+    params = bag.dags[dag_id].params
+    for name in params:
+        param = params.get_param(name)
+        types = param.schema.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if param.value in ("", [], None):
+            assert "null" in types, f"{dag_id}.{name}: empty default {param.value!r} but the form requires a value"
+        param.resolve()  # raises ParamValidationError when the default breaks the schema
 
 
 def test_params_default_to_the_original_study(bag: Any) -> None:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from action_recognition.airflow_adapter import config_from_params, storage_env_from_fields
+from action_recognition.airflow_adapter import (
+    config_from_params,
+    overrides_from_params,
+    set_pairs,
+    storage_env_from_fields,
+)
+from action_recognition.config import load_config
 from action_recognition.errors import ConfigError
 
 
@@ -29,6 +35,32 @@ def test_empty_selectors_mean_all_classes() -> None:
     cfg = config_from_params({"classes": [], "class_contains": ""}, environ={})
     assert cfg.plan.all_classes
     assert config_from_params({"classes": [], "class_contains": "salsa"}, environ={}).plan.class_contains == "salsa"
+
+
+def test_null_selectors_from_the_form_mean_the_substring() -> None:
+    """The form sends null for an optional Param left empty."""
+    cfg = config_from_params({"classes": None, "class_contains": "dancing", "pose_weights": None}, environ={})
+    assert cfg.plan.class_contains == "dancing" and cfg.plan.classes == [] and not cfg.plan.all_classes
+    assert cfg.pose.weights == "yolo11n-pose.pt"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"classes": ["massaging person's head", "passing American football (in game)"], "class_contains": "dancing"},
+        {"classes": None, "class_contains": "dancing", "per_class": 3, "promotion_margin": 1e-05},
+        {"classes": [], "class_contains": None, "storage_uri": "s3://bkt/a b: c", "dataset": "d-1"},
+        {"annotations": ["/data/k.csv", "https://h/x.csv?a=1&b=#2"], "url_template": "http://127.0.0.1:9/{youtube_id}"},
+        {"pose_weights": "models/yolo11n-pose.pt", "pose_untrained": True, "epochs": 2, "seed": 0},
+        {"class_contains": "123", "per_class": 1},
+    ],
+)
+def test_validated_params_reach_a_step_unchanged(params: dict[str, object]) -> None:
+    """check_params validates the Params; steps get them back through ``--set`` and load the same config."""
+    overrides = overrides_from_params(params)
+    pairs = set_pairs(overrides)
+    assert pairs[::2] == ["--set"] * (len(pairs) // 2)
+    assert load_config(overrides=pairs[1::2], environ={}) == config_from_params(params, environ={})
 
 
 def test_bad_params_are_named() -> None:

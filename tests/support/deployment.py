@@ -1,0 +1,172 @@
+"""Airflow as it is deployed, on this machine: api-server, scheduler, dag-processor and triggerer as separate
+processes (LocalExecutor), the repository's dags/ and plugins/, SimpleAuthManager with a known admin password.
+
+Unlike ``airflow dags test`` this goes through everything a person meets: the trigger form and its validation, the
+scheduler (pause state, schedules, asset events), the executor and the REST API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.support.airflow import airflow_env, init_airflow
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL = {"success", "failed"}
+
+
+class AirflowDeployment:
+    """Start with ``with AirflowDeployment(home, port, **env) as af:``; ``af.url`` is the UI."""
+
+    def __init__(self, home: Path, port: int, *, user: str = "admin", password: str = "admin-test-pw",
+                 **extra_env: str) -> None:  # fmt: skip
+        self.home = home
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.user = user
+        self.password = password
+        home.mkdir(parents=True, exist_ok=True)
+        passwords = home / "passwords.json"
+        passwords.write_text(json.dumps({user: password}))
+        self.env = airflow_env(
+            home,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM="4",
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__PORT=str(port),
+            AIRFLOW__API__BASE_URL=self.url,
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.url}/execution/",
+            AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{user}:admin",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+            AIRFLOW__API_AUTH__JWT_SECRET="test-jwt-secret-of-this-deployment-only",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+            AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+            **extra_env,
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._token: str | None = None
+
+    # ------------------------------------------------------------------------------------------ processes
+
+    def __enter__(self) -> AirflowDeployment:
+        init_airflow(self.env)
+        (self.home / "logs").mkdir(exist_ok=True)
+        try:
+            for name in COMPONENTS:
+                self.start(name)
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, name: str) -> None:
+        log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (owned by the process)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", name], env=self.env, cwd=self.home, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def stop_one(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop_one(name)
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        path = self.home / "logs" / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def wait_healthy(self, timeout: float = 240) -> None:
+        """Until the api-server answers, the scheduler and dag-processor report healthy and both DAGs are parsed."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+            try:
+                health = self._request("GET", "/api/v2/monitor/health", auth=False)
+                dags = {d["dag_id"] for d in self.api("GET", "/api/v2/dags")["dags"]}
+                last = (health, dags)
+                if (health["scheduler"]["status"] == "healthy" and health["dag_processor"]["status"] == "healthy"
+                        and {"kinetics_pipeline", "kinetics_retrain"} <= dags):  # fmt: skip
+                    return
+            except (OSError, KeyError, TypeError, ValueError) as exc:
+                last = exc
+            time.sleep(2)
+        raise TimeoutError(f"Airflow not healthy after {timeout} s: {last}\n{self.log_tail('api-server')}")
+
+    # ------------------------------------------------------------------------------------------ REST API
+
+    def token(self) -> str:
+        if self._token is None:
+            body = self._request("POST", "/auth/token", {"username": self.user, "password": self.password}, auth=False)
+            self._token = str(body["access_token"])
+        return self._token
+
+    def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token()}")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read()
+        return json.loads(text) if text else None
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        return self._request(method, path, body)
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-logical_date")["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        quoted = urllib.request.quote(run_id, safe="")
+        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=500")[
+            "task_instances"])  # fmt: skip
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        """The run once it is success or failed; TimeoutError naming the unfinished tasks otherwise."""
+        quoted = urllib.request.quote(run_id, safe="")
+        deadline = time.monotonic() + timeout
+        while True:
+            run: dict[str, Any] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")
+            if run["state"] in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                states = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
+                raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {timeout} s: {states}")
+            time.sleep(3)
+
+
+def http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
