@@ -196,6 +196,10 @@ class ClipConfig(StrictModel):
         return f"s{self.short_side}-f{self.fps}-crf{self.crf}"
 
 
+#: Detection threshold of an untrained pose model unless one is given (see PoseConfig).
+UNTRAINED_CONF = 1e-4
+
+
 class PoseConfig(StrictModel):
     """``pose``: Ultralytics YOLO pose on the normalised clips; the main person, tracked."""
 
@@ -230,6 +234,15 @@ class PoseConfig(StrictModel):
         if ".." in Path(value).parts:
             raise ValueError(f"{value!r}: no '..' in a weights path")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _untrained_keeps_what_it_finds(cls, data: Any) -> Any:
+        """Random weights never score a person near the default threshold: an untrained run (demos, tests) would
+        find nobody at all. Unless ``conf`` is given, it keeps every (meaningless) detection instead."""
+        if isinstance(data, dict) and str(data.get("untrained", "")).lower() in ("true", "1") and "conf" not in data:
+            return {**data, "conf": UNTRAINED_CONF}
+        return data
 
 
 class BuildConfig(StrictModel):

@@ -87,3 +87,15 @@ def test_config_dumps_to_json_for_mlflow() -> None:
     dumped = load_config(environ={}).model_dump(mode="json")
     assert dumped["plan"]["per_class"] == 50
     assert {"storage", "plan", "download", "clip"} <= set(dumped)
+
+
+def test_untrained_pose_keeps_what_it_finds_unless_told() -> None:
+    """Random weights never reach the default threshold: an untrained run with it would find nobody (the compose
+    stack's first run did exactly that), so untrained lowers conf unless conf is given."""
+    from action_recognition.config import UNTRAINED_CONF, load_config
+
+    assert load_config(environ={}).pose.conf == 0.25
+    assert load_config(environ={}, overrides=["pose.untrained=true"]).pose.conf == UNTRAINED_CONF
+    assert load_config(environ={"AR__POSE__UNTRAINED": "true"}).pose.conf == UNTRAINED_CONF
+    given = load_config(environ={}, overrides=["pose.untrained=true", "pose.conf=0.3"])
+    assert given.pose.conf == 0.3
