@@ -65,5 +65,15 @@ bench: system venv  ## Speed and bytes figures against baselines measured in the
 	$(BIN)/python -m benchmarks.bench_train
 	$(BIN)/python -m benchmarks.bench_pose
 
+stack-images: system venv  ## Build every image of the compose stack here, pulling nothing (scripts/stack-images.sh)
+	scripts/dockerd.sh start
+	VENV=$(VENV) scripts/stack-images.sh
+
+stack-up: system venv  ## The compose stack with local images: .env with generated secrets, up, healthy, URLs
+	VENV=$(VENV) scripts/stack.sh up
+
+stack-down:  ## Stop the stack; CLEAN=1 also removes its volumes and the images it built
+	scripts/stack.sh down
+
 clean:  ## Remove the demo output (the shared venv stays)
 	rm -rf $(DEMO_DIR)

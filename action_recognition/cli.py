@@ -578,6 +578,44 @@ def demo(
     )
 
 
+@app.command("demo-site")
+def demo_site(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the site into.")],
+    videos: Annotated[Path, typer.Option("--videos", help="Folder of the bundled real videos.")] = Path(
+        "tests/fixtures/videos"
+    ),
+    per_class: Annotated[int, typer.Option("--per-class", help="Generated videos per demo class.", min=1)] = 6,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the demo's "YouTube" (videos, annotation CSV, routes) for `serve-videos`."""
+    from action_recognition.demo import build_demo_site
+
+    _run(lambda: build_demo_site(folder, videos, per_class), as_json=as_json,
+         summarise=lambda r: {"folder": str(folder), "videos": len(r)},
+         human=lambda r: f"demo site in {folder}: {len(r)} videos")  # fmt: skip
+
+
+@app.command("serve-videos")
+def serve_videos(
+    folder: Annotated[Path, typer.Argument(help="A folder made by `demo-site`.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Serve a demo site over HTTP with Range support: /v/<youtube_id>.mp4 and the annotation CSVs at /<name>.csv."""
+    _setup_logging(log_level)
+    import time
+
+    from action_recognition.demo import load_demo_site
+    from action_recognition.localserve import VideoServer
+
+    routes, files = load_demo_site(folder)
+    with VideoServer(routes, host=host, port=port, files=files) as server:  # type: ignore[arg-type]
+        logging.getLogger(__name__).info("serving %d videos and %s at %s", len(routes), sorted(files), server.base_url)
+        while True:
+            time.sleep(3600)
+
+
 @app.command("docker-guard")
 def docker_guard(
     listen: Annotated[str, typer.Option("--listen", help="host:port to serve the Docker API on.")] = "127.0.0.1:2375",

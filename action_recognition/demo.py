@@ -73,6 +73,33 @@ def write_demo_annotations(path: Path, generated: dict[str, Path], videos: Path)
     return path, routes
 
 
+DEMO_CSV = "kinetics-600_demo.csv"
+
+
+def build_demo_site(folder: Path, videos: Path, per_class: int) -> dict[str, object]:
+    """A folder a video server can serve as the demo's "YouTube": the videos, the annotation CSV naming them and
+    ``routes.json`` (youtube id -> file name; ids absent from it answer 404). Returns the routes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    generated = make_demo_videos(folder / "videos", per_class)
+    _, routes = write_demo_annotations(folder / DEMO_CSV, generated, videos)
+    for vid, path in list(routes.items()):
+        if isinstance(path, Path) and folder not in path.parents:  # a bundled video: copied in, the site is whole
+            target = folder / "videos" / f"{vid}{path.suffix}"
+            if not target.exists():
+                target.write_bytes(path.read_bytes())
+            routes[vid] = target
+    names = {vid: str(Path(str(path)).relative_to(folder)) for vid, path in routes.items()}
+    (folder / "routes.json").write_text(json.dumps(names, indent=1, sort_keys=True))
+    return routes
+
+
+def load_demo_site(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(video routes, static files) of a folder made by :func:`build_demo_site`."""
+    names = json.loads((folder / "routes.json").read_text())
+    routes = {vid: folder / name for vid, name in names.items()}
+    return routes, {f"/{p.name}": p for p in folder.glob("*.csv")}
+
+
 def run_demo(
     workdir: Path, videos: Path, *, per_class: int = 8, epochs: int = 12, timeout_s: float = 1800
 ) -> DemoResult:

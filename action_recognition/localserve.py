@@ -3,7 +3,7 @@
 Serves files under ``/v/<youtube_id>.mp4`` with HTTP Range support (what yt-dlp and ffmpeg use to fetch just a
 segment), counts the bytes it sends per video, and can be told to answer a video with an HTTP status (404, 429,
 503) or an HTML page with no media, so that every failure class of the downloader can be exercised for real.
-Binds to 127.0.0.1 only.
+Binds to 127.0.0.1 unless told otherwise (the compose stack's video server listens on its container network).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ class VideoServer:
 
     def __init__(
         self, routes: dict[str, Route] | None = None, host: str = "127.0.0.1", port: int = 0,
-        throttle_bps: float | None = None,
+        throttle_bps: float | None = None, files: dict[str, Path] | None = None,
     ) -> None:  # fmt: skip
         self.routes: dict[str, Route] = dict(routes or {})
+        self.files: dict[str, Path] = dict(files or {})  # other paths served as they are, e.g. "/annotations.csv"
         self.throttle_bps = throttle_bps  # pace the bodies (a slow network), for tests that interrupt downloads
         self.bytes_sent: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
@@ -117,6 +118,10 @@ class VideoServer:
                     self.wfile.write(data)
 
             def _serve(self, body: bool) -> None:
+                static = server.files.get(self.path.split("?", 1)[0])
+                if static is not None:
+                    self._send_file(static, "", body, "text/csv" if static.suffix == ".csv" else "video/mp4")
+                    return
                 match = re.fullmatch(r"/v/([^/]+)\.mp4", self.path.split("?", 1)[0])
                 video = match.group(1) if match else ""
                 with server._lock:
@@ -133,7 +138,7 @@ class VideoServer:
                     return
                 self._send_file(Path(route), video, body)
 
-            def _send_file(self, path: Path, video: str, body: bool) -> None:
+            def _send_file(self, path: Path, video: str, body: bool, content_type: str = "video/mp4") -> None:
                 size = path.stat().st_size
                 start, end = 0, size - 1
                 status = 200
@@ -157,7 +162,7 @@ class VideoServer:
                     status = 206
                 length = end - start + 1
                 self.send_response(status)
-                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Length", str(length))
                 if status == 206:

@@ -1,4 +1,4 @@
-"""docker-compose.yaml is validated offline (its images cannot be pulled here, so it is not brought up)."""
+"""docker-compose.yaml is validated offline here; tests/stack brings it up with images built locally."""
 
 from __future__ import annotations
 
@@ -71,3 +71,15 @@ def test_env_example_names_every_secret() -> None:
     example = (ROOT / ".env.example").read_text()
     for name in SECRETS:
         assert f"\n{name}=\n" in example, f"{name} missing or pre-filled in .env.example"
+
+
+def test_the_local_override_swaps_images_only() -> None:
+    """docker/compose.local.yaml may change nothing but images of the services docker-compose.yaml defines, so a
+    mistake in their commands, environment, healthchecks, depends_on or networks shows up in the stack test."""
+    base = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["services"]
+    local = yaml.safe_load((ROOT / "docker" / "compose.local.yaml").read_text())["services"]
+    swapped = {name: spec for name, spec in local.items() if name in base}
+    assert {"postgres", "minio", "minio-init", "redis"} <= set(swapped)
+    for name, spec in swapped.items():
+        assert set(spec) == {"image"}, f"{name}: the override changes {sorted(set(spec) - {'image'})}"
+    assert set(local) - set(base) == {"video-server"}, "one added service: the demo's video server"

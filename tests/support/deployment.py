@@ -24,16 +24,88 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL = {"success", "failed"}
 
 
-class AirflowDeployment:
+class AirflowAPI:
+    """Airflow's REST API as a person's scripts use it: a JWT from ``/auth/token``, then ``/api/v2``."""
+
+    def __init__(self, url: str, user: str, password: str) -> None:
+        self.url = url
+        self.user = user
+        self.password = password
+        self._token: str | None = None
+
+    # ------------------------------------------------------------------------------------------ REST API
+
+    def token(self) -> str:
+        if self._token is None:
+            body = self._request("POST", "/auth/token", {"username": self.user, "password": self.password}, auth=False)
+            self._token = str(body["access_token"])
+        return self._token
+
+    def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token()}")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read()
+        return json.loads(text) if text else None
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        return self._request(method, path, body)
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-logical_date")["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        quoted = urllib.request.quote(run_id, safe="")
+        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=500")[
+            "task_instances"])  # fmt: skip
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        """The run once it is success or failed; TimeoutError naming the unfinished tasks otherwise."""
+        quoted = urllib.request.quote(run_id, safe="")
+        deadline = time.monotonic() + timeout
+        while True:
+            run: dict[str, Any] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")
+            if run["state"] in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                states = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
+                raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {timeout} s: {states}")
+            time.sleep(3)
+
+    def wait_task_state(self, dag_id: str, run_id: str, task_id: str, state: str, timeout: float) -> None:
+        """Until ``task_id`` of the run is in ``state``; AssertionError when a task fails first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
+            if states.get(task_id) == state:
+                return
+            failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
+            assert not failed, f"{dag_id} {run_id}: {failed} failed before {task_id} was {state}: {states}"
+            assert time.monotonic() < deadline, f"{task_id} not {state} after {timeout} s: {states}"
+            time.sleep(3)
+
+    def wait_first_run(self, dag_id: str, timeout: float) -> dict[str, Any]:
+        """The first run of ``dag_id`` to appear (e.g. one the scheduler starts on its own)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.runs(dag_id)
+            if runs:
+                return runs[-1]
+            time.sleep(3)
+        raise TimeoutError(f"no {dag_id} run appeared in {timeout} s")
+
+
+class AirflowDeployment(AirflowAPI):
     """Start with ``with AirflowDeployment(home, port, **env) as af:``; ``af.url`` is the UI."""
 
     def __init__(self, home: Path, port: int, *, user: str = "admin", password: str = "admin-test-pw",
                  **extra_env: str) -> None:  # fmt: skip
+        super().__init__(f"http://127.0.0.1:{port}", user, password)
         self.home = home
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.user = user
-        self.password = password
         home.mkdir(parents=True, exist_ok=True)
         passwords = home / "passwords.json"
         passwords.write_text(json.dumps({user: password}))
@@ -55,7 +127,6 @@ class AirflowDeployment:
             **extra_env,
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._token: str | None = None
 
     # ------------------------------------------------------------------------------------------ processes
 
@@ -119,48 +190,6 @@ class AirflowDeployment:
                 last = exc
             time.sleep(2)
         raise TimeoutError(f"Airflow not healthy after {timeout} s: {last}\n{self.log_tail('api-server')}")
-
-    # ------------------------------------------------------------------------------------------ REST API
-
-    def token(self) -> str:
-        if self._token is None:
-            body = self._request("POST", "/auth/token", {"username": self.user, "password": self.password}, auth=False)
-            self._token = str(body["access_token"])
-        return self._token
-
-    def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token()}")
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            text = resp.read()
-        return json.loads(text) if text else None
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        return self._request(method, path, body)
-
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-logical_date")["dag_runs"])
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        quoted = urllib.request.quote(run_id, safe="")
-        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=500")[
-            "task_instances"])  # fmt: skip
-
-    def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
-        """The run once it is success or failed; TimeoutError naming the unfinished tasks otherwise."""
-        quoted = urllib.request.quote(run_id, safe="")
-        deadline = time.monotonic() + timeout
-        while True:
-            run: dict[str, Any] = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")
-            if run["state"] in TERMINAL:
-                return run
-            if time.monotonic() > deadline:
-                states = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
-                raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {timeout} s: {states}")
-            time.sleep(3)
 
 
 def http_status(url: str, headers: dict[str, str] | None = None) -> int:

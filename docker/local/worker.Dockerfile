@@ -1,0 +1,13 @@
+# The worker for the local stack: the project's venv (torch CPU/CUDA build of the lock, Ultralytics, yt-dlp, MLflow)
+# and this package, on the debootstrap Debian base with ffmpeg. docker/worker.Dockerfile is the production one (CUDA
+# base image, deno downloaded); neither can be had here. Same CLI, same user, same environment.
+ARG PYTHON_IMAGE
+FROM ${PYTHON_IMAGE}
+COPY pyproject.toml README.md /opt/action-recognition/
+COPY action_recognition /opt/action-recognition/action_recognition
+RUN pip install --no-deps --no-build-isolation --no-cache-dir /opt/action-recognition \
+ && useradd --create-home --uid 10001 worker
+USER worker
+ENV HOME=/home/worker XDG_CACHE_HOME=/home/worker/.cache
+ENTRYPOINT []
+CMD ["python3", "-m", "action_recognition", "--help"]

@@ -1,0 +1,203 @@
+"""The compose stack as a person runs it: `scripts/stack.sh up` (what `make stack-up` runs) with every image built
+here, then the Airflow UI in a real browser.
+
+docker-compose.yaml runs unchanged but for its images (docker/compose.local.yaml): Postgres, the S3 server with IAM
+auth on (MinIO's stand-in) and its init job, MLflow behind basic auth, the Airflow api-server, scheduler,
+dag-processor and triggerer (LocalExecutor on Postgres), and the Docker guard through which every step starts a
+worker container. The form's defaults are the demo dataset on the local video server, untrained weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+from tests.support.airflow import ROOT
+from tests.support.browser import (
+    approve_in_the_ui,
+    chromium,
+    logged_in,
+    open_trigger_form,
+    refuse_a_bad_value,
+    set_number,
+    shot,
+    switch_on,
+)
+from tests.support.deployment import AirflowAPI
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.slow]
+
+PROJECT = "ar-stack-test"
+FIGURES = ROOT / ".stack-figures.json"
+
+
+def _stack(command: str, env: dict[str, str], timeout: float) -> str:
+    proc = subprocess.run(["scripts/stack.sh", command], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"scripts/stack.sh {command} failed:\n{out[-5000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    work = tmp_path_factory.mktemp("stack")
+    env_file = work / "stack.env"
+    env = {**os.environ, "STACK_ENV": str(env_file), "STACK_STATE": str(work / "state"), "STACK_TIMEOUT": "600",
+           "COMPOSE_PROJECT_NAME": PROJECT, "VENV": str(Path(sys.executable).parents[1])}  # fmt: skip
+    _stack("env", env, 60)
+    ports = {name: free_port() for name in ("AIRFLOW_PORT", "MLFLOW_PORT", "S3_PORT", "S3_CONSOLE_PORT")}
+    with env_file.open("a") as fh:
+        fh.writelines(f"{name}={port}\n" for name, port in ports.items())
+    try:
+        out = _stack("up", env, 2400)
+        healthy = re.search(r"stack healthy (\d+) s after", out)
+        assert healthy, out
+        values = dict(
+            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and line[0] != "#"
+        )
+        password = json.loads((work / "state" / "airflow-admin.json").read_text())["admin"]
+        yield {
+            "values": values,
+            "ports": ports,
+            "up_to_healthy_s": int(healthy.group(1)),
+            "out": out,
+            "airflow": AirflowAPI(f"http://127.0.0.1:{ports['AIRFLOW_PORT']}", "admin", password),
+            "mlflow": f"http://127.0.0.1:{ports['MLFLOW_PORT']}",
+            "s3": f"http://127.0.0.1:{ports['S3_PORT']}",
+        }
+    finally:
+        subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, capture_output=True,
+                       timeout=300, check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+def test_a_bad_value_is_refused_by_the_form(browser: Any, stack: dict[str, Any]) -> None:
+    with logged_in(browser, stack["airflow"]) as page:
+        refuse_a_bad_value(page, stack["airflow"], "stack")
+
+
+def test_a_person_trains_and_approves_from_the_ui(browser: Any, stack: dict[str, Any]) -> None:
+    airflow: AirflowAPI = stack["airflow"]
+    values = stack["values"]
+    mlflow_auth = {"username": values["MLFLOW_ADMIN_USER"], "password": values["MLFLOW_ADMIN_PASSWORD"]}
+    with logged_in(browser, airflow, http_credentials=mlflow_auth) as page:
+        dialog = open_trigger_form(page)
+        assert dialog.locator("#element_dataset").input_value() == "demo", "local mode: the demo dataset"
+        # Typed as a person would; the deployment's own values, so the retrain (which trains with the deployment's
+        # defaults) sees the same recipe on the same data and must add no model version.
+        set_number(dialog, "per_class", int(values["AR_PER_CLASS"]))
+        set_number(dialog, "epochs", int(values["AR_EPOCHS"]))
+        switch_on(dialog, "require_approval")
+        shot(page, "stack-trigger-form")
+        dialog.get_by_test_id("trigger-dag-submit").click()
+        dialog.wait_for(state="hidden")
+        triggered = time.monotonic()
+        (run,) = airflow.runs("kinetics_pipeline")
+        run_id = run["dag_run_id"]
+        assert run["conf"]["per_class"] == int(values["AR_PER_CLASS"]) and run["conf"]["runner"] == "docker", run[
+            "conf"
+        ]
+        approve_in_the_ui(page, airflow, run_id, "stack", timeout=1200)
+        finished = airflow.wait_run("kinetics_pipeline", run_id, timeout=900)
+        trigger_to_champion_s = round(time.monotonic() - triggered)
+        states = {t["task_id"]: t["state"] for t in airflow.task_instances("kinetics_pipeline", run_id)}
+        page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run_id}")
+        page.get_by_text("summarise").first.wait_for()
+        page.wait_for_timeout(1500)
+        shot(page, "stack-pipeline-run-grid")
+        assert finished["state"] == "success", states
+
+        # The MLflow extra link of train_keypoint, followed as a person would, shows that run.
+        page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run_id}/tasks/train_keypoint/details")
+        link = page.get_by_role("link", name="MLflow run")
+        link.wait_for()
+        href = link.get_attribute("href")
+        run_uuid = href.rsplit("/", 1)[-1]
+        assert href.startswith(f"http://localhost:{stack['ports']['MLFLOW_PORT']}/#/experiments/"), href
+        page.goto(href)
+        try:  # MLflow's UI is a single-page app: the run id shows once its API calls (basic auth) answer
+            page.wait_for_function("id => document.body.innerText.includes(id)", arg=run_uuid, timeout=180_000)
+        finally:
+            shot(page, "stack-mlflow-run")
+
+    _the_registry_answers_with_auth(stack, run_uuid)
+    _storage_keys_reach_only_their_bucket(stack)
+    # The scheduler alone: the asset the run published starts kinetics_retrain; unchanged data, no new version.
+    retrain = airflow.wait_first_run("kinetics_retrain", timeout=300)
+    assert retrain["run_type"] == "asset_triggered", retrain
+    assert airflow.wait_run("kinetics_retrain", retrain["dag_run_id"], timeout=900)["state"] == "success"
+    for family in ("keypoint", "rgb"):
+        assert len(_versions(stack, f"demo-{family}")) == 1, f"demo-{family}: one version after the retrain"
+    guarded = ["docker", "ps", "-aq", "--filter", "label=ar.docker-guard=1"]
+    leftovers = subprocess.run(guarded, capture_output=True, text=True, check=True).stdout.split()
+    assert leftovers == [], "every step container is removed"
+    FIGURES.write_text(json.dumps({"up_to_healthy_s": stack["up_to_healthy_s"],
+                                   "trigger_to_champion_s": trigger_to_champion_s}))  # fmt: skip
+
+
+def _mlflow_get(stack: dict[str, Any], path: str, auth: bool = True) -> tuple[int, Any]:
+    req = urllib.request.Request(stack["mlflow"] + path)
+    if auth:
+        import base64
+
+        v = stack["values"]
+        token = base64.b64encode(f"{v['MLFLOW_ADMIN_USER']}:{v['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def _versions(stack: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    status, body = _mlflow_get(stack, f"/api/2.0/mlflow/model-versions/search?filter=name%3D%27{name}%27")
+    assert status == 200, status
+    return list(body.get("model_versions", []))
+
+
+def _the_registry_answers_with_auth(stack: dict[str, Any], keypoint_run: str) -> None:
+    for family in ("keypoint", "rgb"):
+        path = f"/api/2.0/mlflow/registered-models/alias?name=demo-{family}&alias=champion"
+        status, body = _mlflow_get(stack, path)
+        assert status == 200, f"@champion of demo-{family}: {status}"
+        version = body["model_version"]
+        assert any(t["key"] == "ar.untrained" and t["value"] == "true" for t in version.get("tags", []))
+        if family == "keypoint":
+            assert version["run_id"] == keypoint_run, "the champion is the run the extra link showed"
+        assert _mlflow_get(stack, path, auth=False)[0] == 401, "no password, no registry"
+
+
+def _storage_keys_reach_only_their_bucket(stack: dict[str, Any]) -> None:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    v = stack["values"]
+
+    def s3(key: str, secret: str) -> Any:
+        return boto3.client("s3", endpoint_url=stack["s3"], aws_access_key_id=key, aws_secret_access_key=secret,
+                            region_name="us-east-1")  # fmt: skip
+
+    listed = s3(v["AR_S3_ACCESS_KEY"], v["AR_S3_SECRET_KEY"]).list_objects_v2(Bucket="action-recognition",
+                                                                             Prefix="data/ledger/demo/")  # fmt: skip
+    assert listed.get("KeyCount", 0) > 0, "the pipeline's key reads its ledger"
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3(v["MLFLOW_S3_ACCESS_KEY"], v["MLFLOW_S3_SECRET_KEY"]).list_objects_v2(Bucket="action-recognition")

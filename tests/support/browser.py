@@ -1,0 +1,112 @@
+"""A person at the Airflow UI: Debian's Chromium driven by Playwright (its own browser download cannot work here).
+
+Screenshots go to ``$AR_SCREENSHOTS`` (default ``.screenshots/`` in the checkout); the README shows chosen ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.airflow import ROOT
+from tests.support.deployment import AirflowAPI
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("AR_SCREENSHOTS", ROOT / ".screenshots"))
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def logged_in(browser: Any, airflow: AirflowAPI, **context_args: Any) -> Iterator[Any]:
+    """A page logged in through the SimpleAuthManager form, on kinetics_pipeline."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **context_args)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{airflow.url}/dags/kinetics_pipeline")
+    page.fill("input[name=username]", airflow.user)
+    page.fill("input[name=password]", airflow.password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/dags/kinetics_pipeline**")
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def shot(page: Any, name: str) -> Path:
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def open_trigger_form(page: Any) -> Any:
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Run Parameters").wait_for()
+    return dialog
+
+
+def set_number(dialog: Any, param: str, value: int) -> Any:
+    """Type into a number Param's field and leave it (the form clamps to the Param's range on blur)."""
+    field = dialog.locator(f"#number-input\\:element_{param}\\:inc").locator("xpath=../..").locator("input")
+    field.fill(str(value))
+    field.blur()
+    return field
+
+
+def switch_on(dialog: Any, param: str) -> None:
+    box = dialog.locator(f"input[name=element_{param}]")
+    if not box.is_checked():
+        box.locator("xpath=..").click()  # the switch a person clicks; the input itself is visually hidden
+    assert box.is_checked(), param
+
+
+def refuse_a_bad_value(page: Any, airflow: AirflowAPI, prefix: str) -> None:
+    """A number below its minimum is clamped; a dataset name breaking the Param's pattern is refused on submit
+    (the API validates the conf against the Params) with the reason in the dialog, and nothing runs."""
+    dialog = open_trigger_form(page)
+    submit = dialog.get_by_test_id("trigger-dag-submit")
+    assert submit.is_enabled(), "the defaults alone must be submittable"
+    assert set_number(dialog, "per_class", 0).input_value() == "1", "per_class below its minimum is clamped to 1"
+    name = dialog.locator("#element_dataset")
+    name.fill("Bad Name!")
+    name.blur()
+    submit.click()
+    error = dialog.get_by_text("does not match")
+    error.first.wait_for()
+    error.first.scroll_into_view_if_needed()
+    shot(page, f"{prefix}-trigger-form-refuses-bad-value")
+    assert airflow.runs("kinetics_pipeline") == [], "a refused form triggers nothing"
+    dialog.get_by_role("button", name="Close").first.click()
+
+
+def approve_in_the_ui(page: Any, airflow: AirflowAPI, run_id: str, prefix: str, timeout: float = 900) -> None:
+    """Wait for the approval task to ask, then answer it the way a person does: its Required Action tab."""
+    airflow.wait_task_state("kinetics_pipeline", run_id, "approve_promotion", "awaiting_input", timeout)
+    page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run_id}/tasks/approve_promotion")
+    page.get_by_text("Required Action").first.click()
+    approve = page.get_by_role("button", name="Approve")
+    approve.wait_for()
+    assert "test top-1" in page.content(), "the approver sees each challenger's metrics"
+    shot(page, f"{prefix}-approval")
+    approve.click()
+    page.wait_for_selector("[data-testid=hitl-option-Approve][disabled]")  # answered: the options lock
