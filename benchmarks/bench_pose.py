@@ -42,7 +42,8 @@ def main() -> None:
             c = ClipConfig()
             encode_clip(VIDEO, clip, start_s=0, duration_s=args.seconds, short_side=c.short_side, fps=c.fps,
                         crf=c.crf, preset=c.preset, threads=2, timeout_s=120)  # fmt: skip
-        cfg = PoseConfig(untrained=True, device=args.device, batch=args.batch)
+        # The default threshold, as a trained model runs (untrained alone would keep every random detection).
+        cfg = PoseConfig(untrained=True, conf=0.25, device=args.device, batch=args.batch)
         pose = load_pose_model(cfg)
         frames, _, (h, w) = decode_frames(clip, None)
         pose.model.predict(frames[:16], imgsz=cfg.imgsz, device=pose.device, half=pose.half, verbose=False)  # warm-up
