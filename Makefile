@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system venv lock test reliability lint demo bench clean stack-images stack-up stack-down
+.PHONY: help system venv lock test test-fast reliability lint demo bench clean stack-images stack-up stack-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ lock: venv  ## Re-pin requirements/lock.txt from this venv, every pin with its s
 test: system venv  ## The whole test suite (starts a Docker engine for the docker-runner tests, stops it after)
 	scripts/dockerd.sh start
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; scripts/dockerd.sh stop; exit $$status
+
+test-fast: venv  ## The inner loop: unit, DAG, data and model tiers (no Docker, no stack, no browser; ~3 min here)
+	$(BIN)/python -m pytest tests/unit tests/dags tests/data tests/model $(PYTEST_ARGS)
 
 reliability: system venv  ## The fault, bad-input and security suites, ending with one block of figures
 	scripts/dockerd.sh start
