@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import free_port
 from tests.support.airflow import ROOT
@@ -132,11 +133,19 @@ def test_a_person_trains_and_approves_from_the_ui(browser: Any, stack: dict[str,
         href = link.get_attribute("href")
         run_uuid = href.rsplit("/", 1)[-1]
         assert href.startswith(f"http://localhost:{stack['ports']['MLFLOW_PORT']}/#/experiments/"), href
-        page.goto(href)
-        try:  # MLflow's UI is a single-page app: the run id shows once its API calls (basic auth) answer
-            page.wait_for_function("id => document.body.innerText.includes(id)", arg=run_uuid, timeout=180_000)
-        finally:
-            shot(page, "stack-mlflow-run")
+        # MLflow's single-page UI sometimes renders "Something went wrong" on a first load under a loaded machine
+        # (seen in 2 of 4 runs); a person reloads. Three loads at most, and the run id must show.
+        shown = False
+        for _ in range(3):
+            page.goto(href)
+            try:
+                page.wait_for_function("id => document.body.innerText.includes(id)", arg=run_uuid, timeout=60_000)
+                shown = True
+                break
+            except PlaywrightTimeout:
+                continue
+        shot(page, "stack-mlflow-run")
+        assert shown, f"the MLflow UI never showed run {run_uuid} at {href}"
 
     _the_registry_answers_with_auth(stack, run_uuid)
     _storage_keys_reach_only_their_bucket(stack)
