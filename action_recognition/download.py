@@ -153,6 +153,48 @@ class CircuitBreaker:
                 self._open = True
 
 
+def deno_path() -> str | None:
+    """The deno binary this environment installed (the ``deno`` wheel of the worker extra), else one on PATH."""
+    try:
+        from deno import find_deno_bin
+
+        return str(find_deno_bin())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("deno")
+
+
+def js_runtimes() -> dict[str, dict[str, str]]:
+    """yt-dlp's ``js_runtimes``: deno, handed over by path so that no runner depends on PATH.
+
+    YouTube's player challenges are solved in JavaScript (yt-dlp >= 2025.11); without a runtime and the EJS scripts
+    (``yt-dlp-ejs``, bundled as a package, so nothing is fetched at run time) only storyboards come back.
+    """
+    path = deno_path()
+    return {"deno": {"path": path} if path else {}}
+
+
+def js_support() -> dict[str, Any]:
+    """What yt-dlp, configured as the download step configures it, has for YouTube's JavaScript challenges: the
+    runtime (name, path, version, supported) and the EJS scripts' version. Runs ``deno --version``; no network."""
+    import yt_dlp
+    from yt_dlp.dependencies import yt_dlp_ejs
+
+    options = {"js_runtimes": js_runtimes(), "remote_components": [], "quiet": True, "logger": _QuietLogger()}
+    with yt_dlp.YoutubeDL(options) as ydl:
+        # The runtimes yt-dlp itself resolved from these options (what its YouTube extractor will use).
+        infos = {name: rt.info for name, rt in ydl._js_runtimes.items() if rt is not None}
+    usable = [i for i in infos.values() if i is not None and i.supported]
+    runtime = usable[0] if usable else None
+    return {
+        "yt_dlp": yt_dlp.version.__version__,
+        "runtime": runtime.name if runtime else None,
+        "runtime_path": runtime.path if runtime else None,
+        "runtime_version": runtime.version if runtime else None,
+        "ejs": getattr(yt_dlp_ejs, "version", None) if yt_dlp_ejs else None,
+        "ok": runtime is not None and yt_dlp_ejs is not None,
+    }
+
+
 def build_ydl_options(config: DownloadConfig, job: Path, section: tuple[float, float] | None) -> dict[str, Any]:
     """yt-dlp options: fixed output under ``job``, no config files, hooks or post-processors.
 
@@ -184,6 +226,8 @@ def build_ydl_options(config: DownloadConfig, job: Path, section: tuple[float, f
         "allowed_extractors": list(config.extractors),
         "postprocessors": [],
         "cachedir": False,
+        "js_runtimes": js_runtimes(),
+        "remote_components": [],  # the EJS scripts come from the installed yt-dlp-ejs, never from npm or GitHub
         "color": {"stderr": "no_color", "stdout": "no_color"},
     }
     if section is not None:

@@ -3,7 +3,6 @@
 ARG BASE_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
-ARG DENO_VERSION=2.5.6
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,13 +11,11 @@ ENV DEBIAN_FRONTEND=noninteractive \
     YOLO_AUTOINSTALL=false \
     MLFLOW_DISABLE_TELEMETRY=true
 
-# ffmpeg for clipping, libgl/glib for OpenCV; deno is the JavaScript runtime yt-dlp needs for YouTube.
+# ffmpeg for clipping, libgl/glib for OpenCV. deno (the JavaScript runtime yt-dlp needs for YouTube) and the EJS
+# scripts come from the lock with the worker extra (yt-dlp[default,deno]), not from a download here.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ffmpeg libgl1 libglib2.0-0 ca-certificates curl unzip \
- && curl -fsSL "https://github.com/denoland/deno/releases/download/v${DENO_VERSION}/deno-x86_64-unknown-linux-gnu.zip" \
-      -o /tmp/deno.zip \
- && unzip /tmp/deno.zip -d /usr/local/bin && rm /tmp/deno.zip \
- && apt-get purge -y curl unzip && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y --no-install-recommends ffmpeg libgl1 libglib2.0-0 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/action-recognition
 COPY requirements/lock.txt requirements/lock.txt
@@ -27,7 +24,7 @@ COPY pyproject.toml README.md ./
 COPY action_recognition action_recognition
 # torch comes with the base image; everything else of the worker extra is pinned by the lock file.
 RUN python3 scripts/lock.py --constraints --exclude '^(torch|torchvision|triton|nvidia-|cuda-)' > /tmp/constraints.txt \
- && pip install --constraint /tmp/constraints.txt ".[worker]" "yt-dlp[default]" \
+ && pip install --constraint /tmp/constraints.txt ".[worker]" \
  && rm /tmp/constraints.txt
 
 RUN useradd --create-home --uid 10001 worker

@@ -1,6 +1,6 @@
 # The worker for the local stack: the project's venv (torch CPU/CUDA build of the lock, Ultralytics, yt-dlp, MLflow)
 # and this package, on the debootstrap Debian base with ffmpeg. docker/worker.Dockerfile is the production one (CUDA
-# base image, deno downloaded); neither can be had here. Same CLI, same user, same environment.
+# base image); it cannot be had here. deno and the EJS scripts come with the venv (the lock) in both. Same CLI, same user, same environment.
 ARG PYTHON_IMAGE
 FROM ${PYTHON_IMAGE}
 COPY pyproject.toml README.md /opt/action-recognition/

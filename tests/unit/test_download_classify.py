@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from yt_dlp.networking import Response
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError, UnsupportedError
 
 from action_recognition.config import DownloadConfig
-from action_recognition.download import CircuitBreaker, build_ydl_options, classify
+from action_recognition.download import CircuitBreaker, build_ydl_options, classify, js_support
 from action_recognition.errors import ConfigError
 
 
@@ -77,3 +80,19 @@ def test_url_template_is_checked(template: str) -> None:
 
     with pytest.raises(ConfigError, match=r"download\.url_template"):
         load_config(environ={}, extra={"download": {"url_template": template}})
+
+
+def test_yt_dlp_gets_the_javascript_runtime_by_path_and_no_remote_scripts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    opts = build_ydl_options(DownloadConfig(), tmp_path, None)
+    deno = opts["js_runtimes"]["deno"]["path"]
+    assert Path(deno).is_file() and Path(deno).parent == Path(sys.executable).parent, "the venv's deno, by path"
+    assert opts["remote_components"] == [], "EJS scripts from the installed package, never fetched"
+
+
+def test_yt_dlp_as_configured_finds_deno_and_the_ejs_scripts_without_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What YouTube needs since yt-dlp 2025.11 (else only storyboards come back), checked offline with an empty PATH:
+    no runner may depend on a deno that happens to be on PATH."""
+    monkeypatch.setenv("PATH", "")
+    found = js_support()
+    assert found["ok"], found
+    assert found["runtime"] == "deno" and found["runtime_version"] and found["ejs"], found
