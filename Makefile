@@ -72,7 +72,7 @@ stack-images: system venv  ## Build every image of the compose stack here, pulli
 	scripts/dockerd.sh start
 	VENV=$(VENV) scripts/stack-images.sh
 
-stack-up: system venv  ## The compose stack with local images: .env with generated secrets, up, healthy, URLs
+stack-up: system venv  ## The compose stack with local images: .env with generated secrets, up, healthy, URLs (CELERY_WORKERS=2: Celery)
 	VENV=$(VENV) scripts/stack.sh up
 
 stack-down:  ## Stop the stack; CLEAN=1 also removes its volumes and the images it built

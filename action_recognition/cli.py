@@ -657,6 +657,73 @@ def docker_guard(
 
 
 @app.command()
+def doctor(
+    gpu: Annotated[bool, typer.Option("--gpu", help="A GPU is required (gpu_enabled).")] = False,
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="A check to leave out (repeatable).")] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "WARNING",
+) -> None:
+    """Can this machine do the job? ffmpeg, JavaScript runtime + EJS, yt-dlp's age, weights, GPU, storage, MLflow,
+    annotation sources. A table (or one JSON line); exit status 2 naming every failure."""
+    _setup_logging(log_level)
+    from action_recognition.doctor import run_checks
+
+    try:
+        cfg = _load(config, set_, _nested(storage__uri=storage))
+        report = run_checks(cfg, gpu=gpu, skip=tuple(skip or ()))
+    except ActionRecognitionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
+                                   "retryable": exc.retryable}))  # fmt: skip
+        raise typer.Exit(2) from None
+    failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
+    if as_json:
+        extra = {"error": f"preflight failed: {failed}", "error_type": "DoctorError", "retryable": False}
+        typer.echo(json.dumps({"ok": not report.failed, **report.summary(), **(extra if failed else {})},
+                              sort_keys=True))  # fmt: skip
+    else:
+        typer.echo(report.table())
+    if report.failed:
+        typer.echo(f"error: preflight failed: {failed}", err=True)
+        raise typer.Exit(2)
+
+
+weights_app = typer.Typer(help="Weights are data: pull a file into storage once; steps read it from there.",
+                          no_args_is_help=True)  # fmt: skip
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("pull")
+def weights_pull(
+    source: Annotated[str, typer.Argument(help="https URL (e.g. the Ultralytics release asset) or a local file.")],
+    name: Annotated[str, typer.Option("--name", help="Name under weights/ in storage, e.g. yolo11n-pose.pt.")],
+    sha256: Annotated[str | None, typer.Option("--sha256", help="Refuse a file with another sha256.")] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Fetch SOURCE into storage as weights/NAME once (its sha256 recorded): use the printed URI as pose.weights or
+    train.backbone_weights. Defaults: yolo11n-pose.pt and resnet18-f37072fd.pth (action_recognition.weights)."""
+    _setup_logging(log_level)
+    from action_recognition.storage import open_storage
+    from action_recognition.weights import pull
+
+    def step() -> Any:
+        cfg = _load(config, set_, _nested(storage__uri=storage))
+        return pull(source, name, open_storage(cfg.storage), sha256=sha256)
+
+    _run(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"{r.uri} sha256 {r.sha256} ({r.bytes} bytes, "
+                         f"{'fetched' if r.fetched else 'already in storage'})")  # fmt: skip
+
+
+@app.command()
 def version() -> None:
     """Print the package version."""
     typer.echo(__version__)

@@ -207,9 +207,10 @@ class PoseConfig(StrictModel):
         "yolo11n-pose.pt",
         min_length=1,
         max_length=512,
-        pattern=r"^[A-Za-z0-9_./-]+\.(pt|onnx|engine|torchscript)$",
-        description="Ultralytics pose weights: a file name (yolo11n-pose.pt) or a path without '..', ending .pt, "
-        ".onnx, .engine or .torchscript. Ultralytics unpickles .pt files: pin them with weights_sha256.",
+        pattern=r"^(s3://)?[A-Za-z0-9_./-]+\.(pt|onnx|engine|torchscript)$",
+        description="Ultralytics pose weights: a storage URI from `weights pull` (s3://bucket/prefix/weights/NAME: "
+        "cached, hash-checked), or a file path without '..', ending .pt, .onnx, .engine or .torchscript. "
+        "Ultralytics unpickles .pt files: pin them with weights_sha256.",
     )
     weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Refuse weights with another hash.")
     untrained: bool = Field(False, description="Tests and benchmarks only: random weights built from the model yaml.")
@@ -278,6 +279,12 @@ class TrainConfig(StrictModel):
     balanced_sampling: bool = True
     augment: bool = True
     pretrained: bool = Field(True, description="RGB models: start from downloaded ImageNet/Kinetics weights.")
+    backbone_weights: str | None = Field(
+        None, min_length=1, max_length=1024,
+        description="RGB models: the pretrained backbone's state dict, a storage URI from `weights pull` "
+        "(s3://.../weights/resnet18-f37072fd.pth) or a path; read with torch.load(weights_only=True). "
+        "Unset: torchvision's own download (needs the network at train time).",
+    )  # fmt: skip
     allow_untrained: bool = Field(
         False, description="RGB models: train from random weights when pretrained ones cannot be downloaded."
     )

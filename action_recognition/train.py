@@ -200,6 +200,9 @@ def build_model(arch: str, data: LabeledArrays, config: TrainConfig) -> tuple[An
         ), False
     if data.kind != "frames":
         raise DatasetError(f"{arch} is an RGB model but the dataset holds {data.kind}")
+    if config.pretrained and config.backbone_weights:
+        return _with_backbone(spec.build(num_classes=k, frames=data.data.shape[1], pretrained=False),
+                              config.backbone_weights), False  # fmt: skip
     if config.pretrained:
         try:
             return spec.build(num_classes=k, frames=data.data.shape[1], pretrained=True), False
@@ -213,6 +216,32 @@ def build_model(arch: str, data: LabeledArrays, config: TrainConfig) -> tuple[An
     elif not config.allow_untrained:
         raise TrainError(f"{arch} with pretrained=false trains from random weights: pass --allow-untrained to do so")
     return spec.build(num_classes=k, frames=data.data.shape[1], pretrained=False), True
+
+
+def _with_backbone(model: Any, value: str) -> Any:
+    """Load a pretrained backbone state dict (from storage through the weights cache, or a path) into an RGB model:
+    every backbone tensor must match; the classifier head (``fc``) stays new."""
+    import torch
+
+    from action_recognition.weights import WeightsError, WeightsMismatch, resolve
+
+    path, _ = resolve(value)
+    if not path.is_file():
+        raise WeightsError(f"backbone weights {value}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # not ours: tensors only, no pickled code
+    if not isinstance(state, dict):
+        raise WeightsMismatch(f"backbone weights {value}: not a state dict")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        missing, unexpected = model.net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        raise WeightsMismatch(f"backbone weights {value} do not fit {type(model).__name__}: {exc}") from exc
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise WeightsMismatch(f"backbone weights {value} do not fit {type(model).__name__}: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")  # fmt: skip
+    log.info("RGB backbone loaded from %s", value)
+    return model
 
 
 def _batches(indices: np.ndarray, batch: int) -> list[np.ndarray]:

@@ -27,6 +27,7 @@ from ar_provider.defaults import (
     DOWNLOAD_POOL,
     FRAMES_DATASET,
     KEYPOINT_DATASET,
+    LOST_TRY_RETRY,
     MAX_SHARDS,
     NETWORK_RETRY,
     STORAGE_CONN_ID,
@@ -61,6 +62,10 @@ the same test set); rejecting keeps the champions.
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    default_args=LOST_TRY_RETRY,
+    # No schedule: it runs only when someone triggers it. Paused (Airflow's default for a new DAG), a run triggered
+    # through the REST API would wait in `queued` for ever; only the UI's trigger button unpauses.
+    is_paused_upon_creation=False,
     doc_md=__doc__,
     tags=["action-recognition", "kinetics", "training"],
     render_template_as_native_obj=False,
@@ -136,6 +141,14 @@ def kinetics_pipeline() -> None:
         shards = shard_plan(int(plan_result["planned"]), int(params["clips_per_shard"]), MAX_SHARDS)
         return [["--storage", params["storage_uri"], "--dataset", params["dataset"], "--shard", s] for s in shards]
 
+    # The checks of `action-recognition doctor`, on the runner that will do the work (inside the worker image for
+    # runner=docker): a missing JavaScript runtime, weights not in storage, a storage key that cannot write, a wrong
+    # MLflow password or an annotation URL that moved fails here in seconds, every failure named.
+    preflight = StepOperator(
+        **run, task_id="preflight", step="doctor",
+        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}"],
+    )  # fmt: skip
+
     shards = shard_manifest(plan.output)
     fetch_kwargs = {**run, **NETWORK_RETRY, "step": "download", "pool": DOWNLOAD_POOL}
     download = StepOperator.partial(task_id="download_clips", **fetch_kwargs).expand(args=shards)
@@ -181,6 +194,7 @@ def kinetics_pipeline() -> None:
         task_id="approve_promotion",
         subject="Promote the new challengers of {{ params.dataset }}?",
         body=APPROVAL_BODY,
+        retries=0,  # a person's answer is not asked twice
     )
     no_approval = EmptyOperator(task_id="no_approval_needed")
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote", "trigger_rule": "none_failed_min_one_success"}
@@ -213,7 +227,7 @@ def kinetics_pipeline() -> None:
         return summary
 
     path = choose_promotion_path()
-    check_params() >> plan
+    check_params() >> preflight >> plan
     download >> clip >> top_up >> download_more >> clip_more >> [pose, build_frames]
     pose >> build_keypoints >> train_keypoint >> register_keypoint
     build_frames >> train_rgb >> register_rgb

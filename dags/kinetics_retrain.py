@@ -18,6 +18,7 @@ from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 from ar_provider.defaults import (
     KEYPOINT_DATASET,
+    LOST_TRY_RETRY,
     NETWORK_RETRY,
     STORAGE_CONN_ID,
     check_params,
@@ -37,6 +38,7 @@ from ar_provider.operators import StepOperator
     ),
     catchup=False,
     max_active_runs=1,
+    default_args=LOST_TRY_RETRY,
     # Airflow pauses new DAGs by default: then neither the schedule nor the asset would ever start a retrain on a
     # fresh deployment. It only acts on data kinetics_pipeline publishes, so it is safe to run from the start.
     is_paused_upon_creation=False,
@@ -62,7 +64,13 @@ def kinetics_retrain() -> None:
 
     keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
     frames = find_latest_dataset.override(task_id="find_frames_dataset")("frames")
-    check_params() >> [keypoints, frames]
+    # Retraining needs no downloads, pose or annotations: the training side of `doctor` only.
+    skip = [a for name in ("ffmpeg", "javascript", "yt-dlp", "pose-weights", "annotations") for a in ("--skip", name)]
+    preflight = StepOperator(
+        **run, task_id="preflight", step="doctor",
+        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}", *skip],
+    )  # fmt: skip
+    check_params() >> preflight >> [keypoints, frames]
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote"}
     for family, found in (("keypoint", keypoints), ("rgb", frames)):
         source = f"find_{'keypoint' if family == 'keypoint' else 'frames'}_dataset"

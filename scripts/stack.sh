@@ -7,12 +7,20 @@
 #                           stack-images.sh built
 #   scripts/stack.sh env    only write the env file (generated secrets) when none exists
 # STACK_ENV (default .env) and COMPOSE_PROJECT_NAME choose the env file and project; VENV is the project venv.
+# CELERY_WORKERS=N (N > 0) starts the celery profile: Redis and N Celery workers, with the CeleryExecutor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env_file=${STACK_ENV:-.env}
 state=${STACK_STATE:-.stack}
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-action-recognition}
 compose=(docker-compose --env-file "$env_file" -f docker-compose.yaml -f docker/compose.local.yaml)
+workers=${CELERY_WORKERS:-0}
+scale=()
+if [ "$workers" -gt 0 ]; then
+  compose+=(--profile celery)
+  scale=(--scale "airflow-celery-worker=$workers")
+  export AIRFLOW_EXECUTOR=CeleryExecutor  # the shell's value wins over the env file's
+fi
 
 secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
 write_env() {
@@ -78,7 +86,7 @@ case "${1:-}" in
     scripts/stack-images.sh "${VENV:?VENV must name the project venv (make stack-up sets it)}"
     [ -f "$env_file" ] || write_env
     start=$SECONDS
-    "${compose[@]}" up -d --remove-orphans >"${STACK_LOG:-/tmp/action-recognition-stack-up.log}" 2>&1 || {
+    "${compose[@]}" up -d --remove-orphans "${scale[@]}" >"${STACK_LOG:-/tmp/action-recognition-stack-up.log}" 2>&1 || {
       echo "docker-compose up failed:" >&2; tail -n 40 "${STACK_LOG:-/tmp/action-recognition-stack-up.log}" >&2; exit 1; }
     wait_healthy
     up_s=$((SECONDS - start))
@@ -92,6 +100,7 @@ stack healthy $up_s s after \`up\`
   Airflow  http://$addr:$(value AIRFLOW_PORT | grep . || echo 8080)   user $(value AIRFLOW_ADMIN_USER), password in $state/airflow-admin.json
   MLflow   http://$addr:$(value MLFLOW_PORT | grep . || echo 5000)   user $(value MLFLOW_ADMIN_USER), password MLFLOW_ADMIN_PASSWORD in $env_file
   Storage  http://$addr:$(value S3_PORT | grep . || echo 9000)   S3 API (moto in place of MinIO; no console), keys in $env_file
+  Executor ${AIRFLOW_EXECUTOR:-LocalExecutor}$([ "$workers" -gt 0 ] && echo ", $workers Celery workers")
 Trigger kinetics_pipeline from the UI: its defaults are the demo dataset. Stop with \`make stack-down\`.
 EOF2
     ;;

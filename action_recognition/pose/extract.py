@@ -100,14 +100,16 @@ def load_pose_model(config: PoseConfig) -> PoseModel:
     elif device.startswith("cuda") and not torch.cuda.is_available():
         raise PoseError(f"pose.device={config.device} but no CUDA device is available")
     half = config.half and device.startswith("cuda")
-    weights = Path(config.weights).expanduser()
-    name = weights.name.removesuffix(".pt").removesuffix(".yaml")
+    name = Path(config.weights).name.removesuffix(".pt").removesuffix(".yaml")
     if config.untrained:
         yaml_name = f"{name}.yaml"
         model = YOLO(yaml_name)
         sha = hashlib.sha256(f"untrained:{yaml_name}".encode()).hexdigest()
         log.warning("pose: UNTRAINED %s (random weights): keypoints are for tests and benchmarks only", yaml_name)
         return PoseModel(model, name, sha, True, device, half)
+    from action_recognition.weights import resolve
+
+    weights, _ = resolve(config.weights, expected_sha256=config.weights_sha256)  # storage URIs via the cache
     if not weights.is_file():
         raise PoseError(
             f"pose weights {weights} not found. Download {weights.name} from Ultralytics (with network access) and "

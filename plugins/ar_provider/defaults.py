@@ -35,6 +35,12 @@ NETWORK_RETRY: dict[str, Any] = {
     "max_retry_delay": timedelta(minutes=30),
 }
 
+#: Every other task (the DAGs' default_args): one more try when a try was lost rather than failed: its Celery worker
+#: killed, its container OOM-killed, the api-server unreachable for longer than the heartbeat allows. Steps are
+#: idempotent and a retry first removes the lost try's container; an error a step reports as not retryable (bad
+#: configuration, bad input) still fails at once (AirflowFailException), so this never repeats a real failure.
+LOST_TRY_RETRY: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=20)}
+
 
 def _mounts() -> list[Any]:
     """``AR_DOCKER_MOUNTS=/host/path:/container/path[:ro],...`` (e.g. a local storage folder for the docker runner)."""
@@ -104,9 +110,15 @@ def train_args(family: str, dataset_xcom: str) -> list[str]:
 def check_params(**context: Any) -> dict[str, Any]:
     """Every Param through the one validated config before any work: a value the form's schema let through but the
     steps would refuse (a storage scheme, a weights path) fails here, named, instead of hours later."""
-    from action_recognition.airflow_adapter import config_from_params, overrides_from_params
+    from airflow.exceptions import AirflowFailException
 
-    cfg = config_from_params(context["params"])
+    from action_recognition.airflow_adapter import config_from_params, overrides_from_params
+    from action_recognition.errors import ConfigError
+
+    try:
+        cfg = config_from_params(context["params"])
+    except ConfigError as exc:  # the same Params fail the same way: no retry
+        raise AirflowFailException(str(exc)) from exc
     # Steps receive exactly these overrides (StepOperator config_from): what was validated here is what runs.
     return {"dataset": cfg.plan.dataset, "storage_uri": cfg.storage.uri,
             "overrides": overrides_from_params(context["params"])}  # fmt: skip

@@ -62,7 +62,8 @@ def _upstream(dag: Any, task_id: str) -> set[str]:
 
 def test_pipeline_graph(bag: Any) -> None:
     dag = bag.dags["kinetics_pipeline"]
-    assert _upstream(dag, "plan_dataset") == {"check_params"}
+    assert _upstream(dag, "preflight") == {"check_params"}
+    assert _upstream(dag, "plan_dataset") == {"preflight"}, "no work before the preflight checks pass"
     assert _upstream(dag, "shard_manifest") == {"plan_dataset"}
     assert _upstream(dag, "download_clips") == {"shard_manifest"}
     assert _upstream(dag, "clip_videos") == {"download_clips", "shard_manifest"}
@@ -80,7 +81,10 @@ def test_pipeline_graph(bag: Any) -> None:
     download = dag.get_task("download_clips")
     assert download.partial_kwargs["pool"] == "youtube_downloads"
     assert download.partial_kwargs["retry_exponential_backoff"] is True
-    assert dag.get_task("train_keypoint").retries == 0, "no blind retries of expensive non-network steps"
+    train = dag.get_task("train_keypoint")
+    assert (train.retries, train.retry_exponential_backoff) == (1, False), "one more try for a lost try, no backoff"
+    assert dag.get_task("approve_promotion").retries == 0, "a person is not asked twice"
+    assert dag.is_paused_upon_creation is False, "a run triggered through the REST API must not wait in queued"
     assert dag.get_task("plan_dataset").retry_exponential_backoff
     assert dag.get_task("extract_pose").partial_kwargs["gpu"] is True
     assert dag.get_task("train_rgb").gpu is True
@@ -97,6 +101,7 @@ def test_retrain_is_scheduled_and_asset_triggered(bag: Any) -> None:
     assert "AssetOrTimeSchedule" in type(timetable).__name__
     assert "0 4 * * 1" in timetable.summary or "0 4 * * 1" in str(timetable.description)
     assert _upstream(dag, "train_keypoint") == {"find_keypoint_dataset"}
+    assert _upstream(dag, "find_keypoint_dataset") == {"preflight"}
     assert _upstream(dag, "promote_rgb") == {"register_rgb"}
     assert dag.is_paused_upon_creation is False, "a paused retrain DAG never starts on a fresh deployment"
     from airflow.timetables.base import TimeRestriction

@@ -142,7 +142,7 @@ def test_both_selectors_from_the_form_plan_what_check_params_validated(tmp_path:
     store = tmp_path / "store"
     conf = {"classes": ["tap dancing", "salsa dancing"], "class_contains": "dancing", "per_class": 2,
             "annotations": [str(ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv")], "storage_uri": str(store),
-            "dataset": "selectors", "models": []}  # fmt: skip
+            "dataset": "selectors", "models": [], "pose_untrained": True}  # fmt: skip
     _, out = run_dag("kinetics_pipeline", conf, env, tmp_path, 300)  # later steps fail offline: not this test's
     assert '"class_names": ["salsa dancing", "tap dancing"]' in out, out[-4000:]
     assert "choose exactly one class selector" not in out
@@ -154,7 +154,7 @@ def test_a_configuration_error_fails_at_once_without_retries(tmp_path: Path, rel
     env = airflow_env(tmp_path / "airflow", AR_NETWORK_RETRIES="3")
     init_airflow(env)
     conf = {"classes": ["no such class"], "annotations": [str(ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv")],
-            "storage_uri": str(tmp_path / "store"), "dataset": "nope"}  # fmt: skip
+            "storage_uri": str(tmp_path / "store"), "dataset": "nope", "pose_untrained": True}  # fmt: skip
     returncode, out = run_dag("kinetics_pipeline", conf, env, tmp_path, 300)
     reason = next((ln for ln in out.splitlines() if "that no retry can fix" in ln), None)
     reliability.rejected("params: a class no source has, in a real run", reason if returncode != 0 else None)

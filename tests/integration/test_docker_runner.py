@@ -23,22 +23,27 @@ import pytest
 
 from action_recognition.demo import make_demo_videos, write_demo_annotations
 from action_recognition.localserve import VideoServer
+from action_recognition.storage import open_storage
+from action_recognition.weights import pull
 from tests.conftest import VIDEOS, free_port
 from tests.support.airflow import ROOT, airflow_env, dags_test, init_airflow
 from tests.support.docker import containers, start_guard
 from tests.support.reliability import Reliability
 from tests.support.train import train_args
+from tests.support.weights import untrained_pose_pt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 SITE = Path(sysconfig.get_paths()["purelib"]).resolve()
+#: The venv's deno (the `deno` wheel puts it in bin/, which the site-packages mount does not carry).
+DENO = (Path(sysconfig.get_paths()["scripts"]) / "deno").resolve()
 
 
 @pytest.fixture(scope="module")
 def guard_url(worker_image: str) -> Iterator[str]:
     """Airflow reaches the engine only through the Docker guard, as in docker-compose.yaml."""
-    with start_guard(worker_image, bind_roots=[str(SITE), str(ROOT)]) as url:
+    with start_guard(worker_image, bind_roots=[str(SITE), str(ROOT), str(DENO)]) as url:
         yield url
 
 
@@ -48,13 +53,17 @@ def test_pipeline_in_containers(
     from mlflow import MlflowClient
 
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="docker-runner")
+    # Weights are data: pulled into storage once (what the stack's init does online), then every pose container
+    # reads them from there through its cache. Offline, the file is an untrained yolo11n-pose saved as a .pt.
+    pose = pull(str(untrained_pose_pt(tmp_path / "weights")), "yolo11n-pose.pt", open_storage("s3://docker-runner/ar"))
     site = SITE
     generated = make_demo_videos(tmp_path / "videos", per_class=5)
     csv_path, routes = write_demo_annotations(tmp_path / "kinetics-600_demo.csv", generated, VIDEOS)
     env = airflow_env(
         tmp_path / "airflow", MLFLOW_TRACKING_URI=mlflow_server, AR_RUNNER="docker", AR_WORKER_IMAGE=worker_image,
         AR_DOCKER_NETWORK="host", AR_DOCKER_URL=guard_url,
-        AR_DOCKER_MOUNTS=f"{site}:/opt/venv-site:ro,{ROOT}:/opt/src:ro",
+        AR_DOCKER_MOUNTS=f"{site}:/opt/venv-site:ro,{ROOT}:/opt/src:ro,{DENO}:/usr/local/bin/deno:ro",
+        AR__POSE__CONF="0.0001",  # random weights score nobody near the default threshold
     )  # fmt: skip
     # The storage keys reach the steps only through the Airflow connection (not this process's environment), and
     # no task log may show the secret.
@@ -73,7 +82,7 @@ def test_pipeline_in_containers(
     with VideoServer(routes) as server:  # type: ignore[arg-type]
         conf = {
             "annotations": [csv_url], "classes": [], "class_contains": "dancing", "per_class": 4,
-            "clips_per_shard": 10, "url_template": server.url_template, "pose_untrained": True,
+            "clips_per_shard": 10, "url_template": server.url_template, "pose_weights": pose.uri,
             "rgb_allow_untrained": True, "epochs": 2, "storage_uri": "s3://docker-runner/ar", "dataset": "dockerrun",
             "runner": "docker", "gpu_enabled": False,
         }  # fmt: skip
@@ -90,8 +99,16 @@ def test_pipeline_in_containers(
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(
         Bucket="docker-runner", Prefix="ar/datasets/dockerrun/")["Contents"]]  # fmt: skip
     assert any("keypoints-" in k for k in keys) and any("frames-" in k for k in keys)
+    tags = {k.split("/")[2] for k in _keys(s3_server, "docker-runner", "ar/keypoints/")}
+    assert tags == {f"yolo11n-pose-{pose.sha256[:8]}-i320-fall-m1"}, f"the pulled weights made every keypoint: {tags}"
     reliability.leftovers("step containers", containers=len(set(containers()) - before))
     assert set(containers()) == before, "step containers are removed after they run"
+
+
+def _keys(endpoint: str, bucket: str, prefix: str) -> list[str]:
+    pages = boto3.client("s3", endpoint_url=endpoint).get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix)  # fmt: skip
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
 def _train_in_container(guard: Any, image: str, name: str, dataset: str, store: str, experiment: str,

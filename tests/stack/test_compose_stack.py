@@ -10,21 +10,16 @@ worker container. The form's defaults are the demo dataset on the local video se
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.conftest import free_port
 from tests.support.airflow import ROOT
 from tests.support.browser import (
     approve_in_the_ui,
@@ -37,6 +32,7 @@ from tests.support.browser import (
     switch_on,
 )
 from tests.support.deployment import AirflowAPI
+from tests.support.stack import compose_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.slow]
 
@@ -44,44 +40,10 @@ PROJECT = "ar-stack-test"
 FIGURES = ROOT / ".stack-figures.json"
 
 
-def _stack(command: str, env: dict[str, str], timeout: float) -> str:
-    proc = subprocess.run(["scripts/stack.sh", command], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"scripts/stack.sh {command} failed:\n{out[-5000:]}"
-    return out
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    work = tmp_path_factory.mktemp("stack")
-    env_file = work / "stack.env"
-    env = {**os.environ, "STACK_ENV": str(env_file), "STACK_STATE": str(work / "state"), "STACK_TIMEOUT": "600",
-           "COMPOSE_PROJECT_NAME": PROJECT, "VENV": str(Path(sys.executable).parents[1])}  # fmt: skip
-    _stack("env", env, 60)
-    ports = {name: free_port() for name in ("AIRFLOW_PORT", "MLFLOW_PORT", "S3_PORT", "S3_CONSOLE_PORT")}
-    with env_file.open("a") as fh:
-        fh.writelines(f"{name}={port}\n" for name, port in ports.items())
-    try:
-        out = _stack("up", env, 2400)
-        healthy = re.search(r"stack healthy (\d+) s after", out)
-        assert healthy, out
-        values = dict(
-            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and line[0] != "#"
-        )
-        password = json.loads((work / "state" / "airflow-admin.json").read_text())["admin"]
-        yield {
-            "values": values,
-            "ports": ports,
-            "up_to_healthy_s": int(healthy.group(1)),
-            "out": out,
-            "airflow": AirflowAPI(f"http://127.0.0.1:{ports['AIRFLOW_PORT']}", "admin", password),
-            "mlflow": f"http://127.0.0.1:{ports['MLFLOW_PORT']}",
-            "s3": f"http://127.0.0.1:{ports['S3_PORT']}",
-        }
-    finally:
-        subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, capture_output=True,
-                       timeout=300, check=False)  # fmt: skip
+    with compose_stack(tmp_path_factory.mktemp("stack"), PROJECT) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -41,15 +41,28 @@ class AirflowAPI:
             self._token = str(body["access_token"])
         return self._token
 
+    #: Seconds a call keeps trying while the api-server is unreachable or answers 5xx (it is being restarted).
+    patience = 180.0
+
     def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token()}")
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            text = resp.read()
-        return json.loads(text) if text else None
+        deadline = time.monotonic() + self.patience
+        while True:
+            req = urllib.request.Request(self.url + path, data=data, method=method)
+            req.add_header("Content-Type", "application/json")
+            if auth:
+                req.add_header("Authorization", f"Bearer {self.token()}")
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    text = resp.read()
+                return json.loads(text) if text else None
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or method != "GET" or time.monotonic() > deadline:
+                    raise
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(2)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         return self._request(method, path, body)
