@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system venv lock test test-fast reliability lint demo bench clean stack-images stack-up stack-down
+.PHONY: help system venv lock update-yt-dlp smoke-online test test-fast reliability lint demo bench clean stack-images stack-up stack-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ venv: $(BIN)/.complete  ## The project venv (reused while the lock file is uncha
 lock: venv  ## Re-pin requirements/lock.txt from this venv, every pin with its sha256
 	$(BIN)/python scripts/lock.py --freeze
 
+update-yt-dlp: venv  ## Keep up with YouTube: newest yt-dlp (+ the EJS scripts and deno it needs) in the lock, a fresh venv, the acquisition tests
+	$(BIN)/python scripts/lock.py --bump 'yt-dlp[default,deno]'
+	$(MAKE) venv
+	$(MAKE) test PYTEST_ARGS="tests/unit/test_download_classify.py tests/integration/test_acquisition.py tests/integration/test_doctor.py"
+	@echo "lock bumped: commit requirements/lock.txt; images pick it up at their next build (make stack-up, docker compose build)"
+
 test: system venv  ## The whole test suite (starts a Docker engine for the docker-runner tests, stops it after)
 	scripts/dockerd.sh start
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; scripts/dockerd.sh stop; exit $$status
@@ -62,6 +68,9 @@ lint: venv  ## ruff and mypy
 
 demo: system venv  ## The whole DAG on the embedded defaults, offline (airflow dags test), into $(DEMO_DIR)
 	$(BIN)/action-recognition demo --workdir $(DEMO_DIR) --videos tests/fixtures/videos
+
+smoke-online: system venv  ## A networked machine's first real run: K700 CSV, 3 classes x 3 clips from YouTube, real weights, real training
+	$(BIN)/action-recognition smoke --workdir .smoke
 
 bench: system venv  ## Speed and bytes figures against baselines measured in the same run
 	$(BIN)/python -m benchmarks.bench_download

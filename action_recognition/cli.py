@@ -578,6 +578,44 @@ def demo(
     )
 
 
+@app.command()
+def smoke(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the smoke run keeps everything.")] = Path(".smoke"),
+    annotations: Annotated[str | None, typer.Option("--annotations", help="Kinetics CSV (default: K700 val).")] = None,
+    url_template: Annotated[str | None, typer.Option("--url-template", help="Default: YouTube.")] = None,
+    pose_source: Annotated[str | None, typer.Option("--pose-weights-from", help="Pose weights URL or file.")] = None,
+    backbone_source: Annotated[
+        str | None, typer.Option("--backbone-weights-from", help="RGB backbone state dict URL or file.")
+    ] = None,
+    classes: Annotated[list[str] | None, typer.Option("--class", help="A class to use (repeat; default 3).")] = None,
+    per_class: Annotated[int, typer.Option("--per-class", min=1)] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """A networked machine's first real run (make smoke-online): the real Kinetics CSV, 3 classes x 3 clips, real
+    YouTube, real weights pulled into storage, real training; per-step seconds, the ledger and the champions."""
+    _setup_logging(log_level)
+    from action_recognition import smoke as s
+
+    options: dict[str, Any] = {
+        "annotations": annotations,
+        "url_template": url_template,
+        "pose_source": pose_source,
+        "backbone_source": backbone_source,
+        "classes": tuple(classes) if classes else None,
+    }
+    kwargs = {k: v for k, v in options.items() if v is not None}  # fmt: skip
+
+    def step() -> Any:
+        try:
+            return s.run_smoke(workdir, per_class=per_class, epochs=epochs, **kwargs)
+        except RuntimeError as exc:  # the DAG failed: its log is named in the message
+            raise ActionRecognitionError(str(exc)) from exc
+
+    _run(step, as_json=as_json, summarise=lambda r: r.as_dict(), human=lambda r: r.table())
+
+
 @app.command("demo-site")
 def demo_site(
     folder: Annotated[Path, typer.Argument(help="Folder to write the site into.")],
@@ -721,6 +759,40 @@ def weights_pull(
     _run(step, as_json=as_json, summarise=lambda r: r.summary(),
          human=lambda r: f"{r.uri} sha256 {r.sha256} ({r.bytes} bytes, "
                          f"{'fetched' if r.fetched else 'already in storage'})")  # fmt: skip
+
+
+@weights_app.command("pull-defaults")
+def weights_pull_defaults(
+    storage: StorageOpt = None,
+    if_online: Annotated[
+        bool, typer.Option("--if-online", help="Report unreachable sources instead of failing.")
+    ] = False,
+    aws_conn_id: Annotated[
+        str | None, typer.Option("--aws-conn-id", help="Take the storage keys from this Airflow connection.")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Pull the default pose model and RGB backbone (the stack's init runs this with --if-online)."""
+    _setup_logging(log_level)
+    from action_recognition.storage import open_storage
+    from action_recognition.weights import pull_defaults
+
+    def step() -> Any:
+        if aws_conn_id:
+            from action_recognition.airflow_adapter import apply_connection_env
+
+            apply_connection_env(aws_conn_id)
+        cfg = _load(config, set_, _nested(storage__uri=storage))
+        return pull_defaults(open_storage(cfg.storage), if_online=if_online)
+
+    def human(r: dict[str, Any]) -> str:
+        return "\n".join(f"{name}: {info.get('uri') or 'NOT PULLED (' + info['skipped'] + '); later: ' + info['later']}"
+                         for name, info in r.items())  # fmt: skip
+
+    _run(step, as_json=as_json, summarise=lambda r: {"weights": r}, human=human)
 
 
 @app.command()

@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,33 +101,54 @@ def load_demo_site(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     return routes, {f"/{p.name}": p for p in folder.glob("*.csv")}
 
 
+def local_airflow(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of an in-process Airflow (``airflow dags test``) on SQLite under ``workdir``, with this
+    checkout's DAGs and plugins, a local MLflow store and the local runner; its database migrated and the download
+    pool made."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(workdir / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "false", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "PYTHONPATH": os.pathsep.join([str(root / "plugins"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
+        "AR_RUNNER": "local", "AR__TRAIN__SYSTEM_METRICS": "false",
+        "XDG_CACHE_HOME": str(workdir / "cache"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        **extra,
+    })  # fmt: skip
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([*airflow, "pools", "set", "youtube_downloads", "4", "Concurrent YouTube downloads"], env=env,
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    return env
+
+
+def dags_test(workdir: Path, env: dict[str, str], conf: Mapping[str, object], timeout_s: float) -> None:
+    """``airflow dags test kinetics_pipeline`` with ``conf``; its log in ``workdir/dags-test.log``."""
+    log.info("running kinetics_pipeline with airflow dags test (conf %s)", conf)
+    proc = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "kinetics_pipeline", "-c",
+                           json.dumps(conf)], env=env, cwd=workdir, timeout=timeout_s, capture_output=True,
+                          text=True)  # fmt: skip
+    (workdir / "dags-test.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the DAG run failed (exit {proc.returncode}); see {workdir / 'dags-test.log'}:\n"
+                           f"{(proc.stdout + proc.stderr)[-3000:]}")  # fmt: skip
+
+
 def run_demo(
     workdir: Path, videos: Path, *, per_class: int = 8, epochs: int = 12, timeout_s: float = 1800
 ) -> DemoResult:
     """Run the DAG end to end (see the module docstring) and return where its outputs are."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    root = Path(__file__).resolve().parents[1]
-    airflow_home = workdir / "airflow"
     storage = workdir / "storage"
-    tracking = f"sqlite:///{workdir / 'mlflow.db'}"
     generated = make_demo_videos(workdir / "videos", per_class + 2)
     csv_path, routes = write_demo_annotations(workdir / "kinetics-600_demo.csv", generated, videos)
-    env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "false", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "PYTHONPATH": os.pathsep.join([str(root / "plugins"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "MLFLOW_TRACKING_URI": tracking, "MLFLOW_DISABLE_TELEMETRY": "true", "AR_RUNNER": "local",
-        "AR__TRAIN__SYSTEM_METRICS": "false", "AR__DOWNLOAD__BACKOFF_BASE_S": "0.2", "AR_NETWORK_RETRIES": "0",
-        "AR__POSE__CONF": "0.0001",  # untrained weights score everything low: keep their (meaningless) people
-        "XDG_CACHE_HOME": str(workdir / "cache"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-    })  # fmt: skip
-    airflow = [sys.executable, "-m", "airflow"]
-    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    subprocess.run([*airflow, "pools", "set", "youtube_downloads", "4", "Concurrent YouTube downloads"], env=env,
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    env = local_airflow(
+        workdir, AR__DOWNLOAD__BACKOFF_BASE_S="0.2", AR_NETWORK_RETRIES="0",
+        AR__POSE__CONF="0.0001",  # untrained weights score everything low: keep their (meaningless) people
+    )  # fmt: skip
     with VideoServer(routes) as server:  # type: ignore[arg-type]
         conf = {
             "annotations": [str(csv_path)], "classes": [], "class_contains": "dancing", "per_class": per_class,
@@ -134,13 +156,8 @@ def run_demo(
             "rgb_allow_untrained": True, "epochs": epochs, "storage_uri": str(storage), "dataset": "demo",
             "runner": "local", "gpu_enabled": False,
         }  # fmt: skip
-        log.info("running kinetics_pipeline with airflow dags test (conf %s)", conf)
-        proc = subprocess.run([*airflow, "dags", "test", "kinetics_pipeline", "-c", json.dumps(conf)], env=env,
-                              cwd=workdir, timeout=timeout_s, capture_output=True, text=True)  # fmt: skip
-    (workdir / "dags-test.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the DAG run failed (exit {proc.returncode}); see {workdir / 'dags-test.log'}:\n"
-                           f"{(proc.stdout + proc.stderr)[-3000:]}")  # fmt: skip
+        dags_test(workdir, env, conf, timeout_s)
+    tracking = env["MLFLOW_TRACKING_URI"]
     return DemoResult(str(workdir), str(storage), tracking, demo_summary(storage, tracking, "demo"))
 
 

@@ -129,7 +129,10 @@ def check_pose_weights(cfg: Config) -> Check:
 
 def check_backbone_weights(cfg: Config) -> Check:
     if cfg.train.backbone_weights:
-        return _weights_check("backbone-weights", cfg.train.backbone_weights, None)
+        check = _weights_check("backbone-weights", cfg.train.backbone_weights, None)
+        if check.status == "fail" and cfg.train.allow_untrained:  # the trainer falls back to random weights
+            return Check("backbone-weights", "warn", f"{check.detail}; RGB trains from random weights (allowed)")
+        return check
     if not cfg.train.pretrained:
         return Check("backbone-weights", "warn", "train.pretrained=false: RGB models start from random weights")
     return Check("backbone-weights", "warn", "train.backbone_weights unset: torchvision downloads the RGB backbone at "

@@ -201,8 +201,20 @@ def build_model(arch: str, data: LabeledArrays, config: TrainConfig) -> tuple[An
     if data.kind != "frames":
         raise DatasetError(f"{arch} is an RGB model but the dataset holds {data.kind}")
     if config.pretrained and config.backbone_weights:
-        return _with_backbone(spec.build(num_classes=k, frames=data.data.shape[1], pretrained=False),
-                              config.backbone_weights), False  # fmt: skip
+        from action_recognition.weights import WeightsError, WeightsMismatch
+
+        model = spec.build(num_classes=k, frames=data.data.shape[1], pretrained=False)
+        try:
+            return _with_backbone(model, config.backbone_weights), False
+        except WeightsMismatch:
+            raise  # the wrong file is never replaced by random weights
+        except WeightsError as exc:
+            if not config.allow_untrained:
+                raise TrainError(f"cannot read the backbone weights of {arch} ({exc}); pull them with "
+                                 "`action-recognition weights pull`, or pass --allow-untrained (tagged untrained)"
+                                 ) from exc  # fmt: skip
+            log.warning("backbone weights of %s unavailable (%s): training from random weights", arch, exc)
+            return model, True
     if config.pretrained:
         try:
             return spec.build(num_classes=k, frames=data.data.shape[1], pretrained=True), False

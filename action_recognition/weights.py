@@ -135,6 +135,25 @@ def pull(source: str, name: str, storage: Storage, *, sha256: str | None = None,
     return WeightsRef(storage.key_uri(key), digest, size, fetched=True)
 
 
+def pull_defaults(storage: Storage, *, if_online: bool = False) -> dict[str, dict[str, Any]]:
+    """:data:`DEFAULTS` into storage. With ``if_online``, a source that cannot be reached is reported, not raised
+    (an offline deployment starts anyway; the README gives the command to run once it is online)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, url in DEFAULTS.items():
+        try:
+            out[name] = pull(url, name, storage).summary()
+        except WeightsMismatch:
+            raise
+        except WeightsError as exc:
+            if not if_online:
+                raise
+            root = storage.key_uri(PREFIX + name).rsplit("/" + PREFIX, 1)[0]
+            later = f"action-recognition weights pull {url} --name {name} --storage {root}"
+            out[name] = {"skipped": str(exc), "later": later}
+            log.warning("weights %s not pulled (%s); once online: %s", name, exc, later)
+    return out
+
+
 def recorded_sha256(storage: Storage, key: str) -> str | None:
     """The hash ``pull`` recorded for ``key`` (None when there is none)."""
     if not storage.exists(key + ".sha256"):

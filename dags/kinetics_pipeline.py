@@ -23,6 +23,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 from ar_provider.defaults import (
+    ALLOW_UNTRAINED,
     DEFAULT_ANNOTATIONS,
     DOWNLOAD_POOL,
     FRAMES_DATASET,
@@ -146,7 +147,7 @@ def kinetics_pipeline() -> None:
     # MLflow password or an annotation URL that moved fails here in seconds, every failure named.
     preflight = StepOperator(
         **run, task_id="preflight", step="doctor",
-        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}"],
+        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}", *ALLOW_UNTRAINED],
     )  # fmt: skip
 
     shards = shard_manifest(plan.output)

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 from ar_provider.defaults import (
+    ALLOW_UNTRAINED,
     KEYPOINT_DATASET,
     LOST_TRY_RETRY,
     NETWORK_RETRY,
@@ -68,7 +69,8 @@ def kinetics_retrain() -> None:
     skip = [a for name in ("ffmpeg", "javascript", "yt-dlp", "pose-weights", "annotations") for a in ("--skip", name)]
     preflight = StepOperator(
         **run, task_id="preflight", step="doctor",
-        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}", *skip],
+        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}", *skip,
+              *ALLOW_UNTRAINED],
     )  # fmt: skip
     check_params() >> preflight >> [keypoints, frames]
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote"}

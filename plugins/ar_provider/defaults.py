@@ -42,6 +42,11 @@ NETWORK_RETRY: dict[str, Any] = {
 LOST_TRY_RETRY: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=20)}
 
 
+#: Arguments telling a step that RGB models may start from random weights (the rgb_allow_untrained Param).
+ALLOW_UNTRAINED = ["{{ '--set' if params.rgb_allow_untrained else '' }}",
+                   "{{ 'train.allow_untrained=true' if params.rgb_allow_untrained else '' }}"]  # fmt: skip
+
+
 def _mounts() -> list[Any]:
     """``AR_DOCKER_MOUNTS=/host/path:/container/path[:ro],...`` (e.g. a local storage folder for the docker runner)."""
     spec = env_default("AR_DOCKER_MOUNTS", "")
