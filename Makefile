@@ -26,18 +26,21 @@ system:  ## Debian packages (ffmpeg, docker.io, debootstrap, docker-compose, chr
 
 # No prerequisite on the lock file: the venv's path already holds the lock's hash, and a fresh clone's files are
 # all newer than any venv, which would rebuild it every time.
+# pip's own output (and this machine's pip configuration's notices) go to $(VENV).log, one line per stage here.
 $(BIN)/.complete:
-	@echo "building $(VENV) from $(LOCK)"
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	# Every file checked against the lock's sha256 (pip, setuptools and wheel included); see scripts/lock.py.
-	$(BIN)/pip install -q --require-hashes -r $(LOCK)
-	touch $@
+	@echo "building $(VENV) from $(LOCK) (log: $(VENV).log)"
+	@rm -rf $(VENV) $(VENV).log
+	@scripts/quietly.sh "  creating the venv" $(VENV).log $(PYTHON) -m venv $(VENV)
+	@# Every file checked against the lock's sha256 (pip, setuptools and wheel included); see scripts/lock.py.
+	@scripts/quietly.sh "  installing the locked packages (hash-checked)" $(VENV).log \
+	  $(BIN)/pip install --require-hashes -r $(LOCK)
+	@touch $@
 
 venv: $(BIN)/.complete  ## The project venv (reused while the lock file is unchanged), with this clone installed
 	@want="$(CURDIR) $$(sha256sum pyproject.toml | cut -c1-16)"; \
 	if [ "$$(cat $(VENV)/.source 2>/dev/null)" != "$$want" ]; then \
-	  $(BIN)/pip install -q --no-deps --no-build-isolation -e . && echo "$$want" > $(VENV)/.source; \
+	  scripts/quietly.sh "  installing this clone (editable)" $(VENV).log \
+	    $(BIN)/pip install --no-deps --no-build-isolation -e . && echo "$$want" > $(VENV)/.source; \
 	fi
 
 lock: venv  ## Re-pin requirements/lock.txt from this venv, every pin with its sha256

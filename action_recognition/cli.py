@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from action_recognition import __version__
-from action_recognition.errors import ActionRecognitionError
+from action_recognition.errors import ActionRecognitionError, ConfigError
 
 app = typer.Typer(
     name="action-recognition",
@@ -563,19 +563,28 @@ def demo(
             flag = ", UNTRAINED" if info["untrained"] else ""
             top1 = info["metrics"].get("test_top1", float("nan"))
             lines.append(f"  {info['champion']} (version {info['version']}{flag}): test top-1 {top1:.3f}")
-        lines.append(f"storage: {r.storage}")
-        lines.append(
-            f"MLflow UI: mlflow ui --backend-store-uri {r.tracking_uri} --port 5000  (then http://127.0.0.1:5000)"
-        )
-        lines.append(
-            "predict: action-recognition predict tests/fixtures/videos/demo.mp4 --model models:/demo-rgb@champion "
-            f"--tracking-uri {r.tracking_uri}"
-        )
+        lines.append(f"storage: {r.storage}  (action-recognition status --storage {r.storage} --dataset demo)")
+        video = (videos / "demo.mp4").resolve()
+        lines += [
+            "next:",
+            f"  1. the runs and the registry:  mlflow ui --backend-store-uri {r.tracking_uri} --port 5000"
+            "   (then http://127.0.0.1:5000)",
+            f"  2. predict with the champion:  action-recognition predict {video} --model models:/demo-rgb@champion"
+            f" --tracking-uri {r.tracking_uri}",
+            "  3. the deployed shape, trigger it from the Airflow UI:  make stack-up",
+        ]  # fmt: skip
         return "\n".join(lines)
 
-    _run(
-        lambda: run_demo(workdir, videos, epochs=epochs), as_json=as_json, summarise=lambda r: r.as_dict(), human=human
-    )
+    def step() -> Any:
+        if not (videos / "demo.mp4").is_file():
+            raise ConfigError(f"--videos {videos}: no demo.mp4 there; the bundled videos are in a checkout's "
+                              "tests/fixtures/videos (run from the checkout, or pass --videos)")  # fmt: skip
+        try:
+            return run_demo(workdir, videos, epochs=epochs)
+        except RuntimeError as exc:  # the DAG failed: the message names its log
+            raise ActionRecognitionError(str(exc)) from exc
+
+    _run(step, as_json=as_json, summarise=lambda r: r.as_dict(), human=human)
 
 
 @app.command()

@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,13 +105,13 @@ def load_demo_site(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 def local_airflow(workdir: Path, **extra: str) -> dict[str, str]:
     """The environment of an in-process Airflow (``airflow dags test``) on SQLite under ``workdir``, with this
     checkout's DAGs and plugins, a local MLflow store and the local runner; its database migrated and the download
-    pool made."""
+    pool made. INFO logs: the progress display reads the task lines from them."""
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
     env.update({
         "AIRFLOW_HOME": str(workdir / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "false", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "false", "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "PYTHONPATH": os.pathsep.join([str(root / "plugins"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
         "AR_RUNNER": "local", "AR__TRAIN__SYSTEM_METRICS": "false",
@@ -125,15 +126,37 @@ def local_airflow(workdir: Path, **extra: str) -> dict[str, str]:
 
 
 def dags_test(workdir: Path, env: dict[str, str], conf: Mapping[str, object], timeout_s: float) -> None:
-    """``airflow dags test kinetics_pipeline`` with ``conf``; its log in ``workdir/dags-test.log``."""
-    log.info("running kinetics_pipeline with airflow dags test (conf %s)", conf)
-    proc = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "kinetics_pipeline", "-c",
-                           json.dumps(conf)], env=env, cwd=workdir, timeout=timeout_s, capture_output=True,
-                          text=True)  # fmt: skip
-    (workdir / "dags-test.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the DAG run failed (exit {proc.returncode}); see {workdir / 'dags-test.log'}:\n"
-                           f"{(proc.stdout + proc.stderr)[-3000:]}")  # fmt: skip
+    """``airflow dags test kinetics_pipeline`` with ``conf``: its whole log in ``workdir/dags-test.log``, and on
+    stderr each task as it starts and ends (with its duration and counts), then a table of the tasks."""
+    from action_recognition.progress import DagProgress
+
+    log.info("running kinetics_pipeline with airflow dags test; full log in %s", workdir / "dags-test.log")
+    argv = [sys.executable, "-m", "airflow", "dags", "test", "kinetics_pipeline", "-c", json.dumps(conf)]
+    progress = DagProgress()
+    deadline = time.monotonic() + timeout_s
+    tail: list[str] = []
+    with (
+        (workdir / "dags-test.log").open("w") as log_file,
+        subprocess.Popen(
+            argv, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log_file.write(line)
+            progress.feed(line)
+            tail = [*tail[-40:], line]
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the DAG run took longer than {timeout_s:.0f} s; see {workdir / 'dags-test.log'}")
+        code = proc.wait()
+    progress.close()
+    print(progress.table(), file=sys.stderr)
+    if code != 0:
+        failed = sorted({r.task_id for r in progress.tasks.values() if r.state in ("failed", "up_for_retry")})
+        log.debug("the last lines of the DAG run:\n%s", "".join(tail))
+        raise RuntimeError(f"the DAG run failed at {', '.join(failed) or 'an unknown task'} (exit {code}); "
+                           f"full log: {workdir / 'dags-test.log'}")  # fmt: skip
 
 
 def run_demo(

@@ -129,7 +129,10 @@ def check_pose_weights(cfg: Config) -> Check:
 
 def check_backbone_weights(cfg: Config) -> Check:
     if cfg.train.backbone_weights:
-        check = _weights_check("backbone-weights", cfg.train.backbone_weights, None)
+        try:
+            check = _weights_check("backbone-weights", cfg.train.backbone_weights, None)
+        except Exception as exc:  # storage unreachable or refusing: the finding, named
+            check = Check("backbone-weights", "fail", f"{cfg.train.backbone_weights}: {type(exc).__name__}: {exc}")
         if check.status == "fail" and cfg.train.allow_untrained:  # the trainer falls back to random weights
             return Check("backbone-weights", "warn", f"{check.detail}; RGB trains from random weights (allowed)")
         return check

@@ -362,7 +362,7 @@ def _train_new(
     untrained_pose = bool(data.meta.get("untrained_pose"))
     model = model.to(device)
     is_rgb = data.kind == "frames"
-    crop = min(112, data.data.shape[2], data.data.shape[3]) if is_rgb else 0
+    crop = rgb_crop(data) if is_rgb else 0
     if is_rgb and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     x_all = torch.from_numpy(data.data)
@@ -614,12 +614,12 @@ def model_card(
     splits = {s: int((data.split == s).sum()) for s in ("train", "val", "test")}
     chance = 1.0 / data.num_classes
     availability = (manifest or {}).get("availability") or {}
+    family = ARCHS[arch].family
     lines = [
         f"# {run_name}", "",
         f"**Architecture**: `{arch}`: {ARCHS[arch].summary}.", "",
         "## Data",
-        f"- {len(data.labels)} clips of {data.num_classes} classes; input {data.kind} {tuple(data.data.shape[1:])}"
-        f", layout {data.layout or 'unknown (learned graph)'}.",
+        f"- {len(data.labels)} clips of {data.num_classes} classes; {input_statement(arch, data)}",
         f"- splits: {splits}; dataset sha256 `{data.sha256[:16]}`.",
     ]  # fmt: skip
     if manifest:
@@ -634,17 +634,40 @@ def model_card(
         "0.205 test accuracy.", "",
         "## Limits",
         "- Trained on YouTube clips that were still available; the classes' availability differs (see above).",
-        "- Keypoint models see one person (the main track); interactions between people are not modelled.",
+        "- Keypoint models see one person (the main track); interactions between people are not modelled."
+        if family == "keypoint" else
+        "- RGB models see the whole frame: scene and background can stand in for the action (dataset bias).",
     ]  # fmt: skip
     if untrained:
-        lines.append(
-            "- **UNTRAINED WEIGHTS**: an untrained RGB backbone or untrained pose keypoints (see the tags "
-            "ar.untrained and ar.untrained_pose); the metrics are not representative."
-        )
+        what = ("keypoints from an untrained pose model (tag ar.untrained_pose)" if family == "keypoint"
+                else "a backbone with random weights, no pretrained ones (tag ar.untrained)")  # fmt: skip
+        lines.append(f"- **UNTRAINED WEIGHTS**: {what}; the metrics are not representative.")
     if data.classes and all(c.startswith("synthetic-") for c in data.classes):
         lines.append("- **SYNTHETIC DATA**: generated skeleton motions, for tests and benchmarks only.")
     lines += ["", "## Licence", LICENCE_NOTE, "", f"Config: `{json.dumps(config.model_dump(mode='json'))}`", ""]
     return "\n".join(lines)
+
+
+def rgb_crop(data: LabeledArrays) -> int:
+    """The square side an RGB model takes: frames are centre-cropped to it (randomly cropped in training)."""
+    return min(112, int(data.data.shape[2]), int(data.data.shape[3]))
+
+
+def input_statement(arch: str, data: LabeledArrays) -> str:
+    """What the model takes, in words true for its family."""
+    if data.kind == "frames":
+        t, h, w = data.data.shape[1:4]
+        side = rgb_crop(data)
+        return (f"input {t} RGB frames a clip, stored at {h} x {w} and centre-cropped to {side} x {side} "
+                f"(random {side} x {side} crops and flips in training).")  # fmt: skip
+    t, joints, channels = data.data.shape[1:4]
+    if data.layout:
+        layout = f"joint layout {data.layout}"
+    elif arch == "stgcn":
+        layout = "joint layout not named: a graph learned over the joints"
+    else:
+        layout = f"joint layout not named ({arch} needs no skeleton graph)"
+    return f"input {t} frames x {joints} joints x {channels} (x, y, score), {layout}."
 
 
 def _log_model(model: Any, data: LabeledArrays, arch: str, family: str, untrained: bool, work: Path) -> str:

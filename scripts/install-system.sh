@@ -11,6 +11,10 @@ done
 
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
-echo "installing Debian packages: ${missing[*]}" >&2
-"${as_root[@]}" apt-get update -q
-DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+# apt's output goes to a log (its tail is shown when a stage fails); one line per stage here.
+log=${AR_SETUP_LOG:-/tmp/action-recognition-setup.log}
+here=$(dirname "$0")
+echo "installing Debian packages: ${missing[*]} (log: $log)" >&2
+"$here/quietly.sh" "  apt-get update" "$log" "${as_root[@]}" apt-get update -q
+"$here/quietly.sh" "  apt-get install" "$log" env DEBIAN_FRONTEND=noninteractive "${as_root[@]}" \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"

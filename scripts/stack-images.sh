@@ -43,10 +43,12 @@ if ! exists "$python_image"; then
   chmod -R a+rX "$ctx/site-packages"  # before COPY: a chmod in the image would copy every file into a new layer
   rm -rf "$ctx"/site-packages/__editable__*action_recognition* "$ctx"/site-packages/action_recognition-*.dist-info \
          "$ctx"/site-packages/playwright "$ctx"/site-packages/__pycache__
-  mkdir "$ctx/scripts"
+  mkdir "$ctx/scripts" "$ctx/bin"
   for f in "$venv"/bin/*; do
     case $(basename "$f") in python*|activate*|pip*|Activate.ps1|action-recognition) continue ;; esac
-    [ -f "$f" ] && head -c 2 "$f" | grep -q '#!' && cp "$f" "$ctx/scripts/"
+    [ -f "$f" ] || continue
+    if head -c 2 "$f" | grep -q '#!'; then cp "$f" "$ctx/scripts/"    # console scripts: their shebang is rewritten
+    elif [ -x "$f" ]; then cp -l "$f" "$ctx/bin/"; fi                # binaries from wheels (deno): as they are
   done
   cp /etc/ssl/certs/ca-certificates.crt "$ctx/"
   build "$python_image" "$python_inputs" docker/local/python.Dockerfile "$ctx" --build-arg "BASE_IMAGE=$base"

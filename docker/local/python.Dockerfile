@@ -15,6 +15,8 @@ COPY ca-certificates.crt /etc/ssl/certs/ar-host-ca.crt
 ENV PIP_CERT=/etc/ssl/certs/ar-host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY site-packages /opt/venv/lib/python3.11/site-packages
 COPY scripts /opt/venv/scripts
+# Executables that wheels put in bin/ (deno, yt-dlp's JavaScript runtime), as they are.
+COPY bin /opt/venv/bin/
 # Console scripts carry the host venv's interpreter path: point them at this one.
 RUN for f in /opt/venv/scripts/*; do \
       sed -i '1s|^#!.*python[0-9.]*$|#!/opt/venv/bin/python3|' "$f" && mv "$f" /opt/venv/bin/; \

@@ -115,7 +115,7 @@ def train_args(family: str, dataset_xcom: str) -> list[str]:
 def check_params(**context: Any) -> dict[str, Any]:
     """Every Param through the one validated config before any work: a value the form's schema let through but the
     steps would refuse (a storage scheme, a weights path) fails here, named, instead of hours later."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     from action_recognition.airflow_adapter import config_from_params, overrides_from_params
     from action_recognition.errors import ConfigError
