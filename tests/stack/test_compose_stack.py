@@ -86,7 +86,7 @@ def test_a_person_trains_and_approves_from_the_ui(browser: Any, stack: dict[str,
         page.get_by_text("summarise").first.wait_for()
         page.wait_for_timeout(1500)
         shot(page, "stack-pipeline-run-grid")
-        assert finished["state"] == "success", states
+        assert finished["state"] == "success", f"{states}\n{airflow.failure_report('kinetics_pipeline', run_id)}"
 
         # The MLflow extra link of train_keypoint, followed as a person would, shows that run.
         page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run_id}/tasks/train_keypoint/details")

@@ -122,7 +122,7 @@ def test_two_celery_workers_share_a_run_and_it_survives_four_faults(
         finished = airflow.wait_run(DAG, run_id, timeout=1500)
         tis = airflow.task_instances(DAG, run_id)
         states = {(t["task_id"], t["map_index"]): (t["state"], t["try_number"], t.get("hostname")) for t in tis}
-        assert finished["state"] == "success", states
+        assert finished["state"] == "success", f"{states}\n{airflow.failure_report(DAG, run_id)}"
         hosts = {t["hostname"] for t in tis if t["task_id"] in STEPS and t["state"] == "success"}
         assert hosts == set(workers), f"the mapped steps ran on both workers: {hosts} of {set(workers)}"
 

@@ -88,6 +88,33 @@ class AirflowAPI:
                 raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {timeout} s: {states}")
             time.sleep(3)
 
+    def failure_report(self, dag_id: str, run_id: str, lines: int = 40) -> str:
+        """Each failed task of the run with the last error/warning lines of its last try's log: what a person reads
+        in the UI's log tab, put into an assertion message."""
+        try:
+            return self._failure_report(dag_id, run_id, lines)
+        except Exception as exc:  # a diagnostic must never hide the assertion it explains
+            return f"(no failure report: {exc!r})"
+
+    def _failure_report(self, dag_id: str, run_id: str, lines: int) -> str:
+        quoted = urllib.request.quote(run_id, safe="")
+        out = []
+        for ti in self.task_instances(dag_id, run_id):
+            if ti["state"] != "failed":
+                continue
+            path = (f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/"
+                    f"{max(ti['try_number'], 1)}?full_content=true&map_index={ti['map_index']}")  # fmt: skip
+            try:
+                content = self.api("GET", path).get("content", [])
+            except urllib.error.HTTPError as exc:
+                content = [{"event": f"(no log: HTTP {exc.code})"}]
+            events = [e for e in content if isinstance(e, dict)]
+            picked = [e for e in events if e.get("level") in ("error", "warning", "critical")] or events
+            text = "\n".join(f"    {e.get('level', '')} {e.get('event', '')} {e.get('error_detail', '')}"[:600]
+                              for e in picked[-lines:])  # fmt: skip
+            out.append(f"{ti['task_id']}[{ti['map_index']}] try {ti['try_number']} failed:\n{text}")
+        return "\n".join(out) or "no failed task"
+
     def wait_task_state(self, dag_id: str, run_id: str, task_id: str, state: str, timeout: float) -> None:
         """Until ``task_id`` of the run is in ``state``; AssertionError when a task fails first."""
         deadline = time.monotonic() + timeout
