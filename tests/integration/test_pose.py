@@ -20,6 +20,7 @@ from action_recognition.media import probe
 from action_recognition.pose.extract import PoseError, keypoints_key, load_keypoints, load_pose_model, pose_shard
 from action_recognition.pose.render import render_overlay
 from action_recognition.storage import LocalStorage
+from action_recognition.weights import WeightsMismatch
 from tests.conftest import VIDEOS
 from tests.support.media import make_video
 from tests.support.reliability import Reliability
@@ -128,5 +129,5 @@ def test_weights_are_required(tmp_path: Path) -> None:
         load_pose_model(PoseConfig(weights=str(tmp_path / "yolo11n-pose.pt")))
     fake = tmp_path / "fake-pose.pt"
     fake.write_bytes(b"not weights")
-    with pytest.raises(PoseError, match="sha256"):
+    with pytest.raises(WeightsMismatch, match="sha256"):  # not retryable: the same file fails the same way
         load_pose_model(PoseConfig(weights=str(fake), weights_sha256="0" * 64))
