@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -54,15 +54,20 @@ def _run(step: Callable[[], T], *, as_json: bool, summarise: Callable[[T], dict[
     try:
         result = step()
     except ActionRecognitionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        if as_json:
-            typer.echo(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
-                                   "retryable": exc.retryable}))  # fmt: skip
-        raise typer.Exit(2) from None
+        _fail(exc, as_json)
     if as_json:
         typer.echo(json.dumps({"ok": True, **summarise(result)}, default=str, sort_keys=True))
     else:
         typer.echo(human(result))
+
+
+def _fail(exc: ActionRecognitionError, as_json: bool) -> NoReturn:
+    """A known error: one line on stderr, the JSON failure summary with --json, exit status 2."""
+    typer.echo(f"error: {exc}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
+                               "retryable": exc.retryable}))  # fmt: skip
+    raise typer.Exit(2) from None
 
 
 def _load(path: Path | None, pairs: list[str] | None, extra: dict[str, Any] | None = None) -> Any:
@@ -722,11 +727,7 @@ def doctor(
         cfg = _load(config, set_, _nested(storage__uri=storage))
         report = run_checks(cfg, gpu=gpu, skip=tuple(skip or ()))
     except ActionRecognitionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        if as_json:
-            typer.echo(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
-                                   "retryable": exc.retryable}))  # fmt: skip
-        raise typer.Exit(2) from None
+        _fail(exc, as_json)
     failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
     if as_json:
         extra = {"error": f"preflight failed: {failed}", "error_type": "DoctorError", "retryable": False}

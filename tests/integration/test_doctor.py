@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import boto3
@@ -23,47 +22,27 @@ from action_recognition.doctor import Check, check_yt_dlp, run_checks
 from action_recognition.storage import open_storage
 from action_recognition.weights import pull
 from tests.conftest import ROOT, free_port
+from tests.support.http import Site
 
 pytestmark = [pytest.mark.integration]
 
 CSV = ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv"
 
 
-class _Site(http.server.ThreadingHTTPServer):
-    """/kinetics.csv (a real Kinetics CSV), /other.csv (not one), 404 elsewhere; /api/2.0/... answers 401 unless
-    the basic-auth password is "right", as MLflow's basic-auth app does."""
-
-    def __init__(self) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/api/2.0/mlflow/"):
-                    good = "Basic " + base64.b64encode(b"admin:right").decode()
-                    self.send_response(200 if self.headers.get("Authorization") == good else 401)
-                    self.end_headers()
-                    self.wfile.write(b"{}")
-                    return
-                body = {"/kinetics.csv": CSV.read_bytes()[:5000], "/other.csv": b"a,b,c\n1,2,3\n"}.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+def _answer(path: str, headers: Message) -> tuple[int, bytes, int | None]:
+    """/kinetics.csv (a real Kinetics CSV), /other.csv (not one), 404 elsewhere; /api/2.0/mlflow/... answers 401
+    unless the basic-auth password is "right", as MLflow's basic-auth app does."""
+    if path.startswith("/api/2.0/mlflow/"):
+        good = "Basic " + base64.b64encode(b"admin:right").decode()
+        return (200 if headers.get("Authorization") == good else 401), b"{}", None
+    body = {"/kinetics.csv": CSV.read_bytes()[:5000], "/other.csv": b"a,b,c\n1,2,3\n"}.get(path)
+    return (404, b"", None) if body is None else (200, body, None)
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[_Site]:
-    httpd = _Site()
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd
-    httpd.shutdown()
+def site() -> Iterator[Site]:
+    with Site.serving(_answer) as served:
+        yield served
 
 
 def _by_name(checks: list[Check]) -> dict[str, Check]:
@@ -144,7 +123,7 @@ def test_storage_that_cannot_be_written(tmp_path: Path, s3_server: str) -> None:
     assert check.status == "fail" and "no-such-bucket" in check.detail
 
 
-def test_mlflow_down_or_refusing_the_password(tmp_path: Path, site: _Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_down_or_refusing_the_password(tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     check = _by_name(run_checks(_config(tmp_path)).checks)["mlflow"]  # type: ignore[arg-type]
     assert check.status == "fail" and "unreachable" in check.detail
@@ -157,7 +136,7 @@ def test_mlflow_down_or_refusing_the_password(tmp_path: Path, site: _Site, monke
     assert _by_name(run_checks(_config(tmp_path)).checks)["mlflow"].status == "ok"  # type: ignore[arg-type]
 
 
-def test_annotation_sources_that_moved_or_are_not_kinetics(tmp_path: Path, site: _Site) -> None:
+def test_annotation_sources_that_moved_or_are_not_kinetics(tmp_path: Path, site: Site) -> None:
     sources = [f"{site.url}/kinetics.csv", f"{site.url}/validate.csv", f"{site.url}/other.csv", str(tmp_path / "x.csv")]
     cfg = _config(tmp_path, **{"plan.annotations": json.dumps(sources)})
     checks = [c for c in run_checks(cfg, skip=("mlflow",)).checks if c.name.startswith("annotations")]  # type: ignore[arg-type]
@@ -165,7 +144,7 @@ def test_annotation_sources_that_moved_or_are_not_kinetics(tmp_path: Path, site:
     assert "404" in checks[1].detail and "not a Kinetics CSV" in checks[2].detail
 
 
-def test_the_cli_names_every_failure_and_exits_2(tmp_path: Path, site: _Site) -> None:
+def test_the_cli_names_every_failure_and_exits_2(tmp_path: Path, site: Site) -> None:
     sets = ["--set", f"plan.annotations=[{site.url}/validate.csv]", "--set", "pose.weights=/nowhere/yolo11n-pose.pt"]
     argv = [sys.executable, "-m", "action_recognition", "doctor", "--storage", str(tmp_path / "s"), *sets]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}

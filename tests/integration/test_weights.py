@@ -5,10 +5,8 @@ untrained torchvision ResNet18 state dict) and served by a local HTTP server, as
 from __future__ import annotations
 
 import hashlib
-import http.server
 import multiprocessing
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,38 +17,11 @@ from action_recognition.config import PoseConfig, StorageConfig, TrainConfig
 from action_recognition.errors import ConfigError
 from action_recognition.storage import open_storage
 from action_recognition.weights import WeightsError, WeightsMismatch, pull, resolve
+from tests.support.http import Site
 from tests.support.reliability import Reliability
 from tests.support.weights import untrained_pose_pt
 
 pytestmark = [pytest.mark.integration]
-
-
-class _Files(http.server.ThreadingHTTPServer):
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files, self.requests = files, Counter[str]()
-        served = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                served.requests[self.path] += 1
-                body = served.files.get(self.path.lstrip("/").removesuffix("-truncated"))
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                # "-truncated": the connection ends halfway through the announced body.
-                self.wfile.write(body[: len(body) // 2] if self.path.endswith("-truncated") else body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +36,17 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(weight_files: dict[str, bytes]) -> Iterator[_Files]:
-    httpd = _Files(weight_files)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd
-    httpd.shutdown()
+def server(weight_files: dict[str, bytes]) -> Iterator[Site]:
+    """The weight files by name; ``NAME-truncated`` announces the whole file and sends half of it."""
+
+    def answer(path: str, _: object) -> tuple[int, bytes, int | None]:
+        body = weight_files.get(path.lstrip("/").removesuffix("-truncated"))
+        if body is None:
+            return 404, b"", None
+        return (200, body[: len(body) // 2], len(body)) if path.endswith("-truncated") else (200, body, None)
+
+    with Site.serving(answer) as site:
+        yield site
 
 
 @pytest.fixture()
@@ -79,7 +56,7 @@ def bucket(s3_server: str) -> str:
     return f"s3://{name}/ar"
 
 
-def test_pull_records_the_hash_and_fetches_once(server: _Files, bucket: str, tmp_path: Path,
+def test_pull_records_the_hash_and_fetches_once(server: Site, bucket: str, tmp_path: Path,
                                                 weight_files: dict[str, bytes]) -> None:  # fmt: skip
     body = weight_files["yolo11n-pose.pt"]
     sha = hashlib.sha256(body).hexdigest()
@@ -96,7 +73,7 @@ def test_pull_records_the_hash_and_fetches_once(server: _Files, bucket: str, tmp
         assert downloaded and path.read_bytes() == body
 
 
-def test_a_wrong_hash_or_a_truncated_download_is_refused(server: _Files, bucket: str, reliability: Reliability) -> None:
+def test_a_wrong_hash_or_a_truncated_download_is_refused(server: Site, bucket: str, reliability: Reliability) -> None:
     storage = open_storage(bucket)
     url = f"{server.url}/resnet18-untrained.pth"
     with reliability.bad_input("weights pull: another file than the pinned sha256", rejects=WeightsMismatch):
@@ -110,7 +87,7 @@ def test_a_wrong_hash_or_a_truncated_download_is_refused(server: _Files, bucket:
     assert not storage.exists("weights/resnet18.pth"), "nothing is kept from a refused pull"
 
 
-def test_a_tampered_object_in_storage_is_refused(server: _Files, bucket: str, tmp_path: Path) -> None:
+def test_a_tampered_object_in_storage_is_refused(server: Site, bucket: str, tmp_path: Path) -> None:
     storage = open_storage(bucket)
     ref = pull(f"{server.url}/resnet18-untrained.pth", "resnet18.pth", storage)
     storage.put_bytes("weights/resnet18.pth", b"not the weights")
@@ -123,7 +100,7 @@ def _first_use(uri: str, cache: str, endpoint: str, queue: multiprocessing.Queue
     queue.put((str(path), downloaded))
 
 
-def test_two_workers_first_use_at_once_downloads_once(server: _Files, bucket: str, tmp_path: Path,
+def test_two_workers_first_use_at_once_downloads_once(server: Site, bucket: str, tmp_path: Path,
                                                      s3_server: str) -> None:  # fmt: skip
     ref = pull(f"{server.url}/yolo11n-pose.pt", "yolo11n-pose.pt", open_storage(bucket))
     ctx = multiprocessing.get_context("spawn")
@@ -140,7 +117,7 @@ def test_two_workers_first_use_at_once_downloads_once(server: _Files, bucket: st
 
 
 def test_the_pose_step_and_the_rgb_trainer_read_weights_from_storage(
-    server: _Files, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: Site, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
 
