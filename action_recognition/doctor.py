@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -183,6 +184,35 @@ def check_mlflow(cfg: Config, timeout: float = 10.0) -> Check:
         return Check("mlflow", "fail", f"{uri} {what} (MLFLOW_TRACKING_USERNAME/PASSWORD)")
     except OSError as exc:
         return Check("mlflow", "fail", f"{uri} unreachable: {exc}")
+
+
+def check_pool(api_url: str, user: str, password: str, pool: str, timeout: float = 10.0) -> Check:
+    """Whether Airflow has ``pool``: a task in a pool that does not exist is never scheduled and nothing says why.
+
+    Airflow 3 tasks cannot read the metadata database, so this asks the REST API as a person's script would: a JWT
+    from ``/auth/token``, then ``GET /api/v2/pools/{pool}``.
+    """
+    base = api_url.rstrip("/")
+    name = f"pool {pool}"
+    try:
+        body = json.dumps({"username": user, "password": password}).encode()
+        req = urllib.request.Request(base + "/auth/token", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            token = json.load(resp)["access_token"]
+        req = urllib.request.Request(f"{base}/api/v2/pools/{urllib.parse.quote(pool, safe='')}",
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            found = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404 and "/api/v2/pools/" in (exc.url or ""):
+            return Check(name, "fail", f"Airflow has no pool {pool!r}: its tasks would never be scheduled "
+                                       f"(airflow pools set {pool} 4 'Concurrent YouTube downloads')")  # fmt: skip
+        what = "refuses the credentials" if exc.code in (401, 403) else f"answers HTTP {exc.code}"
+        return Check(name, "fail", f"cannot check: the Airflow API at {base} {what}")
+    except (OSError, KeyError, ValueError) as exc:
+        return Check(name, "fail", f"cannot check: the Airflow API at {base} is unreachable ({exc})")
+    return Check(name, "ok", f"{found.get('slots')} slots ({found.get('open_slots')} open)")
 
 
 def _source_head(source: str, timeout: float) -> bytes:

@@ -23,7 +23,6 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
 from ar_provider.defaults import (
-    ALLOW_UNTRAINED,
     DEFAULT_ANNOTATIONS,
     DOWNLOAD_POOL,
     FRAMES_DATASET,
@@ -35,6 +34,7 @@ from ar_provider.defaults import (
     check_params,
     common_params,
     env_default,
+    preflight,
     runner_kwargs,
     train_args,
 )  # fmt: skip
@@ -145,10 +145,7 @@ def kinetics_pipeline() -> None:
     # The checks of `action-recognition doctor`, on the runner that will do the work (inside the worker image for
     # runner=docker): a missing JavaScript runtime, weights not in storage, a storage key that cannot write, a wrong
     # MLflow password or an annotation URL that moved fails here in seconds, every failure named.
-    preflight = StepOperator(
-        **run, task_id="preflight", step="doctor",
-        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}", *ALLOW_UNTRAINED],
-    )  # fmt: skip
+    checks = preflight(run, pools=(DOWNLOAD_POOL,))
 
     shards = shard_manifest(plan.output)
     fetch_kwargs = {**run, **NETWORK_RETRY, "step": "download", "pool": DOWNLOAD_POOL}
@@ -228,7 +225,7 @@ def kinetics_pipeline() -> None:
         return summary
 
     path = choose_promotion_path()
-    check_params() >> preflight >> plan
+    check_params() >> checks >> plan
     download >> clip >> top_up >> download_more >> clip_more >> [pose, build_frames]
     pose >> build_keypoints >> train_keypoint >> register_keypoint
     build_frames >> train_rgb >> register_rgb

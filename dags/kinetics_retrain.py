@@ -17,13 +17,13 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 from ar_provider.defaults import (
-    ALLOW_UNTRAINED,
     KEYPOINT_DATASET,
     LOST_TRY_RETRY,
     NETWORK_RETRY,
     STORAGE_CONN_ID,
     check_params,
     common_params,
+    preflight,
     runner_kwargs,
     train_args,
 )  # fmt: skip
@@ -66,13 +66,8 @@ def kinetics_retrain() -> None:
     keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
     frames = find_latest_dataset.override(task_id="find_frames_dataset")("frames")
     # Retraining needs no downloads, pose or annotations: the training side of `doctor` only.
-    skip = [a for name in ("ffmpeg", "javascript", "yt-dlp", "pose-weights", "annotations") for a in ("--skip", name)]
-    preflight = StepOperator(
-        **run, task_id="preflight", step="doctor",
-        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}", *skip,
-              *ALLOW_UNTRAINED],
-    )  # fmt: skip
-    check_params() >> preflight >> [keypoints, frames]
+    checks = preflight(run, skip=("ffmpeg", "javascript", "yt-dlp", "pose-weights", "annotations"))
+    check_params() >> checks >> [keypoints, frames]
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote"}
     for family, found in (("keypoint", keypoints), ("rgb", frames)):
         source = f"find_{'keypoint' if family == 'keypoint' else 'frames'}_dataset"

@@ -47,6 +47,18 @@ ALLOW_UNTRAINED = ["{{ '--set' if params.rgb_allow_untrained else '' }}",
                    "{{ 'train.allow_untrained=true' if params.rgb_allow_untrained else '' }}"]  # fmt: skip
 
 
+def preflight(run: dict[str, Any], *, skip: tuple[str, ...] = (), pools: tuple[str, ...] = ()) -> Any:
+    """The ``preflight`` task both DAGs start with: ``doctor`` on the runner that does the work (``skip``: checks the
+    DAG does not need) and the ``pools`` its tasks use, through Airflow's REST API (PreflightOperator)."""
+    from ar_provider.operators import PreflightOperator
+
+    return PreflightOperator(
+        **run, task_id="preflight", pools=pools,
+        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}",
+              *(a for name in skip for a in ("--skip", name)), *ALLOW_UNTRAINED],
+    )  # fmt: skip
+
+
 def _mounts() -> list[Any]:
     """``AR_DOCKER_MOUNTS=/host/path:/container/path[:ro],...`` (e.g. a local storage folder for the docker runner)."""
     spec = env_default("AR_DOCKER_MOUNTS", "")

@@ -260,3 +260,58 @@ class StepOperator(BaseOperator):
         container = getattr(self, "_container", None)
         if container is not None:
             container.on_kill()
+
+
+class PreflightOperator(StepOperator):
+    """``action-recognition doctor`` on the runner that will do the work, plus what only Airflow's side can ask:
+    whether the pools the DAG's tasks use exist (a task in a missing pool is never scheduled, silently).
+
+    The pool check asks Airflow's REST API with the credentials of the connection ``api_conn_id`` (an ``http``
+    connection to the api-server: host, port, login, password). Without that connection the pools go unchecked and
+    the task log says so.
+
+    :param pools: Pools the DAG's tasks use.
+    :param api_conn_id: The connection to Airflow's own REST API.
+    """
+
+    def __init__(self, *, pools: Sequence[str] = (), api_conn_id: str = "ar_airflow_api", **kwargs: Any) -> None:
+        kwargs.setdefault("step", "doctor")
+        super().__init__(**kwargs)
+        self.pools = list(pools)
+        self.api_conn_id = api_conn_id
+
+    def _pool_checks(self) -> list[dict[str, str]]:
+        from airflow.sdk import BaseHook
+
+        from action_recognition.doctor import check_pool
+
+        if not self.pools:
+            return []
+        try:
+            conn = BaseHook.get_connection(self.api_conn_id)
+        except AirflowNotFoundException:
+            self.log.warning(
+                "pools %s not checked: no %s connection to Airflow's REST API (an http connection "
+                "with the api-server's host, port, login and password)",
+                self.pools,
+                self.api_conn_id,
+            )
+            return []
+        host = conn.host or "localhost"
+        if not host.startswith(("http://", "https://")):
+            scheme = "https" if conn.conn_type == "https" else "http"
+            host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+        return [check_pool(host, conn.login or "", conn.password or "", pool).__dict__ for pool in self.pools]
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        pools = self._pool_checks()
+        for check in pools:
+            self.log.info("%s  %s  %s", check["status"], check["name"], check["detail"])
+        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in pools if c["status"] == "fail")
+        try:
+            result = super().execute(context)
+        except AirflowException as exc:  # every failure named, the step's and the pools'
+            raise AirflowFailException(f"{exc}; {failed}" if failed else str(exc)) from exc
+        if failed:
+            raise AirflowFailException(f"preflight failed: {failed}")
+        return {**result, "checks": [*result.get("checks", []), *pools]}

@@ -6,6 +6,7 @@ Screenshots go to ``$AR_SCREENSHOTS`` (default ``.screenshots/`` in the checkout
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,6 +103,11 @@ def refuse_a_bad_value(page: Any, airflow: AirflowAPI, prefix: str) -> None:
 def approve_in_the_ui(page: Any, airflow: AirflowAPI, run_id: str, prefix: str, timeout: float = 900) -> None:
     """Wait for the approval task to ask, then answer it the way a person does: its Required Action tab."""
     airflow.wait_task_state("kinetics_pipeline", run_id, "approve_promotion", "awaiting_input", timeout)
+    # Airflow 3.3.2 race, seen here: an answer within a second or two of the task parking puts it back to queued
+    # before the scheduler has processed the parking worker's exit, and the scheduler then fails the queued try as
+    # "finished externally" (scheduler_job_runner.process_executor_events handles the resume only while the task
+    # is still scheduled). A person takes longer than the scheduler's loop; so does this test.
+    time.sleep(6)
     page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run_id}/tasks/approve_promotion")
     page.get_by_text("Required Action").first.click()
     approve = page.get_by_role("button", name="Approve")

@@ -164,6 +164,10 @@ class AirflowDeployment(AirflowAPI):
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+            # The preflight task asks the REST API whether the download pool exists, as the operator documents.
+            AIRFLOW_CONN_AR_AIRFLOW_API=json.dumps(
+                {"conn_type": "http", "host": "127.0.0.1", "port": port, "login": user, "password": password}
+            ),
             **extra_env,
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -13,12 +13,12 @@ executor, and the retraining DAG is started by the scheduler alone from the asse
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import VIDEOS, free_port
 from tests.support.browser import (
     approve_in_the_ui,
     chromium,
@@ -29,6 +29,7 @@ from tests.support.browser import (
     switch_on,
 )
 from tests.support.deployment import AirflowDeployment
+from tests.support.paths import VIDEOS, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ui, pytest.mark.slow]
 
@@ -98,6 +99,12 @@ def test_trigger_with_the_form_defaults_runs_through_the_scheduler(page: Any, de
     assert run["state"] == "success", f"{states}\n{airflow.log_tail('scheduler')}"
     assert states["approve_promotion"] == "success" and states["no_approval_needed"] == "skipped"
 
+    preflight = airflow.api("GET", f"/api/v2/dags/kinetics_pipeline/dagRuns/{run_id}/taskInstances/preflight/"
+                                   "xcomEntries/return_value")["value"]  # fmt: skip
+    pools = [c for c in (json.loads(preflight) if isinstance(preflight, str) else preflight)["checks"]
+             if c["name"] == "pool youtube_downloads"]  # fmt: skip
+    assert [c["status"] for c in pools] == ["ok"], f"the preflight checks the download pool: {preflight}"
+
     client = MlflowClient(deployment["tracking"])
     versions = {}
     for family in ("keypoint", "rgb"):
@@ -115,3 +122,16 @@ def test_trigger_with_the_form_defaults_runs_through_the_scheduler(page: Any, de
     }
     for name, count in versions.items():
         assert len(client.search_model_versions(f"name='{name}'")) == count, f"{name}: unchanged data, new version"
+
+
+def test_the_pool_check_names_a_missing_pool_and_refused_credentials(deployment: dict[str, Any]) -> None:
+    """The preflight's pool check against this real api-server: a pool that does not exist (its tasks would never be
+    scheduled) and a wrong password each fail, named; the pool the DAG uses passes."""
+    from action_recognition.doctor import check_pool
+
+    airflow: AirflowDeployment = deployment["airflow"]
+    assert check_pool(airflow.url, airflow.user, airflow.password, "youtube_downloads").status == "ok"
+    missing = check_pool(airflow.url, airflow.user, airflow.password, "no_such_pool")
+    assert missing.status == "fail" and "no pool 'no_such_pool'" in missing.detail, missing
+    refused = check_pool(airflow.url, airflow.user, "wrong", "youtube_downloads")
+    assert refused.status == "fail" and "refuses the credentials" in refused.detail, refused
