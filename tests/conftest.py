@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.paths import KINETICS, free_port
 from tests.support.reliability import Reliability, write_report
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
-KINETICS = FIXTURES / "kinetics"
-VIDEOS = FIXTURES / "videos"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -36,12 +31,6 @@ def _healthy(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -169,11 +158,22 @@ def reliability(request: pytest.FixtureRequest) -> Reliability:
     return Reliability(request.node.nodeid.split("::", 1)[-1])
 
 
+#: Test tiers that use real services, a real browser or the compose stack: each test there says so (its marker).
+MARKED_TIERS = {"integration": "integration", "stack": "stack", "ui": "ui"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that records into the reliability report is in `make reliability` (``-m reliability``)."""
+    """Every test that records into the reliability report is in `make reliability` (``-m reliability``); a test in
+    an integration, stack or UI folder without its tier's marker stops the collection, named (``-m`` would miss it)."""
+    unmarked = []
     for item in items:
         if "reliability" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.reliability)
+        tier = MARKED_TIERS.get(item.path.parent.name)
+        if tier and item.get_closest_marker(tier) is None:
+            unmarked.append(f"{item.nodeid} (no pytest.mark.{tier})")
+    if unmarked:
+        raise pytest.UsageError("tests outside their tier's marker:\n  " + "\n  ".join(unmarked))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -34,18 +34,16 @@ def test_dags_import_cleanly(bag: Any) -> None:
         assert dag.doc_md and dag.tags
 
 
-def test_parse_is_fast_light_and_stateless(tmp_path: Path) -> None:
-    """In a fresh process, with a database URL that cannot work: parsing needs no DB, no connection, no torch."""
+def test_parse_is_light_and_stateless(tmp_path: Path) -> None:
+    """In a fresh process, with a database URL that cannot work: parsing needs no DB, no connection, no torch.
+    (How long it takes is a benchmark's question, against a one-task DAG: ``python -m benchmarks.bench_parse``.)"""
     code = f"""
-import json, sys, time
+import json, sys
 sys.path.insert(0, {str(ROOT / "plugins")!r})
-import airflow.sdk  # Airflow itself is not what we time
 from airflow.dag_processing.dagbag import DagBag
-start = time.perf_counter()
 bag = DagBag(dag_folder={str(ROOT / "dags")!r})
-elapsed = time.perf_counter() - start
 heavy = sorted(m for m in ("torch", "ultralytics", "mlflow", "yt_dlp", "cv2", "boto3", "pandas") if m in sys.modules)
-print(json.dumps({{"errors": list(bag.import_errors), "dags": sorted(bag.dags), "seconds": elapsed, "heavy": heavy}}))
+print(json.dumps({{"errors": list(bag.import_errors), "dags": sorted(bag.dags), "heavy": heavy}}))
 """
     env = airflow_env(tmp_path, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:////nonexistent/dir/airflow.db",
                       AIRFLOW_CONN_AR_STORAGE="")  # fmt: skip
@@ -53,7 +51,6 @@ print(json.dumps({{"errors": list(bag.import_errors), "dags": sorted(bag.dags), 
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["errors"] == [] and report["dags"] == ["kinetics_pipeline", "kinetics_retrain"]
     assert report["heavy"] == [], f"heavy modules imported at parse: {report['heavy']}"
-    assert report["seconds"] < 0.5, f"DAG folder parsed in {report['seconds']:.3f} s"
 
 
 def _upstream(dag: Any, task_id: str) -> set[str]:

@@ -18,8 +18,8 @@ from action_recognition.ledger import PERMANENT, final_states, read_stage, statu
 from action_recognition.localserve import VideoServer
 from action_recognition.media import probe
 from action_recognition.storage import LocalStorage, Storage, open_storage
-from tests.conftest import VIDEOS, free_port
 from tests.support.media import make_audio_only, make_video, truncate
+from tests.support.paths import VIDEOS, free_port
 from tests.support.reliability import Reliability
 
 pytestmark = pytest.mark.integration

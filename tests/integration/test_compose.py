@@ -11,6 +11,8 @@ import yaml
 
 from tests.support.airflow import ROOT
 
+pytestmark = [pytest.mark.integration]
+
 SECRETS = {
     "POSTGRES_PASSWORD": "pg-secret", "MLFLOW_DB_PASSWORD": "mlflow-db-secret", "AIRFLOW_FERNET_KEY": "fernet",
     "AIRFLOW_JWT_SECRET": "jwt", "MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "root-secret",

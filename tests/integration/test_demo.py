@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.support.paths import ROOT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

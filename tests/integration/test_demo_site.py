@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VIDEOS
+from tests.support.paths import VIDEOS
 
 pytestmark = pytest.mark.integration
 

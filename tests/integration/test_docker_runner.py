@@ -25,9 +25,9 @@ from action_recognition.demo import make_demo_videos, write_demo_annotations
 from action_recognition.localserve import VideoServer
 from action_recognition.storage import open_storage
 from action_recognition.weights import pull
-from tests.conftest import VIDEOS, free_port
 from tests.support.airflow import ROOT, airflow_env, dags_test, init_airflow
 from tests.support.docker import containers, start_guard
+from tests.support.paths import VIDEOS, free_port
 from tests.support.reliability import Reliability
 from tests.support.train import train_args
 from tests.support.weights import untrained_pose_pt

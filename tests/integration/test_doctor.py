@@ -21,8 +21,8 @@ from action_recognition.config import load_config
 from action_recognition.doctor import Check, check_yt_dlp, run_checks
 from action_recognition.storage import open_storage
 from action_recognition.weights import pull
-from tests.conftest import ROOT, free_port
 from tests.support.http import Site
+from tests.support.paths import ROOT, free_port
 
 pytestmark = [pytest.mark.integration]
 

@@ -22,7 +22,7 @@ from action_recognition.kinetics import plan_dataset
 from action_recognition.ledger import final_states, read_stage
 from action_recognition.localserve import VideoServer
 from action_recognition.storage import LocalStorage
-from tests.conftest import VIDEOS
+from tests.support.paths import VIDEOS
 from tests.support.reliability import Reliability
 from tests.support.train import train_args
 
@@ -145,7 +145,7 @@ def test_s3_outage_short_is_absorbed_long_fails_clearly(
     from action_recognition.config import StorageConfig
     from action_recognition.errors import StorageError
     from action_recognition.storage import open_storage
-    from tests.conftest import free_port
+    from tests.support.paths import free_port
 
     with reliability.fault("the S3 server down for 2 s, then past the retry budget"):
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-access-key")

@@ -14,8 +14,8 @@ from action_recognition.demo import make_demo_videos, write_demo_annotations
 from action_recognition.ledger import status as ledger_status
 from action_recognition.localserve import VideoServer
 from action_recognition.storage import open_storage
-from tests.conftest import VIDEOS
 from tests.support.airflow import airflow_env, dags_test, init_airflow
+from tests.support.paths import VIDEOS
 from tests.support.reliability import Reliability
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -21,8 +21,8 @@ from action_recognition.pose.extract import PoseError, keypoints_key, load_keypo
 from action_recognition.pose.render import render_overlay
 from action_recognition.storage import LocalStorage
 from action_recognition.weights import WeightsMismatch
-from tests.conftest import VIDEOS
 from tests.support.media import make_video
+from tests.support.paths import VIDEOS
 from tests.support.reliability import Reliability
 
 pytestmark = pytest.mark.integration

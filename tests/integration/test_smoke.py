@@ -15,7 +15,7 @@ import pytest
 
 from action_recognition.demo import make_demo_videos, write_demo_annotations
 from action_recognition.localserve import VideoServer
-from tests.conftest import VIDEOS
+from tests.support.paths import VIDEOS
 from tests.support.weights import untrained_pose_pt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

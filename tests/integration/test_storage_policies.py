@@ -20,8 +20,8 @@ from botocore.exceptions import ClientError
 from action_recognition.config import StorageConfig
 from action_recognition.errors import StorageError
 from action_recognition.storage import open_storage
-from tests.conftest import free_port
 from tests.support.airflow import ROOT
+from tests.support.paths import free_port
 from tests.support.reliability import Reliability
 
 pytestmark = pytest.mark.integration

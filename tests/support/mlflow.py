@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support.paths import free_port
 
 
 class RestartableMlflow:

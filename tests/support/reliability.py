@@ -9,7 +9,8 @@ before pytest reports it. ``make reliability`` runs every test that uses the fix
         ...                                    # survived when the block finishes without an exception
     with reliability.bad_input("csv: broken quoting", rejects=PlanError):
         plan(...)                              # rejected: raised PlanError; crashed: anything else; accepted: nothing
-    reliability.handled("media: a crowd", "the main person is kept")   # odd input whose right answer is not refusal
+    with reliability.handled("media: a crowd", "the main person is kept"):
+        ...                                    # odd input whose right answer is not refusal: the block checks it
     with reliability.probe("ffmpeg: http input refused"):
         ...                                    # blocked when the block finishes without an exception
     reliability.rows("pipeline DAG", rows_in=25, states={"ok": 24, "unavailable": 1})
@@ -143,10 +144,19 @@ class Reliability:
         RECORDS.bad_inputs[self._key(name)] = "rejected" if reason else "accepted"
         assert reason, f"{name}: accepted silently"
 
-    def handled(self, name: str, how: str) -> None:
-        """An odd input with a right answer other than refusal (a crowd, an AVI named .mp4): ``how`` says what."""
-        assert how, name
-        RECORDS.bad_inputs[self._key(name)] = "handled"
+    @contextmanager
+    def handled(self, name: str, how: str) -> Iterator[None]:
+        """An odd input with a right answer other than refusal (a crowd, an AVI named .mp4), ``how`` saying what.
+
+        The block checks that answer: handled when it finishes, crashed when it raises (a failed check included).
+        """
+        key = self._key(name)
+        try:
+            yield
+        except BaseException:
+            RECORDS.bad_inputs[key] = "crashed"
+            raise
+        RECORDS.bad_inputs[key] = "handled"
 
     def rows(self, name: str, rows_in: int, states: dict[str, int]) -> None:
         RECORDS.rows[self._key(name)] = (rows_in, dict(states))

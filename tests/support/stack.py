@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
 from tests.support.airflow import ROOT
 from tests.support.deployment import AirflowAPI
+from tests.support.paths import free_port
 
 
 def stack_script(command: str, env: dict[str, str], timeout: float) -> str:

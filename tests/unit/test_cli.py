@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KINETICS
+from tests.support.paths import KINETICS
 
 CLI = [sys.executable, "-m", "action_recognition"]
 

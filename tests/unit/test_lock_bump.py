@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from types import ModuleType
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def _lock() -> ModuleType:
