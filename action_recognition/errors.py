@@ -35,3 +35,7 @@ class PlanError(ActionRecognitionError):
 
 class WorkspaceFullError(ActionRecognitionError):
     """The local work folder ran out of space: the step stops (nothing partial is published); free space, rerun."""
+
+
+class TrainError(ActionRecognitionError):
+    """Training cannot start or continue as configured."""

@@ -125,7 +125,7 @@ def evaluate_model(model_uri: str, dataset_uri: str, *, tracking_uri: str | None
     import torch
 
     from action_recognition.datasets import DatasetError, load_dataset
-    from action_recognition.train import fetch_dataset, predict_logits
+    from action_recognition.training.inference import fetch_dataset, predict_logits
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)

@@ -122,7 +122,7 @@ def test_the_pose_step_and_the_rgb_trainer_read_weights_from_storage(
     import torch
 
     from action_recognition.pose.extract import load_pose_model
-    from action_recognition.train import _with_backbone
+    from action_recognition.training.setup import with_backbone as _with_backbone
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     storage = open_storage(StorageConfig(uri=bucket))

@@ -1,0 +1,60 @@
+"""Training-time augmentation of keypoint and frame batches, and the centre crop evaluation uses instead."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def augment_keypoints(x: Any, layout: str | None, gen: Any) -> Any:
+    """Skeleton-respecting augmentation of a batch (B, T, J, 3): left-right flip with joint swap (known layouts
+    only), scale, small rotation about the sequence centre, and a temporal crop resampled back to T."""
+    import torch
+
+    from action_recognition.models.skeleton import layout_for
+
+    b, t, j, _ = x.shape
+    x = x.clone()
+    mask = (x[..., 2] > 0).unsqueeze(-1).to(x.dtype)
+    known = layout_for(layout, j)
+    if known is not None:
+        flip = torch.rand(b, generator=gen, device=x.device) < 0.5
+        if flip.any():
+            flipped = x[flip][:, :, known.flip_index()]
+            flipped[..., 0] = torch.where(flipped[..., 2] > 0, 1.0 - flipped[..., 0], flipped[..., 0])
+            x[flip] = flipped
+            mask = (x[..., 2] > 0).unsqueeze(-1).to(x.dtype)
+    centre = (x[..., :2] * mask).sum((1, 2), keepdim=True) / mask.sum((1, 2), keepdim=True).clamp_min(1)
+    angle = (torch.rand(b, generator=gen, device=x.device) - 0.5) * (2 * math.pi / 18)  # +-10 degrees
+    scale = 0.9 + 0.2 * torch.rand(b, generator=gen, device=x.device)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
+    xy = torch.einsum("btjc,bdc->btjd", x[..., :2] - centre, rot) + centre
+    x[..., :2] = torch.where(mask > 0, xy.clamp(0, 1), x[..., :2])
+    # Temporal crop of 80-100% of the clip, resampled to T frames (nearest: keeps missing frames missing).
+    keep = (0.8 + 0.2 * torch.rand(b, generator=gen, device=x.device)) * (t - 1)
+    start = torch.rand(b, generator=gen, device=x.device) * ((t - 1) - keep)
+    pos = start[:, None] + keep[:, None] * torch.linspace(0, 1, t, device=x.device)[None]
+    index = pos.round().long().clamp(0, t - 1)
+    return torch.gather(x, 1, index[:, :, None, None].expand(b, t, j, 3))
+
+
+def augment_frames(x: Any, gen: Any, crop: int) -> Any:
+    """Random crop to ``crop`` and horizontal flip of a uint8 batch (B, T, H, W, 3)."""
+    import torch
+
+    b, _, h, w, _ = x.shape
+    top = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+    left = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+    x = x[:, :, top : top + crop, left : left + crop]
+    flip = torch.rand(b, generator=gen) < 0.5
+    if flip.any():
+        x = x.clone()
+        x[flip] = x[flip].flip(3)
+    return x
+
+
+def centre_crop(x: Any, crop: int) -> Any:
+    h, w = x.shape[2], x.shape[3]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return x[:, :, top : top + crop, left : left + crop]

@@ -1,0 +1,99 @@
+"""One epoch of training and one validation pass, over a dataset held as tensors in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from action_recognition.config import TrainConfig
+from action_recognition.datasets import LabeledArrays
+from action_recognition.training.augment import augment_frames, augment_keypoints, centre_crop
+from action_recognition.training.inference import batches, predict_logits
+from action_recognition.training.state import TrainState
+
+#: Gradients are clipped to this norm.
+MAX_GRAD_NORM = 5.0
+
+
+@dataclass
+class EpochData:
+    """The dataset as the loop reads it: all samples as tensors, and how a batch is prepared."""
+
+    x: Any
+    y: Any
+    data: LabeledArrays
+    arch: str
+    device: Any
+    crop: int
+
+    @classmethod
+    def of(cls, data: LabeledArrays, arch: str, device: Any, crop: int) -> EpochData:
+        import torch
+
+        return cls(torch.from_numpy(data.data), torch.from_numpy(data.labels), data, arch, device, crop)
+
+    def train_batch(self, idx: np.ndarray, augment: bool, gen: Any) -> Any:
+        import torch
+
+        xb = self.x[torch.as_tensor(idx)]
+        if self.data.kind == "frames":
+            xb = augment_frames(xb, gen, self.crop) if augment else centre_crop(xb, self.crop)
+            if self.arch == "frame-resnet18":  # the baseline sees one random frame per clip
+                pick = int(torch.randint(0, xb.shape[1], (1,), generator=gen))
+                xb = xb[:, pick : pick + 1]
+        elif augment:
+            xb = augment_keypoints(xb, self.data.layout, gen)
+        return xb.to(self.device, non_blocking=True)
+
+
+def epoch_order(state: TrainState, train_idx: np.ndarray, config: TrainConfig, labels: np.ndarray, k: int) -> Any:
+    """The epoch's sample order: a permutation, or class-balanced draws (each class equally likely per draw)."""
+    import torch
+
+    if config.balanced_sampling:
+        counts = np.bincount(labels[train_idx], minlength=k).astype(float)
+        weights = (1.0 / np.maximum(counts, 1))[labels[train_idx]]
+        return torch.multinomial(torch.from_numpy(weights), len(train_idx), True, generator=state.gen).numpy()
+    return torch.randperm(len(train_idx), generator=state.gen).numpy()
+
+
+def train_one_epoch(state: TrainState, ds: EpochData, train_idx: np.ndarray, config: TrainConfig) -> dict[str, float]:
+    """One pass over ``train_idx`` (AMP on CUDA, clipped gradients, the LR schedule stepped per batch)."""
+    import torch
+    import torch.nn.functional as F
+
+    state.model.train()
+    order = epoch_order(state, train_idx, config, ds.data.labels, ds.data.num_classes)
+    total_loss, correct, seen = 0.0, 0, 0
+    for batch in batches(train_idx[order], config.batch_size):
+        if len(batch) < 2:
+            continue  # BatchNorm needs two samples
+        xb = ds.train_batch(batch, config.augment, state.gen)
+        yb = ds.y[torch.as_tensor(batch)].to(ds.device)
+        with torch.autocast(ds.device.type, enabled=ds.device.type == "cuda"):
+            logits = state.model(xb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), MAX_GRAD_NORM)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        total_loss += float(loss.detach()) * len(batch)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(batch)
+    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "lr": float(state.scheduler.get_last_lr()[0])}  # fmt: skip
+
+
+def validate(model: Any, ds: EpochData, idx: np.ndarray, batch_size: int) -> dict[str, float]:
+    """Loss and top-1 accuracy on ``idx`` (centre crop for RGB)."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = predict_logits(model, ds.x, idx, batch_size, ds.device, ds.crop)
+    loss = float(F.cross_entropy(torch.from_numpy(logits), ds.y[torch.as_tensor(idx)]))
+    return {"val_loss": loss, "val_acc": float((logits.argmax(1) == ds.data.labels[idx]).mean())}

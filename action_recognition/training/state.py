@@ -1,0 +1,100 @@
+"""Everything a training needs to continue where a killed try stopped: model, optimiser, LR schedule, AMP scaler,
+the sampler's random generator, the best weights so far and the history; saved to storage after every epoch as one
+checkpoint that loads with ``weights_only=True`` (a checkpoint is data, never code)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from action_recognition.config import TrainConfig
+from action_recognition.errors import TrainError
+from action_recognition.storage import Storage
+
+
+def _no_best() -> dict[str, float]:
+    return {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}
+
+
+@dataclass
+class TrainState:
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    gen: Any
+    #: The next epoch to run.
+    epoch: int = 0
+    #: Epochs since the best one (early stopping).
+    stale: int = 0
+    best: dict[str, float] = field(default_factory=_no_best)
+    best_state: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, model: Any, config: TrainConfig, lr: float, steps_per_epoch: int, device: Any) -> TrainState:
+        """AdamW; a linear warm-up over the first 1/30 of the steps, then cosine decay to 0 at the last."""
+        import torch
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+        total = steps_per_epoch * config.epochs
+        warmup = max(1, total // 30)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+        )
+        return cls(model=model, optimizer=optimizer, scheduler=scheduler,
+                   scaler=torch.amp.GradScaler(enabled=device.type == "cuda"),
+                   gen=torch.Generator().manual_seed(config.seed),
+                   best_state=copy.deepcopy(model.state_dict()))  # fmt: skip
+
+    def observe(self, row: dict[str, float]) -> bool:
+        """Record a finished epoch's metrics; True when it is the best so far (val accuracy, then val loss)."""
+        self.history.append(row)
+        epoch, val_acc, val_loss = int(row["epoch"]), row["val_acc"], row["val_loss"]
+        self.epoch = epoch + 1
+        if val_acc > self.best["val_acc"] or (val_acc == self.best["val_acc"] and val_loss < self.best["val_loss"]):
+            self.best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch}
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.stale = 0
+            return True
+        self.stale += 1
+        return False
+
+    def save(self, storage: Storage, key: str, work: Path, meta: dict[str, Any]) -> None:
+        """The checkpoint after the last finished epoch, with ``meta`` (config, arch, classes...) beside it."""
+        import torch
+
+        ckpt = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch - 1,
+            "best": self.best, "best_model": self.best_state, "history": self.history,
+            "rng": {"sampler": self.gen.get_state(), "torch": torch.get_rng_state()}, **meta,
+        }  # fmt: skip
+        path = work / Path(key).name
+        torch.save(ckpt, path)
+        storage.put_file(key, path)
+
+    def load(self, storage: Storage, key: str, device: Any) -> None:
+        """Continue from the checkpoint at ``key``: the resumed try trains exactly as an unbroken one would."""
+        import torch
+
+        try:  # weights_only: a checkpoint is data, never code, even one that someone planted in the bucket
+            ckpt = torch.load(io.BytesIO(storage.get_bytes(key)), map_location=device, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise TrainError(f"refusing checkpoint {storage.key_uri(key)}: it holds more than tensors and plain "
+                             f"values ({str(exc).splitlines()[0][:200]})") from exc  # fmt: skip
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.best_state, self.best, self.history = ckpt["best_model"], ckpt["best"], ckpt["history"]
+        self.epoch = int(ckpt["epoch"]) + 1
+        self.stale = int(ckpt["epoch"]) - int(self.best["epoch"])
+        self.gen.set_state(ckpt["rng"]["sampler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])

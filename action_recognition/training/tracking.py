@@ -1,0 +1,135 @@
+"""The training's MLflow side: what makes two trainings the same (the fingerprint), finding a finished or an
+interrupted run of it, turning a tracking failure into an error that says where the checkpoint is, and logging
+params, the dataset input, artifacts and the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from action_recognition import __version__
+from action_recognition.config import TrainConfig
+from action_recognition.datasets import LabeledArrays
+from action_recognition.errors import TrainError
+from action_recognition.evaluate import Metrics
+from action_recognition.storage import Storage
+from action_recognition.training.augment import centre_crop
+from action_recognition.training.card import model_card
+from action_recognition.training.inference import rgb_crop
+
+#: Settings that change where or how fast a training runs, not its weights: not part of the fingerprint.
+FINGERPRINT_EXCLUDE = {
+    "tracking_uri", "experiment", "resume", "log_model", "system_metrics", "registered_model", "device", "threads",
+    "num_workers", "max_minutes",
+}  # fmt: skip
+
+
+def fingerprint(config: TrainConfig, arch: str, dataset_sha256: str) -> str:
+    """What makes two trainings the same: the dataset bytes and every setting that changes the weights."""
+    relevant = {k: v for k, v in config.model_dump(mode="json").items() if k not in FINGERPRINT_EXCLUDE}
+    relevant["arch"] = arch
+    blob = json.dumps({"dataset": dataset_sha256, "config": relevant, "code": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def test_set_sha256(data: LabeledArrays) -> str:
+    """Identity of the test split (clip ids and labels): promotion compares models only on the same one."""
+    rows = sorted(zip(data.clip_ids[data.split == "test"].tolist(), data.labels[data.split == "test"].tolist(),
+                      strict=True))  # fmt: skip
+    return hashlib.sha256(json.dumps([rows, data.classes]).encode()).hexdigest()
+
+
+def run_of(experiment_id: str, fp: str, status: str) -> Any | None:
+    """The newest run of this fingerprint with ``status`` (FINISHED: reuse it; RUNNING: its try was killed)."""
+    import mlflow
+
+    runs = mlflow.search_runs(
+        [experiment_id], filter_string=f"tags.`ar.fingerprint` = '{fp}' and attributes.status = '{status}'",
+        order_by=["attributes.start_time DESC"], output_format="list", max_results=1,
+    )  # fmt: skip
+    return runs[0] if runs else None
+
+
+@contextmanager
+def tracking_errors(storage: Storage, checkpoint: str, fp: str, history: list[dict[str, float]]) -> Iterator[None]:
+    """The tracking server went away (after MLflow's own HTTP retries) or refused: a TrainError that says where the
+    checkpoint is, since the next try resumes from it in the same run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        ckpt = storage.key_uri(checkpoint) if storage.exists(checkpoint) else "none yet"
+        raise TrainError(
+            f"MLflow at {mlflow.get_tracking_uri()} failed during training {fp[:12]} after {len(history)} epoch(s): "
+            f"{str(exc).splitlines()[0][:300]}. Checkpoint: {ckpt}; the next try resumes from it in the same run."
+        ) from None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return out
+
+
+def log_dataset_input(dataset_uri: str, data: LabeledArrays, name: str, manifest: dict[str, Any] | None) -> None:
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    source_uri = dataset_uri if "://" in dataset_uri else str(Path(dataset_uri).resolve())
+    dataset = MetaDataset(source=resolve_dataset_source(source_uri), name=name, digest=data.sha256[:16])  # type: ignore[abstract]
+    tags = {"manifest_uri": (manifest or {}).get("uri", ""), "manifest_sha256": (manifest or {}).get("sha256", "")}
+    mlflow.log_input(dataset, context="training", tags={k: v for k, v in tags.items() if v})
+
+
+def log_artifacts(
+    metrics: Metrics, work: Path, run_name: str, arch: str, data: LabeledArrays, manifest: dict[str, Any] | None,
+    scalars: dict[str, float], untrained: bool, config: TrainConfig,
+) -> None:  # fmt: skip
+    import mlflow
+
+    out = work / "artifacts"
+    out.mkdir(exist_ok=True)
+    metrics.confusion_png(out / "confusion_matrix.png", title=f"{run_name}: test top-1 {metrics.top1:.3f}")
+    (out / "confusion_matrix.csv").write_text(metrics.confusion_csv())
+    (out / "per_class.csv").write_text(metrics.per_class_csv())
+    (out / "classes.json").write_text(json.dumps(data.classes))
+    (out / "model_card.md").write_text(model_card(run_name, arch, data, manifest, scalars, untrained, config))
+    mlflow.log_artifacts(str(out))
+
+
+def log_model(model: Any, data: LabeledArrays, arch: str, family: str, untrained: bool) -> str:
+    """The model with its signature, an input example and its metadata (classes, arch, layout, untrained)."""
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    example = data.data[:2].copy() if len(data.data) >= 2 else np.repeat(data.data, 2, axis=0)
+    if data.kind == "frames":
+        example = centre_crop(torch.from_numpy(example), rgb_crop(data)).numpy()
+    with torch.inference_mode():
+        output = model(torch.from_numpy(example)).numpy()
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
+    if family == "rgb":
+        import torchvision
+
+        requirements.append(f"torchvision=={torchvision.__version__.split('+')[0]}")
+    info = mlflow.pytorch.log_model(
+        model, name="model", signature=infer_signature(example, output), input_example=example,
+        pip_requirements=requirements, serialization_format="pickle",
+        metadata={"classes": data.classes, "arch": arch, "family": family, "layout": data.layout or "",
+                  "untrained": untrained or bool(data.meta.get("untrained_pose")), "input_kind": data.kind},
+    )  # fmt: skip
+    return str(info.model_uri)
