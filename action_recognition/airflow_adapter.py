@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from action_recognition.config import Config, load_config
+from action_recognition.names import class_selector
 
 #: Trigger-form Param name -> config key. The DAG declares the Params; this says what each one sets.
 PARAM_KEYS: dict[str, str] = {
@@ -49,11 +50,10 @@ def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
         tree.setdefault(section, {})[field] = value
     plan = tree.get("plan", {})
     if "classes" in plan or "class_contains" in plan:
-        classes = [c for c in (plan.get("classes") or []) if str(c).strip()]
+        names = [str(c) for c in plan.get("classes") or []]
         contains = plan.get("class_contains") or None
-        plan["classes"] = classes
-        plan["class_contains"] = None if classes else contains
-        plan["all_classes"] = not classes and contains is None
+        everything = not any(n.strip() for n in names) and contains is None  # the form's empty selectors: all
+        plan.update(class_selector(names, contains, everything, names_win=True))
     return tree
 
 

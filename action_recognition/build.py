@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from action_recognition.clip import clip_key
 from action_recognition.config import BuildConfig, ClipConfig
 from action_recognition.datasets import save_dataset
-from action_recognition.kinetics import dataset_prefix, read_manifest
-from action_recognition.ledger import final_states
+from action_recognition.layout import built_key, clip_key, keypoints_key, plan_key, pose_stage
+from action_recognition.ledger import final_states, read_stage
+from action_recognition.manifest import read_manifest
 from action_recognition.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -64,18 +64,18 @@ def resample(sequence: np.ndarray, frames: int) -> np.ndarray:
 
 def _manifest_info(storage: Storage, name: str) -> tuple[list[dict[str, str]], str, list[str]]:
     rows = read_manifest(storage, name)
-    info = json.loads(storage.get_bytes(f"{dataset_prefix(name)}/plan.json"))
+    info = json.loads(storage.get_bytes(plan_key(name)))
     classes = sorted(info.get("targets") or info["per_class"])
     return rows, str(info["manifest_sha256"]), classes
 
 
 def build_keypoint_dataset(name: str, storage: Storage, config: BuildConfig, pose_tag: str) -> BuildResult:
     """Pack the keypoints of every ok clip of ``name`` extracted with ``pose_tag``."""
-    from action_recognition.pose.extract import keypoints_key, load_keypoints, read_pose_ledger
+    from action_recognition.pose.extract import load_keypoints
 
     rows, manifest_sha, classes = _manifest_info(storage, name)
     states = final_states(storage, name)
-    pose_states = read_pose_ledger(storage, name, pose_tag)
+    pose_states = read_stage(storage, name, pose_stage(pose_tag))
     excluded: Counter[str] = Counter()
     chosen = []
     for row in rows:
@@ -84,14 +84,14 @@ def build_keypoint_dataset(name: str, storage: Storage, config: BuildConfig, pos
             excluded[f"acquisition:{states.get(cid, 'pending')}"] += 1
         elif cid not in pose_states:
             excluded["pose:pending"] += 1
-        elif pose_states[cid]["state"] != "ok" or float(pose_states[cid]["main_fraction"]) < config.min_main_fraction:
-            excluded[f"pose:{'no_person' if pose_states[cid]['state'] != 'bad_media' else 'bad_media'}"] += 1
+        elif pose_states[cid].state != "ok" or pose_states[cid].main_fraction < config.min_main_fraction:
+            excluded[f"pose:{'bad_media' if pose_states[cid].state == 'bad_media' else 'no_person'}"] += 1
         else:
             chosen.append(row)
     key_hash = hashlib.sha256(json.dumps([manifest_sha, pose_tag, config.frames, config.min_main_fraction,
                                           [r["clip_id"] for r in chosen]]).encode()).hexdigest()[:16]  # fmt: skip
-    key = f"{dataset_prefix(name)}/keypoints-{key_hash}.npz"
-    pkl_key = f"{dataset_prefix(name)}/keypoints-{key_hash}.mmaction.pkl"
+    key = built_key(name, "keypoints", key_hash)
+    pkl_key = built_key(name, "keypoints", key_hash, ".mmaction.pkl")
     splits = dict(Counter(r["split"] for r in chosen))
     result = BuildResult(name, "keypoints", storage.key_uri(key), len(chosen), len(classes), splits, dict(excluded),
                          False, manifest_sha, storage.key_uri(pkl_key), pose_tag.endswith("-untrained"),
@@ -173,7 +173,7 @@ def build_frames_dataset(name: str, storage: Storage, config: BuildConfig, clip_
                             if states.get(r["clip_id"]) != "ok"))  # fmt: skip
     key_hash = hashlib.sha256(json.dumps([manifest_sha, clip_config.profile, config.rgb_frames, config.rgb_size,
                                           [r["clip_id"] for r in chosen]]).encode()).hexdigest()[:16]  # fmt: skip
-    key = f"{dataset_prefix(name)}/frames-{key_hash}.npz"
+    key = built_key(name, "frames", key_hash)
     result = BuildResult(name, "frames", storage.key_uri(key), len(chosen), len(classes),
                          dict(Counter(r["split"] for r in chosen)), excluded, False, manifest_sha,
                          extra={"profile": clip_config.profile, "frames": config.rgb_frames,

@@ -114,19 +114,13 @@ def plan(
     """Plan a dataset from Kinetics annotation CSVs: validate rows, select classes, cap, split, publish."""
     _setup_logging(log_level)
     from action_recognition.kinetics import plan_dataset
+    from action_recognition.names import class_selector
     from action_recognition.storage import open_storage
 
-    selector: dict[str, Any] = {}
-    if sum([classes is not None, class_contains is not None, all_classes]) > 1:
-        typer.echo("error: give only one of --classes, --class-contains, --all-classes", err=True)
-        raise typer.Exit(2)
-    if classes is not None:
-        selector = {"classes": [c.strip() for c in classes.split(",") if c.strip()], "class_contains": None,
-                    "all_classes": False}  # fmt: skip
-    elif class_contains is not None:
-        selector = {"classes": [], "class_contains": class_contains, "all_classes": False}
-    elif all_classes:
-        selector = {"classes": [], "class_contains": None, "all_classes": True}
+    given = classes is not None or class_contains is not None or all_classes
+    # More than one selector given: the config refuses it, naming each (the one rule, in PlanConfig).
+    selector = class_selector(classes.split(",") if classes is not None else None, class_contains,
+                              all_classes) if given else {}  # fmt: skip
 
     def step() -> Any:
         extra = _nested(
@@ -162,8 +156,8 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
 
 
 def _shard_size(cfg: Any, dataset: str, shard: tuple[int, int]) -> int:
-    from action_recognition.kinetics import read_manifest
     from action_recognition.ledger import shard_rows
+    from action_recognition.manifest import read_manifest
     from action_recognition.storage import open_storage
 
     return len(shard_rows(read_manifest(open_storage(cfg.storage), dataset), shard))
@@ -264,9 +258,9 @@ def top_up_cmd(
 ) -> None:
     """Replace clips that failed for good with each class's next planned candidates (a new manifest version)."""
     _setup_logging(log_level)
-    from action_recognition.kinetics import top_up
     from action_recognition.ledger import PERMANENT, final_states
     from action_recognition.storage import open_storage
+    from action_recognition.topup import top_up
 
     def step() -> Any:
         cfg = _load(config, set_, _nested(plan__dataset=dataset, storage__uri=storage))

@@ -13,26 +13,19 @@ import errno
 import logging
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from action_recognition.config import ClipConfig
-from action_recognition.download import raw_key
 from action_recognition.errors import WorkspaceFullError
-from action_recognition.kinetics import read_manifest
-from action_recognition.ledger import LedgerRecord, read_stage, shard_key, shard_rows, write_shard
+from action_recognition.layout import clip_key, clips_prefix, raw_key
+from action_recognition.ledger import Decision, LedgerRecord, read_stage, run_shard
 from action_recognition.media import MediaError, count_decoded_frames, encode_clip, probe
 from action_recognition.storage import Storage
 from action_recognition.workdir import job_dir, sweep_job_dirs, work_base
 
 log = logging.getLogger(__name__)
-
-
-def clip_key(profile: str, clip_id: str) -> str:
-    return f"clips/{profile}/{clip_id}.mp4"
 
 
 @dataclass
@@ -112,37 +105,27 @@ def clip_shard(
     progress: Callable[[int], None] | None = None,
 ) -> ClipResult:
     """Clip every downloaded raw segment of one shard; record each in the clip ledger."""
-    rows = shard_rows(read_manifest(storage, dataset), shard)
     downloads = read_stage(storage, dataset, "download")
-    previous = read_stage(storage, dataset, "clip")
     profile = config.profile
-    records: dict[str, LedgerRecord] = {}
-    todo = []
-    waiting = 0
-    for row in rows:
+    base = work_base(work_dir)
+    sweep_job_dirs(base)
+
+    def triage(row: dict[str, str], prev: LedgerRecord | None) -> Decision:
         cid = row["clip_id"]
         down = downloads.get(cid)
         if down is None or down.state != "ok":
-            waiting += 1
-            continue
-        prev = previous.get(cid)
+            return "wait"
         if (
             prev is not None
             and prev.method == profile
             and (prev.state == "bad_media" or (prev.state == "ok" and storage.exists(clip_key(profile, cid))))
         ):
-            records[cid] = prev
-        else:
-            todo.append((row, down))
-    skipped = len(records)
-    if progress:
-        progress(skipped)
-    base = work_base(work_dir)
-    sweep_job_dirs(base)
+            return prev
+        return "process"
 
-    def one(item: tuple[dict[str, str], LedgerRecord]) -> LedgerRecord:
-        row, down = item
+    def one(row: dict[str, str]) -> LedgerRecord:
         cid = row["clip_id"]
+        down = downloads[cid]
         rec = LedgerRecord(cid, row["label"], row["split"], "ok", method=profile)
         began = time.monotonic()
         job = job_dir(base, "clip", cid)
@@ -165,25 +148,18 @@ def clip_shard(
         finally:
             shutil.rmtree(job, ignore_errors=True)
             rec.seconds = time.monotonic() - began
-        if progress:
-            progress(1)
         return rec
 
-    began = time.monotonic()
-    with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="clip") as pool:
-        for rec in pool.map(one, todo):
-            records[rec.clip_id] = rec
-    ordered = [records[r["clip_id"]] for r in rows if r["clip_id"] in records]
-    write_shard(storage, dataset, "clip", shard, ordered)
+    run = run_shard(storage, dataset, "clip", shard, triage, one, workers=config.workers, progress=progress)
     return ClipResult(
         dataset=dataset,
         shard=shard,
         profile=profile,
-        counts=dict(sorted(Counter(r.state for r in ordered).items())),
-        clipped=len(todo),
-        skipped=skipped,
-        waiting=waiting,
-        seconds=time.monotonic() - began,
-        ledger_uri=storage.key_uri(shard_key(dataset, "clip", shard)),
-        clips_prefix=storage.key_uri(f"clips/{profile}/x")[:-2],
+        counts=run.counts,
+        clipped=len(run.fresh),
+        skipped=run.skipped,
+        waiting=run.waiting,
+        seconds=run.seconds,
+        ledger_uri=storage.key_uri(run.ledger_key),
+        clips_prefix=storage.prefix_uri(clips_prefix(profile)),
     )

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import annotated_types
 import yaml
 from pydantic import (
     BaseModel,
@@ -32,6 +31,8 @@ from pydantic import (
 )
 
 from action_recognition.errors import ConfigError
+from action_recognition.names import ARCH_NAMES, DEFAULT_KEYPOINT_ARCH, DEFAULT_PER_CLASS, DEFAULT_RGB_ARCH
+from action_recognition.validation import format_validation_error
 
 ENV_PREFIX = "AR__"
 DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -97,7 +98,7 @@ class PlanConfig(StrictModel):
         "dancing", max_length=200, description="Every class whose name contains this word."
     )
     all_classes: bool = False
-    per_class: int = Field(50, ge=1, le=1_000_000, description="Clips per class at most.")
+    per_class: int = Field(DEFAULT_PER_CLASS, ge=1, le=1_000_000, description="Clips per class at most.")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     carve_missing_splits: bool = Field(
         True, description="Carve val/test out of train (stratified by class) when the sources lack them."
@@ -258,14 +259,13 @@ class BuildConfig(StrictModel):
     )
 
 
-ARCH_NAMES = ("lstm", "ddnet", "stgcn", "frame-resnet18", "tsn-resnet18", "r2plus1d-18")
-
-
 class TrainConfig(StrictModel):
     """``train``: one model on one dataset file, tracked in MLflow."""
 
-    arch: Literal["lstm", "ddnet", "stgcn", "frame-resnet18", "tsn-resnet18", "r2plus1d-18"] | None = Field(
-        None, description="Architecture; default: the best keypoint model (ddnet) or tsn-resnet18 for frames."
+    arch: str | None = Field(
+        None,
+        description=f"Architecture, one of {', '.join(ARCH_NAMES)}; default: {DEFAULT_KEYPOINT_ARCH} for "
+        f"keypoints, {DEFAULT_RGB_ARCH} for frames.",
     )
     epochs: int = Field(80, ge=1, le=2000)
     batch_size: int = Field(32, ge=2, le=4096)
@@ -303,6 +303,13 @@ class TrainConfig(StrictModel):
     )
     log_model: bool = True
     system_metrics: bool = True
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str | None) -> str | None:
+        if value is not None and value not in ARCH_NAMES:
+            raise ValueError(f"unknown architecture {value!r}; the architectures are {', '.join(ARCH_NAMES)}")
+        return value
 
 
 class RegistryConfig(StrictModel):
@@ -421,72 +428,3 @@ def validate_config(tree: Mapping[str, Any]) -> Config:
         return Config.model_validate(dict(tree))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, Config)) from None
-
-
-_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
-
-
-def _field_model_and_name(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel], str] | None:
-    current = model
-    for index, part in enumerate(loc):
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return None
-        if index == len(loc) - 1:
-            return current, str(part)
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            current = annotation
-        else:
-            return None
-    return None
-
-
-def valid_range(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
-    """The valid range of a numeric field as text, e.g. ``1 <= value <= 1000000``."""
-    found = _field_model_and_name(model, loc)
-    if found is None:
-        return None
-    owner, name = found
-    low = high = ""
-    for meta in owner.model_fields[name].metadata:
-        if isinstance(meta, annotated_types.Ge):
-            low = f"{meta.ge} <= "
-        elif isinstance(meta, annotated_types.Gt):
-            low = f"{meta.gt} < "
-        elif isinstance(meta, annotated_types.Le):
-            high = f" <= {meta.le}"
-        elif isinstance(meta, annotated_types.Lt):
-            high = f" < {meta.lt}"
-    return f"{low}value{high}" if (low or high) else None
-
-
-def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    current = model
-    for part in loc[:-1]:
-        field = current.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return []
-        current = field.annotation
-    return sorted(current.model_fields)
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
-    """One line per problem: ``plan.per_class = 0: out of range, valid range 1 <= value <= 1000000``."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        where = ".".join(str(p) for p in loc) or "config"
-        given = err.get("input")
-        shown = repr(given) if not isinstance(given, dict) else "{...}"
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        if err["type"] == "extra_forbidden":
-            keys = ", ".join(_known_keys(model, loc))
-            lines.append(f"{where}: unknown key; valid keys here: {keys}")
-        elif err["type"] in _RANGE_ERRORS:
-            rng = valid_range(model, loc) or err["msg"]
-            lines.append(f"{where} = {shown}: out of range, valid range {rng}")
-        else:
-            lines.append(f"{where} = {shown}: {err['msg']}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from action_recognition.annotations import SPLITS
 from action_recognition.errors import ActionRecognitionError
-from action_recognition.kinetics import SPLITS
 
 log = logging.getLogger(__name__)
 

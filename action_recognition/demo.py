@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from action_recognition.localserve import VideoServer
+from action_recognition.names import DOWNLOAD_POOL
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def local_airflow(workdir: Path, **extra: str) -> dict[str, str]:
     })  # fmt: skip
     airflow = [sys.executable, "-m", "airflow"]
     subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    subprocess.run([*airflow, "pools", "set", "youtube_downloads", "4", "Concurrent YouTube downloads"], env=env,
+    subprocess.run([*airflow, "pools", "set", DOWNLOAD_POOL, "4", "Concurrent YouTube downloads"], env=env,
                    check=True, capture_output=True, timeout=120)  # fmt: skip
     return env
 

@@ -154,9 +154,10 @@ def check_gpu(wanted: bool) -> Check:
 
 
 def check_storage(cfg: Config) -> Check:
+    from action_recognition.layout import probe_key
     from action_recognition.storage import open_storage
 
-    key = f"doctor/probe-{uuid.uuid4().hex}"
+    key = probe_key(uuid.uuid4().hex)
     try:
         storage = open_storage(cfg.storage)
         storage.put_bytes(key, b"probe")
@@ -228,7 +229,7 @@ def _source_head(source: str, timeout: float) -> bytes:
 
 
 def check_annotations(cfg: Config, timeout: float = 15.0) -> list[Check]:
-    from action_recognition.kinetics import REQUIRED_COLUMNS
+    from action_recognition.annotations import REQUIRED_COLUMNS
 
     if not cfg.plan.annotations:
         return [Check("annotations", "warn", "no annotation sources configured (plan.annotations)")]

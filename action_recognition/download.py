@@ -25,24 +25,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from action_recognition.annotations import YOUTUBE_ID
 from action_recognition.config import DownloadConfig
 from action_recognition.errors import WorkspaceFullError
-from action_recognition.kinetics import YOUTUBE_ID, manifest_row_problem, read_manifest
-from action_recognition.ledger import PERMANENT, LedgerRecord, read_stage, shard_key, shard_rows, write_shard
+from action_recognition.layout import raw_key
+from action_recognition.ledger import PERMANENT, Decision, LedgerRecord, run_shard
+from action_recognition.manifest import manifest_row_problem
 from action_recognition.media import MediaError, cut_copy, probe
 from action_recognition.storage import Storage
 from action_recognition.workdir import job_dir, sweep_job_dirs, work_base
 
 log = logging.getLogger(__name__)
-
-
-def raw_key(clip_id: str) -> str:
-    return f"raw/{clip_id}.mp4"
 
 
 @dataclass(frozen=True)
@@ -398,47 +395,32 @@ def download_shard(
     A clip already in ``raw/`` is skipped; a clip whose last state is permanent is not retried.
     The shard's ledger is written atomically once, at the end (also when the breaker opens).
     """
-    rows = shard_rows(read_manifest(storage, dataset), shard)
-    previous = read_stage(storage, dataset, "download")
     sweep_job_dirs(work_base(config.work_dir))
     worker = _ShardDownloader(config, storage, fetch, sleep)
-    records: dict[str, LedgerRecord] = {}
-    todo = []
-    for row in rows:
+
+    def triage(row: dict[str, str], prev: LedgerRecord | None) -> Decision:
         cid = row["clip_id"]
         problem = manifest_row_problem(row)
         if problem is not None:  # checked before the id goes near a key, a URL or yt-dlp
-            records[cid] = LedgerRecord(cid, row.get("label", ""), row.get("split", ""), "bad_input", reason=problem)
-            continue
-        prev = previous.get(cid)
+            return LedgerRecord(cid, row.get("label", ""), row.get("split", ""), "bad_input", reason=problem)
         if prev is not None and (prev.state in PERMANENT or (prev.state == "ok" and storage.exists(raw_key(cid)))):
-            records[cid] = prev
-        elif prev is None and storage.exists(raw_key(cid)):
-            records[cid] = LedgerRecord(cid, row["label"], row["split"], "ok", reason="found in storage")
-        else:
-            todo.append(row)
-    skipped = len(records)
-    if progress:
-        progress(skipped)
-    began = time.monotonic()
-    with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="download") as pool:
-        for rec in pool.map(worker.one, todo):
-            records[rec.clip_id] = rec
-            if progress:
-                progress(1)
-    ordered = [records[r["clip_id"]] for r in rows]
-    write_shard(storage, dataset, "download", shard, ordered)
-    counts = Counter(r.state for r in ordered)
-    fresh = [records[r["clip_id"]] for r in todo]
+            return prev
+        if prev is None and storage.exists(raw_key(cid)):
+            return LedgerRecord(cid, row["label"], row["split"], "ok", reason="found in storage")
+        return "process"
+
+    run = run_shard(storage, dataset, "download", shard, triage, worker.one, workers=config.workers,
+                    progress=progress)  # fmt: skip
+    fresh = run.fresh
     return DownloadResult(
         dataset=dataset,
         shard=shard,
-        counts=dict(sorted(counts.items())),
+        counts=run.counts,
         downloaded=sum(1 for r in fresh if r.state == "ok"),
-        skipped=skipped,
+        skipped=run.skipped,
         bytes=sum(r.bytes for r in fresh),
-        seconds=time.monotonic() - began,
+        seconds=run.seconds,
         breaker_open=worker.breaker.open,
-        ledger_uri=storage.key_uri(shard_key(dataset, "download", shard)),
+        ledger_uri=storage.key_uri(run.ledger_key),
         methods=dict(Counter(r.method for r in fresh if r.state == "ok")),
     )

@@ -1,8 +1,11 @@
 """The availability ledger: one recorded state per manifest row, per stage, written atomically per shard.
 
 Files: ``ledger/<dataset>/<stage>/shard-<i>-of-<n>.csv`` with the columns of :class:`LedgerRecord`, one row per clip
-of that shard. ``stage`` is ``download`` or ``clip``. A clip's final state is its clip-stage state when its download
-succeeded, else its download state, else ``pending`` (not processed yet). ``rows in = sum of states`` always holds.
+of that shard. ``stage`` is ``download``, ``clip`` or ``pose/<pose_tag>`` (one pose ledger per pose model). A clip's
+final state is its clip-stage state when its download succeeded, else its download state, else ``pending`` (not
+processed yet). ``rows in = sum of states`` always holds. Every stage's loop is :func:`run_shard`: it reads the
+shard's rows and the stage's previous records, keeps what is done, processes the rest and publishes the shard's
+records at once.
 """
 
 from __future__ import annotations
@@ -12,23 +15,29 @@ import dataclasses
 import hashlib
 import io
 import re
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Literal
 
 from action_recognition.errors import ConfigError
-from action_recognition.kinetics import read_manifest
+from action_recognition.layout import ledger_prefix, shard_key
+from action_recognition.manifest import read_manifest
 from action_recognition.storage import Storage
 
 STATES = (
     "ok", "unavailable", "private", "removed", "geo_blocked", "rate_limited", "bad_input", "bad_media",
-    "retries_exhausted",
+    "retries_exhausted", "no_person",
 )  # fmt: skip
 #: Not retried on a re-run: the video will not come back by asking again.
 PERMANENT = frozenset({"unavailable", "private", "removed", "geo_blocked", "bad_input", "bad_media"})
 #: Retried on the next run.
 RETRYABLE = frozenset({"rate_limited", "retries_exhausted"})
 PENDING = "pending"
-STAGES = ("download", "clip")
+STAGES = ("download", "clip", "pose/<pose_tag>")
 
 
 @dataclass
@@ -47,6 +56,10 @@ class LedgerRecord:
     raw_start_s: float = 0.0  # download: where the raw file starts in the source video
     duration_s: float = 0.0  # clip: duration published
     short: bool = False  # clip: shorter than the window because the video itself ends there
+    frames: int = 0  # pose: frames read
+    persons_seen: float = 0.0  # pose: distinct tracked people
+    main_fraction: float = 0.0  # pose: fraction of frames with the main person
+    mean_conf: float = 0.0  # pose: mean keypoint confidence of the main person
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -78,10 +91,6 @@ def shard_rows(rows: list[dict[str, str]], shard: tuple[int, int]) -> list[dict[
     return [r for r in rows if shard_of(r["clip_id"], count) == index]
 
 
-def shard_key(dataset: str, stage: str, shard: tuple[int, int]) -> str:
-    return f"ledger/{dataset}/{stage}/shard-{shard[0]:04d}-of-{shard[1]:04d}.csv"
-
-
 def encode(records: list[LedgerRecord]) -> bytes:
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=_COLUMNS, lineterminator="\n")
@@ -92,6 +101,9 @@ def encode(records: list[LedgerRecord]) -> bytes:
         row["duration_s"] = f"{rec.duration_s:.3f}"
         row["raw_start_s"] = f"{rec.raw_start_s:.3f}"
         row["short"] = int(rec.short)
+        row["persons_seen"] = f"{rec.persons_seen:g}"
+        row["main_fraction"] = f"{rec.main_fraction:.4f}"
+        row["mean_conf"] = f"{rec.mean_conf:.4f}"
         writer.writerow(row)
     return buf.getvalue().encode("utf-8")
 
@@ -99,11 +111,15 @@ def encode(records: list[LedgerRecord]) -> bytes:
 def decode(data: bytes) -> list[LedgerRecord]:
     out = []
     for row in csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")):
+        get = row.get  # ledgers written before a column existed read it as its default
         out.append(LedgerRecord(
             clip_id=row["clip_id"], label=row["label"], split=row["split"], state=row["state"],
-            reason=row["reason"], attempts=int(row["attempts"]), bytes=int(row["bytes"]),
-            seconds=float(row["seconds"]), method=row["method"], raw_start_s=float(row["raw_start_s"]),
-            duration_s=float(row["duration_s"]), short=row["short"] == "1",
+            reason=get("reason") or "", attempts=int(get("attempts") or 0), bytes=int(get("bytes") or 0),
+            seconds=float(get("seconds") or 0), method=get("method") or "",
+            raw_start_s=float(get("raw_start_s") or 0), duration_s=float(get("duration_s") or 0),
+            short=get("short") == "1", frames=int(get("frames") or 0),
+            persons_seen=float(get("persons_seen") or 0), main_fraction=float(get("main_fraction") or 0),
+            mean_conf=float(get("mean_conf") or 0),
         ))  # fmt: skip
     return out
 
@@ -118,11 +134,76 @@ def write_shard(
 def read_stage(storage: Storage, dataset: str, stage: str) -> dict[str, LedgerRecord]:
     """Every record of a stage, merged over its shard files (files in name order; a later file wins)."""
     merged: dict[str, LedgerRecord] = {}
-    for key in storage.list(f"ledger/{dataset}/{stage}/"):
+    for key in storage.list(ledger_prefix(dataset, stage)):
         if key.endswith(".csv"):
             for rec in decode(storage.get_bytes(key)):
                 merged[rec.clip_id] = rec
     return merged
+
+
+#: What a stage decides for a shard row, given the stage's previous record of it: keep a record (done, nothing to
+#: do), process it, or wait (an earlier stage has not finished it: not recorded in this stage yet).
+Decision = LedgerRecord | Literal["process", "wait"]
+
+
+@dataclass
+class ShardRun:
+    """One stage over one shard: the published records (manifest order) and what this run did."""
+
+    records: list[LedgerRecord]
+    fresh: list[LedgerRecord]
+    skipped: int
+    waiting: int
+    seconds: float
+    ledger_key: str
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.state for r in self.records).items()))
+
+
+def run_shard(
+    storage: Storage,
+    dataset: str,
+    stage: str,
+    shard: tuple[int, int],
+    triage: Callable[[dict[str, str], LedgerRecord | None], Decision],
+    process: Callable[[dict[str, str]], LedgerRecord],
+    *,
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> ShardRun:
+    """The loop every stage shares: the shard's manifest rows, each triaged against the stage's previous record,
+    the ones to do processed (``workers`` threads; 1 runs them in this thread), and the shard's records published
+    at once, atomically, at the end. ``progress`` hears the kept count first, then 1 per processed row."""
+    rows = shard_rows(read_manifest(storage, dataset), shard)
+    previous = read_stage(storage, dataset, stage)
+    records: dict[str, LedgerRecord] = {}
+    todo: list[dict[str, str]] = []
+    waiting = 0
+    for row in rows:
+        decision = triage(row, previous.get(row["clip_id"]))
+        if decision == "wait":
+            waiting += 1
+        elif decision == "process":
+            todo.append(row)
+        else:
+            records[row["clip_id"]] = decision
+    skipped = len(records)
+    if progress:
+        progress(skipped)
+    began = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=stage.split("/")[0]) if workers > 1 else None
+    with pool or nullcontext():
+        done: Iterable[LedgerRecord] = pool.map(process, todo) if pool else map(process, todo)
+        for rec in done:
+            records[rec.clip_id] = rec
+            if progress:
+                progress(1)
+    ordered = [records[r["clip_id"]] for r in rows if r["clip_id"] in records]
+    write_shard(storage, dataset, stage, shard, ordered)
+    return ShardRun(records=ordered, fresh=[records[r["clip_id"]] for r in todo], skipped=skipped, waiting=waiting,
+                    seconds=time.monotonic() - began, ledger_key=shard_key(dataset, stage, shard))  # fmt: skip
 
 
 @dataclass

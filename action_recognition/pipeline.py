@@ -9,7 +9,7 @@ import json
 import math
 from typing import Any
 
-from action_recognition.kinetics import dataset_prefix
+from action_recognition.layout import latest_pointer_key, manifest_key, plan_key
 from action_recognition.ledger import status
 from action_recognition.storage import Storage, open_storage
 
@@ -18,10 +18,6 @@ def shard_plan(rows: int, clips_per_shard: int, max_shards: int) -> list[str]:
     """``["0/N", ..., "N-1/N"]``: enough shards for ``clips_per_shard`` each, never more than ``max_shards``."""
     count = max(1, min(max_shards, math.ceil(max(rows, 1) / max(clips_per_shard, 1))))
     return [f"{i}/{count}" for i in range(count)]
-
-
-def latest_pointer_key(dataset: str, kind: str) -> str:
-    return f"{dataset_prefix(dataset)}/latest-{kind}.json"
 
 
 def write_latest(storage: Storage, dataset: str, kind: str, info: dict[str, Any]) -> bool:
@@ -61,12 +57,12 @@ def pipeline_summary(storage_uri: str, dataset: str, results: dict[str, Any]) ->
 def manifest_info(storage: Storage, dataset: str) -> dict[str, Any] | None:
     """The manifest URI, its sha256 and the availability counts of a planned dataset (for the model card and the
     MLflow dataset input); None when ``dataset`` was not planned in ``storage``."""
-    plan_key = f"{dataset_prefix(dataset)}/plan.json"
-    if not storage.exists(plan_key):
+    key = plan_key(dataset)
+    if not storage.exists(key):
         return None
-    plan = json.loads(storage.get_bytes(plan_key))
+    plan = json.loads(storage.get_bytes(key))
     return {
-        "uri": storage.key_uri(f"{dataset_prefix(dataset)}/manifest.csv"),
+        "uri": storage.key_uri(manifest_key(dataset)),
         "sha256": plan["manifest_sha256"],
         "availability": status(storage, dataset).states,
     }

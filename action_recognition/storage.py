@@ -61,6 +61,10 @@ class Storage(ABC):
         """The full URI of ``key`` (what goes into XCom, MLflow and logs)."""
         return f"{self.uri.rstrip('/')}/{check_key(key)}"
 
+    def prefix_uri(self, prefix: str) -> str:
+        """The full URI of a key prefix such as ``clips/<profile>/`` (ends with ``/``)."""
+        return self.key_uri(prefix.rstrip("/")) + "/"
+
     @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether an object is published under ``key``."""

@@ -27,6 +27,7 @@ from action_recognition.config import TrainConfig
 from action_recognition.datasets import DatasetError, LabeledArrays, carve_validation, load_dataset
 from action_recognition.errors import TrainError
 from action_recognition.evaluate import compute_metrics
+from action_recognition.layout import checkpoint_key
 from action_recognition.storage import Storage
 from action_recognition.training.augment import augment_keypoints
 from action_recognition.training.card import model_card
@@ -99,7 +100,7 @@ class Job:
 
     @property
     def checkpoint(self) -> str:
-        return f"models/{self.fingerprint[:16]}/last.pt"
+        return checkpoint_key(self.fingerprint)
 
     @property
     def run_name(self) -> str:

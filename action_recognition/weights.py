@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from action_recognition.errors import ActionRecognitionError, ConfigError
+from action_recognition.layout import WEIGHTS, weights_key
 from action_recognition.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
-PREFIX = "weights/"
+PREFIX = WEIGHTS
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -114,7 +115,7 @@ def pull(source: str, name: str, storage: Storage, *, sha256: str | None = None,
     _check_name(name)
     if sha256 is not None and not SHA256.match(sha256):
         raise ConfigError(f"--sha256 {sha256!r}: 64 lowercase hex digits")
-    key = PREFIX + name
+    key = weights_key(name)
     recorded = recorded_sha256(storage, key)
     if recorded is not None and storage.exists(key):
         if sha256 is not None and recorded != sha256:

@@ -40,6 +40,8 @@ from ar_provider.defaults import (
 )  # fmt: skip
 from ar_provider.operators import StepOperator
 
+from action_recognition.names import DEFAULT_PER_CLASS
+
 STORE = ["--storage", "{{ params.storage_uri }}", "--dataset", "{{ params.dataset }}"]
 #: What a person approving a promotion reads (markdown): each new challenger's test metrics and MLflow run.
 APPROVAL_BODY = """
@@ -93,7 +95,9 @@ the same test set); rejecting keeps the champions.
             maxLength=200,
             description="Every class whose name contains this word (used when classes is empty; both empty: all).",
         ),
-        "per_class": Param(int(env_default("AR_PER_CLASS", "200")), type="integer", minimum=1, maximum=100000),
+        "per_class": Param(
+            int(env_default("AR_PER_CLASS", str(DEFAULT_PER_CLASS))), type="integer", minimum=1, maximum=100000
+        ),
         "clips_per_shard": Param(
             25,
             type="integer",

@@ -14,6 +14,7 @@ from torch import nn
 
 from action_recognition.models.rgb import FrameResNet18, R2Plus1D18, TSNResNet18
 from action_recognition.models.skeleton_models import STGCN, DDNet, KeypointLSTM
+from action_recognition.names import DEFAULT_KEYPOINT_ARCH, DEFAULT_RGB_ARCH
 
 
 @dataclass(frozen=True)
@@ -38,5 +39,4 @@ ARCHS: dict[str, ArchSpec] = {
         "rgb", R2Plus1D18, "R(2+1)D-18 video backbone (torchvision, Kinetics-400 weights)", lr=3e-4
     ),
 }
-DEFAULT_KEYPOINT_ARCH = "ddnet"
-DEFAULT_RGB_ARCH = "tsn-resnet18"
+__all__ = ["ARCHS", "DEFAULT_KEYPOINT_ARCH", "DEFAULT_RGB_ARCH", "ArchSpec"]

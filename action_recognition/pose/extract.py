@@ -16,7 +16,6 @@ untrained weights say ``untrained`` in the tag and the metadata. Clips with no p
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -25,7 +24,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from action_recognition.clip import clip_key
 from action_recognition.config import ClipConfig, PoseConfig, default_cache_dir
 from action_recognition.errors import ActionRecognitionError
-from action_recognition.kinetics import read_manifest
-from action_recognition.ledger import final_states, shard_rows
+from action_recognition.layout import clip_key, keypoints_key, keypoints_prefix, pose_stage
+from action_recognition.ledger import Decision, LedgerRecord, final_states, run_shard
 from action_recognition.pose.tracking import Detection, Weights, select_people
 from action_recognition.storage import Storage
 
@@ -45,16 +42,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 JOINTS = 17
-POSE_LEDGER_COLUMNS = ("clip_id", "label", "split", "state", "frames", "persons_seen", "main_fraction", "mean_conf",
-                       "seconds", "reason")  # fmt: skip
 
 
 class PoseError(ActionRecognitionError):
     """Pose extraction cannot run as configured (no weights, a hash mismatch, no such device)."""
-
-
-def keypoints_key(pose_tag: str, clip_id: str) -> str:
-    return f"keypoints/{pose_tag}/{clip_id}.npz"
 
 
 def prepare_ultralytics(config_dir: Path | None) -> None:
@@ -239,18 +230,6 @@ class PoseResult:
         }  # fmt: skip
 
 
-def pose_ledger_key(dataset: str, pose_tag: str, shard: tuple[int, int]) -> str:
-    return f"ledger/{dataset}/pose/{pose_tag}/shard-{shard[0]:04d}-of-{shard[1]:04d}.csv"
-
-
-def read_pose_ledger(storage: Storage, dataset: str, pose_tag: str) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for key in storage.list(f"ledger/{dataset}/pose/{pose_tag}/"):
-        for row in csv.DictReader(io.StringIO(storage.get_bytes(key).decode(), newline="")):
-            out[row["clip_id"]] = row
-    return out
-
-
 def pose_shard(
     dataset: str,
     storage: Storage,
@@ -265,61 +244,40 @@ def pose_shard(
     pose = model or load_pose_model(config)
     tag = pose.tag(config)
     states = final_states(storage, dataset)
-    rows = [r for r in shard_rows(read_manifest(storage, dataset), shard) if states.get(r["clip_id"]) == "ok"]
-    previous = read_pose_ledger(storage, dataset, tag)
-    records: dict[str, dict[str, str]] = {}
-    todo = []
-    for row in rows:
-        prev = previous.get(row["clip_id"])
-        if (
-            prev is not None
-            and prev["state"] in ("ok", "no_person")
-            and storage.exists(keypoints_key(tag, row["clip_id"]))
-        ):
-            records[row["clip_id"]] = prev
-        else:
-            todo.append(row)
-    if progress:
-        progress(len(records))
-    began = time.monotonic()
-    frames_total = 0
+
+    def triage(row: dict[str, str], prev: LedgerRecord | None) -> Decision:
+        cid = row["clip_id"]
+        if states.get(cid) != "ok":
+            return "wait"  # not clipped (yet, or ever): no pose record
+        if prev is not None and prev.state in ("ok", "no_person") and storage.exists(keypoints_key(tag, cid)):
+            return prev
+        return "process"
+
+    def one(row: dict[str, str]) -> LedgerRecord:
+        cid = row["clip_id"]
+        began = time.monotonic()
+        rec = LedgerRecord(cid, row["label"], row["split"], "ok", method=tag)
+        try:
+            src = storage.get_file(clip_key(clip_config.profile, cid), work / "clip.mp4")
+            arrays, meta = extract_clip(pose, src, config)
+            storage.put_file(keypoints_key(tag, cid), save_keypoints(work / "kp.npz", arrays, meta))
+            rec.frames, rec.persons_seen = int(meta["frames"]), float(meta["persons_seen"])
+            rec.main_fraction, rec.mean_conf = float(meta["main_fraction"]), float(meta["mean_conf"])
+            if rec.main_fraction == 0:
+                rec.state, rec.reason = "no_person", "no person detected in any frame"
+        except PoseError as exc:
+            rec.state, rec.reason = "bad_media", str(exc)[:300]
+        rec.seconds = time.monotonic() - began
+        return rec
+
     work = Path(tempfile.mkdtemp(prefix="ar-pose-"))
-    try:
-        for row in todo:
-            cid = row["clip_id"]
-            t0 = time.monotonic()
-            rec = {"clip_id": cid, "label": row["label"], "split": row["split"], "state": "ok", "frames": "0",
-                   "persons_seen": "0", "main_fraction": "0", "mean_conf": "0", "reason": ""}  # fmt: skip
-            try:
-                src = storage.get_file(clip_key(clip_config.profile, cid), work / "clip.mp4")
-                arrays, meta = extract_clip(pose, src, config)
-                out = save_keypoints(work / "kp.npz", arrays, meta)
-                storage.put_file(keypoints_key(tag, cid), out)
-                frames_total += meta["frames"]
-                rec.update(frames=str(meta["frames"]), persons_seen=f"{meta['persons_seen']:g}",
-                           main_fraction=f"{meta['main_fraction']:.4f}",
-                           mean_conf=f"{meta['mean_conf']:.4f}")  # fmt: skip
-                if meta["main_fraction"] == 0:
-                    rec.update(state="no_person", reason="no person detected in any frame")
-            except PoseError as exc:
-                rec.update(state="bad_media", reason=str(exc)[:300])
-            rec["seconds"] = f"{time.monotonic() - t0:.3f}"
-            records[cid] = rec
-            if progress:
-                progress(1)
+    try:  # one clip at a time: the model keeps its tracker state per clip
+        run = run_shard(storage, dataset, pose_stage(tag), shard, triage, one, progress=progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=POSE_LEDGER_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for cid in sorted(records):
-        writer.writerow({k: records[cid].get(k, "") for k in POSE_LEDGER_COLUMNS})
-    ledger_key = pose_ledger_key(dataset, tag, shard)
-    storage.put_bytes_if_changed(ledger_key, buf.getvalue().encode())
-    seconds = time.monotonic() - began
     return PoseResult(
-        dataset=dataset, shard=shard, pose_tag=tag, counts=dict(Counter(r["state"] for r in records.values())),
-        extracted=len(todo), skipped=len(rows) - len(todo), frames=frames_total, seconds=seconds,
-        untrained=pose.untrained, keypoints_prefix=storage.key_uri(f"keypoints/{tag}/x")[:-2],
-        ledger_uri=storage.key_uri(ledger_key),
+        dataset=dataset, shard=shard, pose_tag=tag, counts=run.counts, extracted=len(run.fresh),
+        skipped=run.skipped, frames=sum(r.frames for r in run.fresh), seconds=run.seconds,
+        untrained=pose.untrained, keypoints_prefix=storage.prefix_uri(keypoints_prefix(tag)),
+        ledger_uri=storage.key_uri(run.ledger_key),
     )  # fmt: skip

@@ -9,6 +9,8 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, task
 
+from action_recognition import names
+
 
 def env_default(name: str, default: str) -> str:
     """A deployment default from the environment; unset and empty alike mean ``default`` (compose passes every
@@ -18,7 +20,7 @@ def env_default(name: str, default: str) -> str:
 
 KEYPOINT_DATASET = Asset("action_recognition_keypoint_dataset")
 FRAMES_DATASET = Asset("action_recognition_frames_dataset")
-DOWNLOAD_POOL = env_default("AR_DOWNLOAD_POOL", "youtube_downloads")
+DOWNLOAD_POOL = env_default("AR_DOWNLOAD_POOL", names.DOWNLOAD_POOL)
 #: The Airflow AWS connection holding the storage keys (StepOperator's ``aws_conn_id`` default too).
 STORAGE_CONN_ID = "ar_storage"
 MAX_SHARDS = 64
@@ -98,11 +100,11 @@ def common_params() -> dict[str, Param]:
                         description="docker: each step in the worker image (production); local: a subprocess."),
         "gpu_enabled": Param(env_default("AR_GPU", "false").lower() == "true", type="boolean",
                              description="Request a GPU for pose and training containers (off where there is none)."),
-        "models": Param(["keypoint", "rgb"], type="array", items={"enum": ["keypoint", "rgb"]},
+        "models": Param(list(names.FAMILIES), type="array", items={"enum": list(names.FAMILIES)},
                         description="Which model families to train."),
-        "keypoint_arch": Param("ddnet", enum=["ddnet", "stgcn", "lstm"], description="Keypoint architecture."),
-        "rgb_arch": Param("tsn-resnet18", enum=["tsn-resnet18", "frame-resnet18", "r2plus1d-18"],
-                          description="RGB architecture."),
+        "keypoint_arch": Param(names.DEFAULT_KEYPOINT_ARCH, enum=list(names.KEYPOINT_ARCHS),
+                               description="Keypoint architecture."),
+        "rgb_arch": Param(names.DEFAULT_RGB_ARCH, enum=list(names.RGB_ARCHS), description="RGB architecture."),
         "epochs": Param(int(env_default("AR_EPOCHS", "80")), type="integer", minimum=1, maximum=2000),
         "seed": Param(0, type="integer", minimum=0),
         "rgb_allow_untrained": Param(env_default("AR_RGB_ALLOW_UNTRAINED", "false").lower() == "true",

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from action_recognition.clip import clip_key, clip_shard
+from action_recognition.clip import clip_shard
 from action_recognition.config import ClipConfig, DownloadConfig, PlanConfig
-from action_recognition.download import download_shard, raw_key, ytdlp_fetch
-from action_recognition.kinetics import plan_dataset, read_manifest, top_up
+from action_recognition.download import download_shard, ytdlp_fetch
+from action_recognition.kinetics import plan_dataset
+from action_recognition.layout import clip_key, raw_key
 from action_recognition.ledger import PERMANENT, final_states, read_stage, status
 from action_recognition.localserve import VideoServer
+from action_recognition.manifest import read_manifest
 from action_recognition.media import probe
 from action_recognition.storage import LocalStorage, Storage, open_storage
+from action_recognition.topup import top_up
 from tests.support.media import make_audio_only, make_video, truncate
 from tests.support.paths import VIDEOS, free_port
 from tests.support.reliability import Reliability

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 from action_recognition.build import build_frames_dataset, build_keypoint_dataset
-from action_recognition.clip import clip_key, clip_shard
+from action_recognition.clip import clip_shard
 from action_recognition.config import BuildConfig, ClipConfig, DownloadConfig, PlanConfig, PoseConfig
 from action_recognition.datasets import load_dataset
 from action_recognition.download import download_shard
 from action_recognition.kinetics import plan_dataset
+from action_recognition.layout import clip_key, keypoints_key, pose_stage
+from action_recognition.ledger import read_stage
 from action_recognition.localserve import VideoServer
 from action_recognition.media import probe
-from action_recognition.pose.extract import PoseError, keypoints_key, load_keypoints, load_pose_model, pose_shard
+from action_recognition.pose.extract import PoseError, load_keypoints, load_pose_model, pose_shard
 from action_recognition.pose.render import render_overlay
 from action_recognition.storage import LocalStorage
 from action_recognition.weights import WeightsMismatch
@@ -110,9 +112,8 @@ def test_black_video_has_no_person(pose_store: LocalStorage, reliability: Reliab
     # The default threshold, given explicitly (untrained alone lowers it): random weights find nobody in black frames.
     cfg = PoseConfig(untrained=True, conf=PoseConfig.model_fields["conf"].default)
     result = pose_shard("posetest", pose_store, cfg, ClipConfig())
-    ledger = pose_store.get_bytes(result.ledger_uri.split(str(pose_store.root) + "/", 1)[1]).decode()
-    black = next(line for line in ledger.splitlines() if line.startswith("blackVideo1"))
-    reliability.rejected("media: black video (pose)", "no_person" if ",no_person," in black else None)
+    black = read_stage(pose_store, "posetest", pose_stage(result.pose_tag))["blackVideo1_000000_000003"]
+    reliability.rejected("media: black video (pose)", black.reason if black.state == "no_person" else None)
     kp, meta = load_keypoints(pose_store.get_bytes(keypoints_key(result.pose_tag, "blackVideo1_000000_000003")))
     assert not kp.any() and meta["main_fraction"] == 0.0 and meta["persons_seen"] == 0
 

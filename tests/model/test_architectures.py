@@ -113,3 +113,12 @@ def test_mismatched_arch_and_dataset(tmp_path: Path, synthetic_dataset: Path) ->
         train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "s"))
     with pytest.raises(DatasetError, match="does not exist"):
         train_model(cfg, str(tmp_path / "missing.npz"), storage=LocalStorage(tmp_path / "s"))
+
+
+def test_the_vocabulary_names_exactly_the_architectures_built() -> None:
+    """names.py (light, read by the DAG form and the config) and models.ARCHS (the builders) agree."""
+    from action_recognition import names
+    from action_recognition.models import ARCHS
+
+    assert list(ARCHS) and set(ARCHS) == set(names.ARCH_NAMES)
+    assert {a: s.family for a, s in ARCHS.items()} == {a: names.family_of(a) for a in names.ARCH_NAMES}

@@ -69,7 +69,7 @@ def test_plan_json_last_line(tmp_path: Path) -> None:
         (["--per-class", "0"], "valid range 1 <= value <= 1000000"),
         (["--set", "plan.bogus=1"], "plan.bogus: unknown key"),
         (["--classes", "tap dance"], "did you mean 'tap dancing'"),
-        (["--classes", "a", "--all-classes"], "only one of"),
+        (["--classes", "a", "--all-classes"], "choose exactly one class selector"),
         (["--dataset", "../etc"], "plan.dataset"),
     ],
 )

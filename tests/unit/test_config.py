@@ -85,7 +85,7 @@ def test_storage_uri_schemes(uri: str) -> None:
 
 def test_config_dumps_to_json_for_mlflow() -> None:
     dumped = load_config(environ={}).model_dump(mode="json")
-    assert dumped["plan"]["per_class"] == 50
+    assert dumped["plan"]["per_class"] == 200, "the one default: the CLI, the config and the DAG form agree"
     assert {"storage", "plan", "download", "clip"} <= set(dumped)
 
 

@@ -7,6 +7,7 @@ import functools
 import http.server
 import io
 import json
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -14,17 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from action_recognition.annotations import clip_id_for, detect_version, fetch_annotations, parse_annotations
 from action_recognition.config import PlanConfig
 from action_recognition.errors import AnnotationError, PlanError
-from action_recognition.kinetics import (
-    clip_id_for,
-    detect_version,
-    fetch_annotations,
-    parse_annotations,
-    plan_dataset,
-    read_manifest,
-)
+from action_recognition.kinetics import plan_dataset
+from action_recognition.layout import manifest_key, plan_key
+from action_recognition.manifest import read_manifest
 from action_recognition.storage import LocalStorage, open_storage
+from action_recognition.topup import top_up
 from tests.support.paths import KINETICS, free_port
 from tests.support.reliability import Reliability
 
@@ -322,3 +320,50 @@ def test_other_encodings(encoding: str, reliability: Reliability) -> None:
     reason = rejected[0].reason if rejected and not rows else None
     reliability.rejected(f"csv: {encoding}", reason)
     assert reason and ("UTF-8" in reason), reason
+
+
+class _Killed(BaseException):
+    """The process died here (not an error any code catches)."""
+
+
+class _DiesAfterWrites(LocalStorage):
+    """Storage whose process is killed after ``writes`` more writes."""
+
+    def __init__(self, root: Path, writes: int) -> None:
+        super().__init__(root)
+        self.left = writes
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if self.left == 0:
+            raise _Killed(key)
+        self.left -= 1
+        super().put_bytes(key, data)
+
+
+def _consistent(store: LocalStorage) -> dict[str, object]:
+    """plan.json and the manifest every step reads agree (rows, classes); returns plan.json."""
+    info = json.loads(store.get_bytes(plan_key("dance15")))
+    rows = read_manifest(store, "dance15")
+    assert len(rows) == info["rows"] and dict(Counter(r["label"] for r in rows)) == info["per_class"], info
+    return info
+
+
+@pytest.mark.parametrize("writes", range(6))
+def test_a_top_up_killed_between_its_writes_leaves_a_consistent_plan(tmp_path: Path, writes: int) -> None:
+    """Killed after any of its writes, a top-up leaves plan.json and the manifest steps read consistent, and the
+    next top-up ends exactly where an unbroken one does."""
+    whole = LocalStorage(tmp_path / "whole")
+    plan_dataset(_cfg(classes=["tap dancing", "salsa dancing"], class_contains=None, per_class=3), whole)
+    lost = {r["clip_id"]: "unavailable" for r in read_manifest(whole, "dance15")[:2]}
+    broken = tmp_path / "broken"
+    shutil.copytree(whole.root, broken)
+    assert top_up(whole, "dance15", lost, {"unavailable"}).added, "the test needs a top-up that adds rows"
+
+    with pytest.raises(_Killed):
+        top_up(_DiesAfterWrites(broken, writes), "dance15", lost, {"unavailable"})
+    _consistent(LocalStorage(broken))
+    top_up(LocalStorage(broken), "dance15", lost, {"unavailable"})
+    info = _consistent(LocalStorage(broken))
+    assert "pending_top_up" not in info and len(info["top_ups"]) == 1  # type: ignore[arg-type]
+    assert LocalStorage(broken).get_bytes(manifest_key("dance15")) == whole.get_bytes(manifest_key("dance15"))
+    assert LocalStorage(broken).list("datasets/dance15/staged/") == [], "staged files are removed once in place"
