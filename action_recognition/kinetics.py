@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
+from typing import Any
 
 from action_recognition.annotations import (
     REJECTED_COLUMNS,
@@ -160,53 +161,59 @@ def assign_splits(selected: dict[str, list[ClipRow]], config: PlanConfig) -> dic
     return out
 
 
-def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
-    """Plan a dataset from Kinetics annotations and publish its plan files (see the module docstring).
+@dataclass
+class _Read:
+    """Every row of every source, read and checked: the valid ones (deduplicated) and the rejected ones."""
 
-    Raises:
-        AnnotationError: a source cannot be read at all.
-        PlanError: no source, versions mixed without ``allow_mixed_versions``, unknown or empty classes.
-    """
+    sources: list[tuple[str, int | None, str]]  # (source, Kinetics version, sha256)
+    rows: list[ClipRow]
+    rejected: list[Rejection]
+    known: set[str] | None  # the label maps' classes; None when a source's version is unknown
+    rows_read: int
+
+    @property
+    def versions(self) -> list[int | None]:
+        return sorted({v for _, v, _ in self.sources}, key=lambda v: v or 0)
+
+
+def _read_sources(config: PlanConfig) -> _Read:
     if not config.annotations:
         raise PlanError("no annotation source given (plan.annotations / --annotations)")
-    sources = []
+    fetched = []
     for src in config.annotations:
         version = config.kinetics_version or detect_version(src)
-        sources.append((src, version, fetch_annotations(src, config.cache_dir, config.download_timeout_s)))
-    versions = sorted({v for _, v, _ in sources}, key=lambda v: v or 0)
-    if len(versions) > 1 and not config.allow_mixed_versions:
-        named = ", ".join(f"{s} (K{v or '?'})" for s, v, _ in sources)
+        fetched.append((src, version, fetch_annotations(src, config.cache_dir, config.download_timeout_s)))
+    if len({v for _, v, _ in fetched}) > 1 and not config.allow_mixed_versions:
+        named = ", ".join(f"{s} (K{v or '?'})" for s, v, _ in fetched)
         raise PlanError(
             f"annotation sources of different Kinetics versions: {named}. Kinetics-400 validation clips are "
             "inside Kinetics-700 training, so mixing leaks test data; set allow_mixed_versions to do it anyway"
         )
-
-    all_rows: list[ClipRow] = []
-    rejected: list[Rejection] = []
-    known: set[str] | None = set()
-    source_hashes = {}
-    for src, version, path in sources:
+    read = _Read(sources=[], rows=[], rejected=[], known=set(), rows_read=0)
+    for src, version, path in fetched:
         data = path.read_bytes()
-        source_hashes[src] = hashlib.sha256(data).hexdigest()
+        read.sources.append((src, version, hashlib.sha256(data).hexdigest()))
         labels = set(label_map(version)) if version else None
-        if labels is None or known is None:
-            known = None
-        else:
-            known |= labels
+        read.known = None if labels is None or read.known is None else read.known | labels
         rows, bad = parse_annotations(
             data, source=src, known_labels=labels, version=version, max_clip_seconds=config.max_clip_seconds
         )
         log.info("%s: %d valid rows, %d rejected (Kinetics-%s)", src, len(rows), len(bad), version or "?")
-        all_rows.extend(rows)
-        rejected.extend(bad)
-    rows_read = len(all_rows) + len(rejected)
-    unique, dupes = deduplicate(all_rows)
-    rejected.extend(dupes)
+        read.rows.extend(rows)
+        read.rejected.extend(bad)
+    read.rows_read = len(read.rows) + len(read.rejected)
+    read.rows, dupes = deduplicate(read.rows)
+    read.rejected.extend(dupes)
+    return read
 
+
+def _choose(config: PlanConfig, read: _Read) -> tuple[list[str], list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    """The classes, the manifest records (capped per class, split), the spare candidates in the same seeded order,
+    and how many valid rows belong to classes not selected."""
     by_class: dict[str, list[ClipRow]] = defaultdict(list)
-    for row in unique:
+    for row in read.rows:
         by_class[row.label].append(row)
-    classes = select_classes(config, sorted(by_class), known)
+    classes = select_classes(config, sorted(by_class), read.known)
     selected: dict[str, list[ClipRow]] = {}
     spare: dict[str, list[ClipRow]] = {}
     for label in classes:
@@ -214,64 +221,59 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
         selected[label] = ordered[: config.per_class]
         spare[label] = ordered[config.per_class :]
     unselected = sum(len(v) for k, v in by_class.items() if k not in set(classes))
-    final = assign_splits(selected, config)
-
     manifest_records = sorted(
         ((r.clip_id, r.youtube_id, r.time_start, r.time_end, r.label, split)
-         for rows in final.values() for r, split in rows),
+         for rows in assign_splits(selected, config).values() for r, split in rows),
         key=lambda rec: (rec[4], SPLITS.index(rec[5]), rec[0]),
     )  # fmt: skip
     candidate_records = [
         (r.clip_id, r.youtube_id, r.time_start, r.time_end, r.label, r.split, rank)
         for label in classes for rank, r in enumerate(spare[label])
     ]  # fmt: skip
-    rejected_records = [tuple(str(v) for v in asdict(r).values()) for r in rejected]
+    return classes, manifest_records, candidate_records, unselected
 
+
+def _result(storage: Storage, info: dict[str, Any], versions: list[int | None], written: list[str]) -> PlanResult:
+    return PlanResult(
+        dataset=info["dataset"], manifest_uri=storage.key_uri(manifest_key(info["dataset"])),
+        manifest_sha256=info["manifest_sha256"], rows=info["rows"], classes=sorted(info["per_class"]),
+        per_class=info["per_class"], splits=info["splits"], rejected=info["rejected"],
+        candidates=info["candidates"], rows_read=info["rows_read"], unselected=info["unselected"],
+        versions=list(versions), written=written, planned=sum((info.get("targets") or info["per_class"]).values()),
+    )  # fmt: skip
+
+
+def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
+    """Plan a dataset from Kinetics annotations and publish its plan files (see the module docstring).
+
+    Raises:
+        AnnotationError: a source cannot be read at all.
+        PlanError: no source, versions mixed without ``allow_mixed_versions``, unknown or empty classes.
+    """
+    read = _read_sources(config)
+    classes, manifest_records, candidate_records, unselected = _choose(config, read)
+    rejected_records = [tuple(str(v) for v in asdict(r).values()) for r in read.rejected]
     manifest = csv_bytes(MANIFEST_COLUMNS, manifest_records)
-    manifest_sha = hashlib.sha256(manifest).hexdigest()
     dataset = config.dataset
     config_dump = config.model_dump(mode="json", exclude={"cache_dir", "download_timeout_s"})
+    source_hashes = {s: h for s, _, h in read.sources}
     fingerprint = hashlib.sha256(
         json.dumps({"config": config_dump, "sources": source_hashes}, sort_keys=True).encode()
     ).hexdigest()
-    existing = read_plan_info(storage, config.dataset)
+    existing = read_plan_info(storage, dataset)
     if existing is not None and existing.get("fingerprint") == fingerprint:
         # Same inputs and config as the plan in storage (which later top-ups may have extended): keep it.
-        log.info("plan of %s is up to date (fingerprint %s); nothing written", config.dataset, fingerprint[:12])
-        return PlanResult(
-            dataset=config.dataset,
-            manifest_uri=storage.key_uri(manifest_key(dataset)),
-            manifest_sha256=existing["manifest_sha256"],
-            rows=existing["rows"],
-            classes=sorted(existing["per_class"]),
-            per_class=existing["per_class"],
-            splits=existing["splits"],
-            rejected=existing["rejected"],
-            candidates=existing["candidates"],
-            rows_read=existing["rows_read"],
-            unselected=existing["unselected"],
-            versions=list(versions),
-            written=[],
-            planned=sum(existing.get("targets", existing["per_class"]).values()),
-        )
+        log.info("plan of %s is up to date (fingerprint %s); nothing written", dataset, fingerprint[:12])
+        return _result(storage, existing, read.versions, [])
     per_class = dict(sorted(Counter(rec[4] for rec in manifest_records).items()))
-    splits = {s: n for s in SPLITS if (n := sum(1 for rec in manifest_records if rec[5] == s))}
     plan_info = {
-        "dataset": config.dataset,
-        "manifest_sha256": manifest_sha,
-        "rows": len(manifest_records),
+        "dataset": dataset, "manifest_sha256": hashlib.sha256(manifest).hexdigest(), "rows": len(manifest_records),
         "per_class": per_class,
-        "splits": splits,
-        "candidates": len(candidate_records),
-        "rejected": len(rejected_records),
-        "rows_read": rows_read,
-        "unselected": unselected,
-        "sources": [{"source": s, "kinetics_version": v, "sha256": source_hashes[s]} for s, v, _ in sources],
-        "config": config_dump,
-        "fingerprint": fingerprint,
-        "targets": per_class,
-        "top_ups": [],
-    }
+        "splits": {s: n for s in SPLITS if (n := sum(1 for rec in manifest_records if rec[5] == s))},
+        "candidates": len(candidate_records), "rejected": len(rejected_records), "rows_read": read.rows_read,
+        "unselected": unselected, "config": config_dump, "fingerprint": fingerprint, "targets": per_class,
+        "sources": [{"source": s, "kinetics_version": v, "sha256": h} for s, v, h in read.sources], "top_ups": [],
+    }  # fmt: skip
     files = {
         manifest_key(dataset): manifest,
         candidates_key(dataset): csv_bytes((*MANIFEST_COLUMNS, "rank"), candidate_records),
@@ -282,22 +284,6 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
     written = [key for key, data in files.items() if storage.put_bytes_if_changed(key, data)]
     log.info(
         "planned %s: %d clips in %d classes, %d rejected, %d spare candidates; %d file(s) written",
-        config.dataset, len(manifest_records), len(classes), len(rejected_records), len(candidate_records),
-        len(written),
+        dataset, len(manifest_records), len(classes), len(rejected_records), len(candidate_records), len(written),
     )  # fmt: skip
-    return PlanResult(
-        dataset=config.dataset,
-        manifest_uri=storage.key_uri(manifest_key(dataset)),
-        manifest_sha256=manifest_sha,
-        rows=len(manifest_records),
-        classes=classes,
-        per_class=per_class,
-        splits=splits,
-        rejected=len(rejected_records),
-        candidates=len(candidate_records),
-        rows_read=rows_read,
-        unselected=unselected,
-        versions=list(versions),
-        written=written,
-        planned=len(manifest_records),
-    )
+    return _result(storage, plan_info, read.versions, written)

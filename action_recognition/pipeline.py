@@ -66,3 +66,12 @@ def manifest_info(storage: Storage, dataset: str) -> dict[str, Any] | None:
         "sha256": plan["manifest_sha256"],
         "availability": status(storage, dataset).states,
     }
+
+
+def manifest_for(storage: Storage, dataset: str | None, manifest_uri: str | None = None) -> dict[str, Any] | None:
+    """What a training records of its data's manifest: :func:`manifest_info` of ``dataset`` when it was planned in
+    ``storage``, with ``manifest_uri`` (when given) naming the manifest instead."""
+    manifest = manifest_info(storage, dataset) if dataset else None
+    if manifest_uri:
+        manifest = {**(manifest or {}), "uri": manifest_uri}
+    return manifest

@@ -204,6 +204,19 @@ def load_keypoints(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         return npz["keypoints"].astype(np.float32), json.loads(str(npz["meta"]))
 
 
+def load_people(data: bytes) -> tuple[np.ndarray, float | None]:
+    """Every tracked person of a per-clip file, (M, T, 17, 3) (one person in older files), and its fps."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        people = npz["people"] if "people" in npz.files else npz["keypoints"][None]
+        fps = json.loads(str(npz["meta"])).get("fps") if "meta" in npz.files else None
+    return people.astype(np.float32), fps
+
+
+def pose_tag_of(config: PoseConfig) -> str:
+    """The tag under which ``config``'s model writes keypoints (loads the model: the tag names its weights)."""
+    return load_pose_model(config).tag(config)
+
+
 @dataclass
 class PoseResult:
     """What one shard's pose extraction did."""

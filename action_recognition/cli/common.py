@@ -1,0 +1,110 @@
+"""What every command shares: the app, the options, how a step is run and how it fails."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from action_recognition.errors import ActionRecognitionError
+
+app = typer.Typer(
+    name="action-recognition",
+    help="Kinetics-style action recognition: plan, download, clip, pose, train, register.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file (sections as top-level keys).")]
+
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override one config value: section.key=value (repeatable).")
+]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line of stdout.")]
+
+StorageOpt = Annotated[
+    str | None, typer.Option("--storage", help="Storage root: a local folder or s3://bucket/prefix.")
+]
+
+LogOpt = Annotated[str, typer.Option("--log-level", help="Logging level for stderr.")]
+
+T = TypeVar("T")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_step(step: Callable[[], T], *, as_json: bool, summarise: Callable[[T], dict[str, Any]],
+         human: Callable[[T], str]) -> None:  # fmt: skip
+    """Run a step; print its human summary or its JSON line; turn known errors into exit status 2."""
+    try:
+        result = step()
+    except ActionRecognitionError as exc:
+        fail(exc, as_json)
+    if as_json:
+        typer.echo(json.dumps({"ok": True, **summarise(result)}, default=str, sort_keys=True))
+    else:
+        typer.echo(human(result))
+
+
+def fail(exc: ActionRecognitionError, as_json: bool) -> NoReturn:
+    """A known error: one line on stderr, the JSON failure summary with --json, exit status 2."""
+    typer.echo(f"error: {exc}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
+                               "retryable": exc.retryable}))  # fmt: skip
+    raise typer.Exit(2) from None
+
+
+def load_config_from(path: Path | None, pairs: list[str] | None, extra: dict[str, Any] | None = None) -> Any:
+    """The one validated config from ``--config``, the environment, ``--set`` and the command's own flags."""
+    from action_recognition.config import load_config
+
+    return load_config(path, overrides=pairs or (), extra=extra)
+
+
+def nested(**flat: Any) -> dict[str, Any]:
+    """``{"plan.per_class": 5, "plan.seed": None}`` -> ``{"plan": {"per_class": 5}}`` (None = not given)."""
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        if value is None:
+            continue
+        section, key = dotted.split("__", 1)
+        tree.setdefault(section, {})[key] = value
+    return tree
+
+
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Dataset name (as planned).")]
+
+ShardOpt = Annotated[str, typer.Option("--shard", help="I/N: this process handles shard I of N (from 0).")]
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="clip", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+def shard_size(cfg: Any, dataset: str, shard: tuple[int, int]) -> int:
+    from action_recognition.ledger import shard_rows
+    from action_recognition.manifest import read_manifest
+    from action_recognition.storage import open_storage
+
+    return len(shard_rows(read_manifest(open_storage(cfg.storage), dataset), shard))
+
+
+TrackingOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI).")
+]

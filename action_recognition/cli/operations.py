@@ -1,0 +1,292 @@
+"""Running it: ``demo``, ``smoke``, ``doctor``, ``weights``, ``demo-site``, ``serve-videos``, ``docker-guard``,
+``version``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from action_recognition import __version__
+from action_recognition.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    LogOpt,
+    SetOpt,
+    StorageOpt,
+    app,
+    fail,
+    load_config_from,
+    nested,
+    run_step,
+    setup_logging,
+)
+from action_recognition.errors import ActionRecognitionError, ConfigError
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo keeps everything.")] = Path(".demo"),
+    videos: Annotated[Path, typer.Option("--videos", help="Folder of the bundled real videos.")] = Path(
+        "tests/fixtures/videos"
+    ),
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs of each model.")] = 12,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Run the whole kinetics_pipeline DAG offline on the embedded defaults (SQLite, local folder, local MLflow)."""
+    setup_logging(log_level)
+    from action_recognition.demo import run_demo
+
+    def human(r: Any) -> str:
+        lines = [f"demo finished in {r.workdir}: {r.summary.get('rows')} clips, states {r.summary.get('states')}"]
+        for info in (r.summary.get("models") or {}).values():
+            flag = ", UNTRAINED" if info["untrained"] else ""
+            top1 = info["metrics"].get("test_top1", float("nan"))
+            lines.append(f"  {info['champion']} (version {info['version']}{flag}): test top-1 {top1:.3f}")
+        lines.append(f"storage: {r.storage}  (action-recognition status --storage {r.storage} --dataset demo)")
+        video = (videos / "demo.mp4").resolve()
+        lines += [
+            "next:",
+            f"  1. the runs and the registry:  mlflow ui --backend-store-uri {r.tracking_uri} --port 5000"
+            "   (then http://127.0.0.1:5000)",
+            f"  2. predict with the champion:  action-recognition predict {video} --model models:/demo-rgb@champion"
+            f" --tracking-uri {r.tracking_uri}",
+            "  3. the deployed shape, trigger it from the Airflow UI:  make stack-up",
+        ]  # fmt: skip
+        return "\n".join(lines)
+
+    def step() -> Any:
+        if not (videos / "demo.mp4").is_file():
+            raise ConfigError(f"--videos {videos}: no demo.mp4 there; the bundled videos are in a checkout's "
+                              "tests/fixtures/videos (run from the checkout, or pass --videos)")  # fmt: skip
+        try:
+            return run_demo(workdir, videos, epochs=epochs)
+        except RuntimeError as exc:  # the DAG failed: the message names its log
+            raise ActionRecognitionError(str(exc)) from exc
+
+    run_step(step, as_json=as_json, summarise=lambda r: r.as_dict(), human=human)
+
+
+@app.command()
+def smoke(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the smoke run keeps everything.")] = Path(".smoke"),
+    annotations: Annotated[str | None, typer.Option("--annotations", help="Kinetics CSV (default: K700 val).")] = None,
+    url_template: Annotated[str | None, typer.Option("--url-template", help="Default: YouTube.")] = None,
+    pose_source: Annotated[str | None, typer.Option("--pose-weights-from", help="Pose weights URL or file.")] = None,
+    backbone_source: Annotated[
+        str | None, typer.Option("--backbone-weights-from", help="RGB backbone state dict URL or file.")
+    ] = None,
+    classes: Annotated[list[str] | None, typer.Option("--class", help="A class to use (repeat; default 3).")] = None,
+    per_class: Annotated[int, typer.Option("--per-class", min=1)] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """A networked machine's first real run (make smoke-online): the real Kinetics CSV, 3 classes x 3 clips, real
+    YouTube, real weights pulled into storage, real training; per-step seconds, the ledger and the champions."""
+    setup_logging(log_level)
+    from action_recognition import smoke as s
+
+    options: dict[str, Any] = {
+        "annotations": annotations,
+        "url_template": url_template,
+        "pose_source": pose_source,
+        "backbone_source": backbone_source,
+        "classes": tuple(classes) if classes else None,
+    }
+    kwargs = {k: v for k, v in options.items() if v is not None}  # fmt: skip
+
+    def step() -> Any:
+        try:
+            return s.run_smoke(workdir, per_class=per_class, epochs=epochs, **kwargs)
+        except RuntimeError as exc:  # the DAG failed: its log is named in the message
+            raise ActionRecognitionError(str(exc)) from exc
+
+    run_step(step, as_json=as_json, summarise=lambda r: r.as_dict(), human=lambda r: r.table())
+
+
+@app.command("demo-site")
+def demo_site(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the site into.")],
+    videos: Annotated[Path, typer.Option("--videos", help="Folder of the bundled real videos.")] = Path(
+        "tests/fixtures/videos"
+    ),
+    per_class: Annotated[int, typer.Option("--per-class", help="Generated videos per demo class.", min=1)] = 6,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the demo's "YouTube" (videos, annotation CSV, routes) for `serve-videos`."""
+    from action_recognition.demo import build_demo_site
+
+    run_step(lambda: build_demo_site(folder, videos, per_class), as_json=as_json,
+         summarise=lambda r: {"folder": str(folder), "videos": len(r)},
+         human=lambda r: f"demo site in {folder}: {len(r)} videos")  # fmt: skip
+
+
+@app.command("serve-videos")
+def serve_videos(
+    folder: Annotated[Path, typer.Argument(help="A folder made by `demo-site`.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Serve a demo site over HTTP with Range support: /v/<youtube_id>.mp4 and the annotation CSVs at /<name>.csv."""
+    setup_logging(log_level)
+    import time
+
+    from action_recognition.demo import load_demo_site
+    from action_recognition.localserve import VideoServer
+
+    routes, files = load_demo_site(folder)
+    with VideoServer(routes, host=host, port=port, files=files) as server:  # type: ignore[arg-type]
+        logging.getLogger(__name__).info("serving %d videos and %s at %s", len(routes), sorted(files), server.base_url)
+        while True:
+            time.sleep(3600)
+
+
+@app.command("docker-guard")
+def docker_guard(
+    listen: Annotated[str, typer.Option("--listen", help="host:port to serve the Docker API on.")] = "127.0.0.1:2375",
+    engine: Annotated[
+        str, typer.Option("--engine", help="The real engine: unix:///var/run/docker.sock or tcp://host:port.")
+    ] = "unix:///var/run/docker.sock",
+    allow_image: Annotated[
+        list[str] | None, typer.Option("--allow-image", help="Image pattern a container may run (repeatable).")
+    ] = None,
+    allow_bind: Annotated[
+        list[str] | None, typer.Option("--allow-bind", help="Host folder that may be bind-mounted (repeatable).")
+    ] = None,
+    allow_network: Annotated[
+        list[str] | None, typer.Option("--allow-network", help="Network mode a container may use (repeatable).")
+    ] = None,
+    writable_binds: Annotated[
+        bool, typer.Option("--writable-binds", help="Allow read-write bind mounts (default: read-only only).")
+    ] = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Serve the Docker API to Airflow, refusing privileged containers, host mounts and every call a step never
+    makes (see action_recognition/dockerguard.py)."""
+    import asyncio
+
+    from action_recognition.dockerguard import Engine, Policy, serve
+
+    setup_logging(log_level)
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"--listen must be host:port, got {listen!r}")
+    defaults = Policy()
+    policy = Policy(
+        images=tuple(allow_image or defaults.images),
+        bind_roots=tuple(allow_bind or ()),
+        networks=tuple(allow_network or defaults.networks),
+        read_only_binds=not writable_binds,
+    )
+    asyncio.run(serve(host, int(port), Engine(engine), policy))
+
+
+@app.command()
+def doctor(
+    gpu: Annotated[bool, typer.Option("--gpu", help="A GPU is required (gpu_enabled).")] = False,
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="A check to leave out (repeatable).")] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "WARNING",
+) -> None:
+    """Can this machine do the job? ffmpeg, JavaScript runtime + EJS, yt-dlp's age, weights, GPU, storage, MLflow,
+    annotation sources. A table (or one JSON line); exit status 2 naming every failure."""
+    setup_logging(log_level)
+    from action_recognition.doctor import run_checks
+
+    try:
+        cfg = load_config_from(config, set_, nested(storage__uri=storage))
+        report = run_checks(cfg, gpu=gpu, skip=tuple(skip or ()))
+    except ActionRecognitionError as exc:
+        fail(exc, as_json)
+    failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
+    if as_json:
+        extra = {"error": f"preflight failed: {failed}", "error_type": "DoctorError", "retryable": False}
+        typer.echo(json.dumps({"ok": not report.failed, **report.summary(), **(extra if failed else {})},
+                              sort_keys=True))  # fmt: skip
+    else:
+        typer.echo(report.table())
+    if report.failed:
+        typer.echo(f"error: preflight failed: {failed}", err=True)
+        raise typer.Exit(2)
+
+
+weights_app = typer.Typer(help="Weights are data: pull a file into storage once; steps read it from there.",
+                          no_args_is_help=True)  # fmt: skip
+
+
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("pull")
+def weights_pull(
+    source: Annotated[str, typer.Argument(help="https URL (e.g. the Ultralytics release asset) or a local file.")],
+    name: Annotated[str, typer.Option("--name", help="Name under weights/ in storage, e.g. yolo11n-pose.pt.")],
+    sha256: Annotated[str | None, typer.Option("--sha256", help="Refuse a file with another sha256.")] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Fetch SOURCE into storage as weights/NAME once (its sha256 recorded): use the printed URI as pose.weights or
+    train.backbone_weights. Defaults: yolo11n-pose.pt and resnet18-f37072fd.pth (action_recognition.weights)."""
+    setup_logging(log_level)
+    from action_recognition.storage import open_storage
+    from action_recognition.weights import pull
+
+    def step() -> Any:
+        cfg = load_config_from(config, set_, nested(storage__uri=storage))
+        return pull(source, name, open_storage(cfg.storage), sha256=sha256)
+
+    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
+         human=lambda r: f"{r.uri} sha256 {r.sha256} ({r.bytes} bytes, "
+                         f"{'fetched' if r.fetched else 'already in storage'})")  # fmt: skip
+
+
+@weights_app.command("pull-defaults")
+def weights_pull_defaults(
+    storage: StorageOpt = None,
+    if_online: Annotated[
+        bool, typer.Option("--if-online", help="Report unreachable sources instead of failing.")
+    ] = False,
+    aws_conn_id: Annotated[
+        str | None, typer.Option("--aws-conn-id", help="Take the storage keys from this Airflow connection.")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Pull the default pose model and RGB backbone (the stack's init runs this with --if-online)."""
+    setup_logging(log_level)
+    from action_recognition.storage import open_storage
+    from action_recognition.weights import pull_defaults
+
+    def step() -> Any:
+        if aws_conn_id:
+            from action_recognition.airflow_adapter import apply_connection_env
+
+            apply_connection_env(aws_conn_id)
+        cfg = load_config_from(config, set_, nested(storage__uri=storage))
+        return pull_defaults(open_storage(cfg.storage), if_online=if_online)
+
+    def human(r: dict[str, Any]) -> str:
+        return "\n".join(f"{name}: {info.get('uri') or 'NOT PULLED (' + info['skipped'] + '); later: ' + info['later']}"
+                         for name, info in r.items())  # fmt: skip
+
+    run_step(step, as_json=as_json, summarise=lambda r: {"weights": r}, human=human)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    typer.echo(__version__)
