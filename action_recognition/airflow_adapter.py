@@ -14,13 +14,14 @@ import yaml
 from action_recognition.config import Config, load_config
 from action_recognition.names import class_selector
 
-#: Trigger-form Param name -> config key. The DAG declares the Params; this says what each one sets.
-PARAM_KEYS: dict[str, str] = {
+#: Trigger-form Param name -> the config key(s) it sets. The DAG declares the Params; this says what each one sets,
+#: and steps receive exactly these (validated once, by check_params), never the Params themselves.
+PARAM_KEYS: dict[str, str | tuple[str, ...]] = {
     "annotations": "plan.annotations",
     "classes": "plan.classes",
     "class_contains": "plan.class_contains",
     "per_class": "plan.per_class",
-    "seed": "plan.seed",
+    "seed": ("plan.seed", "train.seed"),
     "dataset": "plan.dataset",
     "storage_uri": "storage.uri",
     "url_template": "download.url_template",
@@ -40,14 +41,15 @@ def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     a non-empty ``classes`` list wins over ``class_contains``.
     """
     tree: dict[str, Any] = {}
-    for name, key in PARAM_KEYS.items():
+    for name, keys in PARAM_KEYS.items():
         if name not in params:
             continue
         value = params[name]
         if name in EMPTY_IS_DEFAULT and value in ("", None):
             continue
-        section, field = key.split(".", 1)
-        tree.setdefault(section, {})[field] = value
+        for key in (keys,) if isinstance(keys, str) else keys:
+            section, field = key.split(".", 1)
+            tree.setdefault(section, {})[field] = value
     plan = tree.get("plan", {})
     if "classes" in plan or "class_contains" in plan:
         names = [str(c) for c in plan.get("classes") or []]

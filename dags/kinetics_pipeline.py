@@ -42,7 +42,6 @@ from ar_provider.operators import StepOperator
 
 from action_recognition.names import DEFAULT_PER_CLASS
 
-STORE = ["--storage", "{{ params.storage_uri }}", "--dataset", "{{ params.dataset }}"]
 #: What a person approving a promotion reads (markdown): each new challenger's test metrics and MLflow run.
 APPROVAL_BODY = """
 {% for family, task_id in [("Keypoint", "train_keypoint"), ("RGB", "train_rgb")] %}
@@ -133,7 +132,6 @@ def kinetics_pipeline() -> None:
         **NETWORK_RETRY,
         task_id="plan_dataset",
         step="plan",
-        args=STORE,
     )
 
     @task
@@ -144,7 +142,7 @@ def kinetics_pipeline() -> None:
         params = context["params"]
         # Based on the planned size, not today's rows: top-ups must not change the shard count of a dataset.
         shards = shard_plan(int(plan_result["planned"]), int(params["clips_per_shard"]), MAX_SHARDS)
-        return [["--storage", params["storage_uri"], "--dataset", params["dataset"], "--shard", s] for s in shards]
+        return [["--shard", s] for s in shards]  # dataset and storage: the validated Params (config_from)
 
     # The checks of `action-recognition doctor`, on the runner that will do the work (inside the worker image for
     # runner=docker): a missing JavaScript runtime, weights not in storage, a storage key that cannot write, a wrong
@@ -155,7 +153,7 @@ def kinetics_pipeline() -> None:
     fetch_kwargs = {**run, **NETWORK_RETRY, "step": "download", "pool": DOWNLOAD_POOL}
     download = StepOperator.partial(task_id="download_clips", **fetch_kwargs).expand(args=shards)
     clip = StepOperator.partial(**run, task_id="clip_videos", step="clip").expand(args=shards)
-    top_up = StepOperator(**run, task_id="top_up_classes", step="top-up", args=STORE)
+    top_up = StepOperator(**run, task_id="top_up_classes", step="top-up")
     download_more = StepOperator.partial(task_id="download_top_up", **fetch_kwargs).expand(args=shards)
     clip_more = StepOperator.partial(**run, task_id="clip_top_up", step="clip").expand(args=shards)
     pose = StepOperator.partial(**run, task_id="extract_pose", step="pose", gpu=True).expand(args=shards)
@@ -163,11 +161,11 @@ def kinetics_pipeline() -> None:
         **run,
         task_id="build_keypoint_dataset",
         step="build-dataset",
-        args=[*STORE, "--kind", "keypoints"],
+        args=["--kind", "keypoints"],
     )
     build_frames = StepOperator(
         **run, task_id="build_frames_dataset", step="build-dataset",
-        args=[*STORE, "--kind", "frames"],
+        args=["--kind", "frames"],
     )  # fmt: skip
     train_keypoint = StepOperator(
         **run, task_id="train_keypoint", step="train", gpu=True, skip_unless="keypoint",
@@ -200,13 +198,12 @@ def kinetics_pipeline() -> None:
     )
     no_approval = EmptyOperator(task_id="no_approval_needed")
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote", "trigger_rule": "none_failed_min_one_success"}
-    margin = ["--margin", "{{ params.promotion_margin }}"]
     promote_keypoint = StepOperator(
-        task_id="promote_keypoint", skip_unless="keypoint", args=["--name", "{{ params.dataset }}-keypoint", *margin],
+        task_id="promote_keypoint", skip_unless="keypoint", args=["--name", "{{ params.dataset }}-keypoint"],
         **promote_kwargs,
     )  # fmt: skip
     promote_rgb = StepOperator(
-        task_id="promote_rgb", skip_unless="rgb", args=["--name", "{{ params.dataset }}-rgb", *margin],
+        task_id="promote_rgb", skip_unless="rgb", args=["--name", "{{ params.dataset }}-rgb"],
         **promote_kwargs,
     )  # fmt: skip
 

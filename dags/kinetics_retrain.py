@@ -82,7 +82,7 @@ def kinetics_retrain() -> None:
         )  # fmt: skip
         promote = StepOperator(
             task_id=f"promote_{family}", skip_unless=family, **promote_kwargs,
-            args=["--name", "{{ params.dataset }}-" + family, "--margin", "{{ params.promotion_margin }}"],
+            args=["--name", "{{ params.dataset }}-" + family],
         )  # fmt: skip
         found >> train >> register >> promote
 

@@ -56,7 +56,7 @@ def preflight(run: dict[str, Any], *, skip: tuple[str, ...] = (), pools: tuple[s
 
     return PreflightOperator(
         **run, task_id="preflight", pools=pools,
-        args=["--storage", "{{ params.storage_uri }}", "{{ '--gpu' if params.gpu_enabled else '' }}",
+        args=["{{ '--gpu' if params.gpu_enabled else '' }}",
               *(a for name in skip for a in ("--skip", name)), *ALLOW_UNTRAINED],
     )  # fmt: skip
 
@@ -119,8 +119,7 @@ def train_args(family: str, dataset_xcom: str) -> list[str]:
     """Arguments of a train step; ``dataset_xcom`` is a template that renders the dataset URI."""
     arch = "{{ params.keypoint_arch }}" if family == "keypoint" else "{{ params.rgb_arch }}"
     return [
-        "--dataset", dataset_xcom, "--arch", arch, "--epochs", "{{ params.epochs }}", "--seed", "{{ params.seed }}",
-        "--name", "{{ params.dataset }}", "--storage", "{{ params.storage_uri }}",
+        "--dataset", dataset_xcom, "--arch", arch, "--name", "{{ params.dataset }}",
         "{{ '--allow-untrained' if params.rgb_allow_untrained else '' }}" if family == "rgb" else "",
     ]  # fmt: skip
 

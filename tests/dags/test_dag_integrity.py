@@ -162,3 +162,28 @@ def test_links(monkeypatch: pytest.MonkeyPatch) -> None:
     assert links.StoragePrefixLink().get_link(None, ti_key=None) == "http://minio:9001/browser/bkt/ar/datasets/d"
     values.clear()
     assert links.MLflowRunLink().get_link(None, ti_key=None) == ""
+
+
+def test_steps_get_the_params_once_through_check_params(bag: Any) -> None:
+    """Config-bearing Params reach a step only as check_params' validated overrides (config_from), never again as
+    Jinja arguments; what templates may still name: identifiers (the dataset in a registered model's name) and
+    per-family choices the config has no key for (architectures, RGB from random weights, the GPU switch)."""
+    import re
+
+    from action_recognition.airflow_adapter import PARAM_KEYS
+
+    allowed = {"dataset", "keypoint_arch", "rgb_arch", "rgb_allow_untrained", "gpu_enabled", "runner"}
+    checked: list[str] = []
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            mapped = hasattr(task, "partial_kwargs")
+            if (task.partial_kwargs.get("step") if mapped else getattr(task, "step", None)) is None:
+                continue  # not a step
+            checked.append(task.task_id)
+            args = task.partial_kwargs.get("args", ()) if mapped else task.args
+            config_from = task.partial_kwargs.get("config_from") if mapped else task.config_from
+            assert config_from == "check_params", f"{dag.dag_id}.{task.task_id} skips the validated Params"
+            named = set(re.findall(r"params\.(\w+)", " ".join(map(str, args or ()))))
+            assert named <= allowed, f"{dag.dag_id}.{task.task_id} passes {named - allowed} a second way"
+            assert not (named - {"dataset"}) & set(PARAM_KEYS), named
+    assert {"download_clips", "extract_pose", "train_rgb", "preflight", "plan_dataset"} <= set(checked), checked
