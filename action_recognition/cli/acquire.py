@@ -7,25 +7,19 @@ from typing import Annotated, Any
 import typer
 
 from action_recognition.cli.common import (
-    ConfigOpt,
+    Common,
     DatasetOpt,
-    JsonOpt,
-    LogOpt,
-    SetOpt,
     ShardOpt,
-    StorageOpt,
-    app,
-    load_config_from,
     nested,
     progress_bar,
-    run_step,
-    setup_logging,
     shard_size,
+    step_command,
 )
 
 
-@app.command()
+@step_command()
 def plan(
+    common: Common,
     annotations: Annotated[
         list[str] | None,
         typer.Option("--annotations", help="Annotation CSV: a path or an http(s) URL (repeatable)."),
@@ -41,14 +35,8 @@ def plan(
     allow_mixed_versions: Annotated[
         bool, typer.Option("--allow-mixed-versions", help="Allow Kinetics versions to be mixed.")
     ] = False,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Plan a dataset from Kinetics annotation CSVs: validate rows, select classes, cap, split, publish."""
-    setup_logging(log_level)
     from action_recognition.kinetics import plan_dataset
     from action_recognition.names import class_selector
     from action_recognition.storage import open_storage
@@ -62,15 +50,13 @@ def plan(
         extra = nested(
             plan__annotations=annotations or None, plan__per_class=per_class, plan__seed=seed,
             plan__dataset=dataset, plan__allow_mixed_versions=allow_mixed_versions or None,
-            storage__uri=storage,
-        )  # fmt: skip
+            )  # fmt: skip
         extra.setdefault("plan", {}).update(selector)
-        cfg = load_config_from(config, set_, extra)
+        cfg = common.load(extra)
         return plan_dataset(cfg.plan, open_storage(cfg.storage))
 
-    run_step(
+    common.run(
         step,
-        as_json=as_json,
         summarise=lambda r: r.summary(),
         human=lambda r: (
             f"planned {r.dataset}: {r.rows} clips in {len(r.classes)} classes "
@@ -81,111 +67,93 @@ def plan(
     )
 
 
-@app.command()
+@step_command()
 def download(
+    common: Common,
     dataset: DatasetOpt = None,
     shard: ShardOpt = "0/1",
     url_template: Annotated[
         str | None, typer.Option("--url-template", help="Video URL with {youtube_id}; default YouTube watch URL.")
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Concurrent downloads.")] = None,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Download just the annotated segment of each clip of a shard into raw/; record each in the ledger."""
-    setup_logging(log_level)
     from action_recognition.download import download_shard
     from action_recognition.ledger import parse_shard
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(
-            plan__dataset=dataset, storage__uri=storage, download__url_template=url_template,
-            download__workers=workers,
+        cfg = common.load(nested(
+                  plan__dataset=dataset, download__url_template=url_template,
+                  download__workers=workers,
         ))  # fmt: skip
         part = parse_shard(shard)
-        with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "download", not as_json) as bar:
+        with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "download", not common.as_json) as bar:
             return download_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.download, part,
                                   progress=bar.update)  # fmt: skip
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"download {r.dataset} shard {r.shard[0]}/{r.shard[1]}: {r.counts}, "
-                         f"{r.downloaded} fetched ({r.bytes / 1e6:.1f} MB), {r.skipped} already done"
-                         + (" - circuit breaker OPEN, rerun later" if r.breaker_open else ""))  # fmt: skip
+    common.run(step, summarise=lambda r: r.summary(),
+               human=lambda r: f"download {r.dataset} shard {r.shard[0]}/{r.shard[1]}: {r.counts}, "
+                               f"{r.downloaded} fetched ({r.bytes / 1e6:.1f} MB), {r.skipped} already done"
+                               + (" - circuit breaker OPEN, rerun later" if r.breaker_open else ""))  # fmt: skip
 
 
-@app.command()
+@step_command()
 def clip(
+    common: Common,
     dataset: DatasetOpt = None,
     shard: ShardOpt = "0/1",
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Re-encode each downloaded segment of a shard to its exact window, behind a quality gate."""
-    setup_logging(log_level)
     from action_recognition.clip import clip_shard
     from action_recognition.ledger import parse_shard
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(plan__dataset=dataset, storage__uri=storage))
+        cfg = common.load(nested(plan__dataset=dataset))
         part = parse_shard(shard)
-        with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "clip", not as_json) as bar:
+        with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "clip", not common.as_json) as bar:
             return clip_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.clip, part, progress=bar.update)
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"clip {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.profile}): {r.counts}, "
-                         f"{r.skipped} already done, {r.waiting} not downloaded")  # fmt: skip
+    common.run(step, summarise=lambda r: r.summary(),
+               human=lambda r: f"clip {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.profile}): {r.counts}, "
+                               f"{r.skipped} already done, {r.waiting} not downloaded")  # fmt: skip
 
 
-@app.command()
+@step_command(log_level="WARNING")
 def status(
+    common: Common,
     dataset: DatasetOpt = None,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "WARNING",
 ) -> None:
     """Counts per ledger state and per class; rows in = sum of states."""
-    setup_logging(log_level)
     from action_recognition.ledger import status as ledger_status
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(plan__dataset=dataset, storage__uri=storage))
+        cfg = common.load(nested(plan__dataset=dataset))
         return ledger_status(open_storage(cfg.storage), cfg.plan.dataset)
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(), human=lambda r: r.table())
+    common.run(step, summarise=lambda r: r.summary(), human=lambda r: r.table())
 
 
-@app.command("top-up")
+@step_command("top-up")
 def top_up_cmd(
+    common: Common,
     dataset: DatasetOpt = None,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Replace clips that failed for good with each class's next planned candidates (a new manifest version)."""
-    setup_logging(log_level)
     from action_recognition.ledger import PERMANENT, final_states
     from action_recognition.storage import open_storage
     from action_recognition.topup import top_up
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(plan__dataset=dataset, storage__uri=storage))
+        cfg = common.load(nested(plan__dataset=dataset))
         store = open_storage(cfg.storage)
         return top_up(store, cfg.plan.dataset, final_states(store, cfg.plan.dataset), PERMANENT)
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"top-up {r.dataset}: added {r.added or 'nothing'}; manifest version "
-                         f"{r.previous_manifest_sha256[:12]} -> {r.manifest_sha256[:12]}"
-                         + (f"; candidates exhausted for {', '.join(r.exhausted)}" if r.exhausted else ""))  # fmt: skip
+    def human(r: Any) -> str:
+        exhausted = f"; candidates exhausted for {', '.join(r.exhausted)}" if r.exhausted else ""
+        return (f"top-up {r.dataset}: added {r.added or 'nothing'}; manifest version "
+                f"{r.previous_manifest_sha256[:12]} -> {r.manifest_sha256[:12]}{exhausted}")  # fmt: skip
+
+    common.run(step, summarise=lambda r: r.summary(), human=human)

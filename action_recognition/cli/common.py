@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -108,3 +111,59 @@ def shard_size(cfg: Any, dataset: str, shard: tuple[int, int]) -> int:
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI).")
 ]
+
+
+@dataclass(frozen=True)
+class Common:
+    """What every step command shares, given once: ``--storage``, ``--config``, ``--set``, ``--json`` (and
+    ``--log-level``, applied before the command runs). :func:`step_command` adds these options to a command."""
+
+    storage: str | None = None
+    config: Path | None = None
+    pairs: list[str] | None = None
+    as_json: bool = False
+
+    def load(self, extra: dict[str, Any] | None = None) -> Any:
+        """The one validated config: ``--config``, the environment, ``--set``, ``--storage`` and ``extra`` (the
+        command's own flags, :func:`nested`)."""
+        tree = dict(extra or {})
+        if self.storage is not None:
+            tree["storage"] = {**tree.get("storage", {}), "uri": self.storage}
+        return load_config_from(self.config, self.pairs, tree)
+
+    def run(self, step: Callable[[], T], *, summarise: Callable[[T], dict[str, Any]],
+            human: Callable[[T], str]) -> None:  # fmt: skip
+        run_step(step, as_json=self.as_json, summarise=summarise, human=human)
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def step_command(
+    name: str | None = None, *, log_level: str = "INFO", storage: bool = True, config: bool = True, group: Any = None
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command (on ``app``, or ``group``) whose first parameter is a :class:`Common`: the shared options
+    are added to its signature here, once, instead of in every command."""
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
+        shared = [_option("storage", StorageOpt, None)] if storage else []
+        if config:
+            shared += [_option("config", ConfigOpt, None), _option("set_", SetOpt, None)]
+        shared += [_option("as_json", JsonOpt, False), _option("log_level", LogOpt, log_level)]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> None:
+            setup_logging(kwargs.pop("log_level"))
+            common = Common(storage=kwargs.pop("storage", None), config=kwargs.pop("config", None),
+                            pairs=kwargs.pop("set_", None), as_json=kwargs.pop("as_json"))  # fmt: skip
+            fn(common, **kwargs)
+
+        params = [*own, *shared]
+        command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+        (group or app).command(name)(command)
+        return command
+
+    return decorate

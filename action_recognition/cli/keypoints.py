@@ -8,25 +8,19 @@ from typing import Annotated, Any
 import typer
 
 from action_recognition.cli.common import (
-    ConfigOpt,
+    Common,
     DatasetOpt,
-    JsonOpt,
-    LogOpt,
-    SetOpt,
     ShardOpt,
-    StorageOpt,
-    app,
-    load_config_from,
     nested,
     progress_bar,
-    run_step,
-    setup_logging,
     shard_size,
+    step_command,
 )
 
 
-@app.command()
+@step_command()
 def pose(
+    common: Common,
     dataset: DatasetOpt = None,
     shard: ShardOpt = "0/1",
     weights: Annotated[str | None, typer.Option("--weights", help="Ultralytics pose weights (.pt path).")] = None,
@@ -34,56 +28,45 @@ def pose(
         bool, typer.Option("--untrained", help="Random weights from the model yaml: tests and benchmarks only.")
     ] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Extract the main person's keypoints from every clip of a shard with Ultralytics YOLO pose."""
-    setup_logging(log_level)
     from action_recognition.ledger import parse_shard
     from action_recognition.pose.extract import pose_shard
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(
-            plan__dataset=dataset, storage__uri=storage, pose__weights=weights, pose__untrained=untrained or None,
+        cfg = common.load(nested(
+            plan__dataset=dataset, pose__weights=weights, pose__untrained=untrained or None,
             pose__device=device,
         ))  # fmt: skip
         part = parse_shard(shard)
-        with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "pose", not as_json) as bar:
+        with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "pose", not common.as_json) as bar:
             return pose_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.pose, cfg.clip, part,
                               progress=bar.update)  # fmt: skip
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"pose {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.pose_tag}): {r.counts}, "
-                         f"{r.frames} frames in {r.seconds:.1f} s"
-                         + (" [UNTRAINED WEIGHTS]" if r.untrained else ""))  # fmt: skip
+    common.run(step, summarise=lambda r: r.summary(),
+               human=lambda r: f"pose {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.pose_tag}): {r.counts}, "
+                               f"{r.frames} frames in {r.seconds:.1f} s"
+                               + (" [UNTRAINED WEIGHTS]" if r.untrained else ""))  # fmt: skip
 
 
-@app.command("build-dataset")
+@step_command("build-dataset")
 def build_dataset(
+    common: Common,
     dataset: DatasetOpt = None,
     kind: Annotated[str | None, typer.Option("--kind", help="keypoints or frames.")] = None,
     pose_tag: Annotated[
         str | None, typer.Option("--pose-tag", help="Which keypoints (default: from the pose config).")
     ] = None,
     frames: Annotated[int | None, typer.Option("--frames", help="T of the keypoint dataset.")] = None,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Pack per-clip keypoints (and an MMAction2 pkl) or clip frames into one training file."""
-    setup_logging(log_level)
     from action_recognition.build import build_frames_dataset, build_keypoint_dataset
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(
-            plan__dataset=dataset, storage__uri=storage, build__kind=kind, build__frames=frames,
+        cfg = common.load(nested(
+            plan__dataset=dataset, build__kind=kind, build__frames=frames,
         ))  # fmt: skip
         store = open_storage(cfg.storage)
         if cfg.build.kind == "frames":
@@ -92,22 +75,20 @@ def build_dataset(
 
         return build_keypoint_dataset(cfg.plan.dataset, store, cfg.build, pose_tag or pose_tag_of(cfg.pose))
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"{r.kind} dataset {r.dataset_uri}: {r.samples} clips {r.splits}, excluded {r.excluded}"
-                         + (" (already built)" if not r.built else ""))  # fmt: skip
+    common.run(step, summarise=lambda r: r.summary(),
+               human=lambda r: f"{r.kind} dataset {r.dataset_uri}: {r.samples} clips {r.splits}, excluded {r.excluded}"
+                               + (" (already built)" if not r.built else ""))  # fmt: skip
 
 
-@app.command()
+@step_command(storage=False, config=False)
 def render(
+    common: Common,
     video: Annotated[Path, typer.Argument(help="A clip (normalised or not).")],
     keypoints: Annotated[Path, typer.Option("--keypoints", help="Per-clip keypoints .npz from the pose step.")],
     out: Annotated[Path, typer.Option("--out", help="Output mp4 with skeletons drawn.")],
     label: Annotated[str | None, typer.Option("--label", help="Text to draw in the corner.")] = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Draw the extracted skeletons over a clip (H.264 mp4)."""
-    setup_logging(log_level)
 
     from action_recognition.pose.extract import load_people
     from action_recognition.pose.render import render_overlay
@@ -116,4 +97,4 @@ def render(
         people, fps = load_people(keypoints.read_bytes())
         return render_overlay(video, people, out, fps=fps, label=label)
 
-    run_step(step, as_json=as_json, summarise=lambda p: {"overlay": str(p)}, human=lambda p: f"wrote {p}")
+    common.run(step, summarise=lambda p: {"overlay": str(p)}, human=lambda p: f"wrote {p}")

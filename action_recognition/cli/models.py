@@ -8,23 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from action_recognition.cli.common import (
-    ConfigOpt,
-    JsonOpt,
-    LogOpt,
-    SetOpt,
-    StorageOpt,
+    Common,
     TrackingOpt,
-    app,
-    load_config_from,
     nested,
     progress_bar,
-    run_step,
-    setup_logging,
+    step_command,
 )
 
 
-@app.command()
+@step_command()
 def train(
+    common: Common,
     dataset: Annotated[str, typer.Option("--dataset", help="Keypoint or frames .npz: a path or s3:// URI.")],
     arch: Annotated[
         str | None, typer.Option("--arch", help="lstm, ddnet, stgcn, frame-resnet18, tsn-resnet18, r2plus1d-18.")
@@ -46,27 +40,20 @@ def train(
         str | None, typer.Option("--manifest-uri", help="Manifest the dataset came from (model card).")
     ] = None,
     tracking_uri: TrackingOpt = None,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Train a model on a dataset file; track it in MLflow; report test metrics."""
-    setup_logging(log_level)
     from action_recognition.storage import open_storage
     from action_recognition.train import train_model
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(
+        cfg = common.load(nested(
             train__arch=arch, train__epochs=epochs, train__seed=seed, train__allow_untrained=allow_untrained or None,
-            train__resume=resume, train__tracking_uri=tracking_uri, storage__uri=storage,
-        ))  # fmt: skip
+            train__resume=resume, train__tracking_uri=tracking_uri, ))  # fmt: skip
         from action_recognition.pipeline import manifest_for
 
         store = open_storage(cfg.storage)
         manifest = manifest_for(store, name, manifest_uri)
-        with progress_bar(cfg.train.epochs, "train", not as_json) as bar:
+        with progress_bar(cfg.train.epochs, "train", not common.as_json) as bar:
 
             def tick(row: dict[str, float]) -> None:
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
@@ -74,84 +61,77 @@ def train(
 
             return train_model(cfg.train, dataset, storage=store, dataset_name=name, manifest=manifest, progress=tick)
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"{r.arch}: test top-1 {r.metrics['test_top1']:.3f}, top-5 {r.metrics['test_top5']:.3f}, "
-                         f"mean class acc {r.metrics['mean_class_acc']:.3f}; run {r.run_id}"
-                         + (" (reused a finished run)" if r.reused else "")
-                         + (" [UNTRAINED BACKBONE]" if r.untrained else ""))  # fmt: skip
+    def human(r: Any) -> str:
+        m = r.metrics
+        return (f"{r.arch}: test top-1 {m['test_top1']:.3f}, top-5 {m['test_top5']:.3f}, mean class acc "
+                f"{m['mean_class_acc']:.3f}; run {r.run_id}" + (" (reused a finished run)" if r.reused else "")
+                + (" [UNTRAINED BACKBONE]" if r.untrained else ""))  # fmt: skip
+
+    common.run(step, summarise=lambda r: r.summary(), human=human)
 
 
-@app.command()
+@step_command(storage=False, config=False)
 def evaluate(
+    common: Common,
     model: Annotated[str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/3 or runs:/ID/model.")],
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset .npz with the same classes.")],
     split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
     tracking_uri: TrackingOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Score a logged or registered model on a dataset split with the standard metrics."""
-    setup_logging(log_level)
     from action_recognition.evaluate import evaluate_model
 
     def step() -> Any:
         return evaluate_model(model, dataset, tracking_uri=tracking_uri, split=split)
 
-    run_step(step, as_json=as_json,
-         summarise=lambda m: {**m.scalars(f"{split}_"), "per_class_acc": m.per_class_acc, "model": model},
-         human=lambda m: f"{model} on {split}: top-1 {m.top1:.3f}, top-5 {m.top5:.3f}, "
-                         f"mean class acc {m.mean_class_acc:.3f}, macro-F1 {m.macro_f1:.3f} "
-                         f"({m.samples} clips)")  # fmt: skip
+    common.run(step,
+               summarise=lambda m: {**m.scalars(f"{split}_"), "per_class_acc": m.per_class_acc, "model": model},
+               human=lambda m: f"{model} on {split}: top-1 {m.top1:.3f}, top-5 {m.top5:.3f}, "
+                               f"mean class acc {m.mean_class_acc:.3f}, macro-F1 {m.macro_f1:.3f} "
+                               f"({m.samples} clips)")  # fmt: skip
 
 
-@app.command()
+@step_command(storage=False)
 def register(
+    common: Common,
     run_id: Annotated[str, typer.Option("--run-id", help="MLflow run whose model to register.")],
     name: Annotated[str, typer.Option("--name", help="Registered model name (one per model family).")],
     tracking_uri: TrackingOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Register a run's model (once per run) and set alias @challenger."""
-    setup_logging(log_level)
     from action_recognition.registry import register_run
 
     def step() -> Any:
-        cfg = load_config_from(config, set_)
+        cfg = common.load()
         return register_run(run_id, name, cfg.registry, tracking_uri=tracking_uri or cfg.train.tracking_uri)
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"{'registered' if r.created else 'already registered'}: models:/{r.name}/{r.version} "
-                         f"(aliases {', '.join(r.aliases)})")  # fmt: skip
+    common.run(step, summarise=lambda r: r.summary(),
+               human=lambda r: f"{'registered' if r.created else 'already registered'}: models:/{r.name}/{r.version} "
+                               f"(aliases {', '.join(r.aliases)})")  # fmt: skip
 
 
-@app.command()
+@step_command(storage=False)
 def promote(
+    common: Common,
     name: Annotated[str, typer.Option("--name", help="Registered model name.")],
     margin: Annotated[float | None, typer.Option("--margin", help="How much better the challenger must be.")] = None,
     tracking_uri: TrackingOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Move @champion to @challenger when it beats the champion on the same test set by the margin."""
-    setup_logging(log_level)
     from action_recognition.registry import promote as do_promote
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(registry__promotion_margin=margin))
+        cfg = common.load(nested(registry__promotion_margin=margin))
         return do_promote(name, cfg.registry, tracking_uri=tracking_uri or cfg.train.tracking_uri)
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"{r.name}: {'PROMOTED' if r.promoted else 'kept the champion'} "
-                         f"(challenger v{r.challenger_version}): {r.reason}")  # fmt: skip
+    common.run(step, summarise=lambda r: r.summary(),
+               human=lambda r: f"{r.name}: {'PROMOTED' if r.promoted else 'kept the champion'} "
+                               f"(challenger v{r.challenger_version}): {r.reason}")  # fmt: skip
 
 
-@app.command()
+@step_command(storage=False)
 def predict(
+    common: Common,
     video: Annotated[Path, typer.Argument(help="Any video file.")],
     model: Annotated[str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/N or runs:/ID/model.")],
     overlay: Annotated[
@@ -160,17 +140,12 @@ def predict(
     weights: Annotated[str | None, typer.Option("--weights", help="Pose weights for keypoint models.")] = None,
     untrained: Annotated[bool, typer.Option("--untrained", help="Untrained pose weights (tests only).")] = False,
     tracking_uri: TrackingOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Clip, pose and classify a video; print the top-5 labels with probabilities."""
-    setup_logging(log_level)
     from action_recognition.predict import predict_video
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(
+        cfg = common.load(nested(
             pose__weights=weights, pose__untrained=untrained or None,
         ))  # fmt: skip
         return predict_video(video, model, pose_config=cfg.pose, clip_config=cfg.clip,
@@ -183,4 +158,4 @@ def predict(
             lines.append(f"overlay: {p.overlay}")
         return "\n".join(lines)
 
-    run_step(step, as_json=as_json, summarise=lambda p: p.summary(), human=human)
+    common.run(step, summarise=lambda p: p.summary(), human=human)

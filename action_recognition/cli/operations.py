@@ -12,33 +12,29 @@ import typer
 
 from action_recognition import __version__
 from action_recognition.cli.common import (
-    ConfigOpt,
+    Common,
     JsonOpt,
     LogOpt,
-    SetOpt,
-    StorageOpt,
     app,
     fail,
-    load_config_from,
     nested,
     run_step,
     setup_logging,
+    step_command,
 )
 from action_recognition.errors import ActionRecognitionError, ConfigError
 
 
-@app.command()
+@step_command(storage=False, config=False)
 def demo(
+    common: Common,
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo keeps everything.")] = Path(".demo"),
     videos: Annotated[Path, typer.Option("--videos", help="Folder of the bundled real videos.")] = Path(
         "tests/fixtures/videos"
     ),
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs of each model.")] = 12,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Run the whole kinetics_pipeline DAG offline on the embedded defaults (SQLite, local folder, local MLflow)."""
-    setup_logging(log_level)
     from action_recognition.demo import run_demo
 
     def human(r: Any) -> str:
@@ -68,11 +64,12 @@ def demo(
         except RuntimeError as exc:  # the DAG failed: the message names its log
             raise ActionRecognitionError(str(exc)) from exc
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.as_dict(), human=human)
+    common.run(step, summarise=lambda r: r.as_dict(), human=human)
 
 
-@app.command()
+@step_command(storage=False, config=False)
 def smoke(
+    common: Common,
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the smoke run keeps everything.")] = Path(".smoke"),
     annotations: Annotated[str | None, typer.Option("--annotations", help="Kinetics CSV (default: K700 val).")] = None,
     url_template: Annotated[str | None, typer.Option("--url-template", help="Default: YouTube.")] = None,
@@ -83,12 +80,9 @@ def smoke(
     classes: Annotated[list[str] | None, typer.Option("--class", help="A class to use (repeat; default 3).")] = None,
     per_class: Annotated[int, typer.Option("--per-class", min=1)] = 3,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """A networked machine's first real run (make smoke-online): the real Kinetics CSV, 3 classes x 3 clips, real
     YouTube, real weights pulled into storage, real training; per-step seconds, the ledger and the champions."""
-    setup_logging(log_level)
     from action_recognition import smoke as s
 
     options: dict[str, Any] = {
@@ -106,7 +100,7 @@ def smoke(
         except RuntimeError as exc:  # the DAG failed: its log is named in the message
             raise ActionRecognitionError(str(exc)) from exc
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.as_dict(), human=lambda r: r.table())
+    common.run(step, summarise=lambda r: r.as_dict(), human=lambda r: r.table())
 
 
 @app.command("demo-site")
@@ -122,8 +116,8 @@ def demo_site(
     from action_recognition.demo import build_demo_site
 
     run_step(lambda: build_demo_site(folder, videos, per_class), as_json=as_json,
-         summarise=lambda r: {"folder": str(folder), "videos": len(r)},
-         human=lambda r: f"demo site in {folder}: {len(r)} videos")  # fmt: skip
+             summarise=lambda r: {"folder": str(folder), "videos": len(r)},
+             human=lambda r: f"demo site in {folder}: {len(r)} videos")  # fmt: skip
 
 
 @app.command("serve-videos")
@@ -187,28 +181,23 @@ def docker_guard(
     asyncio.run(serve(host, int(port), Engine(engine), policy))
 
 
-@app.command()
+@step_command(log_level="WARNING")
 def doctor(
+    common: Common,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU is required (gpu_enabled).")] = False,
     skip: Annotated[list[str] | None, typer.Option("--skip", help="A check to leave out (repeatable).")] = None,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "WARNING",
 ) -> None:
     """Can this machine do the job? ffmpeg, JavaScript runtime + EJS, yt-dlp's age, weights, GPU, storage, MLflow,
     annotation sources. A table (or one JSON line); exit status 2 naming every failure."""
-    setup_logging(log_level)
     from action_recognition.doctor import run_checks
 
     try:
-        cfg = load_config_from(config, set_, nested(storage__uri=storage))
+        cfg = common.load(nested())
         report = run_checks(cfg, gpu=gpu, skip=tuple(skip or ()))
     except ActionRecognitionError as exc:
-        fail(exc, as_json)
+        fail(exc, common.as_json)
     failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
-    if as_json:
+    if common.as_json:
         extra = {"error": f"preflight failed: {failed}", "error_type": "DoctorError", "retryable": False}
         typer.echo(json.dumps({"ok": not report.failed, **report.summary(), **(extra if failed else {})},
                               sort_keys=True))  # fmt: skip
@@ -226,48 +215,38 @@ weights_app = typer.Typer(help="Weights are data: pull a file into storage once;
 app.add_typer(weights_app, name="weights")
 
 
-@weights_app.command("pull")
+@step_command("pull", group=weights_app)
 def weights_pull(
+    common: Common,
     source: Annotated[str, typer.Argument(help="https URL (e.g. the Ultralytics release asset) or a local file.")],
     name: Annotated[str, typer.Option("--name", help="Name under weights/ in storage, e.g. yolo11n-pose.pt.")],
     sha256: Annotated[str | None, typer.Option("--sha256", help="Refuse a file with another sha256.")] = None,
-    storage: StorageOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Fetch SOURCE into storage as weights/NAME once (its sha256 recorded): use the printed URI as pose.weights or
     train.backbone_weights. Defaults: yolo11n-pose.pt and resnet18-f37072fd.pth (action_recognition.weights)."""
-    setup_logging(log_level)
     from action_recognition.storage import open_storage
     from action_recognition.weights import pull
 
     def step() -> Any:
-        cfg = load_config_from(config, set_, nested(storage__uri=storage))
+        cfg = common.load(nested())
         return pull(source, name, open_storage(cfg.storage), sha256=sha256)
 
-    run_step(step, as_json=as_json, summarise=lambda r: r.summary(),
-         human=lambda r: f"{r.uri} sha256 {r.sha256} ({r.bytes} bytes, "
-                         f"{'fetched' if r.fetched else 'already in storage'})")  # fmt: skip
+    common.run(step, summarise=lambda r: r.summary(),
+               human=lambda r: f"{r.uri} sha256 {r.sha256} ({r.bytes} bytes, "
+                               f"{'fetched' if r.fetched else 'already in storage'})")  # fmt: skip
 
 
-@weights_app.command("pull-defaults")
+@step_command("pull-defaults", group=weights_app)
 def weights_pull_defaults(
-    storage: StorageOpt = None,
+    common: Common,
     if_online: Annotated[
         bool, typer.Option("--if-online", help="Report unreachable sources instead of failing.")
     ] = False,
     aws_conn_id: Annotated[
         str | None, typer.Option("--aws-conn-id", help="Take the storage keys from this Airflow connection.")
     ] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogOpt = "INFO",
 ) -> None:
     """Pull the default pose model and RGB backbone (the stack's init runs this with --if-online)."""
-    setup_logging(log_level)
     from action_recognition.storage import open_storage
     from action_recognition.weights import pull_defaults
 
@@ -276,14 +255,14 @@ def weights_pull_defaults(
             from action_recognition.airflow_adapter import apply_connection_env
 
             apply_connection_env(aws_conn_id)
-        cfg = load_config_from(config, set_, nested(storage__uri=storage))
+        cfg = common.load(nested())
         return pull_defaults(open_storage(cfg.storage), if_online=if_online)
 
     def human(r: dict[str, Any]) -> str:
         return "\n".join(f"{name}: {info.get('uri') or 'NOT PULLED (' + info['skipped'] + '); later: ' + info['later']}"
                          for name, info in r.items())  # fmt: skip
 
-    run_step(step, as_json=as_json, summarise=lambda r: {"weights": r}, human=human)
+    common.run(step, summarise=lambda r: {"weights": r}, human=human)
 
 
 @app.command()
