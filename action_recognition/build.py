@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from action_recognition.config import BuildConfig, ClipConfig
-from action_recognition.datasets import save_dataset
-from action_recognition.layout import built_key, clip_key, keypoints_key, plan_key, pose_stage
+from action_recognition.datasets import DatasetError, save_dataset
+from action_recognition.layout import built_key, clip_key, keypoints_key, pose_stage
 from action_recognition.ledger import final_states, read_stage
-from action_recognition.manifest import read_manifest
+from action_recognition.manifest import read_manifest, read_plan_info
 from action_recognition.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,10 @@ def resample(sequence: np.ndarray, frames: int) -> np.ndarray:
 
 def _manifest_info(storage: Storage, name: str) -> tuple[list[dict[str, str]], str, list[str]]:
     rows = read_manifest(storage, name)
-    info = json.loads(storage.get_bytes(plan_key(name)))
-    classes = sorted(info.get("targets") or info["per_class"])
-    return rows, str(info["manifest_sha256"]), classes
+    info = read_plan_info(storage, name)
+    if info is None:
+        raise DatasetError(f"dataset {name!r} has no plan in {storage.uri}; run plan first")
+    return rows, info.manifest_sha256, sorted(info.targets)
 
 
 def build_keypoint_dataset(name: str, storage: Storage, config: BuildConfig, pose_tag: str) -> BuildResult:
@@ -97,8 +98,6 @@ def build_keypoint_dataset(name: str, storage: Storage, config: BuildConfig, pos
                          False, manifest_sha, storage.key_uri(pkl_key), pose_tag.endswith("-untrained"),
                          {"pose_tag": pose_tag, "frames": config.frames})  # fmt: skip
     if not chosen:
-        from action_recognition.datasets import DatasetError
-
         raise DatasetError(f"no clip of {name} has usable keypoints for {pose_tag}: excluded {dict(excluded)}")
     if storage.exists(key) and storage.exists(pkl_key):
         log.info("%s exists: nothing to build", result.dataset_uri)
@@ -179,8 +178,6 @@ def build_frames_dataset(name: str, storage: Storage, config: BuildConfig, clip_
                          extra={"profile": clip_config.profile, "frames": config.rgb_frames,
                                 "size": config.rgb_size})  # fmt: skip
     if not chosen:
-        from action_recognition.datasets import DatasetError
-
         raise DatasetError(f"no clip of {name} is clipped yet: {excluded}")
     if storage.exists(key):
         _point_latest(storage, result)

@@ -38,7 +38,7 @@ from action_recognition.annotations import (
 from action_recognition.config import PlanConfig
 from action_recognition.errors import PlanError
 from action_recognition.layout import candidates_key, manifest_key, plan_key, rejected_key
-from action_recognition.manifest import MANIFEST_COLUMNS, csv_bytes, read_plan_info
+from action_recognition.manifest import MANIFEST_COLUMNS, PlanInfo, csv_bytes, read_plan_info
 from action_recognition.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -233,13 +233,13 @@ def _choose(config: PlanConfig, read: _Read) -> tuple[list[str], list[tuple[Any,
     return classes, manifest_records, candidate_records, unselected
 
 
-def _result(storage: Storage, info: dict[str, Any], versions: list[int | None], written: list[str]) -> PlanResult:
+def _result(storage: Storage, info: PlanInfo, versions: list[int | None], written: list[str]) -> PlanResult:
     return PlanResult(
-        dataset=info["dataset"], manifest_uri=storage.key_uri(manifest_key(info["dataset"])),
-        manifest_sha256=info["manifest_sha256"], rows=info["rows"], classes=sorted(info["per_class"]),
-        per_class=info["per_class"], splits=info["splits"], rejected=info["rejected"],
-        candidates=info["candidates"], rows_read=info["rows_read"], unselected=info["unselected"],
-        versions=list(versions), written=written, planned=sum((info.get("targets") or info["per_class"]).values()),
+        dataset=info.dataset, manifest_uri=storage.key_uri(manifest_key(info.dataset)),
+        manifest_sha256=info.manifest_sha256, rows=info.rows, classes=sorted(info.per_class),
+        per_class=info.per_class, splits=info.splits, rejected=info.rejected, candidates=info.candidates,
+        rows_read=info.rows_read, unselected=info.unselected, versions=list(versions), written=written,
+        planned=sum(info.targets.values()),
     )  # fmt: skip
 
 
@@ -261,25 +261,25 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
         json.dumps({"config": config_dump, "sources": source_hashes}, sort_keys=True).encode()
     ).hexdigest()
     existing = read_plan_info(storage, dataset)
-    if existing is not None and existing.get("fingerprint") == fingerprint:
+    if existing is not None and existing.fingerprint == fingerprint:
         # Same inputs and config as the plan in storage (which later top-ups may have extended): keep it.
         log.info("plan of %s is up to date (fingerprint %s); nothing written", dataset, fingerprint[:12])
         return _result(storage, existing, read.versions, [])
     per_class = dict(sorted(Counter(rec[4] for rec in manifest_records).items()))
-    plan_info = {
-        "dataset": dataset, "manifest_sha256": hashlib.sha256(manifest).hexdigest(), "rows": len(manifest_records),
-        "per_class": per_class,
-        "splits": {s: n for s in SPLITS if (n := sum(1 for rec in manifest_records if rec[5] == s))},
-        "candidates": len(candidate_records), "rejected": len(rejected_records), "rows_read": read.rows_read,
-        "unselected": unselected, "config": config_dump, "fingerprint": fingerprint, "targets": per_class,
-        "sources": [{"source": s, "kinetics_version": v, "sha256": h} for s, v, h in read.sources], "top_ups": [],
-    }  # fmt: skip
+    plan_info = PlanInfo(
+        dataset=dataset, manifest_sha256=hashlib.sha256(manifest).hexdigest(), rows=len(manifest_records),
+        per_class=per_class,
+        splits={s: n for s in SPLITS if (n := sum(1 for rec in manifest_records if rec[5] == s))},
+        candidates=len(candidate_records), rejected=len(rejected_records), rows_read=read.rows_read,
+        unselected=unselected, config=config_dump, fingerprint=fingerprint, targets=dict(per_class),
+        sources=[{"source": s, "kinetics_version": v, "sha256": h} for s, v, h in read.sources],
+    )  # fmt: skip
     files = {
         manifest_key(dataset): manifest,
         candidates_key(dataset): csv_bytes((*MANIFEST_COLUMNS, "rank"), candidate_records),
         rejected_key(dataset): csv_bytes(REJECTED_COLUMNS, rejected_records),
         # plan.json last: its presence with this manifest hash marks a complete plan.
-        plan_key(dataset): (json.dumps(plan_info, indent=2, sort_keys=True) + "\n").encode(),
+        plan_key(dataset): plan_info.to_json(),
     }
     written = [key for key, data in files.items() if storage.put_bytes_if_changed(key, data)]
     log.info(

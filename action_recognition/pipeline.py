@@ -9,8 +9,9 @@ import json
 import math
 from typing import Any
 
-from action_recognition.layout import latest_pointer_key, manifest_key, plan_key
+from action_recognition.layout import latest_pointer_key, manifest_key
 from action_recognition.ledger import status
+from action_recognition.manifest import read_plan_info
 from action_recognition.storage import Storage, open_storage
 
 
@@ -57,13 +58,12 @@ def pipeline_summary(storage_uri: str, dataset: str, results: dict[str, Any]) ->
 def manifest_info(storage: Storage, dataset: str) -> dict[str, Any] | None:
     """The manifest URI, its sha256 and the availability counts of a planned dataset (for the model card and the
     MLflow dataset input); None when ``dataset`` was not planned in ``storage``."""
-    key = plan_key(dataset)
-    if not storage.exists(key):
+    plan = read_plan_info(storage, dataset)
+    if plan is None:
         return None
-    plan = json.loads(storage.get_bytes(key))
     return {
         "uri": storage.key_uri(manifest_key(dataset)),
-        "sha256": plan["manifest_sha256"],
+        "sha256": plan.manifest_sha256,
         "availability": status(storage, dataset).states,
     }
 

@@ -5,30 +5,28 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from action_recognition.annotations import SPLITS
 from action_recognition.errors import PlanError
 from action_recognition.layout import candidates_key, manifest_key, plan_key, staged_key
-from action_recognition.manifest import MANIFEST_COLUMNS, csv_bytes, read_manifest, read_plan_info
+from action_recognition.manifest import MANIFEST_COLUMNS, PlanInfo, csv_bytes, read_manifest, read_plan_info
 from action_recognition.storage import Storage
 
 log = logging.getLogger(__name__)
 
 
-def _finish_top_up(storage: Storage, dataset: str, info: dict[str, Any]) -> None:
+def _finish_top_up(storage: Storage, dataset: str, info: PlanInfo) -> None:
     """Copy a committed top-up's staged manifest and candidates into place, then drop the mark (idempotent: a top-up
     killed anywhere after ``plan.json`` named its files is finished by the next call)."""
-    pending = info.pop("pending_top_up", None)
+    pending, info.pending_top_up = info.pending_top_up, None
     if not pending:
         return
     storage.put_bytes(manifest_key(dataset), storage.get_bytes(pending["manifest"]))
     storage.put_bytes(candidates_key(dataset), storage.get_bytes(pending["candidates"]))
-    storage.put_bytes(plan_key(dataset), (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    storage.put_bytes(plan_key(dataset), info.to_json())
     for key in (pending["manifest"], pending["candidates"]):
         storage.delete(key)
 
@@ -71,7 +69,7 @@ def top_up(
     _finish_top_up(storage, dataset, info)
     manifest = read_manifest(storage, dataset)
     candidates = list(csv.DictReader(io.StringIO(storage.get_bytes(candidates_key(dataset)).decode(), newline="")))
-    targets: dict[str, int] = info.get("targets", info["per_class"])
+    targets = info.targets
     lost_splits: dict[str, list[str]] = defaultdict(list)
     alive: Counter[str] = Counter()
     for row in manifest:
@@ -101,7 +99,7 @@ def top_up(
             new_rows.append({**{k: cand[k] for k in MANIFEST_COLUMNS}, "split": split})
         if take:
             added[label] = len(take)
-    previous = info["manifest_sha256"]
+    previous = info.manifest_sha256
     if not new_rows:
         return TopUpResult(dataset, {}, exhausted, previous, previous, storage.key_uri(manifest_key(dataset)))
     records = sorted(
@@ -111,21 +109,17 @@ def top_up(
     manifest_bytes = csv_bytes(MANIFEST_COLUMNS, records)
     sha = hashlib.sha256(manifest_bytes).hexdigest()
     remaining = [tuple(c[k] for k in (*MANIFEST_COLUMNS, "rank")) for c in candidates if c["clip_id"] not in used]
-    info.update(
-        manifest_sha256=sha,
-        rows=len(records),
-        candidates=len(remaining),
-        per_class=dict(sorted(Counter(rec[4] for rec in records).items())),
-        splits={s: n for s in SPLITS if (n := sum(1 for rec in records if rec[5] == s))},
-    )
-    info["top_ups"] = [*info.get("top_ups", []), {"previous_manifest_sha256": previous, "added": added}]
+    info.manifest_sha256, info.rows, info.candidates = sha, len(records), len(remaining)
+    info.per_class = dict(sorted(Counter(rec[4] for rec in records).items()))
+    info.splits = {s: n for s in SPLITS if (n := sum(1 for rec in records if rec[5] == s))}
+    info.top_ups.append({"previous_manifest_sha256": previous, "added": added})
     staged = {"manifest": staged_key(dataset, "manifest", sha)}
     candidates_bytes = csv_bytes((*MANIFEST_COLUMNS, "rank"), remaining)
     staged["candidates"] = staged_key(dataset, "candidates", hashlib.sha256(candidates_bytes).hexdigest())
     storage.put_bytes(staged["manifest"], manifest_bytes)
     storage.put_bytes(staged["candidates"], candidates_bytes)
-    info["pending_top_up"] = staged
-    storage.put_bytes(plan_key(dataset), (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())  # the commit
+    info.pending_top_up = staged
+    storage.put_bytes(plan_key(dataset), info.to_json())  # the commit
     _finish_top_up(storage, dataset, info)
     log.info("top-up of %s: added %s; manifest %s -> %s", dataset, added, previous[:12], sha[:12])
     return TopUpResult(dataset, added, exhausted, sha, previous, storage.key_uri(manifest_key(dataset)))
