@@ -84,3 +84,12 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).with_name("action-recognition")
     assert exe.exists()
     assert subprocess.run([str(exe), "version"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_demo_that_cannot_start_exits_2_with_one_line(tmp_path: Path) -> None:
+    """Outside a checkout (no bundled videos where it looks): one line saying what to do, no traceback."""
+    result = run_cli("demo", "--videos", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "demo"))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no demo.mp4 there" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
