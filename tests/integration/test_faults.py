@@ -146,48 +146,49 @@ def test_s3_outage_short_is_absorbed_long_fails_clearly(
     from action_recognition.errors import StorageError
     from action_recognition.storage import open_storage
     from tests.support.paths import free_port
+    from tests.support.tcpproxy import Proxy
 
     with reliability.fault("the S3 server down for 2 s, then past the retry budget"):
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-access-key")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-key")
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        port = free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
         server.start()
-        endpoint = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="outage")
-        store = open_storage(
-            StorageConfig(uri="s3://outage/p", endpoint_url=endpoint, max_attempts=8, connect_timeout_s=1)
-        )
-        store.put_bytes("before.txt", b"1")
-        server.stop()
+        # The clients talk to the server through a proxy that the test cuts and restores: the server is "down"
+        # without being stopped and restarted on the same port.
+        with Proxy.serving(server.get_host_and_port()[1]) as proxy:
+            boto3.client("s3", endpoint_url=proxy.url).create_bucket(Bucket="outage")
+            store = open_storage(
+                StorageConfig(uri="s3://outage/p", endpoint_url=proxy.url, max_attempts=8, connect_timeout_s=1)
+            )
+            store.put_bytes("before.txt", b"1")
+            proxy.up = False
+            proxy.cut()
 
-        def come_back() -> None:
-            time.sleep(2.0)
-            nonlocal server
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # same in-process state
-            server.start()
+            def come_back() -> None:
+                time.sleep(2.0)
+                proxy.up = True
 
-        threading.Thread(target=come_back).start()
-        began = time.monotonic()
-        store.put_bytes("during-blip.txt", b"2")  # retried until the server is back
-        assert time.monotonic() - began >= 1.5
-        assert store.get_bytes("during-blip.txt") == b"2"
+            threading.Thread(target=come_back, daemon=True).start()
+            began = time.monotonic()
+            store.put_bytes("during-blip.txt", b"2")  # retried until the server is back
+            assert time.monotonic() - began >= 1.5
+            assert store.get_bytes("during-blip.txt") == b"2"
 
-        server.stop()
-        impatient = open_storage(StorageConfig(uri="s3://outage/p", endpoint_url=endpoint, max_attempts=2,
-                                               connect_timeout_s=1))  # fmt: skip
-        with pytest.raises(StorageError, match=r"s3://outage/p/during-outage\.txt"):
-            impatient.put_bytes("during-outage.txt", b"3")
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            assert not impatient.exists("during-outage.txt"), "nothing partial is visible"
-            impatient.put_bytes("during-outage.txt", b"3")  # the task's next try
-            assert impatient.get_bytes("during-outage.txt") == b"3"
-            assert impatient.list() == ["before.txt", "during-blip.txt", "during-outage.txt"]
-        finally:
-            server.stop()
+            proxy.up = False
+            proxy.cut()
+            impatient = open_storage(StorageConfig(uri="s3://outage/p", endpoint_url=proxy.url, max_attempts=2,
+                                                   connect_timeout_s=1))  # fmt: skip
+            try:
+                with pytest.raises(StorageError, match=r"s3://outage/p/during-outage\.txt"):
+                    impatient.put_bytes("during-outage.txt", b"3")
+                proxy.up = True
+                assert not impatient.exists("during-outage.txt"), "nothing partial is visible"
+                impatient.put_bytes("during-outage.txt", b"3")  # the task's next try
+                assert impatient.get_bytes("during-outage.txt") == b"3"
+                assert impatient.list() == ["before.txt", "during-blip.txt", "during-outage.txt"]
+            finally:
+                server.stop()
 
 
 def test_the_same_shard_twice_at_once_ends_as_one_run(tmp_path: Path, reliability: Reliability) -> None:
