@@ -59,12 +59,10 @@ class Proxy:
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
+        """Copy ``src`` to ``dst`` until either side closes (a cut closes both: the OSError it raises ends the copy)."""
+        with suppress(OSError):
             while self.up and (data := src.recv(65536)):
                 dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with suppress(OSError):
-                    sock.close()
+        for sock in (src, dst):
+            with suppress(OSError):
+                sock.close()
