@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env_file=${STACK_ENV:-.env}
-state=${STACK_STATE:-.stack}
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-action-recognition}
 compose=(docker-compose --env-file "$env_file" -f docker-compose.yaml -f docker/compose.local.yaml)
 workers=${CELERY_WORKERS:-0}
@@ -33,6 +32,7 @@ MLFLOW_DB_PASSWORD=$(secret)
 AIRFLOW_FERNET_KEY=$fernet
 AIRFLOW_JWT_SECRET=$(secret)
 AIRFLOW_ADMIN_USER=admin
+AIRFLOW_ADMIN_PASSWORD=$(secret)
 MINIO_ROOT_USER=ar-root
 MINIO_ROOT_PASSWORD=$(secret)
 AR_S3_ACCESS_KEY=ar-pipeline
@@ -55,6 +55,14 @@ AR_POSE_UNTRAINED=true
 AR_RGB_ALLOW_UNTRAINED=true
 ENV
   echo "wrote $env_file with generated secrets" >&2
+}
+
+# The last lines of each container of the project that exited with an error (what `up` alone does not show).
+failed_logs() {
+  for id in $(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --filter status=exited); do
+    read -r name code < <(docker inspect -f '{{.Name}} {{.State.ExitCode}}' "$id")
+    [ "$code" = 0 ] || { echo "--- ${name#/} exited with status $code:" >&2; docker logs --tail 20 "$id" >&2; }
+  done
 }
 
 # Every container of the project running and healthy (or, for one-shot jobs, exited 0).
@@ -84,20 +92,25 @@ case "${1:-}" in
     scripts/dockerd.sh start
     command -v docker-compose >/dev/null || { echo "docker-compose is missing: make system" >&2; exit 1; }
     scripts/stack-images.sh "${VENV:?VENV must name the project venv (make stack-up sets it)}"
-    [ -f "$env_file" ] || write_env
+    if [ ! -f "$env_file" ]; then
+      # New secrets cannot open an earlier stack's databases: say so rather than fail inside airflow-init.
+      if [ -n "$(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")" ]; then
+        echo "volumes of an earlier '$COMPOSE_PROJECT_NAME' stack exist but $env_file (their passwords) is gone:" \
+          "remove them with \`make stack-down CLEAN=1\` (their data is lost) or restore $env_file" >&2
+        exit 1
+      fi
+      write_env
+    fi
     start=$SECONDS
     "${compose[@]}" up -d --remove-orphans "${scale[@]}" >"${STACK_LOG:-/tmp/action-recognition-stack-up.log}" 2>&1 || {
-      echo "docker-compose up failed:" >&2; tail -n 40 "${STACK_LOG:-/tmp/action-recognition-stack-up.log}" >&2; exit 1; }
+      echo "docker-compose up failed:" >&2; tail -n 40 "${STACK_LOG:-/tmp/action-recognition-stack-up.log}" >&2
+      failed_logs; exit 1; }
     wait_healthy
     up_s=$((SECONDS - start))
-    mkdir -p "$state"; chmod 700 "$state"
-    api=$("${compose[@]}" ps -q airflow-apiserver)
-    docker exec "$api" cat /opt/airflow/simple_auth_manager_passwords.json.generated >"$state/airflow-admin.json"
-    chmod 600 "$state/airflow-admin.json"
     addr=$(value AR_PUBLISH_ADDRESS); addr=${addr:-127.0.0.1}
     cat <<EOF2
 stack healthy $up_s s after \`up\`
-  Airflow  http://$addr:$(value AIRFLOW_PORT | grep . || echo 8080)   user $(value AIRFLOW_ADMIN_USER), password in $state/airflow-admin.json
+  Airflow  http://$addr:$(value AIRFLOW_PORT | grep . || echo 8080)   user $(value AIRFLOW_ADMIN_USER), password AIRFLOW_ADMIN_PASSWORD in $env_file
   MLflow   http://$addr:$(value MLFLOW_PORT | grep . || echo 5000)   user $(value MLFLOW_ADMIN_USER), password MLFLOW_ADMIN_PASSWORD in $env_file
   Storage  http://$addr:$(value S3_PORT | grep . || echo 9000)   S3 API (moto in place of MinIO; no console), keys in $env_file
   Executor ${AIRFLOW_EXECUTOR:-LocalExecutor}$([ "$workers" -gt 0 ] && echo ", $workers Celery workers")
@@ -115,7 +128,6 @@ EOF2
     if [ "${CLEAN:-0}" = 1 ]; then
       docker image ls --format '{{.Repository}}:{{.Tag}}' \
         | grep -E '^(ar-local/|action-recognition-(airflow|mlflow|worker):latest$)' | xargs -r docker rmi >/dev/null
-      rm -rf "$state"
       echo "stack stopped; volumes and locally built images removed" >&2
     fi
     ;;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,8 @@ pytestmark = [pytest.mark.integration]
 
 SECRETS = {
     "POSTGRES_PASSWORD": "pg-secret", "MLFLOW_DB_PASSWORD": "mlflow-db-secret", "AIRFLOW_FERNET_KEY": "fernet",
-    "AIRFLOW_JWT_SECRET": "jwt", "MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "root-secret",
+    "AIRFLOW_JWT_SECRET": "jwt", "AIRFLOW_ADMIN_PASSWORD": "airflow-admin-secret", "MINIO_ROOT_USER": "root",
+    "MINIO_ROOT_PASSWORD": "root-secret",
     "AR_S3_ACCESS_KEY": "pipeline-key", "AR_S3_SECRET_KEY": "pipeline-secret", "MLFLOW_S3_ACCESS_KEY": "mlflow-key",
     "MLFLOW_S3_SECRET_KEY": "mlflow-secret", "MLFLOW_ADMIN_PASSWORD": "admin-secret", "MLFLOW_SECRET_KEY": "flask",
 }  # fmt: skip
@@ -49,6 +51,13 @@ def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
     for name in ("postgres", "minio", "mlflow", "airflow-apiserver", "airflow-scheduler"):
         assert "healthcheck" in services[name], name
     assert "basic-auth" in str(services["mlflow"]["command"])
+    # The admin password of .env is the UI's (the api-server writes the passwords file from it) and the preflight's.
+    api = services["airflow-apiserver"]
+    assert api["environment"]["AIRFLOW_ADMIN_PASSWORD"] == "airflow-admin-secret"
+    assert "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in " ".join(api["command"]) and "api-server" in api["command"][-1]
+    conn = json.loads(scheduler["AIRFLOW_CONN_AR_AIRFLOW_API"])
+    assert (conn["host"], conn["login"], conn["password"]) == ("airflow-apiserver", "admin", "airflow-admin-secret")
+    assert "AIRFLOW_ADMIN_PASSWORD" not in scheduler, "the plain password only where the passwords file is written"
     celery = _config(tmp_path, SECRETS, "--profile", "celery")
     assert celery.returncode == 0 and "airflow-celery-worker" in yaml.safe_load(celery.stdout)["services"]
 
@@ -59,6 +68,7 @@ MUST_HAVE = [
     "POSTGRES_PASSWORD",
     "AR_S3_SECRET_KEY",
     "MLFLOW_ADMIN_PASSWORD",
+    "AIRFLOW_ADMIN_PASSWORD",
 ]
 
 

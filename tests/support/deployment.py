@@ -75,6 +75,17 @@ class AirflowAPI:
         return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=500")[
             "task_instances"])  # fmt: skip
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        """A task's ``return_value`` XCom, decoded."""
+        quoted = urllib.request.quote(run_id, safe="")
+        value = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/"
+                                "return_value")["value"]  # fmt: skip
+        return json.loads(value) if isinstance(value, str) else value
+
+    def preflight_checks(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """Status by check name of the run's ``preflight`` task (``doctor``'s checks plus the pool checks)."""
+        return {c["name"]: c["status"] for c in self.xcom(dag_id, run_id, "preflight")["checks"]}
+
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
         """The run once it is success or failed; TimeoutError naming the unfinished tasks otherwise."""
         quoted = urllib.request.quote(run_id, safe="")

@@ -3,7 +3,6 @@ tests: free ports, a private env file and project name, the admin password, and 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -31,12 +30,15 @@ def stack_script(command: str, env: dict[str, str], timeout: float) -> str:
 def compose_stack(work: Path, project: str, *, celery_workers: int = 0,
                   settings: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Up (healthy) on free ports; yields the env file's values, ports, URLs, the seconds to healthy and an
-    :class:`AirflowAPI` logged in as the generated admin. ``settings`` are appended to the generated env file."""
+    :class:`AirflowAPI` logged in as the admin of the env file. ``settings`` are appended to the generated env file.
+    An earlier run's containers and volumes of ``project`` (a killed run leaves them, with other passwords) are
+    removed first."""
     env_file = work / "stack.env"
-    env = {**os.environ, "STACK_ENV": str(env_file), "STACK_STATE": str(work / "state"), "STACK_TIMEOUT": "600",
-           "COMPOSE_PROJECT_NAME": project, "VENV": str(Path(sys.executable).parents[1]),
-           "CELERY_WORKERS": str(celery_workers)}  # fmt: skip
+    env = {**os.environ, "STACK_ENV": str(env_file), "STACK_TIMEOUT": "600", "COMPOSE_PROJECT_NAME": project,
+           "VENV": str(Path(sys.executable).parents[1]), "CELERY_WORKERS": str(celery_workers)}  # fmt: skip
     stack_script("env", env, 60)
+    subprocess.run(["scripts/stack.sh", "down"], cwd=ROOT, env={**env, "VOLUMES": "1"}, capture_output=True,
+                   timeout=300, check=False)  # fmt: skip
     ports = {name: str(free_port()) for name in ("AIRFLOW_PORT", "MLFLOW_PORT", "S3_PORT", "S3_CONSOLE_PORT")}
     with env_file.open("a") as fh:
         fh.writelines(f"{name}={value}\n" for name, value in {**ports, **(settings or {})}.items())
@@ -47,14 +49,17 @@ def compose_stack(work: Path, project: str, *, celery_workers: int = 0,
         values = dict(
             line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and line[0] != "#"
         )
-        password = json.loads((work / "state" / "airflow-admin.json").read_text())["admin"]
         yield {
             "values": values,
             "ports": {k: int(v) for k, v in ports.items()},
             "up_to_healthy_s": int(healthy.group(1)),
             "out": out,
             "env": env,
-            "airflow": AirflowAPI(f"http://127.0.0.1:{ports['AIRFLOW_PORT']}", "admin", password),
+            "airflow": AirflowAPI(
+                f"http://127.0.0.1:{ports['AIRFLOW_PORT']}",
+                values["AIRFLOW_ADMIN_USER"],
+                values["AIRFLOW_ADMIN_PASSWORD"],
+            ),
             "mlflow": f"http://127.0.0.1:{ports['MLFLOW_PORT']}",
             "s3": f"http://127.0.0.1:{ports['S3_PORT']}",
         }

@@ -13,7 +13,6 @@ executor, and the retraining DAG is started by the scheduler alone from the asse
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,11 +98,8 @@ def test_trigger_with_the_form_defaults_runs_through_the_scheduler(page: Any, de
     assert run["state"] == "success", f"{states}\n{airflow.log_tail('scheduler')}"
     assert states["approve_promotion"] == "success" and states["no_approval_needed"] == "skipped"
 
-    preflight = airflow.api("GET", f"/api/v2/dags/kinetics_pipeline/dagRuns/{run_id}/taskInstances/preflight/"
-                                   "xcomEntries/return_value")["value"]  # fmt: skip
-    pools = [c for c in (json.loads(preflight) if isinstance(preflight, str) else preflight)["checks"]
-             if c["name"] == "pool youtube_downloads"]  # fmt: skip
-    assert [c["status"] for c in pools] == ["ok"], f"the preflight checks the download pool: {preflight}"
+    checks = airflow.preflight_checks("kinetics_pipeline", run_id)
+    assert checks.get("pool youtube_downloads") == "ok", f"the preflight checks the download pool: {checks}"
 
     client = MlflowClient(deployment["tracking"])
     versions = {}
