@@ -273,6 +273,20 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(1e-2, ge=0, le=1.0)
     label_smoothing: float = Field(0.1, ge=0, lt=1.0)
     patience: int = Field(25, ge=1, le=1000, description="Epochs without a better val score before stopping.")
+    recipe: Literal["refit", "early_stop"] = Field(
+        "refit",
+        description="refit: choose the epoch count on val (early stopping), then train `seeds` models from scratch "
+        "on train+val for that many epochs and average their logits (every labelled clip trains the model); "
+        "early_stop: keep the best val epoch's weights of one model trained on train alone.",
+    )
+    seeds: int = Field(
+        3, ge=1, le=10, description="refit: models trained on train+val (seeds seed, seed+1, ...), logits averaged; "
+        "their test top-1 spread is logged."
+    )  # fmt: skip
+    ema_decay: float = Field(
+        0.99, ge=0, lt=1, description="Exponential moving average of the weights, per step (0: off); validation, "
+        "the checkpoint's best weights and the logged model use the average."
+    )  # fmt: skip
     seed: int = Field(0, ge=0, le=2**32 - 1)
     val_ratio: float = Field(0.15, gt=0, le=0.5, description="Carved from train (stratified) when there is no val.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -289,6 +303,10 @@ class TrainConfig(StrictModel):
         False, description="RGB models: train from random weights when pretrained ones cannot be downloaded."
     )
     max_minutes: float = Field(0.0, ge=0, le=10_000, description="Stop after this long (0: no limit).")
+    checkpoint_interval_s: float = Field(
+        30.0, ge=0, le=3600, description="Seconds between checkpoints to storage (0: every epoch); a finished "
+        "stage is always saved. A killed try loses at most this much."
+    )  # fmt: skip
     threads: int = Field(0, ge=0, le=256, description="CPU threads for torch (0: torch's default).")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
     experiment: str = Field("action-recognition", min_length=1, max_length=200)

@@ -220,9 +220,15 @@ def synthetic_skeletons(
     seed: int = 0,
     noise: float = 0.01,
     missing: float = 0.05,
+    confusable: bool = False,
+    unknown_layout: bool = False,
 ) -> dict[str, Any]:
     """Generated skeleton sequences with a learnable signal: each class moves a different set of joints
     at its own frequency and phase. For tests and benchmarks only (named synthetic wherever reported).
+
+    ``confusable``: classes come in pairs that move the same joints along the same axis, at frequencies 25% apart.
+    ``unknown_layout``: the file names no layout (models must find the graph themselves). ``noise`` is the per-joint
+    jitter, ``missing`` the share of frames with no person.
 
     Returns the arrays of the keypoint dataset format, split 60/20/20 per class.
     """
@@ -244,6 +250,9 @@ def synthetic_skeletons(
         movers.append(np.unique(np.concatenate([chosen, np.asarray(partner)[chosen]])))
     freq = class_rng.uniform(1.0, 3.0, size=num_classes)
     axis = class_rng.integers(0, 2, size=num_classes)
+    if confusable:
+        for k in range(1, num_classes, 2):
+            movers[k], axis[k], freq[k] = movers[k - 1], axis[k - 1], freq[k - 1] * 1.25
     for i, label in enumerate(labels):
         centre = rng.uniform(-0.1, 0.1, size=2)
         scale = rng.uniform(0.8, 1.2)
@@ -270,5 +279,5 @@ def synthetic_skeletons(
         "split": split,
         "classes": [f"synthetic-{k}" for k in range(num_classes)],
         "clip_ids": np.array([f"synthetic_{i:06d}" for i in range(len(labels))]),
-        "layout": layout_name,
+        "layout": None if unknown_layout else layout_name,
     }

@@ -94,6 +94,11 @@ def checkpoint_key(fingerprint: str) -> str:
     return f"models/{fingerprint[:16]}/last.pt"
 
 
+def refit_checkpoint_key(fingerprint: str, index: int) -> str:
+    """The refit recipe's ``index``-th model (seed ``train.seed + index``) beside the selection's checkpoint."""
+    return f"models/{fingerprint[:16]}/refit-{index}.pt"
+
+
 def weights_key(name: str) -> str:
     return f"{WEIGHTS}{name}"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 FAMILIES = ("keypoint", "rgb")
-KEYPOINT_ARCHS = ("ddnet", "stgcn", "lstm")
+KEYPOINT_ARCHS = ("ddnet", "ddnet-2s", "stgcn", "lstm")
 RGB_ARCHS = ("tsn-resnet18", "frame-resnet18", "r2plus1d-18")
 ARCH_NAMES = KEYPOINT_ARCHS + RGB_ARCHS
 DEFAULT_KEYPOINT_ARCH = KEYPOINT_ARCHS[0]

@@ -1,10 +1,14 @@
 """The ``train`` step: one architecture on one dataset file, tracked as one MLflow run.
 
-Trains on ``train`` (carving ``val`` out of it, stratified and seeded, when the dataset has none), selects the epoch
-with the best val accuracy (early stopping), reports every metric on ``test``, and logs to MLflow: the resolved config
-as params, per-epoch metrics, system metrics, the dataset as an input, artifacts (confusion matrix PNG/CSV,
-per-class table, model card) and the model with its signature. Checkpoints (with the config that made them) go to
-storage every epoch under ``models/<fingerprint>/``, and ``resume`` continues from the last one.
+The small-data recipe (``train.recipe``): train on ``train`` (carving ``val`` out of it, stratified and seeded, when
+the dataset has none) and choose the epoch with the best val accuracy of the weights' moving average (early
+stopping); then, with ``refit`` (the default), train ``seeds`` models from scratch on train + val for that many epochs
+and average their logits, so that every labelled clip trains the model and no few-hundred-clip val set decides alone.
+Reports every metric on ``test`` (with the seeds' spread) and logs to MLflow: the resolved config as params,
+per-epoch metrics (``epoch_*`` for the selection, ``refit<i>_*`` for each refit), system metrics, the dataset as an
+input, artifacts (confusion matrix PNG/CSV, per-class table, model card) and the model with its signature.
+Checkpoints (with the config that made them) go to storage every epoch under ``models/<fingerprint>/``, one per
+stage, and ``resume`` continues from the last one.
 
 A training is keyed by its fingerprint (dataset sha256 + the config that changes the result): re-running a finished
 training returns the finished MLflow run instead of training again, so a re-run DAG creates no new run or version.
@@ -27,7 +31,8 @@ from action_recognition.config import TrainConfig
 from action_recognition.datasets import DatasetError, LabeledArrays, carve_validation, load_dataset
 from action_recognition.errors import TrainError
 from action_recognition.evaluate import compute_metrics
-from action_recognition.layout import checkpoint_key
+from action_recognition.layout import checkpoint_key, refit_checkpoint_key
+from action_recognition.models.ensemble import LogitAverage
 from action_recognition.storage import Storage
 from action_recognition.training.augment import augment_keypoints
 from action_recognition.training.card import model_card
@@ -51,6 +56,9 @@ __all__ = ["TrainError", "TrainResult", "augment_keypoints", "fingerprint", "mod
 
 log = logging.getLogger(__name__)
 
+#: The stage that chooses the epoch count on val (its metrics are ``epoch_*``; a refit's are ``refit<i>_*``).
+SELECT = "select"
+
 
 @dataclass
 class TrainResult:
@@ -72,6 +80,9 @@ class TrainResult:
     test_set_sha256: str = ""
     experiment_id: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
+    #: The refit recipe's epoch count (0: the early-stop recipe's best epoch is the model) and models averaged.
+    refit_epochs: int = 0
+    refit_models: int = 0
 
     def summary(self) -> dict[str, object]:
         out = asdict(self)
@@ -121,7 +132,7 @@ def train_model(
     storage: Storage,
     dataset_name: str | None = None,
     manifest: dict[str, Any] | None = None,
-    progress: Callable[[dict[str, float]], None] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on a dataset file and track it in MLflow (see the module docstring).
 
@@ -164,6 +175,8 @@ def train_model(
                 seconds=time.monotonic() - began, checkpoint_uri=run.data.tags.get("ar.checkpoint_uri", ""),
                 fingerprint=fp, registered_model=registered, untrained=run.data.tags.get("ar.untrained") == "true",
                 reused=True, test_set_sha256=test_sha, experiment_id=experiment.experiment_id,
+                refit_epochs=int(run.data.tags.get("ar.refit_epochs", 0)),
+                refit_models=int(run.data.tags.get("ar.refit_models", 0)),
             )  # fmt: skip
         job = Job(config=config, data=data, dataset_uri=dataset_uri, arch=arch, family=family, name=name,
                   registered=registered, fingerprint=fp, test_sha256=test_sha, manifest=manifest, work=work,
@@ -187,7 +200,7 @@ def _split(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     return train_idx, val_idx, test_idx, False
 
 
-def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, float]], None] | None) -> TrainResult:
+def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     import mlflow
     import torch
 
@@ -239,58 +252,108 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, float]]
             log_dataset_input(job.dataset_uri, data, job.name, job.manifest)
         else:
             mlflow.set_tags(tags)
-        _fit(job, state, ds, train_idx, val_idx, storage, progress)
-        return _finish(job, state, ds, test_idx, storage, untrained, run.info)
+        _epochs(job, state, ds, train_idx, val_idx, storage, progress, stage=SELECT, epochs=config.epochs,
+                key=job.checkpoint)  # fmt: skip
+        state.model.load_state_dict(state.best_state)
+        models, refit_epochs = [state.model], 0
+        if config.recipe == "refit" and not val_from_train:
+            models, refit_epochs = _refit(job, state, ds, np.sort(np.concatenate([train_idx, val_idx])), storage,
+                                          progress)  # fmt: skip
+        return _finish(job, state, models, refit_epochs, ds, test_idx, storage, untrained, run.info)
 
 
-def _fit(
-    job: Job, state: TrainState, ds: EpochData, train_idx: np.ndarray, val_idx: np.ndarray, storage: Storage,
-    progress: Callable[[dict[str, float]], None] | None,
+def _epochs(
+    job: Job, state: TrainState, ds: EpochData, train_idx: np.ndarray, val_idx: np.ndarray | None, storage: Storage,
+    progress: Callable[[dict[str, Any]], None] | None, *, stage: str, epochs: int, key: str,
 ) -> None:  # fmt: skip
-    """Epochs from the state's next one: train, validate, keep the best weights, checkpoint; stop early when val
-    accuracy has not improved for ``patience`` epochs or ``max_minutes`` has passed."""
+    """Epochs from the state's next one up to ``epochs``, each checkpointed to ``key``. With ``val_idx`` (the
+    selection): validate the averaged weights, keep the best, stop when val accuracy has not improved for
+    ``patience`` epochs or ``max_minutes`` has passed. Without (a refit): train, nothing else."""
     import mlflow
 
     config = job.config
-    deadline = job.began + config.max_minutes * 60 if config.max_minutes else math.inf
-    for epoch in range(state.epoch, config.epochs):
-        trained = train_one_epoch(state, ds, train_idx, config)
-        checked = validate(state.model, ds, val_idx, config.batch_size * 2)
-        row = {"epoch": float(epoch), "train_loss": trained["train_loss"], "train_acc": trained["train_acc"],
-               **checked, "lr": trained["lr"]}  # fmt: skip
-        state.observe(row)
-        mlflow.log_metrics({f"epoch_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
-        state.save(storage, job.checkpoint, job.work, job.meta())
-        if progress:
-            progress(row)
-        if state.stale >= config.patience:
-            log.info("early stop at epoch %d: no better val accuracy for %d epochs", epoch, state.stale)
+    deadline = job.began + config.max_minutes * 60 if config.max_minutes and val_idx is not None else math.inf
+    prefix = "epoch_" if stage == SELECT else f"{stage}_"
+    saved, unsaved = time.monotonic(), False
+    for epoch in range(state.epoch, epochs):
+        if val_idx is not None and state.stale >= config.patience:
+            log.info("early stop before epoch %d: no better val accuracy for %d epochs", epoch, state.stale)
             break
         if time.monotonic() > deadline:
-            log.warning("stopping at epoch %d: train.max_minutes=%g reached", epoch, config.max_minutes)
+            log.warning("stopping before epoch %d: train.max_minutes=%g reached", epoch, config.max_minutes)
             break
+        trained = train_one_epoch(state, ds, train_idx, config)
+        row = {"epoch": float(epoch), "train_loss": trained["train_loss"], "train_acc": trained["train_acc"]}
+        if val_idx is not None:
+            row.update(validate(state.eval_model, ds, val_idx, config.batch_size * 2))
+            row["lr"] = trained["lr"]
+            state.observe(row)
+        else:
+            row["lr"] = trained["lr"]
+            state.advance(row)
+        mlflow.log_metrics({f"{prefix}{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+        unsaved = True
+        if time.monotonic() - saved >= config.checkpoint_interval_s:
+            state.save(storage, key, job.work, {**job.meta(), "stage": stage})
+            saved, unsaved = time.monotonic(), False
+        if progress:
+            progress({**row, "stage": stage})
+    if unsaved:  # a finished stage is always in storage: a retry skips it
+        state.save(storage, key, job.work, {**job.meta(), "stage": stage})
+
+
+def _refit(
+    job: Job, select: TrainState, ds: EpochData, rows: np.ndarray, storage: Storage,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> tuple[list[Any], int]:  # fmt: skip
+    """``seeds`` models trained from scratch on ``rows`` (train + val) for the selected epoch count, each resumable
+    from its own checkpoint; their averaged weights, and that epoch count."""
+    from action_recognition.models import ARCHS
+
+    config = job.config
+    epochs = int(select.best["epoch"]) + 1
+    steps = max(1, math.ceil(len(rows) / config.batch_size))
+    models = []
+    for i in range(config.seeds):
+        seed = config.seed + i
+        seed_everything(seed)
+        model, _ = build_model(job.arch, job.data, config)
+        model = model.to(ds.device)
+        state = TrainState.create(model, config, config.lr or ARCHS[job.arch].lr, steps, ds.device, epochs=epochs,
+                                  seed=seed)  # fmt: skip
+        key = refit_checkpoint_key(job.fingerprint, i)
+        if config.resume and storage.exists(key):
+            state.load(storage, key, ds.device)
+        _epochs(job, state, ds, rows, None, storage, progress, stage=f"refit{i}", epochs=epochs, key=key)
+        models.append(state.eval_model)
+    log.info("refit %d model(s) on %d train+val clips for %d epochs", len(models), len(rows), epochs)
+    return models, epochs
 
 
 def _finish(
-    job: Job, state: TrainState, ds: EpochData, test_idx: np.ndarray, storage: Storage, untrained: bool, info: Any
-) -> TrainResult:
-    """The best weights on the test split: metrics, artifacts, the model, and the result."""
+    job: Job, state: TrainState, models: list[Any], refit_epochs: int, ds: EpochData, test_idx: np.ndarray,
+    storage: Storage, untrained: bool, info: Any,
+) -> TrainResult:  # fmt: skip
+    """The final model (one, or the refit seeds' logits averaged) on the test split: metrics, artifacts, the model,
+    and the result."""
     import mlflow
 
     config, data = job.config, job.data
     untrained_any = untrained or bool(data.meta.get("untrained_pose"))
-    state.model.load_state_dict(state.best_state)
-    test_logits = predict_logits(state.model, ds.x, test_idx, config.batch_size * 2, ds.device, ds.crop)
+    final = _with_test_time_flip(models[0] if len(models) == 1 else LogitAverage(models), data)
+    test_logits = predict_logits(final, ds.x, test_idx, config.batch_size * 2, ds.device, ds.crop)
     metrics = compute_metrics(test_logits, data.labels[test_idx], data.classes)
-    scalars = {**metrics.scalars(), "best_val_acc": state.best["val_acc"]}
+    scalars = {**metrics.scalars(), "best_val_acc": state.best["val_acc"], **_seed_spread(models, ds, test_idx, config)}
     mlflow.log_metrics(scalars)
-    log_artifacts(metrics, job.work, job.run_name, job.arch, data, job.manifest, scalars, untrained_any, config)
-    model_uri = (
-        log_model(state.model.float().cpu().eval(), data, job.arch, job.family, untrained) if config.log_model else ""
-    )
+    log_artifacts(metrics, job.work, job.run_name, job.arch, data, job.manifest, scalars, untrained_any, config,
+                  recipe=_recipe_words(config, state, len(models), refit_epochs, final))  # fmt: skip
+    model_uri = log_model(final.float().cpu().eval(), data, job.arch, job.family, untrained) if config.log_model else ""
     checkpoint_uri = storage.key_uri(job.checkpoint)
+    refit_models = len(models) if refit_epochs else 0
     mlflow.set_tags({"ar.model_uri": model_uri, "ar.epochs_run": str(len(state.history)),
-                     "ar.best_epoch": str(state.best["epoch"]), "ar.checkpoint_uri": checkpoint_uri})  # fmt: skip
+                     "ar.best_epoch": str(state.best["epoch"]), "ar.checkpoint_uri": checkpoint_uri,
+                     "ar.recipe": config.recipe if refit_epochs else "early_stop",
+                     "ar.refit_epochs": str(refit_epochs), "ar.refit_models": str(refit_models)})  # fmt: skip
     log.info("trained %s: test top-1 %.3f, mean class acc %.3f (run %s)", job.run_name, metrics.top1,
              metrics.mean_class_acc, info.run_id)  # fmt: skip
     return TrainResult(
@@ -298,5 +361,45 @@ def _finish(
         epochs_run=len(state.history), best_epoch=int(state.best["epoch"]), seconds=time.monotonic() - job.began,
         checkpoint_uri=checkpoint_uri, fingerprint=job.fingerprint, registered_model=job.registered,
         untrained=untrained_any, test_set_sha256=job.test_sha256, history=state.history,
-        experiment_id=info.experiment_id,
+        experiment_id=info.experiment_id, refit_epochs=refit_epochs, refit_models=refit_models,
     )  # fmt: skip
+
+
+def _recipe_words(config: TrainConfig, state: TrainState, models: int, refit_epochs: int, final: Any) -> str:
+    """How the logged model was made, for its card."""
+    from action_recognition.models.skeleton import FlipAverage
+
+    best = state.best
+    chosen = f"epoch {int(best['epoch']) + 1} of {len(state.history)} had the best val top-1 ({best['val_acc']:.3f})"
+    if refit_epochs:
+        words = (f"- Recipe `refit`: {chosen}; then {models} model(s) (seeds {config.seed}-{config.seed + models - 1}) "
+                 f"trained from scratch on train + val for {refit_epochs} epochs, their logits averaged.")  # fmt: skip
+    else:
+        words = f"- Recipe `early_stop`: {chosen} on train alone; those weights are the model."
+    if config.ema_decay:
+        words += f"\n- Weights: their moving average (decay {config.ema_decay}) is what was validated and kept."
+    if isinstance(final, FlipAverage):
+        words += "\n- Test-time flip: the logits of the clip and of its left-right mirror are averaged."
+    return words
+
+
+def _with_test_time_flip(model: Any, data: Any) -> Any:
+    """A keypoint model of a layout with left/right pairs answers the mean of the clip's and its mirror's logits."""
+    from action_recognition.models.skeleton import FlipAverage, layout_for
+
+    known = layout_for(data.layout, data.data.shape[2]) if data.kind == "keypoints" else None
+    return FlipAverage(model, known.flip_index()) if known is not None and known.flip_pairs else model
+
+
+def _seed_spread(models: list[Any], ds: EpochData, test_idx: np.ndarray, config: TrainConfig) -> dict[str, float]:
+    """Each refit seed's own test top-1, their mean and standard deviation (nothing for a single model)."""
+    if len(models) < 2:
+        return {}
+    labels = ds.data.labels[test_idx]
+    tops = [float((predict_logits(_with_test_time_flip(m, ds.data), ds.x, test_idx, config.batch_size * 2, ds.device,
+                                  ds.crop).argmax(1) == labels).mean()) for m in models]  # fmt: skip
+    return {
+        **{f"test_top1_seed{i}": t for i, t in enumerate(tops)},
+        "test_top1_seed_mean": float(np.mean(tops)),
+        "test_top1_seed_std": float(np.std(tops)),
+    }

@@ -51,7 +51,8 @@ APPROVAL_BODY = """
 | test top-1 | test top-5 | mean class accuracy | test clips | epochs | MLflow run |
 |---|---|---|---|---|---|
 | {{ "%.3f" % r.test_top1 }} | {{ "%.3f" % r.test_top5 }} | {{ "%.3f" % r.mean_class_acc }} \
-| {{ r.test_samples | int }} | {{ r.epochs_run }} | `{{ r.run_id }}` |
+| {{ r.test_samples | int }} | {{ r.epochs_run }}{% if r.refit_models %} + {{ r.refit_models }} x {{ r.refit_epochs }} \
+refit{% endif %} | `{{ r.run_id }}` |
 {% endif %}{% endfor %}
 Approving promotes each challenger that beats its current champion by `{{ params.promotion_margin }}` (test top-1 on
 the same test set); rejecting keeps the champions.

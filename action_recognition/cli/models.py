@@ -55,9 +55,13 @@ def train(
         manifest = manifest_for(store, name, manifest_uri)
         with progress_bar(cfg.train.epochs, "train", not common.as_json) as bar:
 
-            def tick(row: dict[str, float]) -> None:
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
-                bar.update(1)
+            def tick(row: dict[str, Any]) -> None:
+                shown = {"stage": row["stage"], "loss": f"{row['train_loss']:.3f}"}
+                if "val_acc" in row:
+                    shown["val_acc"] = f"{row['val_acc']:.3f}"
+                bar.set_postfix(shown)
+                if row["stage"] == "select":  # the bar counts the selection's epochs; each refit restarts the count
+                    bar.update(1)
 
             return train_model(cfg.train, dataset, storage=store, dataset_name=name, manifest=manifest, progress=tick)
 

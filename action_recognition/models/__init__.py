@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from action_recognition.models.rgb import FrameResNet18, R2Plus1D18, TSNResNet18
-from action_recognition.models.skeleton_models import STGCN, DDNet, KeypointLSTM
+from action_recognition.models.skeleton_models import STGCN, DDNet, KeypointLSTM, TwoStreamDDNet
 from action_recognition.names import DEFAULT_KEYPOINT_ARCH, DEFAULT_RGB_ARCH
 
 
@@ -25,6 +25,8 @@ class ArchSpec:
     build: Callable[..., nn.Module]
     summary: str
     lr: float = 1e-3
+    #: The builder takes ``parents`` (a bone tree from the layout or the training clips' mean pose).
+    bones: bool = False
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -32,6 +34,13 @@ ARCHS: dict[str, ArchSpec] = {
         "keypoint", KeypointLSTM, "bidirectional LSTM on normalised keypoints (the original study, done right)"
     ),
     "ddnet": ArchSpec("keypoint", DDNet, "DD-Net: joint-collection distances + two-scale motion, 1D convs", lr=3e-3),
+    "ddnet-2s": ArchSpec(
+        "keypoint",
+        TwoStreamDDNet,
+        "two-stream DD-Net: joints and bones (each with its motion), logits averaged",
+        lr=3e-3,
+        bones=True,
+    ),
     "stgcn": ArchSpec("keypoint", STGCN, "ST-GCN: graph convolutions over the skeleton (known or learned graph)"),
     "frame-resnet18": ArchSpec("rgb", FrameResNet18, "single-frame ResNet18 (the original study's baseline)", lr=5e-4),
     "tsn-resnet18": ArchSpec("rgb", TSNResNet18, "TSN: ResNet18 over T segments, logits averaged", lr=5e-4),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,79 @@ def normalise(x: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.T
     spread = (((xy - centre) ** 2) * weight).sum(dim=(1, 2, 3), keepdim=True) / count.sum(-1, keepdim=True)
     scale = spread.clamp_min(eps).sqrt()
     return (xy - centre) / scale * weight, mask
+
+
+def flip_keypoints(x: torch.Tensor, flip_index: list[int]) -> torch.Tensor:
+    """A left-right mirror of (B, T, J, 3): left and right joints swapped, x -> 1 - x where a joint is seen."""
+    flipped = x[:, :, flip_index].clone()
+    flipped[..., 0] = torch.where(flipped[..., 2] > 0, 1.0 - flipped[..., 0], flipped[..., 0])
+    return flipped
+
+
+def bone_parents(layout: Layout | None, mean_xy: np.ndarray) -> list[int]:
+    """Each joint's parent in a tree over the skeleton; the root is its own parent.
+
+    A known layout: its edges, walked breadth-first from its centre joint. An unknown one: the nearest-neighbour
+    tree (minimum spanning tree of the mean distances between joints, ``mean_xy`` (J, 2) from the training clips),
+    rooted at the joint nearest the skeleton's centre, so bones link joints that sit next to each other.
+    """
+    joints = len(mean_xy)
+    parents = [-1] * joints
+    if layout is not None:
+        links: dict[int, list[int]] = {j: [] for j in range(joints)}
+        for a, b in layout.edges:
+            links[a].append(b)
+            links[b].append(a)
+        root = layout.centre[0]
+        parents[root] = root
+        queue = deque([root])
+        while queue:
+            j = queue.popleft()
+            for k in links[j]:
+                if parents[k] < 0:
+                    parents[k] = j
+                    queue.append(k)
+        if min(parents) >= 0:
+            return parents
+    dist = np.linalg.norm(mean_xy[:, None] - mean_xy[None], axis=-1)
+    root = int(np.argmin(np.linalg.norm(mean_xy - mean_xy.mean(0), axis=-1)))
+    parents = [-1] * joints
+    parents[root] = root
+    best = dist[root].copy()
+    link = np.full(joints, root)
+    for _ in range(joints - 1):  # Prim's algorithm
+        j = int(np.argmin(np.where(np.asarray(parents) < 0, best, np.inf)))
+        parents[j] = int(link[j])
+        closer = dist[j] < best
+        best, link = np.where(closer, dist[j], best), np.where(closer, j, link)
+    return parents
+
+
+class Bones(nn.Module):
+    """Joints to bones: each joint's offset from its parent (x, y; 0 at the root), seen where both ends are."""
+
+    parents: torch.Tensor
+
+    def __init__(self, parents: list[int]) -> None:
+        super().__init__()
+        self.register_buffer("parents", torch.tensor(parents, dtype=torch.long), persistent=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parent = x[:, :, self.parents]
+        xy = x[..., :2] - parent[..., :2] + 0.5  # offsets centred in the unit square, like joints
+        score = torch.minimum(x[..., 2], parent[..., 2])
+        return torch.cat([xy * (score > 0).unsqueeze(-1), score.unsqueeze(-1)], -1)
+
+
+class FlipAverage(nn.Module):
+    """Test-time flip: the mean of a model's logits on the clip and on its mirror (layouts with left/right pairs)."""
+
+    flip_index: torch.Tensor
+
+    def __init__(self, model: nn.Module, flip_index: list[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("flip_index", torch.tensor(flip_index, dtype=torch.long), persistent=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x) + self.model(flip_keypoints(x, self.flip_index.tolist()))) / 2

@@ -5,6 +5,9 @@
 - :class:`DDNet`: Yang et al., "Make Skeleton-based Action Recognition Model Smaller, Faster and Better" (2019):
   joint-collection distances (location-viewpoint invariant) plus slow and fast motion, 1D convolutions. Small and
   strong on small datasets; works for any J.
+- :class:`TwoStreamDDNet`: the joint and bone streams of 2s-AGCN / ST-GCN++ practice, each a DD-Net (which adds
+  each stream's motion at two scales), trained as one model whose logits are averaged. Bones come from the layout
+  when it is known and from the nearest-neighbour tree of the training clips' mean pose when it is not.
 - :class:`STGCN`: Yan et al. (2018) spatial-temporal graph convolutions, with the known skeleton graph plus a learned
   residual adjacency, or a learned graph alone when the layout is unknown.
 """
@@ -15,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from action_recognition.models.skeleton import adjacency, layout_for, normalise
+from action_recognition.models.skeleton import Bones, adjacency, layout_for, normalise
 
 
 class KeypointLSTM(nn.Module):
@@ -104,6 +107,21 @@ class DDNet(nn.Module):
         h = torch.cat([jcd_e[..., :steps], slow_e[..., :steps], fast_e[..., :steps]], dim=1)
         h = self.body(h).amax(-1)
         return self.head(h)
+
+
+class TwoStreamDDNet(nn.Module):
+    """Joint stream + bone stream (each with its own two-scale motion), logits averaged. ``parents``: each joint's
+    parent (:func:`~action_recognition.models.skeleton.bone_parents`); default the nearest-neighbour chain."""
+
+    def __init__(self, num_classes: int, joints: int, frames: int, layout: str | None = None,
+                 parents: list[int] | None = None, filters: int = 32) -> None:  # fmt: skip
+        super().__init__()
+        self.joint = DDNet(num_classes, joints, frames, layout, filters=filters)
+        self.bone = nn.Sequential(Bones(parents or [max(0, j - 1) for j in range(joints)]),
+                                  DDNet(num_classes, joints, frames, layout, filters=filters))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.joint(x) + self.bone(x)) / 2
 
 
 class _GraphBlock(nn.Module):

@@ -11,7 +11,7 @@ def augment_keypoints(x: Any, layout: str | None, gen: Any) -> Any:
     only), scale, small rotation about the sequence centre, and a temporal crop resampled back to T."""
     import torch
 
-    from action_recognition.models.skeleton import layout_for
+    from action_recognition.models.skeleton import flip_keypoints, layout_for
 
     b, t, j, _ = x.shape
     x = x.clone()
@@ -20,9 +20,7 @@ def augment_keypoints(x: Any, layout: str | None, gen: Any) -> Any:
     if known is not None:
         flip = torch.rand(b, generator=gen, device=x.device) < 0.5
         if flip.any():
-            flipped = x[flip][:, :, known.flip_index()]
-            flipped[..., 0] = torch.where(flipped[..., 2] > 0, 1.0 - flipped[..., 0], flipped[..., 0])
-            x[flip] = flipped
+            x[flip] = flip_keypoints(x[flip], known.flip_index())
             mask = (x[..., 2] > 0).unsqueeze(-1).to(x.dtype)
     centre = (x[..., :2] * mask).sum((1, 2), keepdim=True) / mask.sum((1, 2), keepdim=True).clamp_min(1)
     angle = (torch.rand(b, generator=gen, device=x.device) - 0.5) * (2 * math.pi / 18)  # +-10 degrees

@@ -17,9 +17,10 @@ LICENCE_NOTE = (
 
 def model_card(
     run_name: str, arch: str, data: LabeledArrays, manifest: dict[str, Any] | None, scalars: dict[str, float],
-    untrained: bool, config: TrainConfig,
+    untrained: bool, config: TrainConfig, *, recipe: str = "",
 ) -> str:  # fmt: skip
-    """A Markdown model card: data, availability, metrics, limits, licence."""
+    """A Markdown model card: data, availability, training recipe (``recipe``, in words), metrics, limits,
+    licence."""
     from action_recognition.models import ARCHS
 
     splits = {s: int((data.split == s).sum()) for s in ("train", "val", "test")}
@@ -37,6 +38,8 @@ def model_card(
         lines.append(f"- manifest: `{manifest.get('uri', '')}` (sha256 `{str(manifest.get('sha256', ''))[:16]}`).")
     if availability:
         lines.append(f"- availability of the planned clips: {json.dumps(availability)}.")
+    if recipe:
+        lines += ["", "## Training", recipe]
     lines += ["", "## Metrics (test split)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scalars.items())]
     lines += [

@@ -82,6 +82,7 @@ def train_one_epoch(state: TrainState, ds: EpochData, train_idx: np.ndarray, con
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.scheduler.step()
+        state.after_step()
         total_loss += float(loss.detach()) * len(batch)
         correct += int((logits.argmax(1) == yb).sum())
         seen += len(batch)

@@ -34,6 +34,17 @@ def pick_device(choice: str) -> Any:
     return torch.device("cuda" if choice in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
+def bone_tree(data: LabeledArrays) -> list[int]:
+    """Each joint's parent: from the layout when known, else the nearest-neighbour tree of the training clips'
+    mean pose (train split only: the test clips never shape the model)."""
+    from action_recognition.models.skeleton import bone_parents, layout_for
+
+    train = data.data[data.split == "train"]
+    seen = train[..., 2:3] > 0
+    mean_xy = (train[..., :2] * seen).sum((0, 1)) / np.maximum(seen.sum((0, 1)), 1)
+    return bone_parents(layout_for(data.layout, data.data.shape[2]), mean_xy)
+
+
 def build_model(arch: str, data: LabeledArrays, config: TrainConfig) -> tuple[Any, bool]:
     """The model for ``arch`` and whether its weights are untrained (RGB without downloadable weights)."""
     from action_recognition.models import ARCHS
@@ -43,8 +54,9 @@ def build_model(arch: str, data: LabeledArrays, config: TrainConfig) -> tuple[An
     if spec.family == "keypoint":
         if data.kind != "keypoints":
             raise DatasetError(f"{arch} is a keypoint model but the dataset holds {data.kind}")
+        extra = {"parents": bone_tree(data)} if spec.bones else {}
         return spec.build(
-            num_classes=k, joints=data.data.shape[2], frames=data.data.shape[1], layout=data.layout
+            num_classes=k, joints=data.data.shape[2], frames=data.data.shape[1], layout=data.layout, **extra
         ), False
     if data.kind != "frames":
         raise DatasetError(f"{arch} is an RGB model but the dataset holds {data.kind}")

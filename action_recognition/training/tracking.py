@@ -26,7 +26,7 @@ from action_recognition.training.inference import rgb_crop
 #: Settings that change where or how fast a training runs, not its weights: not part of the fingerprint.
 FINGERPRINT_EXCLUDE = {
     "tracking_uri", "experiment", "resume", "log_model", "system_metrics", "registered_model", "device", "threads",
-    "num_workers", "max_minutes",
+    "num_workers", "max_minutes", "checkpoint_interval_s",
 }  # fmt: skip
 
 
@@ -96,7 +96,7 @@ def log_dataset_input(dataset_uri: str, data: LabeledArrays, name: str, manifest
 
 def log_artifacts(
     metrics: Metrics, work: Path, run_name: str, arch: str, data: LabeledArrays, manifest: dict[str, Any] | None,
-    scalars: dict[str, float], untrained: bool, config: TrainConfig,
+    scalars: dict[str, float], untrained: bool, config: TrainConfig, *, recipe: str = "",
 ) -> None:  # fmt: skip
     import mlflow
 
@@ -106,7 +106,8 @@ def log_artifacts(
     (out / "confusion_matrix.csv").write_text(metrics.confusion_csv())
     (out / "per_class.csv").write_text(metrics.per_class_csv())
     (out / "classes.json").write_text(json.dumps(data.classes))
-    (out / "model_card.md").write_text(model_card(run_name, arch, data, manifest, scalars, untrained, config))
+    (out / "model_card.md").write_text(model_card(run_name, arch, data, manifest, scalars, untrained, config,
+                                                          recipe=recipe))  # fmt: skip
     mlflow.log_artifacts(str(out))
 
 

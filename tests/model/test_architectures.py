@@ -68,9 +68,9 @@ def test_augmentation_keeps_the_contract() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", KEYPOINT_ARCHS)
 def test_learns_well_above_chance(arch: str, synthetic_dataset: Path, tmp_path: Path) -> None:
+    # One model (the early-stop recipe): what an architecture can learn; tests/model/test_recipe.py has the refit.
     cfg = TrainConfig(arch=arch, epochs=30, batch_size=16, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                      system_metrics=False,
-                      log_model=False, patience=30)  # fmt: skip
+                      system_metrics=False, log_model=False, patience=30, recipe="early_stop")  # fmt: skip
     result = train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "store"))
     chance = 1 / 6
     assert result.metrics["test_top1"] >= 3 * chance, result.metrics
@@ -92,7 +92,7 @@ def test_rgb_learns_colour_classes(tmp_path: Path) -> None:
     for arch in ("frame-resnet18", "tsn-resnet18"):
         cfg = TrainConfig(arch=arch, epochs=6, batch_size=8, pretrained=False, allow_untrained=True,
                           tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", system_metrics=False,
-                          log_model=False)  # fmt: skip
+                          log_model=False, recipe="early_stop")  # fmt: skip
         result = train_model(cfg, str(path), storage=LocalStorage(tmp_path / "store"))
         assert result.untrained
         assert result.metrics["test_top1"] >= 2 / 3, (arch, result.metrics)

@@ -18,7 +18,9 @@ class Interrupted(Exception):
 
 
 def _cfg(tmp_path: Path, **kw: object) -> TrainConfig:
-    base = {"arch": "ddnet", "epochs": 5, "batch_size": 16, "system_metrics": False, "log_model": False}
+    # The selection stage alone (tests/model/test_recipe.py resumes a refit).
+    base = {"arch": "ddnet", "epochs": 5, "batch_size": 16, "system_metrics": False, "log_model": False,
+            "recipe": "early_stop", "checkpoint_interval_s": 0}  # fmt: skip
     return TrainConfig.model_validate({**base, "tracking_uri": f"sqlite:///{tmp_path}/m.db", **kw})
 
 
