@@ -270,9 +270,14 @@ class TrainConfig(StrictModel):
     epochs: int = Field(80, ge=1, le=2000)
     batch_size: int = Field(32, ge=2, le=4096)
     lr: float | None = Field(None, gt=0, le=1.0, description="Peak learning rate; default: the architecture's own.")
-    weight_decay: float = Field(1e-2, ge=0, le=1.0)
+    weight_decay: float | None = Field(None, ge=0, le=1.0, description="AdamW weight decay; default: the "
+                                       "architecture's own.")  # fmt: skip
     label_smoothing: float = Field(0.1, ge=0, lt=1.0)
     patience: int = Field(25, ge=1, le=1000, description="Epochs without a better val score before stopping.")
+    min_epochs: int | None = Field(
+        None, ge=1, le=2000, description="No early stop before this many epochs (default: half of `epochs`): a "
+        "model on hard data can sit at chance for a while before it starts to learn."
+    )  # fmt: skip
     recipe: Literal["refit", "early_stop"] = Field(
         "refit",
         description="refit: choose the epoch count on val (early stopping), then train `seeds` models from scratch "

@@ -204,8 +204,6 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
     import mlflow
     import torch
 
-    from action_recognition.models import ARCHS
-
     config, data = job.config, job.data
     seed_everything(config.seed)
     device = pick_device(config.device)
@@ -218,7 +216,7 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
         model = model.to(memory_format=torch.channels_last)
     ds = EpochData.of(data, job.arch, device, rgb_crop(data) if is_rgb else 0)
     steps_per_epoch = max(1, math.ceil(len(train_idx) / config.batch_size))
-    state = TrainState.create(model, config, config.lr or ARCHS[job.arch].lr, steps_per_epoch, device)
+    state = TrainState.create(model, config, job.arch, steps_per_epoch, device)
     if config.resume and storage.exists(job.checkpoint):
         state.load(storage, job.checkpoint, device)
         log.info("resumed %s from epoch %d (best val acc %.3f)", job.checkpoint, state.epoch, state.best["val_acc"])
@@ -275,8 +273,9 @@ def _epochs(
     deadline = job.began + config.max_minutes * 60 if config.max_minutes and val_idx is not None else math.inf
     prefix = "epoch_" if stage == SELECT else f"{stage}_"
     saved, unsaved = time.monotonic(), False
+    min_epochs = config.min_epochs if config.min_epochs is not None else epochs // 2
     for epoch in range(state.epoch, epochs):
-        if val_idx is not None and state.stale >= config.patience:
+        if val_idx is not None and epoch >= min_epochs and state.stale >= config.patience:
             log.info("early stop before epoch %d: no better val accuracy for %d epochs", epoch, state.stale)
             break
         if time.monotonic() > deadline:
@@ -308,7 +307,6 @@ def _refit(
 ) -> tuple[list[Any], int]:  # fmt: skip
     """``seeds`` models trained from scratch on ``rows`` (train + val) for the selected epoch count, each resumable
     from its own checkpoint; their averaged weights, and that epoch count."""
-    from action_recognition.models import ARCHS
 
     config = job.config
     epochs = int(select.best["epoch"]) + 1
@@ -319,8 +317,7 @@ def _refit(
         seed_everything(seed)
         model, _ = build_model(job.arch, job.data, config)
         model = model.to(ds.device)
-        state = TrainState.create(model, config, config.lr or ARCHS[job.arch].lr, steps, ds.device, epochs=epochs,
-                                  seed=seed)  # fmt: skip
+        state = TrainState.create(model, config, job.arch, steps, ds.device, epochs=epochs, seed=seed)
         key = refit_checkpoint_key(job.fingerprint, i)
         if config.resume and storage.exists(key):
             state.load(storage, key, ds.device)

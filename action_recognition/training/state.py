@@ -69,13 +69,18 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, model: Any, config: TrainConfig, lr: float, steps_per_epoch: int, device: Any, *,
+    def create(cls, model: Any, config: TrainConfig, arch: str, steps_per_epoch: int, device: Any, *,
                epochs: int | None = None, seed: int | None = None) -> TrainState:  # fmt: skip
-        """AdamW; a linear warm-up over the first 1/30 of the steps of ``epochs`` (default ``config.epochs``),
-        then cosine decay to 0 at the last; the sampler seeded with ``seed`` (default ``config.seed``)."""
+        """AdamW (the config's learning rate and weight decay, else the architecture's); a linear warm-up over the
+        first 1/30 of the steps of ``epochs`` (default ``config.epochs``), then cosine decay to 0 at the last; the
+        sampler seeded with ``seed`` (default ``config.seed``)."""
         import torch
 
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+        from action_recognition.models import ARCHS
+
+        spec = ARCHS[arch]
+        decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr or spec.lr, weight_decay=decay)
         total = steps_per_epoch * (epochs or config.epochs)
         warmup = max(1, total // 30)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
