@@ -270,8 +270,7 @@ class TrainConfig(StrictModel):
     epochs: int = Field(80, ge=1, le=2000)
     batch_size: int = Field(32, ge=2, le=4096)
     lr: float | None = Field(None, gt=0, le=1.0, description="Peak learning rate; default: the architecture's own.")
-    weight_decay: float | None = Field(None, ge=0, le=1.0, description="AdamW weight decay; default: the "
-                                       "architecture's own.")  # fmt: skip
+    weight_decay: float | None = Field(None, ge=0, le=1.0, description="Default: the architecture's own.")
     label_smoothing: float = Field(0.1, ge=0, lt=1.0)
     patience: int = Field(25, ge=1, le=1000, description="Epochs without a better val score before stopping.")
     min_epochs: int | None = Field(
@@ -279,15 +278,12 @@ class TrainConfig(StrictModel):
         "model on hard data can sit at chance for a while before it starts to learn."
     )  # fmt: skip
     recipe: Literal["refit", "early_stop"] = Field(
-        "refit",
-        description="refit: choose the epoch count on val (early stopping), then train `seeds` models from scratch "
-        "on train+val for that many epochs and average their logits (every labelled clip trains the model); "
-        "early_stop: keep the best val epoch's weights of one model trained on train alone.",
-    )
-    seeds: int = Field(
-        3, ge=1, le=10, description="refit: models trained on train+val (seeds seed, seed+1, ...), logits averaged; "
-        "their test top-1 spread is logged."
+        "refit", description="refit: choose the epoch count on val (early stopping), then train `seeds` models from "
+        "scratch on train+val for that many epochs and average their logits (every labelled clip trains the model); "
+        "early_stop: keep the best val epoch's weights of one model trained on train alone."
     )  # fmt: skip
+    seeds: int = Field(3, ge=1, le=10, description="refit: models trained on train+val (seeds seed, seed+1, ...), "
+                       "logits averaged; their test top-1 spread is logged.")  # fmt: skip
     ema_decay: float = Field(
         0.99, ge=0, lt=1, description="Exponential moving average of the weights, per step (0: off); validation, "
         "the checkpoint's best weights and the logged model use the average."
