@@ -7,8 +7,8 @@ and average their logits, so that every labelled clip trains the model and no fe
 Reports every metric on ``test`` (with the seeds' spread) and logs to MLflow: the resolved config as params,
 per-epoch metrics (``epoch_*`` for the selection, ``refit<i>_*`` for each refit), system metrics, the dataset as an
 input, artifacts (confusion matrix PNG/CSV, per-class table, model card) and the model with its signature.
-Checkpoints (with the config that made them) go to storage every epoch under ``models/<fingerprint>/``, one per
-stage, and ``resume`` continues from the last one.
+Checkpoints (with the config that made them) go to storage under ``models/<fingerprint>/``, one per stage, at most
+``checkpoint_interval_s`` apart and at each stage's end, and ``resume`` continues from the last one.
 
 A training is keyed by its fingerprint (dataset sha256 + the config that changes the result): re-running a finished
 training returns the finished MLflow run instead of training again, so a re-run DAG creates no new run or version.
@@ -202,18 +202,13 @@ def _split(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
 
 def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     import mlflow
-    import torch
 
     config, data = job.config, job.data
-    seed_everything(config.seed)
     device = pick_device(config.device)
     train_idx, val_idx, test_idx, val_from_train = _split(job)
-    model, untrained = build_model(job.arch, data, config)
+    model, untrained = _seeded_model(job, config.seed, device)
     untrained_pose = bool(data.meta.get("untrained_pose"))
-    model = model.to(device)
     is_rgb = data.kind == "frames"
-    if is_rgb and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     ds = EpochData.of(data, job.arch, device, rgb_crop(data) if is_rgb else 0)
     steps_per_epoch = max(1, math.ceil(len(train_idx) / config.batch_size))
     state = TrainState.create(model, config, job.arch, steps_per_epoch, device)
@@ -260,6 +255,19 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
         return _finish(job, state, models, refit_epochs, ds, test_idx, storage, untrained, run.info)
 
 
+def _seeded_model(job: Job, seed: int, device: Any) -> tuple[Any, bool]:
+    """A new model of the job's architecture on ``device`` after seeding everything with ``seed`` (channels-last
+    for RGB on CUDA), and whether its weights are untrained."""
+    import torch
+
+    seed_everything(seed)
+    model, untrained = build_model(job.arch, job.data, job.config)
+    model = model.to(device)
+    if job.data.kind == "frames" and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model, untrained
+
+
 def _epochs(
     job: Job, state: TrainState, ds: EpochData, train_idx: np.ndarray, val_idx: np.ndarray | None, storage: Storage,
     progress: Callable[[dict[str, Any]], None] | None, *, stage: str, epochs: int, key: str,
@@ -285,10 +293,10 @@ def _epochs(
         row = {"epoch": float(epoch), "train_loss": trained["train_loss"], "train_acc": trained["train_acc"]}
         if val_idx is not None:
             row.update(validate(state.eval_model, ds, val_idx, config.batch_size * 2))
-            row["lr"] = trained["lr"]
+        row["lr"] = trained["lr"]
+        if val_idx is not None:
             state.observe(row)
         else:
-            row["lr"] = trained["lr"]
             state.advance(row)
         mlflow.log_metrics({f"{prefix}{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
         unsaved = True
@@ -307,16 +315,13 @@ def _refit(
 ) -> tuple[list[Any], int]:  # fmt: skip
     """``seeds`` models trained from scratch on ``rows`` (train + val) for the selected epoch count, each resumable
     from its own checkpoint; their averaged weights, and that epoch count."""
-
     config = job.config
     epochs = int(select.best["epoch"]) + 1
     steps = max(1, math.ceil(len(rows) / config.batch_size))
     models = []
     for i in range(config.seeds):
         seed = config.seed + i
-        seed_everything(seed)
-        model, _ = build_model(job.arch, job.data, config)
-        model = model.to(ds.device)
+        model, _ = _seeded_model(job, seed, ds.device)
         state = TrainState.create(model, config, job.arch, steps, ds.device, epochs=epochs, seed=seed)
         key = refit_checkpoint_key(job.fingerprint, i)
         if config.resume and storage.exists(key):

@@ -57,11 +57,14 @@ ENV
   echo "wrote $env_file with generated secrets" >&2
 }
 
-# The last lines of each container of the project that exited with an error (what `up` alone does not show).
+# A container that exited with an error: its name, status and last log lines.
+show_failure() { echo "${2#/} exited with status $3:" >&2; docker logs --tail 30 "$1" >&2; }
+
+# Each container of the project that exited with an error (what `up` alone does not show).
 failed_logs() {
   for id in $(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --filter status=exited); do
     read -r name code < <(docker inspect -f '{{.Name}} {{.State.ExitCode}}' "$id")
-    [ "$code" = 0 ] || { echo "--- ${name#/} exited with status $code:" >&2; docker logs --tail 20 "$id" >&2; }
+    [ "$code" = 0 ] || show_failure "$id" "$name" "$code"
   done
 }
 
@@ -75,7 +78,7 @@ wait_healthy() {
         '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}}' "$id")
       case "$status/$health" in
         running/healthy|running/none) ;;
-        exited/*) [ "$code" = 0 ] || { echo "${name#/} exited with status $code:" >&2; docker logs --tail 30 "$id" >&2; return 1; } ;;
+        exited/*) [ "$code" = 0 ] || { show_failure "$id" "$name" "$code"; return 1; } ;;
         *) pending+=("${name#/}=$status/$health") ;;
       esac
     done
