@@ -80,6 +80,7 @@ bench: system venv  ## Speed and bytes figures against baselines measured in the
 	$(BIN)/python -m benchmarks.bench_train
 	$(BIN)/python -m benchmarks.bench_pose
 	$(BIN)/python -m benchmarks.bench_parse
+	$(BIN)/python -m benchmarks.bench_serving
 
 stack-images: system venv  ## Build every image of the compose stack here, pulling nothing (scripts/stack-images.sh)
 	scripts/dockerd.sh start

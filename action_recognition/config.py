@@ -338,6 +338,7 @@ class RegistryConfig(StrictModel):
     promotion_margin: float = Field(0.0, ge=0.0, le=1.0, description="How much better the challenger must be.")
     max_attempts: int = Field(5, ge=1, le=50, description="Attempts per MLflow call (server restarts, timeouts).")
     backoff_s: float = Field(1.0, ge=0, le=120)
+    video_max_mb: int = Field(100, ge=1, le=4096, description="<dataset>-video refuses larger videos (served: 400).")
 
 
 class Config(StrictModel):

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 #: Demo classes (real Kinetics-600 names) and the lavfi pattern each one's generated videos show.
 DEMO_CLASSES = {"salsa dancing": "testsrc2", "tap dancing": "mandelbrot", "robot dancing": "smptebars"}
 REAL_VIDEOS = ["demo.mp4", "test.mp4", "S001C001P001R001A001_rgb.avi", "demo_skeleton.mp4"]
+INFER_PREFIX = "incoming/"
 
 
 @dataclass
@@ -126,18 +127,22 @@ def local_airflow(workdir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def dags_test(workdir: Path, env: dict[str, str], conf: Mapping[str, object], timeout_s: float) -> None:
-    """``airflow dags test kinetics_pipeline`` with ``conf``: its whole log in ``workdir/dags-test.log``, and on
-    stderr each task as it starts and ends (with its duration and counts), then a table of the tasks."""
+def dags_test(
+    workdir: Path, env: dict[str, str], conf: Mapping[str, object], timeout_s: float, dag_id: str = "kinetics_pipeline"
+) -> None:
+    """``airflow dags test <dag_id>`` with ``conf``: its whole log in ``workdir/dags-test.log`` (``dags-test-<dag
+    id>.log`` for another DAG), and on stderr each task as it starts and ends (with its duration and counts), then a
+    table of the tasks."""
     from action_recognition.progress import DagProgress
 
-    log.info("running kinetics_pipeline with airflow dags test; full log in %s", workdir / "dags-test.log")
-    argv = [sys.executable, "-m", "airflow", "dags", "test", "kinetics_pipeline", "-c", json.dumps(conf)]
+    log_path = workdir / ("dags-test.log" if dag_id == "kinetics_pipeline" else f"dags-test-{dag_id}.log")
+    log.info("running %s with airflow dags test; full log in %s", dag_id, log_path)
+    argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)]
     progress = DagProgress()
     deadline = time.monotonic() + timeout_s
     tail: list[str] = []
     with (
-        (workdir / "dags-test.log").open("w") as log_file,
+        log_path.open("w") as log_file,
         subprocess.Popen(
             argv, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         ) as proc,
@@ -149,15 +154,15 @@ def dags_test(workdir: Path, env: dict[str, str], conf: Mapping[str, object], ti
             tail = [*tail[-40:], line]
             if time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"the DAG run took longer than {timeout_s:.0f} s; see {workdir / 'dags-test.log'}")
+                raise RuntimeError(f"the {dag_id} run took longer than {timeout_s:.0f} s; see {log_path}")
         code = proc.wait()
     progress.close()
     print(progress.table(), file=sys.stderr)
     if code != 0:
         failed = sorted({r.task_id for r in progress.tasks.values() if r.state in ("failed", "up_for_retry")})
         log.debug("the last lines of the DAG run:\n%s", "".join(tail))
-        raise RuntimeError(f"the DAG run failed at {', '.join(failed) or 'an unknown task'} (exit {code}); "
-                           f"full log: {workdir / 'dags-test.log'}")  # fmt: skip
+        raise RuntimeError(f"the {dag_id} run failed at {', '.join(failed) or 'an unknown task'} (exit {code}); "
+                           f"full log: {log_path}")  # fmt: skip
 
 
 def run_demo(
@@ -181,6 +186,15 @@ def run_demo(
             "runner": "local", "gpu_enabled": False,
         }  # fmt: skip
         dags_test(workdir, env, conf, timeout_s)
+    # Then batch inference with the new video champion: the bundled real videos and one file that is not a video.
+    incoming = storage / INFER_PREFIX
+    incoming.mkdir(parents=True, exist_ok=True)
+    for name in REAL_VIDEOS:
+        (incoming / name).write_bytes((videos / name).read_bytes())
+    (incoming / "not-a-video.mp4").write_text("a text file with a video's name: the ledger says bad_media\n")
+    infer = {"dataset": "demo", "storage_uri": str(storage), "runner": "local", "gpu_enabled": False,
+             "input_prefix": INFER_PREFIX, "overlays": True, "videos_per_shard": 3}  # fmt: skip
+    dags_test(workdir, env, infer, timeout_s, dag_id="kinetics_infer")
     tracking = env["MLFLOW_TRACKING_URI"]
     return DemoResult(str(workdir), str(storage), tracking, demo_summary(storage, tracking, "demo"))
 
@@ -196,7 +210,7 @@ def demo_summary(storage: Path, tracking_uri: str, dataset: str) -> dict[str, ob
     report = status(LocalStorage(storage), dataset)
     client = MlflowClient(tracking_uri)
     models: dict[str, object] = {}
-    for family in ("keypoint", "rgb"):
+    for family in ("keypoint", "rgb", "video"):
         name = f"{dataset}-{family}"
         try:
             version = client.get_model_version_by_alias(name, "champion")
@@ -205,4 +219,6 @@ def demo_summary(storage: Path, tracking_uri: str, dataset: str) -> dict[str, ob
         models[name] = {"champion": f"models:/{name}@champion", "version": version.version,
                         "metrics": json.loads(version.tags.get("ar.metrics", "{}")),
                         "untrained": version.tags.get("ar.untrained") == "true"}  # fmt: skip
-    return {"rows": report.rows, "states": report.states, "models": models}
+    summaries = sorted(storage.glob(f"inference/{dataset}/*/summary.json"), key=lambda p: p.stat().st_mtime)
+    inference = json.loads(summaries[-1].read_text()) if summaries else None
+    return {"rows": report.rows, "states": report.states, "models": models, "inference": inference}

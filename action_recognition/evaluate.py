@@ -125,6 +125,7 @@ def evaluate_model(model_uri: str, dataset_uri: str, *, tracking_uri: str | None
     import torch
 
     from action_recognition.datasets import DatasetError, load_dataset
+    from action_recognition.serving import load_module
     from action_recognition.training.inference import fetch_dataset, predict_logits
 
     if tracking_uri:
@@ -137,7 +138,7 @@ def evaluate_model(model_uri: str, dataset_uri: str, *, tracking_uri: str | None
                 f"{model_uri} predicts {len(meta['classes'])} classes that differ from the {len(data.classes)} "
                 f"classes of {dataset_uri}; evaluate on a dataset with the same classes"
             )
-        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        model = load_module(model_uri)
         indices = data.indices(split)
         if len(indices) == 0:
             raise DatasetError(f"{dataset_uri} has no {split} rows")

@@ -105,3 +105,13 @@ def weights_key(name: str) -> str:
 
 def probe_key(token: str) -> str:
     return f"doctor/probe-{token}"
+
+
+def inference_prefix(dataset: str, key: str) -> str:
+    """``inference/<dataset>/<key>/``: one batch inference (the model version and the inputs name ``key``)."""
+    return f"inference/{dataset}/{key}/"
+
+
+def inference_stage(key: str) -> str:
+    """The ledger stage of a batch inference: ``ledger/<dataset>/infer/<key>/``."""
+    return f"infer/{key}"

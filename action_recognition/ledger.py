@@ -172,11 +172,13 @@ def run_shard(
     *,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    inputs: list[dict[str, str]] | None = None,
 ) -> ShardRun:
-    """The loop every stage shares: the shard's manifest rows, each triaged against the stage's previous record,
-    the ones to do processed (``workers`` threads; 1 runs them in this thread), and the shard's records published
-    at once, atomically, at the end. ``progress`` hears the kept count first, then 1 per processed row."""
-    rows = shard_rows(read_manifest(storage, dataset), shard)
+    """The loop every stage shares: the shard's manifest rows (or of ``inputs``: rows with a ``clip_id``, e.g. the
+    videos of a batch inference), each triaged against the stage's previous record, the ones to do processed
+    (``workers`` threads; 1 runs them in this thread), and the shard's records published at once, atomically, at
+    the end. ``progress`` hears the kept count first, then 1 per processed row."""
+    rows = shard_rows(read_manifest(storage, dataset) if inputs is None else inputs, shard)
     previous = read_stage(storage, dataset, stage)
     records: dict[str, LedgerRecord] = {}
     todo: list[dict[str, str]] = []

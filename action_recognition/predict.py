@@ -16,7 +16,7 @@ import numpy as np
 
 from action_recognition.config import ClipConfig, PoseConfig
 from action_recognition.errors import ActionRecognitionError
-from action_recognition.media import encode_clip, probe
+from action_recognition.media import probe
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,39 @@ def _input_shape(info: Any) -> list[int]:
     return [int(v) for v in shape]
 
 
+def video_input(
+    video: Path, family: str, shape: list[int], work: Path, *, clip_config: ClipConfig, pose: Any = None,
+    pose_config: PoseConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """The network's input (1, ...) for ``video``, normalised the way the pipeline normalises clips, then keypoints
+    of the main person resampled to the model's T (``pose``: a loaded pose model) or T frames sampled and cropped;
+    and the people seen (keypoint models) for an overlay. The clip is written to ``work``."""
+    from action_recognition.build import resample, sample_frames
+    from action_recognition.clip import make_clip
+
+    clip = work / "clip.mp4"
+    # The clip step's own gates and encoding (with its fallback for files whose index defeats input seeking).
+    make_clip(Path(video), clip, offset_s=0.0, window_s=probe(Path(video)).duration_s, config=clip_config)
+    if family != "keypoint":
+        return sample_frames(clip, shape[1], shape[2])[None], None
+    from action_recognition.pose.extract import extract_clip
+
+    assert pose is not None and pose_config is not None, "a keypoint model needs the pose model"
+    arrays, pose_meta = extract_clip(pose, clip, pose_config)
+    if pose_meta["main_fraction"] == 0:
+        log.warning("no person found in %s: the prediction has nothing to go on", video)
+    return resample(arrays["keypoints"], shape[1])[None], arrays["people"]
+
+
 def predict_video(
     video: Path, model_uri: str, *, pose_config: PoseConfig, clip_config: ClipConfig, tracking_uri: str | None = None,
     overlay: Path | None = None, top_k: int = 5,
 ) -> Prediction:  # fmt: skip
-    """Classify ``video`` with ``model_uri`` (``models:/name@champion`` or ``runs:/...``)."""
+    """Classify ``video`` with ``model_uri`` (``models:/name@champion`` or ``runs:/...``): the same answers as the
+    model's pyfunc gives for the same input (:func:`action_recognition.serving.answers`)."""
     import mlflow
-    import torch
 
-    from action_recognition.build import resample, sample_frames
+    from action_recognition.serving import answers, load_module, logits_of
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
@@ -73,38 +97,26 @@ def predict_video(
     if not classes or family not in ("keypoint", "rgb"):
         raise PredictError(f"{model_uri} lacks the classes/family metadata that action-recognition logs")
     shape = _input_shape(info)
-    model = mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
-    with tempfile.TemporaryDirectory(prefix="ar-predict-") as tmp:
-        clip = Path(tmp) / "clip.mp4"
-        duration = probe(Path(video)).duration_s
-        encode_clip(Path(video), clip, start_s=0.0, duration_s=duration, short_side=clip_config.short_side,
-                    fps=clip_config.fps, crf=clip_config.crf, preset=clip_config.preset,
-                    threads=clip_config.threads, timeout_s=clip_config.timeout_s)  # fmt: skip
-        people = None
-        untrained = bool(meta.get("untrained"))
-        if family == "keypoint":
-            from action_recognition.pose.extract import extract_clip, load_pose_model
+    model = load_module(model_uri)
+    untrained = bool(meta.get("untrained"))
+    pose = None
+    if family == "keypoint":
+        from action_recognition.pose.extract import load_pose_model
 
-            pose = load_pose_model(pose_config)
-            arrays, pose_meta = extract_clip(pose, clip, pose_config)
-            untrained = untrained or pose.untrained
-            people = arrays["people"]
-            if pose_meta["main_fraction"] == 0:
-                log.warning("no person found in %s: the prediction has nothing to go on", video)
-            x = resample(arrays["keypoints"], shape[1])[None]
-        else:
-            x = sample_frames(clip, shape[1], shape[2])[None]
-        with torch.inference_mode():
-            logits = model(torch.from_numpy(np.ascontiguousarray(x)))
-        probs = torch.softmax(logits.float(), dim=1)[0].numpy()
-        order = np.argsort(-probs)[: min(top_k, len(classes))]
-        top = [(classes[i], float(probs[i])) for i in order]
+        pose = load_pose_model(pose_config)
+        untrained = untrained or pose.untrained
+    with tempfile.TemporaryDirectory(prefix="ar-predict-") as tmp:
+        x, people = video_input(Path(video), family, shape, Path(tmp), clip_config=clip_config, pose=pose,
+                                pose_config=pose_config)  # fmt: skip
+        row = answers(logits_of(model, x), classes, top_k).iloc[0]
+        top = list(zip(row["top_labels"], row["top_probabilities"], strict=True))
         written = ""
         if overlay is not None:
             from action_recognition.pose.render import render_overlay
 
             label = f"{top[0][0]} ({top[0][1]:.0%})"
-            render_overlay(clip, people if people is not None else np.zeros((1, 0, 17, 3), np.float32), overlay,
+            render_overlay(Path(tmp) / "clip.mp4",
+                           people if people is not None else np.zeros((1, 0, 17, 3), np.float32), overlay,
                            label=label)  # fmt: skip
             written = str(overlay)
     return Prediction(str(video), model_uri, top, family, written, untrained)

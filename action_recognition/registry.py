@@ -86,6 +86,7 @@ class Registration:
     model_uri: str
     created: bool
     aliases: list[str]
+    video: str | None = None  # models:/<dataset>-video/N registered beside it (action_recognition.video_model)
 
     def summary(self) -> dict[str, object]:
         out = asdict(self)
@@ -209,6 +210,7 @@ class Promotion:
     metric: str
     challenger_score: float | None
     champion_score: float | None
+    video_champion: str | None = None  # models:/<dataset>-video/N, moved with the champion it wraps
 
     def summary(self) -> dict[str, object]:
         return asdict(self)

@@ -37,6 +37,7 @@ from ar_provider.defaults import (
     preflight,
     runner_kwargs,
     train_args,
+    url_template_param,
 )  # fmt: skip
 from ar_provider.operators import StepOperator
 
@@ -105,13 +106,7 @@ the same test set); rejecting keeps the champions.
             maximum=10000,
             description="Clips per mapped download/clip/pose task (at most 64 tasks).",
         ),
-        "url_template": Param(
-            env_default("AR_URL_TEMPLATE", "https://www.youtube.com/watch?v={youtube_id}"),
-            type="string",
-            maxLength=2048,
-            pattern="^https?://[^{}\\s]*[{]youtube_id[}][^{}\\s]*$",
-            description="Where videos come from.",
-        ),
+        "url_template": url_template_param(),
         "pose_weights": Param(
             os.environ.get("AR_POSE_WEIGHTS") or None,
             type=["null", "string"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,8 @@ from action_recognition.cli.common import (
     progress_bar,
     step_command,
 )
+
+log = logging.getLogger(__name__)
 
 
 @step_command()
@@ -100,14 +103,26 @@ def register(
     common: Common,
     run_id: Annotated[str, typer.Option("--run-id", help="MLflow run whose model to register.")],
     name: Annotated[str, typer.Option("--name", help="Registered model name (one per model family).")],
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Also log and register <dataset>-video.")] = True,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Register a run's model (once per run) and set alias @challenger."""
+    """Register a run's model (once per run) and set alias @challenger; with it the video model that wraps it."""
     from action_recognition.registry import register_run
+    from action_recognition.video_model import register_video
+    from action_recognition.weights import WeightsError
 
     def step() -> Any:
         cfg = common.load()
-        return register_run(run_id, name, cfg.registry, tracking_uri=tracking_uri or cfg.train.tracking_uri)
+        uri = tracking_uri or cfg.train.tracking_uri
+        registered = register_run(run_id, name, cfg.registry, tracking_uri=uri)
+        if video:
+            try:
+                wrapper = register_video(run_id, registered, pose=cfg.pose, clip=cfg.clip, config=cfg.registry,
+                                         tracking_uri=uri)  # fmt: skip
+                registered.video = f"models:/{wrapper.name}/{wrapper.version}"
+            except WeightsError as exc:  # the family model stands on its own; say why no video model came with it
+                log.warning("no video model for %s: %s", name, exc)
+        return registered
 
     common.run(step, summarise=lambda r: r.summary(),
                human=lambda r: f"{'registered' if r.created else 'already registered'}: models:/{r.name}/{r.version} "
@@ -123,10 +138,16 @@ def promote(
 ) -> None:
     """Move @champion to @challenger when it beats the champion on the same test set by the margin."""
     from action_recognition.registry import promote as do_promote
+    from action_recognition.video_model import sync_video_champion
 
     def step() -> Any:
         cfg = common.load(nested(registry__promotion_margin=margin))
-        return do_promote(name, cfg.registry, tracking_uri=tracking_uri or cfg.train.tracking_uri)
+        uri = tracking_uri or cfg.train.tracking_uri
+        decision = do_promote(name, cfg.registry, tracking_uri=uri)
+        if name.endswith(("-keypoint", "-rgb")):
+            version = sync_video_champion(name, cfg.registry, tracking_uri=uri)
+            decision.video_champion = f"models:/{name.rpartition('-')[0]}-video/{version}" if version else None
+        return decision
 
     common.run(step, summarise=lambda r: r.summary(),
                human=lambda r: f"{r.name}: {'PROMOTED' if r.promoted else 'kept the champion'} "

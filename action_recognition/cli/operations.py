@@ -43,6 +43,10 @@ def demo(
             flag = ", UNTRAINED" if info["untrained"] else ""
             top1 = info["metrics"].get("test_top1", float("nan"))
             lines.append(f"  {info['champion']} (version {info['version']}{flag}): test top-1 {top1:.3f}")
+        inference = r.summary.get("inference")
+        if inference:
+            lines.append(f"  kinetics_infer: {inference['videos']} videos with {inference['model_uri']}: "
+                         f"{inference['counts']} -> {inference['predictions_uri']}")  # fmt: skip
         lines.append(f"storage: {r.storage}  (action-recognition status --storage {r.storage} --dataset demo)")
         video = (videos / "demo.mp4").resolve()
         lines += [

@@ -112,25 +112,21 @@ def log_artifacts(
 
 
 def log_model(model: Any, data: LabeledArrays, arch: str, family: str, untrained: bool) -> str:
-    """The model with its signature, an input example and its metadata (classes, arch, layout, untrained)."""
-    import mlflow
+    """The model as a pyfunc that answers with labels and probabilities (:mod:`action_recognition.serving`), with
+    its signature, an input example and its metadata (classes, arch, layout, untrained)."""
     import torch
-    from mlflow.models import infer_signature
+
+    from action_recognition.serving import log_classifier
 
     example = data.data[:2].copy() if len(data.data) >= 2 else np.repeat(data.data, 2, axis=0)
     if data.kind == "frames":
         example = centre_crop(torch.from_numpy(example), rgb_crop(data)).numpy()
-    with torch.inference_mode():
-        output = model(torch.from_numpy(example)).numpy()
     requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
     if family == "rgb":
         import torchvision
 
         requirements.append(f"torchvision=={torchvision.__version__.split('+')[0]}")
-    info = mlflow.pytorch.log_model(
-        model, name="model", signature=infer_signature(example, output), input_example=example,
-        pip_requirements=requirements, serialization_format="pickle",
-        metadata={"classes": data.classes, "arch": arch, "family": family, "layout": data.layout or "",
-                  "untrained": untrained or bool(data.meta.get("untrained_pose")), "input_kind": data.kind},
-    )  # fmt: skip
-    return str(info.model_uri)
+    metadata = {"classes": data.classes, "arch": arch, "family": family, "layout": data.layout or "",
+                "untrained": untrained or bool(data.meta.get("untrained_pose")), "input_kind": data.kind}  # fmt: skip
+    return log_classifier(model, np.ascontiguousarray(example), data.classes, metadata=metadata,
+                          requirements=requirements)  # fmt: skip

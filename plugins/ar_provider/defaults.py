@@ -49,15 +49,18 @@ ALLOW_UNTRAINED = ["{{ '--set' if params.rgb_allow_untrained else '' }}",
                    "{{ 'train.allow_untrained=true' if params.rgb_allow_untrained else '' }}"]  # fmt: skip
 
 
-def preflight(run: dict[str, Any], *, skip: tuple[str, ...] = (), pools: tuple[str, ...] = ()) -> Any:
-    """The ``preflight`` task both DAGs start with: ``doctor`` on the runner that does the work (``skip``: checks the
-    DAG does not need) and the ``pools`` its tasks use, through Airflow's REST API (PreflightOperator)."""
+def preflight(
+    run: dict[str, Any], *, skip: tuple[str, ...] = (), pools: tuple[str, ...] = (), trains: bool = True
+) -> Any:
+    """The ``preflight`` task every DAG starts with: ``doctor`` on the runner that does the work (``skip``: checks
+    the DAG does not need) and the ``pools`` its tasks use, through Airflow's REST API (PreflightOperator).
+    ``trains``: the DAG has the rgb_allow_untrained Param (the backbone check then allows random weights)."""
     from ar_provider.operators import PreflightOperator
 
     return PreflightOperator(
         **run, task_id="preflight", pools=pools,
         args=["{{ '--gpu' if params.gpu_enabled else '' }}",
-              *(a for name in skip for a in ("--skip", name)), *ALLOW_UNTRAINED],
+              *(a for name in skip for a in ("--skip", name)), *(ALLOW_UNTRAINED if trains else [])],
     )  # fmt: skip
 
 
@@ -113,6 +116,13 @@ def common_params() -> dict[str, Param]:
                                   description="How much better (test top-1) a challenger must be to become champion."),
         "require_approval": Param(False, type="boolean", description="A person approves each promotion in the UI."),
     }  # fmt: skip
+
+
+def url_template_param() -> Param:
+    """Where videos come from (YouTube; a local server in tests and the demo)."""
+    return Param(env_default("AR_URL_TEMPLATE", "https://www.youtube.com/watch?v={youtube_id}"), type="string",
+                 maxLength=2048, pattern="^https?://[^{}\\s]*[{]youtube_id[}][^{}\\s]*$",
+                 description="Where videos come from.")  # fmt: skip
 
 
 def train_args(family: str, dataset_xcom: str) -> list[str]:

@@ -28,7 +28,7 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def test_dags_import_cleanly(bag: Any) -> None:
     assert bag.import_errors == {}
-    assert set(bag.dags) == {"kinetics_pipeline", "kinetics_retrain"}
+    assert set(bag.dags) == {"kinetics_infer", "kinetics_pipeline", "kinetics_retrain"}
     for dag_id, dag in bag.dags.items():
         assert Path(dag.fileloc).stem == dag_id, "dag_id is the file stem"
         assert dag.doc_md and dag.tags
@@ -49,12 +49,31 @@ print(json.dumps({{"errors": list(bag.import_errors), "dags": sorted(bag.dags), 
                       AIRFLOW_CONN_AR_STORAGE="")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["errors"] == [] and report["dags"] == ["kinetics_pipeline", "kinetics_retrain"]
+    assert report["errors"] == [] and report["dags"] == ["kinetics_infer", "kinetics_pipeline", "kinetics_retrain"]
     assert report["heavy"] == [], f"heavy modules imported at parse: {report['heavy']}"
 
 
 def _upstream(dag: Any, task_id: str) -> set[str]:
     return set(dag.get_task(task_id).upstream_task_ids)
+
+
+def test_infer_graph(bag: Any) -> None:
+    dag = bag.dags["kinetics_infer"]
+    assert _upstream(dag, "preflight") == {"check_params"}
+    assert _upstream(dag, "plan_inference") == {"preflight"}
+    assert _upstream(dag, "shard_downloads") == {"plan_inference"}
+    assert _upstream(dag, "download_videos") == {"shard_downloads"}
+    assert _upstream(dag, "clip_videos") == {"download_videos", "shard_downloads"}
+    assert _upstream(dag, "shard_videos") == {"plan_inference", "clip_videos"}
+    assert dag.get_task("shard_videos").trigger_rule == "none_failed", "a prefix skips download and clip"
+    assert dag.get_task("download_videos").partial_kwargs["pool"] == "youtube_downloads"
+    assert _upstream(dag, "infer_videos") == {"shard_videos"}
+    assert type(dag.get_task("infer_videos")).__name__ == "MappedOperator", "mapped over shards of the videos"
+    assert _upstream(dag, "collect_predictions") == {"infer_videos"}
+    assert _upstream(dag, "summarise") == {"collect_predictions"}
+    assert not dag.get_task("plan_inference").args[-1] or "params.model" in dag.get_task("plan_inference").args[-1]
+    assert dag.params["model"] is None and dag.params["input_prefix"] == "incoming/"
+    assert dag.is_paused_upon_creation is False, "triggered from the UI or the API, never left queued"
 
 
 def test_pipeline_graph(bag: Any) -> None:
@@ -167,12 +186,14 @@ def test_links(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_steps_get_the_params_once_through_check_params(bag: Any) -> None:
     """Config-bearing Params reach a step only as check_params' validated overrides (config_from), never again as
     Jinja arguments; what templates may still name: identifiers (the dataset in a registered model's name) and
-    per-family choices the config has no key for (architectures, RGB from random weights, the GPU switch)."""
+    per-family choices the config has no key for (architectures, RGB from random weights, the GPU switch), and the
+    inference DAG's own inputs (which videos, which model, how many per task)."""
     import re
 
     from action_recognition.airflow_adapter import PARAM_KEYS
 
-    allowed = {"dataset", "keypoint_arch", "rgb_arch", "rgb_allow_untrained", "gpu_enabled", "runner"}
+    allowed = {"dataset", "keypoint_arch", "rgb_arch", "rgb_allow_untrained", "gpu_enabled", "runner",
+               "input_prefix", "youtube_csv", "model", "videos_per_shard"}  # fmt: skip
     checked: list[str] = []
     for dag in bag.dags.values():
         for task in dag.tasks:

@@ -103,12 +103,17 @@ def test_run_registry_promotion_and_serving(
     # Serving: the champion loads from the registry and classifies a batch.
     import mlflow
 
+    from action_recognition.serving import load_module
+
     mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.pytorch.load_model("models:/synth-keypoint@champion", map_location="cpu")
     data = load_dataset(synthetic_dataset)
+    answered = mlflow.pyfunc.load_model("models:/synth-keypoint@champion").predict(data.data[:4])
+    assert len(answered) == 4 and set(answered["label"]) <= set(data.classes), "labels, not logits"
+    model = load_module("models:/synth-keypoint@champion")  # the network itself, for logits
     with torch.inference_mode():
         logits = model(torch.from_numpy(data.data[:4]))
     assert logits.shape == (4, 6)
+    assert [data.classes[i] for i in logits.argmax(1).tolist()] == list(answered["label"])
     metrics = evaluate_model("models:/synth-keypoint@champion", str(synthetic_dataset), tracking_uri=mlflow_server)
     assert metrics.top1 == pytest.approx(max(first.metrics["test_top1"], strong.metrics["test_top1"])
                                          if decision.promoted else first.metrics["test_top1"], abs=1e-6)  # fmt: skip

@@ -32,6 +32,7 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset
     from action_recognition.datasets import load_dataset
     from action_recognition.models.ensemble import LogitAverage
     from action_recognition.models.skeleton import FlipAverage
+    from action_recognition.serving import load_module
 
     stages: list[str] = []
     cfg = _cfg(tmp_path, log_model=True)
@@ -57,7 +58,7 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset
 
     # The logged model is the average of the two refits (mirror-averaged: COCO-17) and gives the run's test accuracy.
     mlflow.set_tracking_uri(cfg.tracking_uri)
-    model = mlflow.pytorch.load_model(result.model_uri)
+    model = load_module(result.model_uri)
     assert isinstance(model, FlipAverage) and isinstance(model.model, LogitAverage) and len(model.model.members) == 2
     data = load_dataset(synthetic_dataset)
     test = data.split == "test"
@@ -66,6 +67,13 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset
     with torch.inference_mode():
         top1 = float((model(torch.from_numpy(data.data[test])).argmax(1).numpy() == data.labels[test]).mean())
     assert top1 == pytest.approx(m["test_top1"])
+    # What a consumer of the registry gets: labels and probabilities, the same answers.
+    answered = mlflow.pyfunc.load_model(result.model_uri).predict(data.data[test])
+    assert list(answered.columns) == ["label", "probability", "top_labels", "top_probabilities", "probabilities"]
+    truth = [data.classes[i] for i in data.labels[test]]
+    assert float(np.mean(answered["label"] == truth)) == pytest.approx(m["test_top1"])
+    assert np.allclose([sum(p) for p in answered["probabilities"]], 1.0)
+    assert all(row.top_labels[0] == row.label and len(row.top_labels) == 5 for row in answered.itertuples())
 
 
 def test_a_refit_killed_midway_resumes_to_the_same_model(synthetic_dataset: Path, tmp_path: Path) -> None:
