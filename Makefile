@@ -81,6 +81,7 @@ bench: system venv  ## Speed and bytes figures against baselines measured in the
 	$(BIN)/python -m benchmarks.bench_pose
 	$(BIN)/python -m benchmarks.bench_parse
 	$(BIN)/python -m benchmarks.bench_serving
+	$(BIN)/python -m benchmarks.bench_health
 
 stack-images: system venv  ## Build every image of the compose stack here, pulling nothing (scripts/stack-images.sh)
 	scripts/dockerd.sh start

@@ -66,6 +66,11 @@ def ledger_prefix(dataset: str, stage: str) -> str:
     return f"{LEDGER}/{dataset}/{stage}/"
 
 
+def health_key(dataset: str) -> str:
+    """``health/<dataset>.json``: the dataset's health, written at the end of each pipeline run."""
+    return f"health/{dataset}.json"
+
+
 def shard_key(dataset: str, stage: str, shard: tuple[int, int]) -> str:
     return f"{ledger_prefix(dataset, stage)}shard-{shard[0]:04d}-of-{shard[1]:04d}.csv"
 

@@ -209,7 +209,9 @@ def kinetics_pipeline() -> None:
     def summarise(**context: Any) -> dict[str, Any]:
         """Counts per ledger state, metrics, promoted or not."""
         from action_recognition.airflow_adapter import apply_connection_env
+        from action_recognition.health import publish_health
         from action_recognition.pipeline import pipeline_summary
+        from action_recognition.storage import open_storage
 
         apply_connection_env(STORAGE_CONN_ID)
         ti = context["ti"]
@@ -218,6 +220,13 @@ def kinetics_pipeline() -> None:
             context["params"]["storage_uri"], context["params"]["dataset"],
             {name: ti.xcom_pull(task_ids=name) for name in names},
         )  # fmt: skip
+        # The dataset health page (Browse > Dataset health, and this run's tab) reads what this writes.
+        summary["health_uri"] = publish_health(
+            open_storage(context["params"]["storage_uri"]),
+            context["params"]["dataset"],
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+        )
         print(json.dumps(summary, sort_keys=True))  # the last line of the task log, for people and scripts
         return summary
 

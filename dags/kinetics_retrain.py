@@ -69,6 +69,23 @@ def kinetics_retrain() -> None:
     checks = preflight(run, skip=("ffmpeg", "javascript", "yt-dlp", "pose-weights", "annotations"))
     check_params() >> checks >> [keypoints, frames]
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote"}
+
+    @task(trigger_rule="none_failed", **NETWORK_RETRY)
+    def publish_health(**context: Any) -> str | None:
+        """The dataset health page's champions after this retrain (nothing when no dataset was found)."""
+        from action_recognition.airflow_adapter import apply_connection_env
+        from action_recognition.health import publish_health as publish
+        from action_recognition.manifest import read_plan_info
+        from action_recognition.storage import open_storage
+
+        apply_connection_env(STORAGE_CONN_ID)
+        params, ti = context["params"], context["ti"]
+        storage = open_storage(params["storage_uri"])
+        if read_plan_info(storage, params["dataset"]) is None:
+            raise AirflowSkipException(f"{params['dataset']} was never planned in {params['storage_uri']}")
+        return publish(storage, params["dataset"], dag_id=ti.dag_id, run_id=ti.run_id)
+
+    health = publish_health()
     for family, found in (("keypoint", keypoints), ("rgb", frames)):
         source = f"find_{'keypoint' if family == 'keypoint' else 'frames'}_dataset"
         train = StepOperator(
@@ -84,7 +101,7 @@ def kinetics_retrain() -> None:
             task_id=f"promote_{family}", skip_unless=family, **promote_kwargs,
             args=["--name", "{{ params.dataset }}-" + family],
         )  # fmt: skip
-        found >> train >> register >> promote
+        found >> train >> register >> promote >> health
 
 
 kinetics_retrain()

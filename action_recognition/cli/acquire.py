@@ -1,4 +1,4 @@
-"""Acquisition: ``plan``, ``download``, ``clip``, ``status``, ``top-up``."""
+"""Acquisition: ``plan``, ``download``, ``clip``, ``status``, ``health``, ``top-up``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from action_recognition.cli.common import (
     Common,
     DatasetOpt,
     ShardOpt,
+    TrackingOpt,
     nested,
     progress_bar,
     shard_size,
@@ -134,6 +135,36 @@ def status(
         return ledger_status(open_storage(cfg.storage), cfg.plan.dataset)
 
     common.run(step, summarise=lambda r: r.summary(), human=lambda r: r.table())
+
+
+@step_command()
+def health(
+    common: Common,
+    dataset: DatasetOpt = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="Publish it for the Airflow UI page (health/<dataset>.json).")
+    ] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """A dataset's health: status per class and stage, failure reasons, top-ups, the champions' per-class accuracy."""
+    from action_recognition.health import champion_accuracy, dataset_health, write_health
+    from action_recognition.storage import open_storage
+
+    def step() -> Any:
+        cfg = common.load(nested(plan__dataset=dataset))
+        store = open_storage(cfg.storage)
+        report = dataset_health(store, cfg.plan.dataset, champions=champion_accuracy(
+            cfg.plan.dataset, tracking_uri or cfg.train.tracking_uri))  # fmt: skip
+        return report, (write_health(store, report) if write else "")
+
+    def human(result: Any) -> str:
+        report, uri = result
+        lines = [f"{c['class']}: {c['usable']} usable of {c['planned']} planned (target {c['target']}), "
+                 f"{c['states']}" for c in report.classes]  # fmt: skip
+        lines += [f"{f}: {c['model']} test top-1 {c['test_top1']}" for f, c in report.champions.items()]
+        return "\n".join(lines + ([f"written: {uri}"] if uri else []))
+
+    common.run(step, summarise=lambda r: {**r[0].summary(), "written": r[1]}, human=human)
 
 
 @step_command("top-up")

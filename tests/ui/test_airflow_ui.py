@@ -131,3 +131,50 @@ def test_the_pool_check_names_a_missing_pool_and_refused_credentials(deployment:
     assert missing.status == "fail" and "no pool 'no_such_pool'" in missing.detail, missing
     refused = check_pool(airflow.url, airflow.user, "wrong", "youtube_downloads")
     assert refused.status == "fail" and "refuses the credentials" in refused.detail, refused
+
+
+def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]) -> None:
+    """After the run above: Browse > Dataset health shows the dataset's classes and its one unavailable clip, with
+    exactly the numbers of `action-recognition status --json`; the run's own tab links to the same page; an anonymous
+    request is refused."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.deployment import http_status
+
+    airflow: AirflowDeployment = deployment["airflow"]
+    for path in ("/dataset-health/", f"/dataset-health/api/{DATASET}"):
+        assert http_status(airflow.url + path) == 401, f"{path} answers an anonymous request"
+    status = subprocess.run([sys.executable, "-m", "action_recognition", "status", "--storage",
+                             str(deployment["work"] / "storage"), "--dataset", DATASET, "--json"],
+                            capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    expected = json.loads(status.stdout.strip().splitlines()[-1])
+    expected.pop("ok")
+    health = airflow.api("GET", f"/dataset-health/api/{DATASET}")  # with the same bearer token as the REST API
+    assert health["status"] == expected, "the page's numbers are status --json's"
+    assert expected["states"].get("unavailable") == 1, expected
+
+    page.goto(airflow.url)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Dataset health").click()
+    frame = page.frame_locator("iframe")
+    frame.get_by_text(f"Dataset health: {DATASET}").wait_for(timeout=30_000)
+    table = frame.locator("#classes")
+    for label in expected["per_class"]:
+        assert table.get_by_text(label, exact=True).count() == 1, label
+    total = table.locator("tr").last.inner_text()
+    assert f"{expected['rows']}" in total and "1 (" in total, total  # the one unavailable clip, with its share
+    assert "HTTP 404" in frame.locator("#failures").inner_text(), "the reason behind the unavailable clip"
+    page.wait_for_timeout(500)
+    shot(page, "ui-dataset-health")
+
+    (run,) = [r for r in airflow.runs("kinetics_pipeline") if r["state"] == "success"][:1]
+    page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run['dag_run_id']}")
+    page.get_by_role("link", name="Dataset health").click()  # the run's own tab
+    page.wait_for_url("**/plugin/dataset-health-run")
+    run_frame = page.frame_locator("iframe")
+    run_frame.get_by_text(f"Dataset health: {DATASET}").wait_for(timeout=30_000)
+    # Written by this run's summarise, or since by the retrain it started (publish_health): the same dataset.
+    assert "clips planned: ok" in run_frame.locator("body").inner_text()
+    shot(page, "ui-dataset-health-run")

@@ -1,0 +1,123 @@
+"""The dataset health page inside the Airflow UI: a FastAPI app the api-server serves under ``/dataset-health``
+(``AirflowPlugin.fastapi_apps``), shown in the nav and as a tab of every DAG run (``external_views``).
+
+It reads ``health/<dataset>.json`` from the deployment's storage (``AR__STORAGE__URI``, keys from the ``ar_storage``
+connection), never Airflow's metadata database, and renders it (:mod:`action_recognition.health_page`). FastAPI plugin
+apps are not protected by Airflow: every route here depends on Airflow's own ``get_user`` (the UI's token cookie or
+a bearer token), so an anonymous request gets 401.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from airflow.api_fastapi.core_api.security import get_user
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+
+STORAGE_CONN_ID = "ar_storage"
+DATASET = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+app = FastAPI(title="Dataset health", dependencies=[Depends(get_user)], docs_url=None, redoc_url=None,
+              openapi_url=None)  # fmt: skip
+
+
+def _storage() -> Any:
+    """The deployment's storage, with the ar_storage connection's keys when it has one (a client of its own: the
+    api-server's environment is left alone)."""
+    from action_recognition.storage import S3Storage, open_storage
+
+    uri = os.environ.get("AR__STORAGE__URI") or "./ar-data"
+    if not uri.startswith("s3://"):
+        return open_storage(uri)
+    import boto3
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    from action_recognition.airflow_adapter import storage_env_from_fields
+
+    try:
+        conn = Connection.get_connection_from_secrets(STORAGE_CONN_ID)
+        env = storage_env_from_fields(conn.login, conn.password, conn.extra_dejson)
+    except AirflowNotFoundException:
+        env = {}
+    client = boto3.session.Session().client(
+        "s3", aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        endpoint_url=env.get("AWS_ENDPOINT_URL"), region_name=env.get("AWS_DEFAULT_REGION"),
+    )  # fmt: skip
+    return S3Storage(uri, client=client)
+
+
+def _run_dataset(request: Request, dag_id: str, run_id: str) -> str | None:
+    """The dataset a DAG run worked on: its ``dataset`` Param, asked of Airflow's REST API with the caller's own
+    token (so only a run the caller may read answers), else the deployment's default (``AR_DATASET``)."""
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+    from airflow.configuration import conf
+
+    token = request.cookies.get(COOKIE_NAME_JWT_TOKEN) or request.headers.get("authorization", "").removeprefix(
+        "Bearer ").strip()  # fmt: skip
+    base = (conf.get("api", "base_url", fallback="") or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+    url = f"{base}/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}),
+                                    timeout=10) as resp:  # fmt: skip
+            run = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return str((run.get("conf") or {}).get("dataset") or os.environ.get("AR_DATASET") or "") or None
+
+
+def _choose(request: Request, storage: Any, dataset: str | None, dag_id: str | None,
+            run_id: str | None) -> tuple[str | None, str]:  # fmt: skip
+    from action_recognition.health import datasets_with_health
+
+    if dataset:
+        return dataset, ""
+    if run_id and dag_id:
+        found = _run_dataset(request, dag_id, run_id)
+        if found:
+            return found, ""
+        return None, f"run {run_id} of {dag_id} names no dataset; the datasets above have a health summary"
+    names = datasets_with_health(storage)
+    return (names[0], "") if names else (None, "no dataset health yet: it is written at the end of each run")
+
+
+@app.get("/", response_class=HTMLResponse)
+def page(
+    request: Request,
+    dataset: str | None = Query(None, pattern=DATASET),
+    dag_id: str | None = Query(None, max_length=250),
+    run_id: str | None = Query(None, max_length=250),
+) -> HTMLResponse:
+    """The health of ``dataset``, of the dataset a DAG run worked on (``dag_id`` + ``run_id``: the DAG-run tab), or
+    of the first dataset with one."""
+    from action_recognition.health import datasets_with_health, read_health
+    from action_recognition.health_page import render_page
+
+    storage = _storage()
+    name, note = _choose(request, storage, dataset, dag_id, run_id)
+    health = read_health(storage, name) if name else None
+    if name and health is None:
+        note = f"dataset {name!r} has no health summary yet (written at the end of each kinetics_pipeline run)"
+    return HTMLResponse(render_page(health, datasets_with_health(storage), note=note))
+
+
+@app.get("/api/{dataset}")
+def health_json(dataset: str) -> dict[str, Any]:
+    """``health/<dataset>.json`` as written (its ``status`` is ``action-recognition status --json``)."""
+    import re
+
+    from action_recognition.health import read_health
+
+    if not re.fullmatch(DATASET, dataset):
+        raise HTTPException(422, f"{dataset!r} is not a dataset name")
+    health = read_health(_storage(), dataset)
+    if health is None:
+        raise HTTPException(404, f"no health summary for dataset {dataset!r}")
+    return health
