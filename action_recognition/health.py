@@ -162,6 +162,18 @@ def publish_health(storage: Storage, dataset: str, *, dag_id: str = "", run_id: 
                         dag_id=dag_id, run_id=run_id)  # fmt: skip
 
 
+def live_health(storage: Storage, dataset: str, stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The health computed now from the ledgers (a run in progress), with the champions and their per-class
+    accuracy carried over from the ``stored`` summary (the registry is read when a run writes it, not per request)."""
+    live = dataset_health(storage, dataset).summary()
+    if stored:
+        accuracy = {c["class"]: c.get("test_accuracy", {}) for c in stored.get("classes", [])}
+        for c in live["classes"]:
+            c["test_accuracy"] = accuracy.get(c["class"], {})
+        live["champions"] = stored.get("champions", {})
+    return {**live, "live": True}
+
+
 def read_health(storage: Storage, dataset: str) -> dict[str, Any] | None:
     """``health/<dataset>.json`` as written, or None."""
     key = health_key(dataset)

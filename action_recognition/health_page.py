@@ -128,12 +128,15 @@ def render_page(health: dict[str, Any] | None, datasets: list[str], *, note: str
     if health is not None:
         status = health["status"]
         written = f" by run <code>{escape(health['run_id'])}</code>" if health.get("run_id") else ""
+        if health.get("live"):
+            written = " now, from the ledgers (champions as of the last run)"
+        fresh = f'<a id=live href="?dataset={quote(health["dataset"])}&live=true">recompute from the ledgers now</a>'
         states = ", ".join(f"{escape(k)} {v}" for k, v in status["states"].items())
         parts += [
             f"<h1>Dataset health: {escape(health['dataset'])}</h1>",
             f"<p class=muted>{status['rows']} clips planned: {states}"
             f"; written {escape(health['generated_at'])}{written} (the same numbers as "
-            f"<code>action-recognition status --dataset {escape(health['dataset'])} --json</code>)</p>",
+            f"<code>action-recognition status --dataset {escape(health['dataset'])} --json</code>); {fresh}</p>",
             "<h2>Classes: planned, usable, and why the rest was lost</h2>", _class_table(health),
             "<h2>Champions</h2>", _champions(health),
             "<h2>Each stage</h2>", _stage_tables(health),

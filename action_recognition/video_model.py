@@ -28,6 +28,8 @@ from action_recognition.serving import POSE_ARTIFACT, TORCH_ARTIFACT
 log = logging.getLogger(__name__)
 
 FAMILIES = ("keypoint", "rgb")
+#: MLflow's answers for a model or an alias that does not exist (yet).
+MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 VIDEO_TAG = "ar.video_model_uri"
 
 
@@ -132,12 +134,15 @@ def log_video_model(
             spec["pose"] = {**pose.model_dump(mode="json", exclude={"config_dir"}), "untrained": False,
                             "weights": weights.name, "weights_sha256": sha}  # fmt: skip
         requirements = _requirements(family)
-        with mlflow.start_run(run_id=run_id):
+        mlflow.start_run(run_id=run_id)
+        try:
             logged = mlflow.pyfunc.log_model(
                 name="video-model", python_model=VideoClassifier(spec), artifacts=artifacts,
                 signature=_signature(spec["classes"]), pip_requirements=requirements,
                 metadata={**meta, "family": "video", "wraps_family": family, "untrained": spec["untrained"]},
             )  # fmt: skip
+        finally:  # the training run stays FINISHED (a failed upload here must not mark the training FAILED)
+            mlflow.end_run("FINISHED")
     uri = str(logged.model_uri)
     with_retries(lambda: client.set_tag(run_id, VIDEO_TAG, uri), "tag the video model", config)
     log.info("logged the video model of run %s: %s (wraps %s)", run_id, uri, model_uri)
@@ -193,7 +198,8 @@ def sync_video_champion(model_name: str, config: RegistryConfig, *, tracking_uri
             champion = with_retries(lambda: client.get_model_version_by_alias(f"{dataset}-{family}", CHAMPION),  # noqa: B023
                                     f"read {dataset}-{family}@{CHAMPION}", config)  # fmt: skip
         except RegistryError as exc:
-            if isinstance(exc.__cause__, MlflowException):
+            cause = exc.__cause__
+            if isinstance(cause, MlflowException) and cause.error_code in MISSING:
                 continue  # no such model or no champion yet
             raise
         run = champion.run_id

@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,34 +77,16 @@ def _median_s(call: Any, repeats: int) -> float:
 def _served(uri: str, clip: Path, repeats: int, env: dict[str, str]) -> float:
     import requests
 
-    from tests.support.paths import free_port
+    from tests.support.serving import served_model
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     body = {"dataframe_split": {"columns": ["video_bytes"], "data": [[base64.b64encode(clip.read_bytes()).decode()]]}}
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve {uri} never answered")
-            time.sleep(1)
+    with served_model(uri, env, clip.parent / "serve.log") as url:
 
         def post() -> None:
             answer = requests.post(f"{url}/invocations", json=body, timeout=600)
             answer.raise_for_status()
 
         return _median_s(post, repeats)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def main() -> None:

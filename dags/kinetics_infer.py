@@ -1,7 +1,8 @@
 """
 ### kinetics_infer: label new videos with a registered video model
 
-Classifies every video under a storage prefix (`input_prefix`, in the storage of `storage_uri`) with the video
+Classifies every video under a storage prefix (`input_prefix`, in the storage of `storage_uri`), or the clips of a
+CSV of YouTube ids (`youtube_csv`, fetched first by the pipeline's own download and clip steps), with the video
 model `model` (default `models:/<dataset>-video@champion`: the registered champion with its own pose weights and
 clip settings). The alias is resolved once, by `plan_inference`: every shard uses that version, and the output and
 the run's summary name it. `infer_videos` is mapped over shards of the videos (at most 64 tasks; GPU for the pose

@@ -94,15 +94,19 @@ def page(
     dataset: str | None = Query(None, pattern=DATASET),
     dag_id: str | None = Query(None, max_length=250),
     run_id: str | None = Query(None, max_length=250),
+    live: bool = Query(False, description="Recompute from the ledgers now (a run in progress)."),
 ) -> HTMLResponse:
     """The health of ``dataset``, of the dataset a DAG run worked on (``dag_id`` + ``run_id``: the DAG-run tab), or
-    of the first dataset with one."""
-    from action_recognition.health import datasets_with_health, read_health
+    of the first dataset with one; ``live``: computed now from the ledgers instead of the last run's summary."""
+    from action_recognition.health import datasets_with_health, live_health, read_health
     from action_recognition.health_page import render_page
+    from action_recognition.manifest import read_plan_info
 
     storage = _storage()
     name, note = _choose(request, storage, dataset, dag_id, run_id)
     health = read_health(storage, name) if name else None
+    if name and live and read_plan_info(storage, name) is not None:
+        health = live_health(storage, name, health)
     if name and health is None:
         note = f"dataset {name!r} has no health summary yet (written at the end of each kinetics_pipeline run)"
     return HTMLResponse(render_page(health, datasets_with_health(storage), note=note))

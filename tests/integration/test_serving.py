@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from action_recognition.config import TrainConfig
 from action_recognition.datasets import load_dataset
 from action_recognition.storage import LocalStorage
 from action_recognition.train import train_model
-from tests.support.paths import free_port
+from tests.support.serving import served_model
 from tests.support.weights import untrained_pose_pt
 
 pytestmark = pytest.mark.integration
@@ -57,32 +56,12 @@ def registered(mlflow_server: str, synthetic_dataset: Path, tmp_path_factory: py
 @pytest.fixture(scope="module")
 def served(registered: dict[str, Any]) -> Iterator[dict[str, str]]:
     """``mlflow models serve`` of both champions (the project's environment: --env-manager local)."""
-    procs, urls = [], {}
-    for name in ("serve-keypoint", "serve-video"):
-        port = free_port()
-        log = (registered["work"] / f"{name}.log").open("wb")
-        procs.append((subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion", "--env-manager",
-             "local", "-h", "127.0.0.1", "-p", str(port)], env=registered["env"], stdout=log, stderr=subprocess.STDOUT,
-        ), log))  # fmt: skip
-        urls[name] = f"http://127.0.0.1:{port}"
-    try:
-        for name, url in urls.items():
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                assert time.monotonic() < deadline, (registered["work"] / f"{name}.log").read_text()[-3000:]
-                time.sleep(1)
-        yield urls
-    finally:
-        for proc, log in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
+    work = registered["work"]
+    with (
+        served_model("models:/serve-keypoint@champion", registered["env"], work / "serve-keypoint.log") as keypoint,
+        served_model("models:/serve-video@champion", registered["env"], work / "serve-video.log") as video,
+    ):
+        yield {"serve-keypoint": keypoint, "serve-video": video}
 
 
 def test_registration_logs_the_video_model_and_promotion_moves_its_champion(registered: dict[str, Any]) -> None:

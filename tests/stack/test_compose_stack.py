@@ -31,7 +31,7 @@ from tests.support.browser import (
     shot,
     switch_on,
 )
-from tests.support.deployment import AirflowAPI
+from tests.support.deployment import AirflowAPI, http_status
 from tests.support.stack import compose_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.slow]
@@ -89,6 +89,16 @@ def test_a_person_trains_and_approves_from_the_ui(browser: Any, stack: dict[str,
         assert finished["state"] == "success", f"{states}\n{airflow.failure_report('kinetics_pipeline', run_id)}"
         checks = airflow.preflight_checks("kinetics_pipeline", run_id)
         assert checks.get("pool youtube_downloads") == "ok", f"the stack's ar_airflow_api connection works: {checks}"
+
+        # The dataset health page, served by the api-server from MinIO through the ar_storage connection: the numbers
+        # the run's summary computed, the page in the browser, nothing for an anonymous caller.
+        summary = airflow.xcom("kinetics_pipeline", run_id, "summarise")
+        health = airflow.api("GET", "/dataset-health/api/demo")
+        assert (health["status"]["rows"], health["status"]["states"]) == (summary["rows"], summary["states"]), health
+        assert http_status(f"{airflow.url}/dataset-health/api/demo") == 401
+        page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run_id}/plugin/dataset-health-run")
+        page.frame_locator("iframe").get_by_text("Dataset health: demo").wait_for(timeout=60_000)
+        shot(page, "stack-dataset-health")
 
         # The MLflow extra link of train_keypoint, followed as a person would, shows that run.
         page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run_id}/tasks/train_keypoint/details")

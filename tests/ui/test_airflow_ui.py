@@ -168,6 +168,9 @@ def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]
     assert "HTTP 404" in frame.locator("#failures").inner_text(), "the reason behind the unavailable clip"
     page.wait_for_timeout(500)
     shot(page, "ui-dataset-health")
+    frame.locator("#live").click()  # a run in progress: recomputed from the ledgers, the same numbers
+    frame.get_by_text("now, from the ledgers").wait_for(timeout=30_000)
+    assert f"{expected['rows']}" in frame.locator("#classes tr").last.inner_text()
 
     (run,) = [r for r in airflow.runs("kinetics_pipeline") if r["state"] == "success"][:1]
     page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run['dag_run_id']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from action_recognition.health import dataset_health, datasets_with_health, read_health, write_health
+from action_recognition.health import dataset_health, datasets_with_health, live_health, read_health, write_health
 from action_recognition.health_page import render_page
 from action_recognition.layout import manifest_key
 from action_recognition.ledger import LedgerRecord, status, write_shard
@@ -56,3 +56,11 @@ def test_health_is_status_plus_the_stages_and_reasons(tmp_path: Path) -> None:
     html = render_page(read_health(store, "d"), ["d"])
     assert "<script>alert" not in html and "&lt;script&gt;" in html and "&lt;b&gt;gone" in html
     assert "unavailable" in html and "zero frames" in html and "models:/d-keypoint/1" in html
+
+    # A run in progress: the ledgers move on, the page can recompute them now and keeps the champions' accuracy.
+    write_shard(store, "d", "pose/yolo-x", (0, 1), [LedgerRecord(f"vid{i:08d}_000000_000010", CLASSES[i % 2], "train",
+                                                                 "ok") for i in range(4)])  # fmt: skip
+    live = live_health(store, "d", read_health(store, "d"))
+    assert live["live"] and live["stages"]["pose"][CLASSES[1]] == {"ok": 2}
+    assert {c["class"]: c["test_accuracy"] for c in live["classes"]}[CLASSES[0]] == {"keypoint": 0.75}
+    assert "now, from the ledgers" in render_page(live, ["d"])
