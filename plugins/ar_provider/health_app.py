@@ -55,14 +55,18 @@ def _run_dataset(request: Request, dag_id: str, run_id: str) -> str | None:
     import json
     import urllib.error
     import urllib.request
-    from urllib.parse import quote
+    from urllib.parse import quote, urlparse
 
     from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
     from airflow.configuration import conf
 
     token = request.cookies.get(COOKIE_NAME_JWT_TOKEN) or request.headers.get("authorization", "").removeprefix(
         "Bearer ").strip()  # fmt: skip
-    base = (conf.get("api", "base_url", fallback="") or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+    # This api-server's own listener (the Host the browser used, e.g. a published port, may not exist in here).
+    host = conf.get("api", "host", fallback="0.0.0.0")
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    prefix = urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    base = f"http://{host}:{conf.get('api', 'port', fallback='8080')}{prefix}"
     url = f"{base}/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}),

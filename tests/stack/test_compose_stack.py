@@ -57,6 +57,10 @@ def test_a_bad_value_is_refused_by_the_form(browser: Any, stack: dict[str, Any])
         refuse_a_bad_value(page, stack["airflow"], "stack")
 
 
+# A whole deployment plans, trains, registers (the video models too), is approved and retrains: 7-9 minutes on a
+# loaded CI machine, near the suite's 600 s default (CI's run at b3e4710 passed it while registration retried
+# presigned artifact downloads for minutes; the compose environment now downloads through the tracking server).
+@pytest.mark.timeout(1200)
 def test_a_person_trains_and_approves_from_the_ui(browser: Any, stack: dict[str, Any]) -> None:
     airflow: AirflowAPI = stack["airflow"]
     values = stack["values"]

@@ -77,6 +77,7 @@ def _still_running(airflow: AirflowAPI, run_id: str) -> None:
     assert run["state"] == "running", f"the fault must land mid-run, but the run is {run['state']}"
 
 
+@pytest.mark.timeout(1200)  # a whole run through four faults, a 40 s heartbeat timeout among them
 def test_two_celery_workers_share_a_run_and_it_survives_four_faults(
     stack: dict[str, Any], reliability: Reliability, monkeypatch: pytest.MonkeyPatch
 ) -> None:
