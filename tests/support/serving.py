@@ -15,6 +15,14 @@ import requests
 from tests.support.paths import free_port
 
 
+def _pings(url: str) -> bool:
+    """Whether the server answers /ping with 200 (False while it is still starting and refuses connections)."""
+    try:
+        return requests.get(f"{url}/ping", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 @contextmanager
 def served_model(uri: str, env: dict[str, str], log: Path, timeout: float = 180) -> Iterator[str]:
     """Serve ``uri`` on a free port of 127.0.0.1; yields its base URL; its output goes to ``log``."""
@@ -26,12 +34,7 @@ def served_model(uri: str, env: dict[str, str], log: Path, timeout: float = 180)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
+            while not _pings(url):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"mlflow models serve {uri} never answered: {log.read_text()[-3000:]}")
                 time.sleep(1)
