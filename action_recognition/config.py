@@ -85,9 +85,7 @@ class PlanConfig(StrictModel):
     annotations: list[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = Field(
         default_factory=list, max_length=100, description="Annotation CSVs: paths or http(s) URLs, any number."
     )
-    kinetics_version: Literal[400, 600, 700] | None = Field(
-        None, description="Version of every source; default: read from each file name."
-    )
+    kinetics_version: Literal[400, 600, 700] | None = Field(None, description="Of all sources; default: from names.")
     allow_mixed_versions: bool = Field(
         False, description="Allow sources of different Kinetics versions (K400 val clips are in K700 train)."
     )
@@ -227,7 +225,8 @@ class PoseConfig(StrictModel):
     weight_area: float = Field(1.0, ge=0, le=10, description="Main person: weight of box size.")
     weight_centre: float = Field(0.5, ge=0, le=10, description="Main person: weight of nearness to the centre.")
     weight_conf: float = Field(0.5, ge=0, le=10, description="Main person: weight of keypoint confidence.")
-    workers: int = Field(1, ge=1, le=16, description="Clips decoded ahead of inference.")
+    workers: int = Field(2, ge=1, le=16, description="Decoding threads (one ffmpeg each); clips decoded ahead.")
+    track_in: Literal["auto", "thread", "process"] = Field("auto", description="Tracking: auto = processes on CUDA.")
     config_dir: Path | None = Field(None, description="YOLO_CONFIG_DIR; default: a folder in the cache.")
 
     @field_validator("weights")

@@ -168,15 +168,17 @@ def run_shard(
     stage: str,
     shard: tuple[int, int],
     triage: Callable[[dict[str, str], LedgerRecord | None], Decision],
-    process: Callable[[dict[str, str]], LedgerRecord],
+    process: Callable[[dict[str, str]], LedgerRecord] | None = None,
     *,
+    stream: Callable[[list[dict[str, str]]], Iterable[LedgerRecord]] | None = None,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
     inputs: list[dict[str, str]] | None = None,
 ) -> ShardRun:
     """The loop every stage shares: the shard's manifest rows (or of ``inputs``: rows with a ``clip_id``, e.g. the
     videos of a batch inference), each triaged against the stage's previous record, the ones to do processed
-    (``workers`` threads; 1 runs them in this thread), and the shard's records published at once, atomically, at
+    (``workers`` threads; 1 runs them in this thread; or all of them by ``stream``, which yields their records in
+    any order: a pipelined stage), and the shard's records published at once, atomically, at
     the end. ``progress`` hears the kept count first, then 1 per processed row."""
     rows = shard_rows(read_manifest(storage, dataset) if inputs is None else inputs, shard)
     previous = read_stage(storage, dataset, stage)
@@ -197,7 +199,12 @@ def run_shard(
     began = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=stage.split("/")[0]) if workers > 1 else None
     with pool or nullcontext():
-        done: Iterable[LedgerRecord] = pool.map(process, todo) if pool else map(process, todo)
+        if stream is not None:
+            done: Iterable[LedgerRecord] = stream(todo) if todo else ()
+        else:
+            if process is None:
+                raise TypeError("run_shard needs process or stream")
+            done = pool.map(process, todo) if pool else map(process, todo)
         for rec in done:
             records[rec.clip_id] = rec
             if progress:

@@ -1,8 +1,8 @@
 """The ``pose`` step: Ultralytics YOLO pose on each normalised clip, the main person tracked through it.
 
-Per clip: frames decoded once (every frame, or sampled at ``pose.fps``), inferred in batches with ``model.track``
-(ByteTrack named explicitly, state kept across batches), the main person chosen (:mod:`.tracking`), and
-``keypoints/<pose_tag>/<clip_id>.npz`` published with:
+Per clip: frames decoded once by ffmpeg at the inference size (every frame, or sampled at ``pose.fps``), inferred in
+batches filled across clips, tracked with ByteTrack exactly as ``model.track`` would, the main person chosen
+(:mod:`.tracking`): the stages overlap (:mod:`.pipeline`). ``keypoints/<pose_tag>/<clip_id>.npz`` is published with:
 
     keypoints  float32 (T, 17, 3): x, y in [0, 1] of the frame and the keypoint score; 0 where nobody is seen.
     people     float32 (M, T, 17, 3): the top M people (M = ``pose.top_m``), the first being ``keypoints``.
@@ -23,8 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from action_recognition.config import ClipConfig, PoseConfig, default_cache_dir
 from action_recognition.errors import ActionRecognitionError
 from action_recognition.layout import clip_key, keypoints_key, keypoints_prefix, pose_stage
 from action_recognition.ledger import Decision, LedgerRecord, final_states, run_shard
-from action_recognition.pose.tracking import Detection, Weights, select_people
+from action_recognition.pose.pipeline import ClipPose, PoseItem, StageClock, extract_stream
 from action_recognition.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -143,51 +142,20 @@ def decode_frames(path: Path, fps: float | None) -> tuple[list[np.ndarray], floa
     return frames, native / step, (h, w)
 
 
-def _detections(result: Any, width: int, height: int) -> list[Detection]:
-    boxes = result.boxes
-    if boxes is None or len(boxes) == 0 or result.keypoints is None:
-        return []
-    xyxy = boxes.xyxy.float().cpu().numpy()
-    conf = boxes.conf.float().cpu().numpy()
-    ids = boxes.id.int().cpu().numpy() if boxes.id is not None else [None] * len(conf)
-    kpts = result.keypoints.data.float().cpu().numpy()  # (n, 17, 3) pixels + score
-    if kpts.shape[-1] == 2:
-        kpts = np.concatenate([kpts, np.ones((*kpts.shape[:2], 1), np.float32)], axis=-1)
-    scale = np.array([width, height, 1.0], dtype=np.float32)
-    out = []
-    for i in range(len(conf)):
-        norm = np.nan_to_num(kpts[i] / scale, nan=0.0, posinf=0.0, neginf=0.0).clip(0, 1).astype(np.float32)
-        norm[norm[:, 2] <= 0] = 0.0
-        box = tuple(float(v) for v in (xyxy[i] / np.array([width, height, width, height])).clip(0, 1))
-        out.append(Detection(box, norm, float(conf[i]), None if ids[i] is None else int(ids[i])))  # type: ignore[arg-type]
-    return out
-
-
-def infer_clip(pose: PoseModel, frames: list[np.ndarray], config: PoseConfig) -> list[list[Detection]]:
-    """Tracked detections per frame; the tracker is reset for each clip and kept across its batches."""
-    h, w = frames[0].shape[:2]
-    per_frame: list[list[Detection]] = []
-    for start in range(0, len(frames), config.batch):
-        results = pose.model.track(
-            frames[start : start + config.batch], persist=start > 0, tracker=config.tracker, imgsz=config.imgsz,
-            conf=config.conf, device=pose.device, half=pose.half, verbose=False,
-        )  # fmt: skip
-        per_frame.extend(_detections(r, w, h) for r in results)
-    return per_frame
+def _meta(pose: PoseModel, config: PoseConfig, clip: ClipPose) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION, "model": pose.name, "weights_sha256": pose.weights_sha256,
+        "untrained": pose.untrained, "fps": clip.fps, "frame_size": list(clip.frame_size), "frames": clip.frames,
+        "imgsz": config.imgsz, "tracker": config.tracker, "layout": "coco17", **clip.stats,
+    }  # fmt: skip
 
 
 def extract_clip(pose: PoseModel, path: Path, config: PoseConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Keypoint arrays and metadata of one clip file."""
-    frames, fps, (h, w) = decode_frames(path, config.fps)
-    detections = infer_clip(pose, frames, config)
-    weights = Weights(config.weight_length, config.weight_area, config.weight_centre, config.weight_conf)
-    people, stats = select_people(detections, JOINTS, weights, config.top_m)
-    meta = {
-        "schema_version": SCHEMA_VERSION, "model": pose.name, "weights_sha256": pose.weights_sha256,
-        "untrained": pose.untrained, "fps": fps, "frame_size": [h, w], "frames": len(frames), "imgsz": config.imgsz,
-        "tracker": config.tracker, "layout": "coco17", **stats,
-    }  # fmt: skip
-    return {"keypoints": people[0], "people": people}, meta
+    """Keypoint arrays and metadata of one clip file (the pipelined step with one clip in it)."""
+    (clip,) = extract_stream(pose, [PoseItem(path.name, lambda: path)], config, lambda _, c: c)
+    if clip.people is None:
+        raise PoseError(clip.error or f"{path.name}: no frames")
+    return {"keypoints": clip.people[0], "people": clip.people}, _meta(pose, config, clip)
 
 
 def save_keypoints(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
@@ -232,6 +200,7 @@ class PoseResult:
     untrained: bool
     keypoints_prefix: str
     ledger_uri: str
+    clock: StageClock
 
     def summary(self) -> dict[str, object]:
         return {
@@ -239,6 +208,7 @@ class PoseResult:
             "states": self.counts, "extracted": self.extracted, "skipped": self.skipped, "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "frames_per_s": round(self.frames / self.seconds, 2) if self.seconds else 0.0,
+            "stages_ms_per_frame": self.clock.ms_per_frame(), "wall_ms_per_frame": self.clock.wall_ms_per_frame(),
             "untrained": self.untrained, "keypoints_prefix": self.keypoints_prefix, "ledger_uri": self.ledger_uri,
         }  # fmt: skip
 
@@ -253,10 +223,12 @@ def pose_shard(
     model: PoseModel | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> PoseResult:
-    """Extract keypoints for every clipped clip of a shard; skip clips whose keypoints exist."""
+    """Extract keypoints for every clipped clip of a shard, pipelined (:mod:`.pipeline`); skip clips whose
+    keypoints exist."""
     pose = model or load_pose_model(config)
     tag = pose.tag(config)
     states = final_states(storage, dataset)
+    clock = StageClock()
 
     def triage(row: dict[str, str], prev: LedgerRecord | None) -> Decision:
         cid = row["clip_id"]
@@ -266,31 +238,41 @@ def pose_shard(
             return prev
         return "process"
 
-    def one(row: dict[str, str]) -> LedgerRecord:
+    def item(row: dict[str, str]) -> PoseItem:
         cid = row["clip_id"]
-        began = time.monotonic()
+        return PoseItem(cid, lambda: storage.get_file(clip_key(clip_config.profile, cid), work / f"{cid}.mp4"))
+
+    def finish(row: dict[str, str], clip: ClipPose) -> LedgerRecord:
+        cid = clip.key
         rec = LedgerRecord(cid, row["label"], row["split"], "ok", method=tag)
-        try:
-            src = storage.get_file(clip_key(clip_config.profile, cid), work / "clip.mp4")
-            arrays, meta = extract_clip(pose, src, config)
-            storage.put_file(keypoints_key(tag, cid), save_keypoints(work / "kp.npz", arrays, meta))
-            rec.frames, rec.persons_seen = int(meta["frames"]), float(meta["persons_seen"])
-            rec.main_fraction, rec.mean_conf = float(meta["main_fraction"]), float(meta["mean_conf"])
-            if rec.main_fraction == 0:
-                rec.state, rec.reason = "no_person", "no person detected in any frame"
-        except PoseError as exc:
-            rec.state, rec.reason = "bad_media", str(exc)[:300]
-        rec.seconds = time.monotonic() - began
+        (work / f"{cid}.mp4").unlink(missing_ok=True)
+        if clip.people is None:
+            rec.state, rec.reason = "bad_media", (clip.error or "")[:300]
+            return rec
+        meta = _meta(pose, config, clip)
+        storage.put_file(keypoints_key(tag, cid), save_keypoints(work / f"{cid}.npz",
+                                                                  {"keypoints": clip.people[0], "people": clip.people},
+                                                                  meta))  # fmt: skip
+        (work / f"{cid}.npz").unlink(missing_ok=True)
+        rec.frames, rec.persons_seen = int(meta["frames"]), float(meta["persons_seen"])
+        rec.main_fraction, rec.mean_conf = float(meta["main_fraction"]), float(meta["mean_conf"])
+        if rec.main_fraction == 0:
+            rec.state, rec.reason = "no_person", "no person detected in any frame"
         return rec
 
+    def stream(rows: list[dict[str, str]]) -> Iterator[LedgerRecord]:
+        by_id = {r["clip_id"]: r for r in rows}
+        return extract_stream(pose, [item(r) for r in rows], config, lambda it, c: finish(by_id[it.key], c),
+                              clock=clock)  # fmt: skip
+
     work = Path(tempfile.mkdtemp(prefix="ar-pose-"))
-    try:  # one clip at a time: the model keeps its tracker state per clip
-        run = run_shard(storage, dataset, pose_stage(tag), shard, triage, one, progress=progress)
+    try:
+        run = run_shard(storage, dataset, pose_stage(tag), shard, triage, stream=stream, progress=progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return PoseResult(
         dataset=dataset, shard=shard, pose_tag=tag, counts=run.counts, extracted=len(run.fresh),
         skipped=run.skipped, frames=sum(r.frames for r in run.fresh), seconds=run.seconds,
         untrained=pose.untrained, keypoints_prefix=storage.prefix_uri(keypoints_prefix(tag)),
-        ledger_uri=storage.key_uri(run.ledger_key),
+        ledger_uri=storage.key_uri(run.ledger_key), clock=clock,
     )  # fmt: skip

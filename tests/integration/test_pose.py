@@ -68,6 +68,9 @@ def test_pose_on_real_videos(pose_store: LocalStorage, tmp_path: Path) -> None:
     result = pose_shard("posetest", pose_store, cfg, ClipConfig())
     assert result.untrained and result.pose_tag.endswith("-untrained")
     assert result.counts.get("ok", 0) + result.counts.get("no_person", 0) == len(CLIPS)
+    summary = result.summary()  # the pipelined step says where its time went
+    assert set(summary["stages_ms_per_frame"]) == {"decode", "infer", "track", "write"}  # type: ignore[arg-type]
+    assert summary["wall_ms_per_frame"] > summary["stages_ms_per_frame"]["infer"] > 0  # type: ignore[index,operator]
     for vid, (_, start, end) in CLIPS.items():
         cid = f"{vid}_{start:06d}_{end:06d}"
         kp, meta = load_keypoints(pose_store.get_bytes(keypoints_key(result.pose_tag, cid)))
