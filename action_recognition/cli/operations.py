@@ -1,5 +1,5 @@
 """Running it: ``demo``, ``smoke``, ``doctor``, ``weights``, ``demo-site``, ``serve-videos``, ``docker-guard``,
-``version``."""
+``version``, ``capacity``."""
 
 from __future__ import annotations
 
@@ -273,3 +273,49 @@ def weights_pull_defaults(
 def version() -> None:
     """Print the package version."""
     typer.echo(__version__)
+
+
+@step_command(log_level="WARNING")
+def capacity(
+    common: Common,
+    clips: Annotated[int, typer.Option("--clips", min=1, help="Clips in the dataset.")],
+    classes: Annotated[int, typer.Option("--classes", min=1, help="Classes (reported).")] = 700,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Take the per-clip figures from this dataset's ledgers.")
+    ] = None,
+    rate_per_hour: Annotated[
+        float, typer.Option("--rate-per-hour", min=1, help="Stated: downloads an hour one IP gets from YouTube.")
+    ] = 300.0,
+    ips: Annotated[int, typer.Option("--ips", min=1, help="Egress IPs downloading.")] = 1,
+    download_slots: Annotated[int, typer.Option("--download-slots", min=1, help="The download pool's slots.")] = 4,
+    pose_ms: Annotated[float | None, typer.Option("--pose-ms-per-frame", help="Measured elsewhere.")] = None,
+) -> None:
+    """What a dataset of N clips costs: download days, storage per layer, pose and training GPU-hours, workers."""
+    from action_recognition.capacity import CapacityInputs, from_ledger
+    from action_recognition.capacity import capacity as cost
+    from action_recognition.storage import open_storage
+
+    def step() -> Any:
+        cfg = common.load()
+        trainings = 1 + cfg.train.seeds if cfg.train.recipe == "refit" else 1
+        inputs = CapacityInputs(clips=clips, classes=classes, rate_per_hour_per_ip=rate_per_hour, ips=ips,
+                                download_slots=download_slots, epochs=cfg.train.epochs,
+                                trainings_per_model=trainings)  # fmt: skip
+        if pose_ms is not None:
+            inputs.pose_ms_per_frame = pose_ms
+            inputs.sources["pose_ms_per_frame"] = "given with --pose-ms-per-frame"
+        if dataset:
+            inputs = from_ledger(open_storage(cfg.storage), dataset, inputs)
+        return cost(inputs)
+
+    def human(r: dict[str, Any]) -> str:
+        return "\n".join([
+            f"{r['clips']:,} clips, {r['classes']} classes ({r['usable_clips']:,} usable)",
+            f"download: {r['download_days']} days (bound by the {r['download_bound_by']}); "
+            f"{r['ips_for_a_week']} IP(s) for a week",
+            f"storage GB: {r['storage_gb']}",
+            f"pose: {r['pose_gpu_hours']} GPU-hours; training GPU-hours: {r['train_gpu_hours']}",
+            f"Celery workers for a week: {r['celery_workers_for_a_week']}; GPUs for a week: {r['gpus_for_a_week']}",
+        ])  # fmt: skip
+
+    common.run(step, summarise=lambda r: r, human=human)

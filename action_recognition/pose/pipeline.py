@@ -74,14 +74,15 @@ def _video_props(path: Path) -> tuple[int, int, float]:
 
 def decode_clip(path: Path, fps: float | None, imgsz: int, *, timeout_s: float = 600.0) -> Decoded:
     """Every frame (or frames sampled at ``fps``), decoded by ffmpeg at the inference size: the long side
-    ``imgsz`` (never upscaled), aspect kept; local files only (protocol and format whitelists)."""
+    ``imgsz`` (never upscaled), aspect kept; local files only (protocol and format whitelists). Raw video output has
+    no timestamps, so ffmpeg passes every decoded frame through once (no frame dropped or duplicated)."""
     w, h, native = _video_props(path)
     scale = min(1.0, imgsz / max(w, h))
     sw, sh = max(2, round(w * scale)), max(2, round(h * scale))
     argv = [
         "ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", LOCAL_PROTOCOLS, "-format_whitelist",
         INPUT_FORMATS, "-threads", "1", "-i", str(path), "-an", "-sn", "-dn", "-map", "0:v:0",
-        "-vf", f"scale={sw}:{sh}:flags=area", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24",
+        "-vf", f"scale={sw}:{sh}:flags=area", "-f", "rawvideo", "-pix_fmt", "bgr24",
         "pipe:1",
     ]  # fmt: skip
     try:

@@ -37,8 +37,10 @@ def augment_keypoints(x: Any, layout: str | None, gen: Any) -> Any:
     return torch.gather(x, 1, index[:, :, None, None].expand(b, t, j, 3))
 
 
-def augment_frames(x: Any, gen: Any, crop: int) -> Any:
-    """Random crop to ``crop`` and horizontal flip of a uint8 batch (B, T, H, W, 3)."""
+def augment_frames(x: Any, gen: Any, crop: int, device: Any = None) -> Any:
+    """Random crop to ``crop`` and horizontal flip of a uint8 batch (B, T, H, W, 3). With a CUDA ``device`` the crop
+    is copied (pinned) to it and flipped there: the CPU does one copy per batch instead of three. The random draws
+    are the same either way."""
     import torch
 
     b, _, h, w, _ = x.shape
@@ -46,6 +48,10 @@ def augment_frames(x: Any, gen: Any, crop: int) -> Any:
     left = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
     x = x[:, :, top : top + crop, left : left + crop]
     flip = torch.rand(b, generator=gen) < 0.5
+    if device is not None and device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+        flip = flip.to(device, non_blocking=True)
+        return torch.where(flip[:, None, None, None, None], x.flip(3), x)
     if flip.any():
         x = x.clone()
         x[flip] = x[flip].flip(3)

@@ -51,6 +51,13 @@ class Ema:
         self.updates = int(state["updates"])
 
 
+def amp_dtype(device: Any) -> Any:
+    """Autocast's dtype on CUDA: bfloat16 where the GPU has it (no loss scaling, so no per-step sync), else float16."""
+    import torch
+
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+
+
 @dataclass
 class TrainState:
     model: Any
@@ -87,7 +94,7 @@ class TrainState:
             optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
         )
         return cls(model=model, optimizer=optimizer, scheduler=scheduler,
-                   scaler=torch.amp.GradScaler(enabled=device.type == "cuda"),
+                   scaler=torch.amp.GradScaler(enabled=device.type == "cuda" and amp_dtype(device) == torch.float16),
                    gen=torch.Generator().manual_seed(config.seed if seed is None else seed),
                    ema=Ema(model, config.ema_decay) if config.ema_decay > 0 else None,
                    best_state=copy.deepcopy(model.state_dict()))  # fmt: skip
