@@ -32,9 +32,9 @@ class CapacityInputs:
     clip_mb_per_clip: float = 0.36  # a normalised 10 s clip, 340x256 H.264 crf 23
     keypoints_mb_per_clip: float = 0.05  # the per-clip npz, 250 x 17 x 3 and the people
     dataset_mb_per_clip: float = 0.40  # the built datasets: 40 x 17 x 3 float32 keypoints + 8 x 128 x 128 x 3 frames
-    pose_ms_per_frame: float = 1.353  # the pipelined pose step, H100, batch 64 (bench_pose)
+    pose_ms_per_frame: float = 1.004  # the pipelined pose step, H100, batch 64 (bench_pose)
     train_samples_per_s: dict[str, float] = field(
-        default_factory=lambda: {DEFAULT_KEYPOINT_ARCH: 4006.7, DEFAULT_RGB_ARCH: 3058.3}
+        default_factory=lambda: {DEFAULT_KEYPOINT_ARCH: 3135.4, DEFAULT_RGB_ARCH: 3038.6}
     )  # the whole training loop on an H100 (bench_train)
     epochs: int = 80
     trainings_per_model: int = 4  # the refit recipe: one selection run, then three seeds on train + val

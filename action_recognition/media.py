@@ -67,6 +67,34 @@ def run_ffmpeg(argv: list[str], *, timeout_s: float, what: str) -> subprocess.Co
     return proc
 
 
+def read_ffmpeg(argv: list[str], *, timeout_s: float, what: str) -> bytes:
+    """Run an ffmpeg argv that writes to ``pipe:1`` and return its output: one read to the end (no polling loop in
+    Python: the decoding threads of the pose step barely touch the GIL); stderr to a file; killed at the timeout."""
+    import tempfile
+    import threading
+
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise MediaError(f"{what}: {argv[0]} is not installed (apt-get install ffmpeg)") from exc
+        expired = threading.Event()
+        timer = threading.Timer(timeout_s, lambda: (expired.set(), proc.kill()))
+        timer.start()
+        try:
+            with proc:
+                data = proc.stdout.read() if proc.stdout else b""
+        finally:
+            timer.cancel()
+        err.seek(0)
+        tail = _tail(err.read())
+    if proc.returncode != 0:
+        if expired.is_set():
+            raise MediaError(f"{what}: timed out after {timeout_s:g} s", tail)
+        raise MediaError(f"{what}: exit status {proc.returncode}", tail)
+    return data
+
+
 def probe(path: Path, *, timeout_s: float = 60.0) -> MediaInfo:
     """Probe a local media file. MediaError when it has no decodable video stream."""
     argv = [

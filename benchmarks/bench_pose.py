@@ -36,10 +36,10 @@ from action_recognition.pose.pipeline import (
     ClipPose,
     PoseItem,
     StageClock,
-    _to_detections,
+    batch_detections,
     decode_clip,
     extract_stream,
-    raw_detections,
+    to_detections,
     track_clip,
     track_executor,
     tracker_settings,
@@ -76,8 +76,8 @@ def stages_alone(pose: PoseModel, cfg: PoseConfig, clips: list[Path], out: Path,
             chunk = frames[start : start + cfg.batch]
             results = pose.model.predict([f for _, f in chunk], imgsz=cfg.imgsz, conf=cfg.conf, device=pose.device,
                                          half=pose.half, verbose=False)  # fmt: skip
-            for (ci, _), r in zip(chunk, results, strict=True):
-                raws[ci].append(raw_detections(r))
+            for (ci, _), raw in zip(chunk, batch_detections(results), strict=True):
+                raws[ci].append(raw)
 
     def infer_in_a_thread() -> None:  # where the step infers, with the same threads setting
         thread = threading.Thread(target=lambda: (use_all_cores(), infer()))
@@ -111,7 +111,7 @@ def sequential(pose: PoseModel, cfg: PoseConfig, clips: list[Path]) -> None:
                                       verbose=False):  # fmt: skip
                 b = r.boxes
                 ids = None if b is None or b.id is None else b.id.int().cpu().numpy()
-                per_frame.append([] if b is None or len(b) == 0 else _to_detections(
+                per_frame.append([] if b is None or len(b) == 0 else to_detections(
                     b.xyxy.float().cpu().numpy(), b.conf.float().cpu().numpy(), ids,
                     r.keypoints.data.float().cpu().numpy(), w, h))  # fmt: skip
         select_people(per_frame, 17, Weights(), cfg.top_m)

@@ -19,8 +19,10 @@ export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false PYTHONUNBUFFERED=1 YOLO_CONFIG_DIR=
   python3 -c "import torch, ultralytics; print('torch', torch.__version__, 'ultralytics', ultralytics.__version__)"
   ffmpeg -version | head -n 1
   nproc; } 2>&1 | tee "$out/gpu-machine.txt"
+python3 -m pytest -q -p no:cacheprovider --noconftest tests/model/test_input_path.py 2>&1 | tail -n 3 \
+  | tee "$out/gpu-tests.txt"
 for batch in 64 128; do
-  timeout 200 python3 -m benchmarks.bench_pose --device cuda --clip .devclip/clip.mp4 --clips "${CLIPS:-16}" \
+  timeout 200 python3 -m benchmarks.bench_pose --device cuda --clip .devclip/clip.mp4 --clips "${CLIPS:-32}" \
     --batch "$batch" --workers "${WORKERS:-4}" --rcnn-frames 20 --json 2>&1 | grep -v Warning | tee -a "$out/gpu-pose.txt"
 done
 [ "${SKIP_TRAIN:-0}" = 1 ] || timeout 200 python3 -m benchmarks.bench_train --device cuda --json 2>&1 \

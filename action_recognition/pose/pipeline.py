@@ -32,7 +32,7 @@ import numpy as np
 
 from action_recognition.config import PoseConfig
 from action_recognition.errors import ActionRecognitionError
-from action_recognition.media import INPUT_FORMATS, LOCAL_PROTOCOLS, MediaError, run_ffmpeg
+from action_recognition.media import INPUT_FORMATS, LOCAL_PROTOCOLS, MediaError, read_ffmpeg
 from action_recognition.pose.tracking import Detection, Weights, select_people
 
 STAGES = ("decode", "infer", "track", "write")
@@ -86,7 +86,7 @@ def decode_clip(path: Path, fps: float | None, imgsz: int, *, timeout_s: float =
         "pipe:1",
     ]  # fmt: skip
     try:
-        raw = run_ffmpeg(argv, timeout_s=timeout_s, what=f"decode {path.name}").stdout
+        raw = read_ffmpeg(argv, timeout_s=timeout_s, what=f"decode {path.name}")
     except MediaError as exc:
         raise DecodeError(str(exc)) from exc
     size = sw * sh * 3
@@ -159,7 +159,28 @@ def raw_detections(result: Any) -> tuple[np.ndarray, np.ndarray]:
     return boxes[:, :6], kpts
 
 
-def _to_detections(xyxy: np.ndarray, conf: np.ndarray, ids: np.ndarray | None, kpts: np.ndarray,
+def batch_detections(results: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`raw_detections` of a whole batch with one copy from the device (not two per frame): the boxes and
+    keypoints of every frame concatenated where they are, copied once, and split by the counts."""
+    import torch
+
+    found = [r for r in results if r.boxes is not None and len(r.boxes) and r.keypoints is not None]
+    if len(found) < 2 or not found[0].boxes.data.is_cuda:
+        return [raw_detections(r) for r in results]
+    boxes = torch.cat([r.boxes.data[:, :6].float() for r in found]).cpu().numpy()
+    kpts = torch.cat([r.keypoints.data.float() for r in found]).cpu().numpy()
+    if kpts.shape[-1] == 2:
+        kpts = np.concatenate([kpts, np.ones((*kpts.shape[:2], 1), np.float32)], axis=-1)
+    out, at = [], 0
+    empty = (np.zeros((0, 6), np.float32), np.zeros((0, JOINTS, 3), np.float32))
+    for r in results:
+        n = len(r.boxes) if r.boxes is not None and r.keypoints is not None else 0
+        out.append((boxes[at : at + n], kpts[at : at + n]) if n else empty)
+        at += n
+    return out
+
+
+def to_detections(xyxy: np.ndarray, conf: np.ndarray, ids: np.ndarray | None, kpts: np.ndarray,
                    w: int, h: int) -> list[Detection]:  # fmt: skip
     scale = np.array([w, h, 1.0], dtype=np.float32)
     out = []
@@ -203,10 +224,10 @@ def track_clip(raw: list[tuple[np.ndarray, np.ndarray]], size: tuple[int, int], 
         tracks = tracker.update(Boxes(boxes, (h, w)), None)
         if len(tracks) == 0:
             hidden = any(not t.is_activated for t in tracker.tracked_stracks)
-            frames.append([] if hidden else _to_detections(boxes[:, :4], boxes[:, 4], None, kpts, w, h))
+            frames.append([] if hidden else to_detections(boxes[:, :4], boxes[:, 4], None, kpts, w, h))
             continue
         idx = tracks[:, -1].astype(int)
-        frames.append(_to_detections(tracks[:, :4], tracks[:, 5], tracks[:, 4], kpts[idx], w, h))
+        frames.append(to_detections(tracks[:, :4], tracks[:, 5], tracks[:, 4], kpts[idx], w, h))
     people, stats = select_people(frames, JOINTS, weights, top_m)
     return people, stats, time.perf_counter() - began
 
@@ -331,8 +352,8 @@ class _Run(Generic[R]):
             [clip.decoded.frames[i] for clip, i in batch], imgsz=self.config.imgsz, conf=self.config.conf,
             device=self.pose.device, half=self.pose.half, verbose=False,
         )  # fmt: skip
-        for (clip, i), result in zip(batch, results, strict=True):
-            clip.raw[i] = raw_detections(result)
+        for (clip, i), raw in zip(batch, batch_detections(results), strict=True):
+            clip.raw[i] = raw
             clip.left -= 1
         self.clock.add("infer", time.perf_counter() - began, frames=len(batch))
         self.release()

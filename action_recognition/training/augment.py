@@ -8,39 +8,42 @@ from typing import Any
 
 def augment_keypoints(x: Any, layout: str | None, gen: Any) -> Any:
     """Skeleton-respecting augmentation of a batch (B, T, J, 3): left-right flip with joint swap (known layouts
-    only), scale, small rotation about the sequence centre, and a temporal crop resampled back to T."""
+    only), scale, small rotation about the sequence centre, and a temporal crop resampled back to T. The random
+    numbers come from ``gen`` on the CPU whatever the batch's device; nothing here waits for the device."""
     import torch
 
     from action_recognition.models.skeleton import flip_keypoints, layout_for
+
+    def rand(n: int) -> Any:
+        return torch.rand(n, generator=gen).to(x.device, non_blocking=True)
 
     b, t, j, _ = x.shape
     x = x.clone()
     mask = (x[..., 2] > 0).unsqueeze(-1).to(x.dtype)
     known = layout_for(layout, j)
     if known is not None:
-        flip = torch.rand(b, generator=gen, device=x.device) < 0.5
-        if flip.any():
-            x[flip] = flip_keypoints(x[flip], known.flip_index())
+        flip = torch.rand(b, generator=gen) < 0.5
+        if flip.any():  # a CPU tensor: no wait
+            x = torch.where(flip.to(x.device)[:, None, None, None], flip_keypoints(x, known.flip_index()), x)
             mask = (x[..., 2] > 0).unsqueeze(-1).to(x.dtype)
     centre = (x[..., :2] * mask).sum((1, 2), keepdim=True) / mask.sum((1, 2), keepdim=True).clamp_min(1)
-    angle = (torch.rand(b, generator=gen, device=x.device) - 0.5) * (2 * math.pi / 18)  # +-10 degrees
-    scale = 0.9 + 0.2 * torch.rand(b, generator=gen, device=x.device)
+    angle = (rand(b) - 0.5) * (2 * math.pi / 18)  # +-10 degrees
+    scale = 0.9 + 0.2 * rand(b)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
     xy = torch.einsum("btjc,bdc->btjd", x[..., :2] - centre, rot) + centre
     x[..., :2] = torch.where(mask > 0, xy.clamp(0, 1), x[..., :2])
     # Temporal crop of 80-100% of the clip, resampled to T frames (nearest: keeps missing frames missing).
-    keep = (0.8 + 0.2 * torch.rand(b, generator=gen, device=x.device)) * (t - 1)
-    start = torch.rand(b, generator=gen, device=x.device) * ((t - 1) - keep)
+    keep = (0.8 + 0.2 * rand(b)) * (t - 1)
+    start = rand(b) * ((t - 1) - keep)
     pos = start[:, None] + keep[:, None] * torch.linspace(0, 1, t, device=x.device)[None]
     index = pos.round().long().clamp(0, t - 1)
     return torch.gather(x, 1, index[:, :, None, None].expand(b, t, j, 3))
 
 
-def augment_frames(x: Any, gen: Any, crop: int, device: Any = None) -> Any:
-    """Random crop to ``crop`` and horizontal flip of a uint8 batch (B, T, H, W, 3). With a CUDA ``device`` the crop
-    is copied (pinned) to it and flipped there: the CPU does one copy per batch instead of three. The random draws
-    are the same either way."""
+def augment_frames(x: Any, gen: Any, crop: int) -> Any:
+    """Random crop to ``crop`` and horizontal flip of a uint8 batch (B, T, H, W, 3) (for a GPU the training loop
+    draws the same numbers and flips on the device)."""
     import torch
 
     b, _, h, w, _ = x.shape
@@ -48,10 +51,6 @@ def augment_frames(x: Any, gen: Any, crop: int, device: Any = None) -> Any:
     left = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
     x = x[:, :, top : top + crop, left : left + crop]
     flip = torch.rand(b, generator=gen) < 0.5
-    if device is not None and device.type == "cuda":
-        x = x.pin_memory().to(device, non_blocking=True)
-        flip = flip.to(device, non_blocking=True)
-        return torch.where(flip[:, None, None, None, None], x.flip(3), x)
     if flip.any():
         x = x.clone()
         x[flip] = x[flip].flip(3)

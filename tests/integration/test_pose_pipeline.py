@@ -17,9 +17,9 @@ from action_recognition.pose.pipeline import (
     ClipPose,
     PoseItem,
     StageClock,
-    _to_detections,
     decode_clip,
     extract_stream,
+    to_detections,
 )
 from action_recognition.pose.tracking import Weights, select_people
 from tests.support.paths import VIDEOS
@@ -64,7 +64,7 @@ def _reference(pose: PoseModel, config: PoseConfig, path: Path) -> np.ndarray:
                                   imgsz=config.imgsz, conf=config.conf, device=pose.device, verbose=False):  # fmt: skip
             b = r.boxes
             ids = None if b is None or b.id is None else b.id.int().cpu().numpy()
-            per_frame.append([] if b is None or len(b) == 0 else _to_detections(
+            per_frame.append([] if b is None or len(b) == 0 else to_detections(
                 b.xyxy.float().cpu().numpy(), b.conf.float().cpu().numpy(), ids, r.keypoints.data.float().cpu().numpy(),
                 w, h))  # fmt: skip
     people, _ = select_people(per_frame, 17, Weights(), config.top_m)
