@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from action_recognition.config import PoseConfig
-from action_recognition.errors import ActionRecognitionError
+from action_recognition.errors import ActionRecognitionError, ConfigError
 from action_recognition.media import INPUT_FORMATS, LOCAL_PROTOCOLS, MediaError, read_ffmpeg
 from action_recognition.pose.tracking import Detection, Weights, select_people
 
@@ -200,7 +200,7 @@ def tracker_settings(tracker: str) -> dict[str, Any]:
 
     settings = dict(YAML.load(check_yaml(tracker)))
     if settings.get("tracker_type") != "bytetrack":
-        raise ActionRecognitionError(
+        raise ConfigError(
             f"pose.tracker={tracker}: tracker_type {settings.get('tracker_type')!r} is not supported; the pose step "
             "tracks off the inference path, without the frames: use a bytetrack tracker config"
         )

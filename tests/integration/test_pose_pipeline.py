@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from action_recognition.config import PoseConfig
+from action_recognition.errors import ConfigError
 from action_recognition.media import encode_clip
 from action_recognition.pose.extract import PoseModel, extract_clip, load_pose_model
 from action_recognition.pose.pipeline import (
@@ -20,6 +21,7 @@ from action_recognition.pose.pipeline import (
     decode_clip,
     extract_stream,
     to_detections,
+    tracker_settings,
 )
 from action_recognition.pose.tracking import Weights, select_people
 from tests.support.paths import VIDEOS
@@ -144,3 +146,10 @@ def test_a_failure_stops_the_step(setup: tuple[PoseModel, PoseConfig], clips: di
 
     with pytest.raises(OSError, match="disk full writing a"):
         list(extract_stream(pose, items[:1], config, broken_write))
+
+
+def test_only_trackers_that_need_no_frames() -> None:
+    assert tracker_settings("bytetrack.yaml")["tracker_type"] == "bytetrack"
+    with pytest.raises(ConfigError, match="use a bytetrack tracker config") as info:
+        tracker_settings("botsort.yaml")  # its camera-motion compensation needs the frames
+    assert not info.value.retryable
