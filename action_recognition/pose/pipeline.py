@@ -32,7 +32,7 @@ import numpy as np
 
 from action_recognition.config import PoseConfig
 from action_recognition.errors import ActionRecognitionError, ConfigError
-from action_recognition.media import INPUT_FORMATS, LOCAL_PROTOCOLS, MediaError, read_ffmpeg
+from action_recognition.media import INPUT_FORMATS, LOCAL_PROTOCOLS, MediaError, read_frames
 from action_recognition.pose.tracking import Detection, Weights, select_people
 
 STAGES = ("decode", "infer", "track", "write")
@@ -55,8 +55,8 @@ class Decoded:
     frame_size: tuple[int, int]  # the file's own (h, w)
 
 
-def _video_props(path: Path) -> tuple[int, int, float]:
-    """(width, height, fps) as the decoder reports them (OpenCV reads the header; no subprocess)."""
+def _video_props(path: Path) -> tuple[int, int, float, int]:
+    """(width, height, fps, frames) as the decoder reports them (OpenCV reads the header; no subprocess)."""
     import cv2
 
     cap = cv2.VideoCapture(str(path))
@@ -65,18 +65,19 @@ def _video_props(path: Path) -> tuple[int, int, float]:
             raise DecodeError(f"cannot open {path.name} for decoding")
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
+        frames = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
     finally:
         cap.release()
     if w <= 0 or h <= 0:
         raise DecodeError(f"{path.name} has no video frames to decode")
-    return w, h, fps
+    return w, h, fps, frames
 
 
 def decode_clip(path: Path, fps: float | None, imgsz: int, *, timeout_s: float = 600.0) -> Decoded:
     """Every frame (or frames sampled at ``fps``), decoded by ffmpeg at the inference size: the long side
     ``imgsz`` (never upscaled), aspect kept; local files only (protocol and format whitelists). Raw video output has
     no timestamps, so ffmpeg passes every decoded frame through once (no frame dropped or duplicated)."""
-    w, h, native = _video_props(path)
+    w, h, native, count = _video_props(path)
     scale = min(1.0, imgsz / max(w, h))
     sw, sh = max(2, round(w * scale)), max(2, round(h * scale))
     argv = [
@@ -86,14 +87,14 @@ def decode_clip(path: Path, fps: float | None, imgsz: int, *, timeout_s: float =
         "pipe:1",
     ]  # fmt: skip
     try:
-        raw = read_ffmpeg(argv, timeout_s=timeout_s, what=f"decode {path.name}")
+        size = sw * sh * 3
+        raw = read_frames(argv, frame_bytes=size, expected=count, timeout_s=timeout_s, what=f"decode {path.name}")
     except MediaError as exc:
         raise DecodeError(str(exc)) from exc
-    size = sw * sh * 3
-    if not raw or len(raw) % size:
-        raise DecodeError(f"{path.name} decodes to no frames" if not raw else
+    if not len(raw) or len(raw) % size:
+        raise DecodeError(f"{path.name} decodes to no frames" if not len(raw) else
                           f"{path.name}: decoded {len(raw)} bytes, not whole {sw}x{sh} frames")  # fmt: skip
-    frames = np.frombuffer(raw, np.uint8).reshape(-1, sh, sw, 3)
+    frames = raw.reshape(-1, sh, sw, 3)
     step = max(1.0, native / fps) if fps else 1.0
     if step > 1.0:  # the same rule as ever: keep frame i when i reaches the next multiple of step
         keep, next_keep = [], 0.0
