@@ -79,6 +79,7 @@ bench: system venv  ## Speed and bytes figures against baselines measured in the
 	$(BIN)/python -m benchmarks.bench_download
 	$(BIN)/python -m benchmarks.bench_train
 	$(BIN)/python -m benchmarks.bench_pose
+	$(BIN)/python -m benchmarks.bench_decode_read
 	$(BIN)/python -m benchmarks.bench_parse
 	$(BIN)/python -m benchmarks.bench_serving
 	$(BIN)/python -m benchmarks.bench_health
