@@ -39,13 +39,13 @@ from action_recognition.pose.pipeline import (
     batch_detections,
     decode_clip,
     extract_stream,
-    to_detections,
     track_clip,
     track_executor,
     tracker_settings,
     use_all_cores,
 )
-from action_recognition.pose.tracking import Weights, select_people
+from action_recognition.pose.tracking import Weights
+from tests.support.pose import model_track_people
 
 VIDEO = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "videos" / "demo.mp4"
 GOAL_WALL_VS_SLOWEST = 1.15
@@ -102,19 +102,7 @@ def stages_alone(pose: PoseModel, cfg: PoseConfig, clips: list[Path], out: Path,
 def sequential(pose: PoseModel, cfg: PoseConfig, clips: list[Path]) -> None:
     """The step before the pipeline: per clip, OpenCV decoding, then ``model.track`` batch after batch."""
     for path in clips:
-        frames, _, (h, w) = decode_frames(path, cfg.fps)
-        pose.model.predictor = None
-        per_frame = []
-        for start in range(0, len(frames), cfg.batch):
-            for r in pose.model.track(frames[start : start + cfg.batch], persist=True, tracker=cfg.tracker,
-                                      imgsz=cfg.imgsz, conf=cfg.conf, device=pose.device, half=pose.half,
-                                      verbose=False):  # fmt: skip
-                b = r.boxes
-                ids = None if b is None or b.id is None else b.id.int().cpu().numpy()
-                per_frame.append([] if b is None or len(b) == 0 else to_detections(
-                    b.xyxy.float().cpu().numpy(), b.conf.float().cpu().numpy(), ids,
-                    r.keypoints.data.float().cpu().numpy(), w, h))  # fmt: skip
-        select_people(per_frame, 17, Weights(), cfg.top_m)
+        model_track_people(pose, cfg, decode_frames(path, cfg.fps)[0])
 
 
 def keypoint_rcnn(frames: list[Any], device: str, count: int) -> float:

@@ -154,10 +154,14 @@ def raw_detections(result: Any) -> tuple[np.ndarray, np.ndarray]:
     if result.boxes is None or len(result.boxes) == 0 or result.keypoints is None:
         return np.zeros((0, 6), np.float32), np.zeros((0, JOINTS, 3), np.float32)
     boxes = result.boxes.data.float().cpu().numpy()
-    kpts = result.keypoints.data.float().cpu().numpy()
+    return boxes[:, :6], _with_scores(result.keypoints.data.float().cpu().numpy())
+
+
+def _with_scores(kpts: np.ndarray) -> np.ndarray:
+    """(n, 17, 3): a model without keypoint scores gets 1 for every keypoint."""
     if kpts.shape[-1] == 2:
-        kpts = np.concatenate([kpts, np.ones((*kpts.shape[:2], 1), np.float32)], axis=-1)
-    return boxes[:, :6], kpts
+        return np.concatenate([kpts, np.ones((*kpts.shape[:2], 1), np.float32)], axis=-1)
+    return kpts
 
 
 def batch_detections(results: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -169,9 +173,7 @@ def batch_detections(results: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
     if len(found) < 2 or not found[0].boxes.data.is_cuda:
         return [raw_detections(r) for r in results]
     boxes = torch.cat([r.boxes.data[:, :6].float() for r in found]).cpu().numpy()
-    kpts = torch.cat([r.keypoints.data.float() for r in found]).cpu().numpy()
-    if kpts.shape[-1] == 2:
-        kpts = np.concatenate([kpts, np.ones((*kpts.shape[:2], 1), np.float32)], axis=-1)
+    kpts = _with_scores(torch.cat([r.keypoints.data.float() for r in found]).cpu().numpy())
     out, at = [], 0
     empty = (np.zeros((0, 6), np.float32), np.zeros((0, JOINTS, 3), np.float32))
     for r in results:

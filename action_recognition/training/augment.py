@@ -41,16 +41,21 @@ def augment_keypoints(x: Any, layout: str | None, gen: Any) -> Any:
     return torch.gather(x, 1, index[:, :, None, None].expand(b, t, j, 3))
 
 
+def frame_draws(gen: Any, batch: int, h: int, w: int, crop: int) -> tuple[int, int, Any]:
+    """The random numbers of a frames batch, in their order: the crop's top and left, then who is flipped (CPU)."""
+    import torch
+
+    top = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+    left = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+    return top, left, torch.rand(batch, generator=gen) < 0.5
+
+
 def augment_frames(x: Any, gen: Any, crop: int) -> Any:
     """Random crop to ``crop`` and horizontal flip of a uint8 batch (B, T, H, W, 3) (for a GPU the training loop
     draws the same numbers and flips on the device)."""
-    import torch
 
-    b, _, h, w, _ = x.shape
-    top = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
-    left = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+    top, left, flip = frame_draws(gen, x.shape[0], x.shape[2], x.shape[3], crop)
     x = x[:, :, top : top + crop, left : left + crop]
-    flip = torch.rand(b, generator=gen) < 0.5
     if flip.any():
         x = x.clone()
         x[flip] = x[flip].flip(3)

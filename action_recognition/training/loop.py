@@ -11,7 +11,7 @@ import numpy as np
 
 from action_recognition.config import TrainConfig
 from action_recognition.datasets import LabeledArrays
-from action_recognition.training.augment import augment_frames, augment_keypoints, centre_crop
+from action_recognition.training.augment import augment_frames, augment_keypoints, centre_crop, frame_draws
 from action_recognition.training.inference import batches, predict_logits
 from action_recognition.training.state import TrainState, amp_dtype
 
@@ -73,9 +73,7 @@ class EpochData:
 
         _, t, h, w, _ = self.x.shape
         if augment:
-            top = int(torch.randint(0, h - self.crop + 1, (1,), generator=gen))
-            left = int(torch.randint(0, w - self.crop + 1, (1,), generator=gen))
-            flip = torch.rand(len(idx), generator=gen) < 0.5
+            top, left, flip = frame_draws(gen, len(idx), h, w, self.crop)
         else:
             top, left, flip = (h - self.crop) // 2, (w - self.crop) // 2, None
         frames = slice(None)

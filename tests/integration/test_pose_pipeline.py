@@ -20,11 +20,10 @@ from action_recognition.pose.pipeline import (
     StageClock,
     decode_clip,
     extract_stream,
-    to_detections,
     tracker_settings,
 )
-from action_recognition.pose.tracking import Weights, select_people
 from tests.support.paths import VIDEOS
+from tests.support.pose import model_track_people
 
 pytestmark = pytest.mark.integration
 
@@ -56,21 +55,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[PoseModel, PoseConf
 
 
 def _reference(pose: PoseModel, config: PoseConfig, path: Path) -> np.ndarray:
-    """What ``model.track`` makes of the same decoded frames: one fresh tracker kept across the batches."""
-    frames = list(decode_clip(path, None, config.imgsz).frames)
-    h, w = frames[0].shape[:2]
-    pose.model.predictor = None  # a fresh predictor, so a fresh tracker
-    per_frame = []
-    for start in range(0, len(frames), config.batch):
-        for r in pose.model.track(frames[start : start + config.batch], persist=True, tracker=config.tracker,
-                                  imgsz=config.imgsz, conf=config.conf, device=pose.device, verbose=False):  # fmt: skip
-            b = r.boxes
-            ids = None if b is None or b.id is None else b.id.int().cpu().numpy()
-            per_frame.append([] if b is None or len(b) == 0 else to_detections(
-                b.xyxy.float().cpu().numpy(), b.conf.float().cpu().numpy(), ids, r.keypoints.data.float().cpu().numpy(),
-                w, h))  # fmt: skip
-    people, _ = select_people(per_frame, 17, Weights(), config.top_m)
-    return people
+    """What ``model.track`` makes of the same decoded frames."""
+    return model_track_people(pose, config, list(decode_clip(path, None, config.imgsz).frames))
 
 
 def test_same_keypoints_as_model_track(setup: tuple[PoseModel, PoseConfig], clips: dict[str, Path]) -> None:
