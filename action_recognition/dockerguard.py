@@ -10,16 +10,18 @@ A socket proxy that filters by URL alone (tecnativa's) cannot see a create reque
   added capabilities, devices, host PID/IPC/UTS/user namespaces, unconfined security options, sysctls or cgroup
   parents; a GPU only through a device request for ``gpu``; host paths (binds and bind mounts) only under allowed
   folders, never the Docker socket, and volumes without driver options (the ``o=bind`` trick); only allowed networks;
-- labels every container it creates (``ar.docker-guard=1``) and acts on a container (inspect, logs, stop, remove)
-  only when the engine says it carries that label, so the guard cannot be used to read another container's
-  environment or stop it.
+- labels every container it creates (``ar.docker-guard=1`` and ``ar.docker-guard.instance=NAME``, its
+  ``--instance``: the compose project) and acts on a container (inspect, logs, stop, remove) only when the engine
+  says it carries both, so the guard cannot be used to read another container's environment or stop it, nor a
+  container of another stack on the same engine.
 
 Each refusal answers 403 with ``{"message": "docker-guard: ..."}`` (docker-py shows it as an ``APIError``) and is
 logged. One request per connection (``Connection: close`` to the engine), so attach upgrades and streamed logs are
 piped through as they are.
 
     action-recognition docker-guard --listen 0.0.0.0:2375 --engine unix:///var/run/docker.sock \\
-        --allow-image 'action-recognition-worker:*' --allow-bind /srv/action-recognition --allow-network ar
+        --allow-image 'action-recognition-worker:*' --allow-bind /srv/action-recognition --allow-network ar \\
+        --instance ar
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 log = logging.getLogger(__name__)
 
 LABEL = "ar.docker-guard"
+INSTANCE_LABEL = "ar.docker-guard.instance"
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
 VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
@@ -83,6 +86,7 @@ class Policy:
     read_only_binds: bool = True
     runtimes: tuple[str, ...] = ("", "runc", "nvidia")
     socket_paths: tuple[str, ...] = field(default=("/var/run/docker.sock", "/run/docker.sock"))
+    instance: str = "default"  # the INSTANCE_LABEL of what this guard creates and may act on
 
     def image_allowed(self, image: str) -> bool:
         return any(fnmatch.fnmatchcase(image, pattern) for pattern in self.images)
@@ -166,9 +170,10 @@ def route(method: str, path: str) -> tuple[bool, dict[str, str]]:
     raise Refused(f"{method} {bare} is not an allowed Docker API call")
 
 
-def add_label(body: dict[str, Any]) -> dict[str, Any]:
+def add_label(body: dict[str, Any], instance: str) -> dict[str, Any]:
     labels = dict(body.get("Labels") or {})
     labels[LABEL] = "1"
+    labels[INSTANCE_LABEL] = instance
     return {**body, "Labels": labels}
 
 
@@ -292,8 +297,10 @@ class Guard:
             if status == 404:
                 raise NotFound(f"No such container: {groups['id']}")
             labels = ((info or {}).get("Config") or {}).get("Labels") or {}
-            if labels.get(LABEL) != "1":
-                raise Refused(f"container {groups['id']!r} was not created through the guard")
+            if labels.get(LABEL) != "1" or labels.get(INSTANCE_LABEL) != self.policy.instance:
+                raise Refused(
+                    f"container {groups['id']!r} was not created through the guard (instance {self.policy.instance!r})"
+                )
         if "image" in groups and not self.policy.image_allowed(groups["image"]):
             raise Refused(f"image {groups['image']!r} is not allowed")
         if parts.path.endswith("/images/create"):
@@ -311,7 +318,7 @@ class Guard:
             if not isinstance(body, dict):
                 raise Refused("the create body must be a JSON object")
             self.policy.check_create(body)
-            request.body = json.dumps(add_label(body)).encode()
+            request.body = json.dumps(add_label(body, self.policy.instance)).encode()
         return request
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

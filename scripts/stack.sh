@@ -121,8 +121,9 @@ Trigger kinetics_pipeline from the UI: its defaults are the demo dataset. Stop w
 EOF2
     ;;
   down)
-    # Step containers are not compose services: those a stopped scheduler left running (the guard labels each).
-    docker ps -aq --filter label=ar.docker-guard=1 | xargs -r docker rm -f >/dev/null
+    # Step containers are not compose services: those a stopped scheduler left running (this stack's guard labels
+    # each with the project name; another stack's are left alone).
+    docker ps -aq --filter "label=ar.docker-guard.instance=$COMPOSE_PROJECT_NAME" | xargs -r docker rm -f >/dev/null
     if [ -f "$env_file" ]; then
       if [ "${CLEAN:-0}" = 1 ] || [ "${VOLUMES:-0}" = 1 ]; then
         "${compose[@]}" --profile celery down --volumes --remove-orphans

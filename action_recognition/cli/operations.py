@@ -163,6 +163,10 @@ def docker_guard(
     writable_binds: Annotated[
         bool, typer.Option("--writable-binds", help="Allow read-write bind mounts (default: read-only only).")
     ] = False,
+    instance: Annotated[
+        str,
+        typer.Option("--instance", help="Labels what this guard creates; it acts on nothing else (the stack's name)."),
+    ] = "default",
     log_level: LogOpt = "INFO",
 ) -> None:
     """Serve the Docker API to Airflow, refusing privileged containers, host mounts and every call a step never
@@ -181,6 +185,7 @@ def docker_guard(
         bind_roots=tuple(allow_bind or ()),
         networks=tuple(allow_network or defaults.networks),
         read_only_binds=not writable_binds,
+        instance=instance,
     )
     asyncio.run(serve(host, int(port), Engine(engine), policy))
 

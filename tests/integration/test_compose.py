@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,13 +24,18 @@ SECRETS = {
 }  # fmt: skip
 
 
-def _config(tmp_path: Path, values: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+def _config(tmp_path: Path, values: dict[str, str], *extra: str,
+            project: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
     if shutil.which("docker-compose") is None:
         pytest.fail("docker-compose is not installed: `make test` installs it (apt-get install docker-compose)")
     env_file = tmp_path / "test.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    env = {k: v for k, v in os.environ.items() if k != "COMPOSE_PROJECT_NAME"}
+    if project:
+        env["COMPOSE_PROJECT_NAME"] = project
     return subprocess.run(["docker-compose", "--env-file", str(env_file), "-f", str(ROOT / "docker-compose.yaml"),
-                           *extra, "config"], capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+                           *extra, "config"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=env)  # fmt: skip
 
 
 def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
@@ -60,6 +66,21 @@ def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
     assert "AIRFLOW_ADMIN_PASSWORD" not in scheduler, "the plain password only where the passwords file is written"
     celery = _config(tmp_path, SECRETS, "--profile", "celery")
     assert celery.returncode == 0 and "airflow-celery-worker" in yaml.safe_load(celery.stdout)["services"]
+
+
+@pytest.mark.parametrize("project", [None, "ar-second-stack"])
+def test_each_stack_has_its_own_network_and_guard(tmp_path: Path, project: str | None) -> None:
+    """Two stacks on one engine (two project names) must not share a network, or ``minio`` and ``mlflow`` resolve
+    to either stack's container (seen in CI: the init job met the other stack's S3 server, SignatureDoesNotMatch);
+    nor may one stack's guard act on the other's step containers."""
+    out = _config(tmp_path, SECRETS, project=project)
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    name = project or "action-recognition"
+    assert [n["name"] for n in config["networks"].values()] == [name]
+    assert config["services"]["airflow-scheduler"]["environment"]["AR_DOCKER_NETWORK"] == name
+    argv = config["services"]["docker-proxy"]["entrypoint"]
+    assert argv[argv.index("--allow-network") + 1] == name and argv[argv.index("--instance") + 1] == name
 
 
 MUST_HAVE = [

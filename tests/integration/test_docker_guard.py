@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from action_recognition.dockerguard import LABEL, Policy, Refused, route
+from action_recognition.dockerguard import INSTANCE_LABEL, LABEL, Policy, Refused, route
 from tests.support.airflow import ROOT
 from tests.support.docker import containers, start_guard
 from tests.support.reliability import Reliability
@@ -46,6 +46,7 @@ def test_a_step_container_runs_through_the_guard(guard: Any, worker_image: str) 
         assert b"".join(stream).split() == [b"one", b"two"]
         assert container.wait()["StatusCode"] == 0
         assert container.labels.get(LABEL) == "1", "the guard labels what it creates"
+        assert container.labels.get(INSTANCE_LABEL) == "default", "with its instance (the stack's name)"
     finally:
         container.remove(force=True)
 
@@ -120,9 +121,13 @@ def test_exec_and_foreign_containers_are_refused(guard: Any, worker_image: str, 
     import docker
 
     mine = guard.containers.run(worker_image, ["sleep", "60"], detach=True, network_mode="host")
-    name = "ar-guard-foreign"
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    name, other = "ar-guard-foreign", "ar-guard-other-stack"
+    subprocess.run(["docker", "rm", "-f", name, other], capture_output=True)
     subprocess.run(["docker", "create", "--name", name, "-e", "SECRET=x", worker_image, "true"], check=True,
+                   capture_output=True)  # fmt: skip
+    # made by another stack's guard on the same engine: labelled, but with another instance
+    labels = ["--label", f"{LABEL}=1", "--label", f"{INSTANCE_LABEL}=another-stack"]
+    subprocess.run(["docker", "create", "--name", other, *labels, worker_image, "true"], check=True,
                    capture_output=True)  # fmt: skip
     try:
         with (
@@ -134,16 +139,17 @@ def test_exec_and_foreign_containers_are_refused(guard: Any, worker_image: str, 
             "inspect a container the guard did not make (its environment)": lambda: guard.containers.get(name),
             "remove a container the guard did not make": lambda: guard.api.remove_container(name, force=True),
             "logs of a container the guard did not make": lambda: guard.api.logs(name),
+            "stop a container another stack's guard made": lambda: guard.api.stop(other),
         }.items():
             with (
                 reliability.probe(f"docker: {what}"),
                 pytest.raises(docker.errors.APIError, match="not created through the guard"),
             ):
                 call()
-        assert name in containers("")
+        assert name in containers("") and other in containers("")
     finally:
         mine.remove(force=True)
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", name, other], capture_output=True)
 
 
 def test_policy_and_routes_without_an_engine() -> None:

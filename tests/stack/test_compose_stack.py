@@ -144,7 +144,7 @@ def test_a_person_trains_and_approves_from_the_ui(browser: Any, stack: dict[str,
 
     _the_registry_answers_with_auth(stack, run_uuid)
     _storage_keys_reach_only_their_bucket(stack)
-    guarded = ["docker", "ps", "-aq", "--filter", "label=ar.docker-guard=1"]
+    guarded = ["docker", "ps", "-aq", "--filter", f"label=ar.docker-guard.instance={PROJECT}"]
     leftovers = subprocess.run(guarded, capture_output=True, text=True, check=True).stdout.split()
     assert leftovers == [], "every step container is removed"
     FIGURES.write_text(json.dumps({"up_to_healthy_s": stack["up_to_healthy_s"],
