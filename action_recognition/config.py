@@ -63,6 +63,7 @@ class StorageConfig(StrictModel):
     )
     region: str | None = Field(None, description="S3 region; default from AWS_DEFAULT_REGION.")
     max_attempts: int = Field(6, ge=1, le=20, description="Attempts per S3 call (botocore standard retries).")
+    unreachable_s: float = Field(30.0, ge=0, le=3600, description="Seconds a call retries an unreachable server.")
     connect_timeout_s: float = Field(5.0, gt=0, le=300)
     read_timeout_s: float = Field(60.0, gt=0, le=3600)
     multipart_threshold_mb: int = Field(64, ge=5, le=5120, description="Files above this upload in parts.")

@@ -14,16 +14,18 @@ import hashlib
 import logging
 import os
 import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from action_recognition.config import StorageConfig
 from action_recognition.errors import StorageError, WorkspaceFullError
 from action_recognition.workdir import partial_suffix, sweep_partials
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _PARTIAL_MARK = ".partial-"
 _KEY_PART = re.compile(r"[A-Za-z0-9._=+@-]+")
@@ -224,8 +226,10 @@ class S3Storage(Storage):
 
     Credentials come from boto3's usual chain (environment variables, an Airflow connection exported
     to the environment by :mod:`action_recognition.airflow_adapter`); the endpoint from the config or
-    ``AWS_ENDPOINT_URL``. Transient errors (throttling, 5xx, connection resets) are retried by botocore's
-    standard retry mode with exponential backoff, up to ``max_attempts``.
+    ``AWS_ENDPOINT_URL``. Throttling and 5xx answers are retried by botocore's standard mode, up to
+    ``max_attempts``. A server that cannot be reached (refused, reset, timed out: a MinIO restart) is retried here
+    for ``unreachable_s`` seconds, 0.5 s doubling to 8 s apart: botocore's own backoff for those errors starts at
+    50 ms and gives up within about 2 s at the default attempts. Every call is idempotent, so a retry is safe.
     """
 
     def __init__(self, uri: str, config: StorageConfig | None = None, client: Any | None = None) -> None:
@@ -263,6 +267,23 @@ class S3Storage(Storage):
             )
         return self._client
 
+    def _call(self, fn: Callable[[], T]) -> T:
+        """``fn()``, retried while the server cannot be reached, for ``config.unreachable_s`` seconds."""
+        from botocore.exceptions import ConnectionError as Unreachable
+        from botocore.exceptions import HTTPClientError  # connection closed, read timeout
+
+        deadline, delay = time.monotonic() + self.config.unreachable_s, 0.5
+        while True:
+            try:
+                return fn()
+            except (Unreachable, HTTPClientError) as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                log.warning("%s unreachable (%s); retrying in %.1f s", self.uri, exc, min(delay, left))
+                time.sleep(min(delay, left))
+                delay = min(2 * delay, 8.0)
+
     def _object_key(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -277,7 +298,7 @@ class S3Storage(Storage):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._object_key(key))
+            head = self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=self._object_key(key)))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -290,8 +311,9 @@ class S3Storage(Storage):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"]
-            return bytes(body.read())
+            return self._call(
+                lambda: bytes(self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"].read())
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise StorageError(f"{self.key_uri(key)} does not exist") from None
@@ -303,7 +325,7 @@ class S3Storage(Storage):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data)
+            self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data))
         except (ClientError, BotoCoreError) as exc:
             raise self._error("write", key, exc) from exc
 
@@ -318,7 +340,8 @@ class S3Storage(Storage):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.upload_file(str(src), self.bucket, self._object_key(key), Config=self._transfer_config())
+            self._call(lambda: self.client.upload_file(str(src), self.bucket, self._object_key(key),
+                                                       Config=self._transfer_config()))  # fmt: skip
         except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
             raise self._error("upload to", key, exc) from exc
 
@@ -330,7 +353,8 @@ class S3Storage(Storage):
         sweep_partials(dest.parent, dest.name)
         tmp = dest.parent / f".{dest.name}{partial_suffix()}"
         try:
-            self.client.download_file(self.bucket, self._object_key(key), str(tmp), Config=self._transfer_config())
+            self._call(lambda: self.client.download_file(self.bucket, self._object_key(key), str(tmp),
+                                                         Config=self._transfer_config()))  # fmt: skip
             os.replace(tmp, dest)
         except ClientError as exc:
             tmp.unlink(missing_ok=True)
@@ -349,11 +373,13 @@ class S3Storage(Storage):
 
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
-        try:
+
+        def listing() -> list[str]:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
-            for page in pages:
-                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+            return [obj["Key"][strip:] for page in pages for obj in page.get("Contents", [])]
+
+        try:
+            keys = self._call(listing)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"cannot list {self.uri}/{prefix}: {exc}") from exc
         return sorted(keys)
@@ -364,7 +390,7 @@ class S3Storage(Storage):
         if not self.exists(key):
             return False
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
+            self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key)))
         except (ClientError, BotoCoreError) as exc:
             raise self._error("delete", key, exc) from exc
         return True
