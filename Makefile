@@ -32,6 +32,12 @@ $(BIN)/.complete:
 	@rm -rf $(VENV) $(VENV).log
 	@scripts/quietly.sh "  creating the venv" $(VENV).log $(PYTHON) -m venv $(VENV)
 	@# Every file checked against the lock's sha256 (pip, setuptools and wheel included); see scripts/lock.py.
+	@# The locked pip first: the one `python -m venv` bundles (23.2 with Python 3.11.7) resolves an extra of a pinned
+	@# package (the Celery provider's celery[redis]) to the newest release instead of the pin, and --require-hashes
+	@# then refuses the whole install.
+	@sed -n '/^pip==/,/[^\\]$$/p' $(LOCK) > $(VENV)/lock-pip.txt
+	@scripts/quietly.sh "  installing the locked pip (hash-checked)" $(VENV).log \
+	  $(BIN)/pip install --require-hashes -r $(VENV)/lock-pip.txt
 	@scripts/quietly.sh "  installing the locked packages (hash-checked)" $(VENV).log \
 	  $(BIN)/pip install --require-hashes -r $(LOCK)
 	@touch $@
