@@ -91,7 +91,12 @@ def read_frames(argv: list[str], *, frame_bytes: int, expected: int, timeout_s: 
         except FileNotFoundError as exc:
             raise MediaError(f"{what}: {argv[0]} is not installed (apt-get install ffmpeg)") from exc
         expired = threading.Event()
-        timer = threading.Timer(timeout_s, lambda: (expired.set(), proc.kill()))
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout_s, expire)
         timer.start()
         buf = np.empty(max(1, expected + 2) * frame_bytes, np.uint8)
         size = 0
@@ -100,7 +105,7 @@ def read_frames(argv: list[str], *, frame_bytes: int, expected: int, timeout_s: 
                 stdout = cast(IO[bytes], proc.stdout)
                 with contextlib.suppress(OSError):  # Linux only; the default 64 KiB pipe works, more slowly
                     fcntl.fcntl(stdout.fileno(), F_SETPIPE_SZ, 1 << 20)
-                while got := stdout.readinto(memoryview(buf)[size:]):  # type: ignore[attr-defined]
+                while got := stdout.readinto(buf.data[size:]):  # type: ignore[attr-defined]
                     size += got
                     if size == len(buf):
                         buf = np.resize(buf, 2 * len(buf))
