@@ -70,10 +70,8 @@ reliability: system venv  ## The fault, bad-input and security suites, ending wi
 	AR_RELIABILITY_REPORT=$(CURDIR)/.reliability.json $(BIN)/python -m pytest -m reliability $(PYTEST_ARGS); \
 	  status=$$?; scripts/dockerd.sh stop; exit $$status
 
-lint: venv  ## ruff and mypy
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy action_recognition
+lint: venv  ## ruff (rules, format) and mypy: the checks of tests/unit/test_lint.py, which make test runs too
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_lint.py
 
 demo: system venv  ## The whole DAG on the embedded defaults, offline (airflow dags test), into $(DEMO_DIR)
 	$(BIN)/action-recognition demo --workdir $(DEMO_DIR) --videos tests/fixtures/videos

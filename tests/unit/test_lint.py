@@ -1,5 +1,6 @@
-"""`make lint` inside the suite: ruff (rules and format) over the repository and mypy over the package. CI runs
-only `make test`, and lint kept apart went red unnoticed (mypy on media.py, after a numpy upgrade)."""
+"""The lint checks, in one place: ruff (rules and format) over the repository and mypy over the package. `make lint`
+runs this file and `make test` runs it with the rest; lint kept apart from CI went red unnoticed (mypy on media.py,
+after a numpy upgrade)."""
 
 from __future__ import annotations
 
