@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system venv lock update-yt-dlp smoke-online test test-fast reliability lint demo bench clean stack-images stack-up stack-down
+.PHONY: help system venv lock update-yt-dlp smoke-online test test-fast check reliability demo bench clean stack-images stack-up stack-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,20 +58,19 @@ update-yt-dlp: venv  ## Keep up with YouTube: newest yt-dlp (+ the EJS scripts a
 	$(MAKE) test PYTEST_ARGS="tests/unit/test_download_classify.py tests/integration/test_acquisition.py tests/integration/test_doctor.py"
 	@echo "lock bumped: commit requirements/lock.txt; images pick it up at their next build (make stack-up, docker compose build)"
 
-test: system venv  ## The whole test suite (starts a Docker engine for the docker-runner tests, stops it after)
-	scripts/dockerd.sh start
-	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; scripts/dockerd.sh stop; exit $$status
+test: system venv  ## Every real component proven once (~20 min here; starts a Docker engine only if none runs)
+	scripts/dockerd.sh run $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: venv  ## The inner loop: unit, DAG, data and model tiers (no Docker, stack, browser or whole DAG run; ~3 min here)
-	$(BIN)/python -m pytest tests/unit tests/dags tests/data tests/model -m "not dagrun" $(PYTEST_ARGS)
+test-fast: venv  ## The inner loop: unit, DAG, data and model tiers, operators with a spec'd Docker client (<2 min)
+	$(BIN)/python -m pytest tests/unit tests/dags tests/data tests/model -m "not dagrun and not check" $(PYTEST_ARGS)
+
+check: venv  ## ruff (rules, format), mypy, the code-shape and DAG-integrity tests (<1 min)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m check tests/unit tests/dags $(PYTEST_ARGS)
 
 reliability: system venv  ## The fault, bad-input and security suites, ending with one block of figures
-	scripts/dockerd.sh start
-	AR_RELIABILITY_REPORT=$(CURDIR)/.reliability.json $(BIN)/python -m pytest -m reliability $(PYTEST_ARGS); \
-	  status=$$?; scripts/dockerd.sh stop; exit $$status
+	AR_RELIABILITY_REPORT=$(CURDIR)/.reliability.json scripts/dockerd.sh run \
+	  $(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 
-lint: venv  ## ruff (rules, format) and mypy: the checks of tests/unit/test_lint.py, which make test runs too
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_lint.py
 
 demo: system venv  ## The whole DAG on the embedded defaults, offline (airflow dags test), into $(DEMO_DIR)
 	$(BIN)/action-recognition demo --workdir $(DEMO_DIR) --videos tests/fixtures/videos

@@ -18,9 +18,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from action_recognition.config import SHORT_TRAINING, TrainConfig, short_training_env
 from action_recognition.localserve import VideoServer
 from action_recognition.names import DOWNLOAD_POOL
+from action_recognition.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +169,20 @@ def dags_test(
 
 
 def run_demo(
-    workdir: Path, videos: Path, *, per_class: int = 8, epochs: int = 12, timeout_s: float = 1800
+    workdir: Path,
+    videos: Path,
+    *,
+    per_class: int = 8,
+    epochs: int | None = None,
+    training: Literal["short", "full"] = "short",
+    timeout_s: float = 1800,
 ) -> DemoResult:
-    """Run the DAG end to end (see the module docstring) and return where its outputs are."""
+    """Run the DAG end to end (see the module docstring) and return where its outputs are. ``training``: the short
+    profile (:data:`~action_recognition.config.SHORT_TRAINING`, the default) or the product's full recipe;
+    ``epochs`` defaults to the profile's (12 for the full recipe)."""
+    if epochs is None:
+        epochs = int(SHORT_TRAINING["epochs"]) if training == "short" else 12
+    profile = short_training_env() if training == "short" else {}
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"
@@ -177,6 +191,7 @@ def run_demo(
     env = local_airflow(
         workdir, AR__DOWNLOAD__BACKOFF_BASE_S="0.2", AR_NETWORK_RETRIES="0",
         AR__POSE__CONF="0.0001",  # untrained weights score everything low: keep their (meaningless) people
+        **profile,
     )  # fmt: skip
     with VideoServer(routes) as server:  # type: ignore[arg-type]
         conf = {
@@ -196,18 +211,28 @@ def run_demo(
              "input_prefix": INFER_PREFIX, "overlays": True, "videos_per_shard": 3}  # fmt: skip
     dags_test(workdir, env, infer, timeout_s, dag_id="kinetics_infer")
     tracking = env["MLFLOW_TRACKING_URI"]
-    return DemoResult(str(workdir), str(storage), tracking, demo_summary(storage, tracking, "demo"))
+    summary = demo_summary(LocalStorage(storage), tracking, "demo")
+    summary["inference"] = last_inference(storage, "demo")
+    summary["training"] = training_words(training, epochs)
+    return DemoResult(str(workdir), str(storage), tracking, summary)
 
 
-def demo_summary(storage: Path, tracking_uri: str, dataset: str) -> dict[str, object]:
-    """Ledger counts and, per model family, the champion's version and metrics."""
+def training_words(training: str, epochs: int) -> str:
+    """What the demo trained, said plainly: the short profile is not the product's recipe."""
+    if training == "short":
+        return (f"short profile: one model per family, {epochs} epochs (the product's default is the refit recipe: "
+                f"{TrainConfig().seeds} seeds, up to {TrainConfig().epochs} epochs; --training full)")  # fmt: skip
+    return f"full recipe ({TrainConfig().recipe}, {TrainConfig().seeds} seeds), {epochs} epochs"
+
+
+def demo_summary(storage: Storage, tracking_uri: str, dataset: str) -> dict[str, object]:
+    """Ledger counts, per model family the champion's version and metrics, and the last batch inference."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from action_recognition.ledger import status
-    from action_recognition.storage import LocalStorage
 
-    report = status(LocalStorage(storage), dataset)
+    report = status(storage, dataset)
     client = MlflowClient(tracking_uri)
     models: dict[str, object] = {}
     for family in ("keypoint", "rgb", "video"):
@@ -219,6 +244,10 @@ def demo_summary(storage: Path, tracking_uri: str, dataset: str) -> dict[str, ob
         models[name] = {"champion": f"models:/{name}@champion", "version": version.version,
                         "metrics": json.loads(version.tags.get("ar.metrics", "{}")),
                         "untrained": version.tags.get("ar.untrained") == "true"}  # fmt: skip
+    return {"rows": report.rows, "states": report.states, "models": models}
+
+
+def last_inference(storage: Path, dataset: str) -> dict[str, object] | None:
+    """The summary of the newest ``kinetics_infer`` run on ``dataset`` in a local storage folder."""
     summaries = sorted(storage.glob(f"inference/{dataset}/*/summary.json"), key=lambda p: p.stat().st_mtime)
-    inference = json.loads(summaries[-1].read_text()) if summaries else None
-    return {"rows": report.rows, "states": report.states, "models": models, "inference": inference}
+    return json.loads(summaries[-1].read_text()) if summaries else None

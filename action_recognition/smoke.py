@@ -19,8 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from action_recognition.config import StorageConfig
 from action_recognition.demo import dags_test, demo_summary, local_airflow
-from action_recognition.storage import LocalStorage
+from action_recognition.storage import open_storage
 from action_recognition.weights import DEFAULTS, pull
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class SmokeResult:
     step_seconds: dict[str, float]
     summary: dict[str, Any]
     weights: dict[str, str] = field(default_factory=dict)
+    #: The DAG run's conf and the Airflow environment it ran in (for a caller that runs more DAGs there).
+    conf: dict[str, Any] = field(default_factory=dict, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"workdir": self.workdir, "step_seconds": self.step_seconds, "weights": self.weights, **self.summary}
@@ -83,22 +87,30 @@ def run_smoke(
     pose_source: str = DEFAULTS["yolo11n-pose.pt"],
     backbone_source: str = DEFAULTS["resnet18-f37072fd.pth"],
     epochs: int = 30,
+    storage_uri: str | None = None,
+    tracking_uri: str | None = None,
+    dataset: str = "smoke",
+    clips_per_shard: int = 25,
     extra_env: dict[str, str] | None = None,
     timeout_s: float = 3600,
 ) -> SmokeResult:
+    """The run; ``storage_uri`` (default: ``workdir/storage``) and ``tracking_uri`` (default: a SQLite store in
+    ``workdir``) point it at a deployment's own MinIO and MLflow (their keys from the environment)."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    storage = workdir / "storage"
-    store = LocalStorage(storage)
+    storage_uri = storage_uri or str(workdir / "storage")
+    store = open_storage(StorageConfig(uri=storage_uri))
     pose = pull(pose_source, pose_source.rsplit("/", 1)[-1], store)
     backbone = pull(backbone_source, backbone_source.rsplit("/", 1)[-1], store)
-    env = local_airflow(workdir, AR__TRAIN__BACKBONE_WEIGHTS=backbone.uri, **(extra_env or {}))
+    tracking = {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}
+    env = local_airflow(workdir, AR__TRAIN__BACKBONE_WEIGHTS=backbone.uri, **tracking, **(extra_env or {}))
     conf = {
         "annotations": [annotations], "classes": list(classes), "class_contains": None, "per_class": per_class,
-        "clips_per_shard": 25, "url_template": url_template, "pose_weights": pose.uri, "pose_untrained": False,
-        "rgb_allow_untrained": False, "epochs": epochs, "storage_uri": str(storage), "dataset": "smoke",
-        "runner": "local", "gpu_enabled": False,
+        "clips_per_shard": clips_per_shard, "url_template": url_template, "pose_weights": pose.uri,
+        "pose_untrained": False, "rgb_allow_untrained": False, "epochs": epochs, "storage_uri": storage_uri,
+        "dataset": dataset, "runner": "local", "gpu_enabled": False,
     }  # fmt: skip
     dags_test(workdir, env, conf, timeout_s)
-    summary = demo_summary(storage, env["MLFLOW_TRACKING_URI"], "smoke")
-    return SmokeResult(str(workdir), step_seconds(env), summary, {"pose": pose.uri, "backbone": backbone.uri})
+    summary = demo_summary(store, env["MLFLOW_TRACKING_URI"], dataset)
+    weights = {"pose": pose.uri, "backbone": backbone.uri}
+    return SmokeResult(str(workdir), step_seconds(env), summary, weights, conf, env)

@@ -32,7 +32,12 @@ def demo(
     videos: Annotated[Path, typer.Option("--videos", help="Folder of the bundled real videos.")] = Path(
         "tests/fixtures/videos"
     ),
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs of each model.")] = 12,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Training epochs of each model (default: the profile's).", min=1)
+    ] = None,
+    training: Annotated[
+        str, typer.Option("--training", help="short: one model a family, few epochs; full: the product's recipe.")
+    ] = "short",
 ) -> None:
     """Run the whole kinetics_pipeline DAG offline on the embedded defaults (SQLite, local folder, local MLflow)."""
     from action_recognition.demo import run_demo
@@ -47,6 +52,7 @@ def demo(
         if inference:
             lines.append(f"  kinetics_infer: {inference['videos']} videos with {inference['model_uri']}: "
                          f"{inference['counts']} -> {inference['predictions_uri']}")  # fmt: skip
+        lines.append(f"training: {r.summary.get('training')}")
         lines.append(f"storage: {r.storage}  (action-recognition status --storage {r.storage} --dataset demo)")
         video = (videos / "demo.mp4").resolve()
         lines += [
@@ -64,14 +70,16 @@ def demo(
             raise ConfigError(f"--videos {videos}: no demo.mp4 there; the bundled videos are in a checkout's "
                               "tests/fixtures/videos (run from the checkout, or pass --videos)")  # fmt: skip
         try:
-            return run_demo(workdir, videos, epochs=epochs)
+            if training not in ("short", "full"):
+                raise ConfigError(f"--training {training!r}: short or full")
+            return run_demo(workdir, videos, epochs=epochs, training=training)  # type: ignore[arg-type]
         except RuntimeError as exc:  # the DAG failed: the message names its log
             raise ActionRecognitionError(str(exc)) from exc
 
     common.run(step, summarise=lambda r: r.as_dict(), human=human)
 
 
-@step_command(storage=False, config=False)
+@step_command(config=False)
 def smoke(
     common: Common,
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the smoke run keeps everything.")] = Path(".smoke"),
@@ -84,6 +92,10 @@ def smoke(
     classes: Annotated[list[str] | None, typer.Option("--class", help="A class to use (repeat; default 3).")] = None,
     per_class: Annotated[int, typer.Option("--per-class", min=1)] = 3,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="An MLflow server (default: a SQLite store in WORKDIR).")
+    ] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name (storage keys, model names).")] = "smoke",
 ) -> None:
     """A networked machine's first real run (make smoke-online): the real Kinetics CSV, 3 classes x 3 clips, real
     YouTube, real weights pulled into storage, real training; per-step seconds, the ledger and the champions."""
@@ -95,12 +107,14 @@ def smoke(
         "pose_source": pose_source,
         "backbone_source": backbone_source,
         "classes": tuple(classes) if classes else None,
+        "storage_uri": common.storage,  # --storage (default: WORKDIR/storage)
+        "tracking_uri": tracking_uri,
     }
     kwargs = {k: v for k, v in options.items() if v is not None}  # fmt: skip
 
     def step() -> Any:
         try:
-            return s.run_smoke(workdir, per_class=per_class, epochs=epochs, **kwargs)
+            return s.run_smoke(workdir, per_class=per_class, epochs=epochs, dataset=dataset, **kwargs)
         except RuntimeError as exc:  # the DAG failed: its log is named in the message
             raise ActionRecognitionError(str(exc)) from exc
 

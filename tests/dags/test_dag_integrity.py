@@ -15,6 +15,8 @@ from tests.support.airflow import ROOT, airflow_env
 
 sys.path.insert(0, str(ROOT / "plugins"))
 
+pytestmark = pytest.mark.check  # `make check`: under a minute, before every commit
+
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory: pytest.TempPathFactory) -> Any:

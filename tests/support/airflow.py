@@ -1,4 +1,5 @@
-"""Running a DAG for real in tests: ``airflow dags test`` in a subprocess with its own AIRFLOW_HOME (SQLite)."""
+"""Running a DAG for real in tests: ``airflow dags test`` in a subprocess with its own AIRFLOW_HOME (SQLite), training
+with the suite's short profile (``SHORT_TRAINING``: one model a family, few epochs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from action_recognition.config import short_training_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +23,7 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         "AIRFLOW__CORE__UNIT_TEST_MODE": "false", "PYTHONPATH": str(ROOT / "plugins"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", "AR_NETWORK_RETRIES": "0",
         "AR__TRAIN__SYSTEM_METRICS": "false", "AR__POSE__CONF": "0.0001", "AR__DOWNLOAD__BACKOFF_BASE_S": "0.1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true", **short_training_env(),
     })  # fmt: skip
     env.update(extra)
     return env

@@ -7,7 +7,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from tests.support.paths import ROOT
+
+pytestmark = pytest.mark.check  # `make check`: under a minute, before every commit
 
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80

@@ -11,6 +11,8 @@ import pytest
 
 from tests.support.paths import ROOT
 
+pytestmark = pytest.mark.check  # `make check`: under a minute, before every commit
+
 CHECKS = {
     "ruff rules": ["-m", "ruff", "check", "--no-cache", "."],
     "ruff format": ["-m", "ruff", "format", "--check", "--no-cache", "."],
