@@ -1,36 +1,31 @@
-"""The docker runner for real: kinetics_pipeline with every step in a container of a locally built worker image
-(Debian base made with debootstrap, the host's venv and source mounted read-only), started by DockerOperator against
-the real Docker engine that ``make test`` starts, through the Docker guard; S3 and MLflow are the test servers on the
-host network."""
+"""The docker runner for real, on one step: a step in a container of a locally built worker image (Debian base made
+with debootstrap, the host's venv and source mounted read-only), started by StepOperator's DockerOperator against the
+real Docker engine that ``make test`` starts, through the Docker guard; S3 and MLflow are the test servers on the host
+network. Then a training container SIGKILLed and retried. The whole pipeline in worker containers is the compose
+stack's (tests/stack/); the operator's every branch without an engine, tests/unit/test_operators.py."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
 
-from action_recognition.demo import make_demo_videos, write_demo_annotations
-from action_recognition.localserve import VideoServer
-from action_recognition.storage import open_storage
-from action_recognition.weights import pull
-from tests.support.airflow import ROOT, airflow_env, dags_test, init_airflow
+from action_recognition.config import short_training_env
+from tests.support.airflow import ROOT
 from tests.support.docker import containers, start_guard
-from tests.support.paths import VIDEOS, free_port
 from tests.support.reliability import Reliability
 from tests.support.train import train_args
-from tests.support.weights import untrained_pose_pt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,68 +42,46 @@ def guard_url(worker_image: str) -> Iterator[str]:
         yield url
 
 
-def test_pipeline_in_containers(
-    worker_image: str, guard_url: str, s3_server: str, mlflow_server: str, tmp_path: Path, reliability: Reliability
-) -> None:
+def test_a_step_runs_in_a_container_through_the_guard(
+    worker_image: str, guard_url: str, s3_server: str, mlflow_server: str, synthetic_dataset: Path,
+    capfd: pytest.CaptureFixture[str], reliability: Reliability,
+) -> None:  # fmt: skip
+    """StepOperator with ``runner=docker``, as a DAG task runs it: DockerOperator starts the train step in the worker
+    image through the guard (host venv and source mounted read-only), the storage keys travel as private
+    environment, the step's JSON summary comes back as the task's result, and the container is removed."""
+    from docker.types import Mount
     from mlflow import MlflowClient
 
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="docker-runner")
-    # Weights are data: pulled into storage once (what the stack's init does online), then every pose container
-    # reads them from there through its cache. Offline, the file is an untrained yolo11n-pose saved as a .pt.
-    pose = pull(str(untrained_pose_pt(tmp_path / "weights")), "yolo11n-pose.pt", open_storage("s3://docker-runner/ar"))
-    site = SITE
-    generated = make_demo_videos(tmp_path / "videos", per_class=5)
-    csv_path, routes = write_demo_annotations(tmp_path / "kinetics-600_demo.csv", generated, VIDEOS)
-    env = airflow_env(
-        tmp_path / "airflow", MLFLOW_TRACKING_URI=mlflow_server, AR_RUNNER="docker", AR_WORKER_IMAGE=worker_image,
-        AR_DOCKER_NETWORK="host", AR_DOCKER_URL=guard_url,
-        AR_DOCKER_MOUNTS=f"{site}:/opt/venv-site:ro,{ROOT}:/opt/src:ro,{DENO}:/usr/local/bin/deno:ro",
-        AR__POSE__CONF="0.0001",  # random weights score nobody near the default threshold
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from ar_provider.operators import StepOperator
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="docker-runner")
+    s3.upload_file(str(synthetic_dataset), "docker-runner", "ds/synth6-keypoints.npz")
+    mounts = [Mount(target="/opt/venv-site", source=str(SITE), type="bind", read_only=True),
+              Mount(target="/opt/src", source=str(ROOT), type="bind", read_only=True)]  # fmt: skip
+    step = StepOperator(
+        task_id="train_keypoint", step="train", runner="docker", gpu=True, gpu_enabled=False, image=worker_image,
+        docker_url=guard_url, network_mode="host", mounts=mounts, aws_conn_id=None,
+        args=["--dataset", "s3://docker-runner/ds/synth6-keypoints.npz", "--arch", "ddnet", "--name", "dockerrun",
+              "--storage", "s3://docker-runner/ar", "--set", "train.experiment=docker-runner"],
     )  # fmt: skip
-    # The storage keys reach the steps only through the Airflow connection (not this process's environment), and
-    # no task log may show the secret.
-    secret = env.pop("AWS_SECRET_ACCESS_KEY")
-    access = env.pop("AWS_ACCESS_KEY_ID")
-    env["AIRFLOW_CONN_AR_STORAGE"] = json.dumps({
-        "conn_type": "aws", "login": access, "password": secret, "extra": {"endpoint_url": s3_server},
-    })  # fmt: skip
-    init_airflow(env)
+    ti = SimpleNamespace(dag_id="kinetics_pipeline", task_id="train_keypoint", run_id="manual__test", map_index=-1)
     before = set(containers())
-    # The containers see neither this machine's files nor its temp folders: the annotations come over HTTP.
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    csv_url = f"http://127.0.0.1:{httpd.server_address[1]}/{csv_path.name}"
-    with VideoServer(routes) as server:  # type: ignore[arg-type]
-        conf = {
-            "annotations": [csv_url], "classes": [], "class_contains": "dancing", "per_class": 4,
-            "clips_per_shard": 10, "url_template": server.url_template, "pose_weights": pose.uri,
-            "rgb_allow_untrained": True, "epochs": 2, "storage_uri": "s3://docker-runner/ar", "dataset": "dockerrun",
-            "runner": "docker", "gpu_enabled": False,
-        }  # fmt: skip
-        try:
-            log = dags_test("kinetics_pipeline", conf, env, tmp_path)
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
-    assert "action-recognition download" in log
-    assert secret not in log, "a storage secret appeared in the task logs"
-    client = MlflowClient(mlflow_server)
-    for name in ("dockerrun-keypoint", "dockerrun-rgb"):
-        assert client.get_model_version_by_alias(name, "champion").version == "1"
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(
-        Bucket="docker-runner", Prefix="ar/datasets/dockerrun/")["Contents"]]  # fmt: skip
-    assert any("keypoints-" in k for k in keys) and any("frames-" in k for k in keys)
-    tags = {k.split("/")[2] for k in _keys(s3_server, "docker-runner", "ar/keypoints/")}
-    assert tags == {f"yolo11n-pose-{pose.sha256[:8]}-i320-fall-m1"}, f"the pulled weights made every keypoint: {tags}"
+    env = {"MLFLOW_TRACKING_URI": mlflow_server, "AWS_ENDPOINT_URL": s3_server, **short_training_env(),
+           "AR__TRAIN__SYSTEM_METRICS": "false"}  # fmt: skip
+    with mock.patch.dict(os.environ, env):
+        result = step.execute({"ti": ti, "params": {"models": ["keypoint", "rgb"]}})
+    captured = capfd.readouterr()
+    log = captured.out + captured.err  # the task log: Airflow's loggers write to the process's output
+    assert result["ok"] and result["arch"] == "ddnet" and 0 <= result["test_top1"] <= 1, result
+    run = MlflowClient(mlflow_server).get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["train.recipe"] == "early_stop"
+    assert "action-recognition train" in log and "DockerOperator" in log, "the container's log is the task's"
+    with reliability.probe("secrets: the storage key is absent from the container step's log"):
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] not in log, "a storage secret appeared in the task log"
     reliability.leftovers("step containers", containers=len(set(containers()) - before))
     assert set(containers()) == before, "step containers are removed after they run"
-
-
-def _keys(endpoint: str, bucket: str, prefix: str) -> list[str]:
-    pages = boto3.client("s3", endpoint_url=endpoint).get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix)  # fmt: skip
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
 def _train_in_container(guard: Any, image: str, name: str, dataset: str, store: str, experiment: str,
