@@ -32,6 +32,40 @@ PARAM_KEYS: dict[str, str | tuple[str, ...]] = {
 }
 #: Params whose empty value means "the config's default".
 EMPTY_IS_DEFAULT = {"pose_weights", "url_template"}
+#: What a Param's schema takes from its config field: the rest (title, default) is the DAG's.
+SCHEMA_KEYS = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
+               "pattern", "enum", "maxItems", "items", "description")  # fmt: skip
+
+
+def field_schema(key: str) -> dict[str, Any]:
+    """The JSON schema of config field ``section.key`` (pydantic's own), with a nullable field's two branches
+    folded into one ``type`` list, and only the keys a Param's schema uses (:data:`SCHEMA_KEYS`)."""
+    section, name = key.split(".", 1)
+    model = Config.model_fields[section].annotation
+    assert model is not None and hasattr(model, "model_json_schema"), key
+    schema = dict(model.model_json_schema()["properties"][name])
+    branches = schema.pop("anyOf", None)
+    if branches:
+        kinds = [b for b in branches if b.get("type") != "null"]
+        nullable = len(kinds) < len(branches)
+        if len(kinds) == 1:
+            schema = {**kinds[0], **schema}
+            if nullable:
+                schema["type"] = ["null", schema["type"]]
+    return {k: v for k, v in schema.items() if k in SCHEMA_KEYS}
+
+
+def param_schema(name: str, **dag_only: Any) -> dict[str, Any]:
+    """``Param`` keyword arguments for trigger-form Param ``name`` from the config field it sets (type, bounds,
+    length, pattern, enum, description): one home for each rule. ``dag_only``: what only the form needs (a
+    nullable type so an empty field can be submitted, ``minItems``); a rule the field already states cannot be
+    given again here."""
+    keys = PARAM_KEYS[name]
+    schema = field_schema(keys if isinstance(keys, str) else keys[0])
+    clash = sorted(k for k in dag_only if k in schema and k not in ("type", "description"))
+    if clash:
+        raise ValueError(f"Param {name!r}: {clash} are the config field's to say; change them in config.py")
+    return {**schema, **dag_only}
 
 
 def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:

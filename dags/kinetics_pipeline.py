@@ -34,6 +34,7 @@ from ar_provider.defaults import (
     check_params,
     common_params,
     env_default,
+    param_schema,
     preflight,
     runner_kwargs,
     train_args,
@@ -92,13 +93,12 @@ the same test set); rejecting keeps the champions.
         ),
         "class_contains": Param(
             "dancing",
-            type=["null", "string"],
-            maxLength=200,
-            description="Every class whose name contains this word (used when classes is empty; both empty: all).",
+            **param_schema(
+                "class_contains",
+                description="Every class whose name contains this word (used when classes is empty; both empty: all).",
+            ),
         ),
-        "per_class": Param(
-            int(env_default("AR_PER_CLASS", str(DEFAULT_PER_CLASS))), type="integer", minimum=1, maximum=100000
-        ),
+        "per_class": Param(int(env_default("AR_PER_CLASS", str(DEFAULT_PER_CLASS))), **param_schema("per_class")),
         "clips_per_shard": Param(
             25,
             type="integer",
@@ -109,14 +109,17 @@ the same test set); rejecting keeps the champions.
         "url_template": url_template_param(),
         "pose_weights": Param(
             os.environ.get("AR_POSE_WEIGHTS") or None,
-            type=["null", "string"],
-            maxLength=512,
-            description="YOLO pose weights in the worker (empty: the config's default, yolo11n-pose.pt).",
+            **param_schema(
+                "pose_weights",
+                type=["null", "string"],  # empty: the config's default
+                description="YOLO pose weights in the worker (empty: the config's default, yolo11n-pose.pt).",
+            ),
         ),
         "pose_untrained": Param(
             env_default("AR_POSE_UNTRAINED", "false").lower() == "true",
-            type="boolean",
-            description="Random pose weights: demos and tests only, tagged untrained.",
+            **param_schema(
+                "pose_untrained", description="Random pose weights: demos and tests only, tagged untrained."
+            ),
         ),
         **common_params(),
     },

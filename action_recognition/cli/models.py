@@ -15,6 +15,7 @@ from action_recognition.cli.common import (
     progress_bar,
     step_command,
 )
+from action_recognition.names import ARCH_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def train(
     common: Common,
     dataset: Annotated[str, typer.Option("--dataset", help="Keypoint or frames .npz: a path or s3:// URI.")],
     arch: Annotated[
-        str | None, typer.Option("--arch", help="lstm, ddnet, stgcn, frame-resnet18, tsn-resnet18, r2plus1d-18.")
+        str | None, typer.Option("--arch", help=f"One of {', '.join(ARCH_NAMES)} (default: by the dataset's kind).")
     ] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Epochs at most (early stopping may end sooner).")

@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import Asset, Param, task
 
 from action_recognition import names
+from action_recognition.airflow_adapter import param_schema  # the Params' rules come from the config
 
 
 def env_default(name: str, default: str) -> str:
@@ -94,11 +95,10 @@ def runner_kwargs() -> dict[str, Any]:
 def common_params() -> dict[str, Param]:
     """Params both DAGs show: where data lives, how steps run, what to train and promote."""
     return {
-        "dataset": Param(env_default("AR_DATASET", "dance15"), type="string", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
-                         description="Dataset name: storage keys and registered model names derive from it."),
-        "storage_uri": Param(env_default("AR__STORAGE__URI", "./ar-data"), type="string", minLength=1,
-                             maxLength=1024,
-                             description="Storage root: s3://bucket/prefix (MinIO) or a local folder."),
+        "dataset": Param(env_default("AR_DATASET", "dance15"), **param_schema(
+            "dataset", description="Dataset name: storage keys and registered model names derive from it.")),
+        "storage_uri": Param(env_default("AR__STORAGE__URI", "./ar-data"), **param_schema(
+            "storage_uri", description="Storage root: s3://bucket/prefix (MinIO) or a local folder.")),
         "runner": Param(env_default("AR_RUNNER", "local"), enum=["local", "docker"],
                         description="docker: each step in the worker image (production); local: a subprocess."),
         "gpu_enabled": Param(env_default("AR_GPU", "false").lower() == "true", type="boolean",
@@ -108,12 +108,12 @@ def common_params() -> dict[str, Param]:
         "keypoint_arch": Param(names.DEFAULT_KEYPOINT_ARCH, enum=list(names.KEYPOINT_ARCHS),
                                description="Keypoint architecture."),
         "rgb_arch": Param(names.DEFAULT_RGB_ARCH, enum=list(names.RGB_ARCHS), description="RGB architecture."),
-        "epochs": Param(int(env_default("AR_EPOCHS", "80")), type="integer", minimum=1, maximum=2000),
-        "seed": Param(0, type="integer", minimum=0),
+        "epochs": Param(int(env_default("AR_EPOCHS", "80")), **param_schema("epochs")),
+        "seed": Param(0, **param_schema("seed", description="Seed of the plan's sampling and of training.")),
         "rgb_allow_untrained": Param(env_default("AR_RGB_ALLOW_UNTRAINED", "false").lower() == "true",
                                      type="boolean", description="Train RGB from random weights if none can be had."),
-        "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1,
-                                  description="How much better (test top-1) a challenger must be to become champion."),
+        "promotion_margin": Param(0.0, **param_schema(
+            "promotion_margin", description="How much better (test top-1) a challenger must be to become champion.")),
         "require_approval": Param(False, type="boolean", description="A person approves each promotion in the UI."),
     }  # fmt: skip
 

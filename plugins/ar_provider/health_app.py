@@ -16,8 +16,9 @@ from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
+from action_recognition.config import DATASET_NAME_PATTERN as DATASET
+
 STORAGE_CONN_ID = "ar_storage"
-DATASET = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 app = FastAPI(title="Dataset health", dependencies=[Depends(get_user)], docs_url=None, redoc_url=None,
               openapi_url=None)  # fmt: skip

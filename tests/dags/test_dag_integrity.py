@@ -210,3 +210,46 @@ def test_steps_get_the_params_once_through_check_params(bag: Any) -> None:
             assert named <= allowed, f"{dag.dag_id}.{task.task_id} passes {named - allowed} a second way"
             assert not (named - {"dataset"}) & set(PARAM_KEYS), named
     assert {"download_clips", "extract_pose", "train_rgb", "preflight", "plan_dataset"} <= set(checked), checked
+
+
+#: The rules a Param must share with the config field it sets (the DAG may add only what the form needs).
+RULES = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern",
+         "enum", "maxItems", "items")  # fmt: skip
+
+
+@pytest.mark.parametrize("dag_id", ["kinetics_pipeline", "kinetics_retrain", "kinetics_infer"])
+def test_every_param_agrees_with_its_config_field(bag: Any, dag_id: str) -> None:
+    """Each Param that sets a config key (airflow_adapter.PARAM_KEYS) states the field's rules, the same values:
+    bounds, lengths, pattern, choices, item rules. A nullable Param may add "null" to the field's type."""
+    from action_recognition.airflow_adapter import PARAM_KEYS, field_schema
+
+    params = bag.dags[dag_id].params
+    checked = 0
+    for name, keys in PARAM_KEYS.items():
+        if name not in params:
+            continue
+        schema = params.get_param(name).schema
+        for key in (keys,) if isinstance(keys, str) else keys:
+            field = field_schema(key)
+            for rule in RULES:
+                if rule not in field:
+                    continue
+                got, want = schema.get(rule), field[rule]
+                if rule == "items" and isinstance(got, dict):  # the form may add an item rule, never change one
+                    got = {k: v for k, v in got.items() if k in want}
+                if rule == "type" and isinstance(got, list):
+                    got = [t for t in got if t != "null"]
+                    want = [t for t in (want if isinstance(want, list) else [want]) if t != "null"]
+                    got, want = got[0] if len(got) == 1 else got, want[0] if len(want) == 1 else want
+                assert got == want, f"{dag_id} Param {name!r}: {rule} {got!r}, but config field {key} says {want!r}"
+            checked += 1
+    assert checked >= 3, f"{dag_id}: only {checked} Params checked"
+
+
+def test_a_param_cannot_restate_its_fields_rules() -> None:
+    from action_recognition.airflow_adapter import param_schema
+
+    assert param_schema("per_class") == {"type": "integer", "minimum": 1, "maximum": 1_000_000,
+                                         "description": "Clips per class at most."}  # fmt: skip
+    with pytest.raises(ValueError, match="config field's to say"):
+        param_schema("per_class", maximum=100_000)

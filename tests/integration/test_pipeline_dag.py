@@ -116,6 +116,11 @@ def test_smoke_runs_the_whole_dag_on_s3_and_mlflow(
                   f"ledger/{DATASET}/download/", "weights/yolo11n-pose.pt"):  # fmt: skip
         assert any(k.startswith(f"ar/{layer}") for k in keys), f"nothing under ar/{layer}"
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    pose_sha = s3.get_object(Bucket=BUCKET, Key="ar/weights/yolo11n-pose.pt.sha256")["Body"].read().split()[0]
+    tags = {k.split("/")[2] for k in keys if k.startswith("ar/keypoints/")}
+    assert tags == {f"yolo11n-pose-{pose_sha.decode()[:8]}-i320-fall-m1"}, (
+        f"the pulled weights made every keypoint: {tags}"
+    )
     plan = json.loads(s3.get_object(Bucket=BUCKET, Key=f"ar/datasets/{DATASET}/plan.json")["Body"].read())
     assert plan["top_ups"], "the 404 clip was replaced by a top-up"
     report = ledger_status(open_storage(StorageConfig(uri=STORAGE)), DATASET)
