@@ -331,18 +331,6 @@ class TrainConfig(StrictModel):
         return value
 
 
-#: The short training profile: one model (the early-stop recipe: no refit seeds) for a few epochs. For what needs a
-#: trained model but not the recipe's accuracy: the test suite and `make demo`, which say so. The product's defaults
-#: (TrainConfig above) keep the full recipe.
-SHORT_TRAINING: dict[str, Any] = {"recipe": "early_stop", "epochs": 3}
-
-
-def short_training_env() -> dict[str, str]:
-    """:data:`SHORT_TRAINING` as ``AR__TRAIN__*`` variables, for a process (Airflow, a step) started with them; a DAG
-    run still sets ``epochs`` through its Param."""
-    return {f"{ENV_PREFIX}TRAIN__{key.upper()}": str(value) for key, value in SHORT_TRAINING.items()}
-
-
 class RegistryConfig(StrictModel):
     """``register``/``promote``: the MLflow model registry."""
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from action_recognition.config import SHORT_TRAINING, TrainConfig, short_training_env
+from action_recognition.config import TrainConfig
 from action_recognition.localserve import VideoServer
 from action_recognition.names import DOWNLOAD_POOL
+from action_recognition.profiles import SHORT_TRAINING, short_training_env
 from action_recognition.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)

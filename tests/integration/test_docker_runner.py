@@ -21,7 +21,7 @@ from unittest import mock
 import boto3
 import pytest
 
-from action_recognition.config import short_training_env
+from action_recognition.profiles import short_training_env
 from tests.support.airflow import ROOT
 from tests.support.docker import containers, start_guard
 from tests.support.reliability import Reliability

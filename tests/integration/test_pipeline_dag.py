@@ -22,10 +22,11 @@ from typing import Any
 import boto3
 import pytest
 
-from action_recognition.config import SHORT_TRAINING, StorageConfig, short_training_env
+from action_recognition.config import StorageConfig
 from action_recognition.demo import make_demo_videos, write_demo_annotations
 from action_recognition.ledger import status as ledger_status
 from action_recognition.localserve import VideoServer
+from action_recognition.profiles import SHORT_TRAINING, short_training_env
 from action_recognition.storage import open_storage
 from tests.support.airflow import dags_test
 from tests.support.paths import VIDEOS

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from action_recognition.config import short_training_env
+from action_recognition.profiles import short_training_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
