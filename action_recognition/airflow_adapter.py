@@ -33,8 +33,20 @@ PARAM_KEYS: dict[str, str | tuple[str, ...]] = {
 #: Params whose empty value means "the config's default".
 EMPTY_IS_DEFAULT = {"pose_weights", "url_template"}
 #: What a Param's schema takes from its config field: the rest (title, default) is the DAG's.
-SCHEMA_KEYS = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-               "pattern", "enum", "maxItems", "items", "description")  # fmt: skip
+SCHEMA_KEYS = (
+    "type",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "enum",
+    "maxItems",
+    "items",
+    "description",
+)
 
 
 def field_schema(key: str) -> dict[str, Any]:

@@ -221,8 +221,11 @@ def run_demo(
 def training_words(training: str, epochs: int) -> str:
     """What the demo trained, said plainly: the short profile is not the product's recipe."""
     if training == "short":
-        return (f"short profile: one model per family, {epochs} epochs (the product's default is the refit recipe: "
-                f"{TrainConfig().seeds} seeds, up to {TrainConfig().epochs} epochs; --training full)")  # fmt: skip
+        product = TrainConfig()
+        return (
+            f"short profile: one model per family, {epochs} epochs (the product's default is the refit recipe: "
+            f"{product.seeds} seeds, up to {product.epochs} epochs; --training full)"
+        )
     return f"full recipe ({TrainConfig().recipe}, {TrainConfig().seeds} seeds), {epochs} epochs"
 
 
