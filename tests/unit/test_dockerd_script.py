@@ -4,9 +4,12 @@ PATH stand in for the engine: the script's decisions are the subject, the real e
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +31,18 @@ while :; do sleep 0.1; done
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> dict[str, str]:
+def fake(tmp_path: Path) -> Iterator[dict[str, str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("docker", FAKE_DOCKER), ("dockerd", FAKE_DOCKERD)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE": str(tmp_path),
-            "AR_DOCKERD_STATE": str(tmp_path / "state")}  # fmt: skip
+    yield {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE": str(tmp_path),
+           "AR_DOCKERD_STATE": str(tmp_path / "state")}  # fmt: skip
+    pid_file = tmp_path / "state" / "pid"
+    if pid_file.exists():  # a test that failed midway leaves no fake engine running
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def _script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
