@@ -179,7 +179,7 @@ def run_demo(
     timeout_s: float = 1800,
 ) -> DemoResult:
     """Run the DAG end to end (see the module docstring) and return where its outputs are. ``training``: the short
-    profile (:data:`~action_recognition.config.SHORT_TRAINING`, the default) or the product's full recipe;
+    profile (:data:`~action_recognition.profiles.SHORT_TRAINING`, the default) or the product's full recipe;
     ``epochs`` defaults to the profile's (12 for the full recipe)."""
     if epochs is None:
         epochs = int(SHORT_TRAINING["epochs"]) if training == "short" else 12
@@ -220,17 +220,17 @@ def run_demo(
 
 def training_words(training: str, epochs: int) -> str:
     """What the demo trained, said plainly: the short profile is not the product's recipe."""
+    product = TrainConfig()
     if training == "short":
-        product = TrainConfig()
         return (
             f"short profile: one model per family, {epochs} epochs (the product's default is the refit recipe: "
             f"{product.seeds} seeds, up to {product.epochs} epochs; --training full)"
         )
-    return f"full recipe ({TrainConfig().recipe}, {TrainConfig().seeds} seeds), {epochs} epochs"
+    return f"full recipe ({product.recipe}, {product.seeds} seeds), {epochs} epochs"
 
 
 def demo_summary(storage: Storage, tracking_uri: str, dataset: str) -> dict[str, object]:
-    """Ledger counts, per model family the champion's version and metrics, and the last batch inference."""
+    """Ledger counts and, per model family, the champion's version and metrics."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 

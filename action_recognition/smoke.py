@@ -37,9 +37,6 @@ class SmokeResult:
     step_seconds: dict[str, float]
     summary: dict[str, Any]
     weights: dict[str, str] = field(default_factory=dict)
-    #: The DAG run's conf and the Airflow environment it ran in (for a caller that runs more DAGs there).
-    conf: dict[str, Any] = field(default_factory=dict, repr=False)
-    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"workdir": self.workdir, "step_seconds": self.step_seconds, "weights": self.weights, **self.summary}
@@ -113,4 +110,4 @@ def run_smoke(
     dags_test(workdir, env, conf, timeout_s)
     summary = demo_summary(store, env["MLFLOW_TRACKING_URI"], dataset)
     weights = {"pose": pose.uri, "backbone": backbone.uri}
-    return SmokeResult(str(workdir), step_seconds(env), summary, weights, conf, env)
+    return SmokeResult(str(workdir), step_seconds(env), summary, weights)

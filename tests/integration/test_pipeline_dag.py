@@ -28,7 +28,7 @@ from action_recognition.ledger import status as ledger_status
 from action_recognition.localserve import VideoServer
 from action_recognition.profiles import SHORT_TRAINING, short_training_env
 from action_recognition.storage import open_storage
-from tests.support.airflow import dags_test
+from tests.support.airflow import airflow_env, dags_test
 from tests.support.paths import VIDEOS
 from tests.support.reliability import Reliability
 from tests.support.weights import untrained_pose_pt
@@ -150,21 +150,11 @@ def test_a_rerun_and_the_retrain_change_nothing(
         assert after == versions
         assert sum(smoke["server"].requests.values()) == smoke["requests"], "a re-run downloads nothing"
 
-    work = smoke["work"] / "smoke"
-    env = {**smoke["env"], "AIRFLOW_HOME": str(work / "airflow"), "MLFLOW_TRACKING_URI": mlflow_server,
-           "AR__TRAIN__BACKBONE_WEIGHTS": f"{STORAGE}/weights/resnet18-untrained.pth"}  # fmt: skip
-    env.update(_airflow_folders())
+    work = smoke["work"] / "smoke"  # the smoke command's Airflow home and settings
+    env = airflow_env(work / "airflow", MLFLOW_TRACKING_URI=mlflow_server,
+                      AR__TRAIN__BACKBONE_WEIGHTS=f"{STORAGE}/weights/resnet18-untrained.pth")  # fmt: skip
     retrain = {"storage_uri": STORAGE, "dataset": DATASET, "runner": "local", "gpu_enabled": False,
                "epochs": SHORT_TRAINING["epochs"], "rgb_allow_untrained": False}  # fmt: skip
     dags_test("kinetics_retrain", retrain, env, work)
     assert {n: len(client.search_model_versions(f"name='{n}'")) for n in NAMES} == versions
     assert _objects(s3_server) == smoke["objects"]
-
-
-def _airflow_folders() -> dict[str, str]:
-    """The DAGs and plugins of this checkout, as the smoke command's Airflow had them."""
-    from tests.support.airflow import ROOT
-
-    return {"AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "false", "PYTHONPATH": str(ROOT / "plugins"),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
