@@ -14,8 +14,8 @@ import yaml
 from action_recognition.config import Config, load_config
 from action_recognition.names import class_selector
 
-#: Trigger-form Param name -> the config key(s) it sets. The DAG declares the Params; this says what each one sets,
-#: and steps receive exactly these (validated once, by check_params), never the Params themselves.
+# : Trigger-form Param name -> the config key(s) it sets. The DAG declares the Params; this says what each one
+# sets, : and steps receive exactly these (validated once, by check_params), never the Params themselves.
 PARAM_KEYS: dict[str, str | tuple[str, ...]] = {
     "annotations": "plan.annotations",
     "classes": "plan.classes",
@@ -68,10 +68,10 @@ def field_schema(key: str) -> dict[str, Any]:
 
 
 def param_schema(name: str, **dag_only: Any) -> dict[str, Any]:
-    """``Param`` keyword arguments for trigger-form Param ``name`` from the config field it sets (type, bounds,
-    length, pattern, enum, description): one home for each rule. ``dag_only``: what only the form needs (a
-    nullable type so an empty field can be submitted, ``minItems``); a rule the field already states cannot be
-    given again here."""
+    """``Param`` keyword arguments for trigger-form Param ``name`` from the config field it sets (type,
+    bounds, length, pattern, enum, description): one home for each rule. ``dag_only``: what only the form
+    needs (a nullable type so an empty field can be submitted, ``minItems``); a rule the field already states
+    cannot be given again here."""
     keys = PARAM_KEYS[name]
     schema = field_schema(keys if isinstance(keys, str) else keys[0])
     clash = sorted(k for k in dag_only if k in schema and k not in ("type", "description"))
@@ -106,10 +106,11 @@ def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def set_pairs(overrides: Mapping[str, Any]) -> list[str]:
-    """``{"plan": {"per_class": 5}}`` -> ``["--set", "plan.per_class=5"]``: validated Params handed to a step's CLI.
+    """``{"plan": {"per_class": 5}}`` -> ``["--set", "plan.per_class=5"]``: validated Params handed to a
+    step's CLI.
 
-    Values are written as YAML, the syntax ``--set`` reads, so every value comes back as it went in (lists, None,
-    floats such as ``1e-05``, strings that look like numbers).
+    Values are written as YAML, the syntax ``--set`` reads, so every value comes back as it went in (lists,
+    None, floats such as ``1e-05``, strings that look like numbers).
     """
     pairs: list[str] = []
     for section, fields in sorted(overrides.items()):
@@ -140,31 +141,20 @@ def storage_env_from_connection(conn_id: str) -> dict[str, str]:
     return storage_env_from_fields(conn.login, conn.password, conn.extra_dejson)
 
 
-def storage_env_from_fields(login: str | None, password: str | None, extra: Mapping[str, Any]) -> dict[str, str]:
+def storage_env_from_fields(
+    login: str | None, password: str | None, extra: Mapping[str, Any]
+) -> dict[str, str]:
     """The pure half of :func:`storage_env_from_connection`."""
     env: dict[str, str] = {}
     if login:
         env["AWS_ACCESS_KEY_ID"] = login
     if password:
         env["AWS_SECRET_ACCESS_KEY"] = password
-    endpoint = extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}) or {}).get("endpoint_url")
+    endpoint = extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}) or {}).get(
+        "endpoint_url"
+    )
     if endpoint:
         env["AWS_ENDPOINT_URL"] = str(endpoint)
     if extra.get("region_name"):
         env["AWS_DEFAULT_REGION"] = str(extra["region_name"])
     return env
-
-
-def apply_connection_env(conn_id: str) -> bool:
-    """Put the storage settings of an Airflow connection into this process's environment (for the few light tasks
-    that read storage in-process); False, changing nothing, when the connection does not exist."""
-    import os
-
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        env = storage_env_from_connection(conn_id)
-    except AirflowNotFoundException:
-        return False
-    os.environ.update(env)
-    return True

@@ -1,5 +1,5 @@
-"""Kinetics annotation CSVs -> validated rows: the sources (files, URLs, their Kinetics version and label map) and
-every row checked, each rejection with its source, line and reason. Light: no storage, no plan."""
+"""Kinetics annotation CSVs -> validated rows: the sources (files, URLs, their Kinetics version and label map)
+and every row checked, each rejection with its source, line and reason. Light: no storage, no plan."""
 
 from __future__ import annotations
 
@@ -24,10 +24,15 @@ YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}", re.ASCII)
 REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validate": "val", "validation": "val",
-    "test": "test", "testing": "test",
-}  # fmt: skip
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validate": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 REJECTED_COLUMNS = ("source", "line", "reason", "youtube_id", "label", "time_start", "time_end")
 MAX_LABEL_CHARS = 200
 MAX_ANNOTATION_BYTES = 1 << 30
@@ -113,7 +118,9 @@ def fetch_annotations(source: str, cache_dir: Path, timeout_s: float = 60.0) -> 
             raise
         return cached
     if parsed.scheme not in ("", "file"):
-        raise AnnotationError(f"annotation source {source!r}: unsupported scheme {parsed.scheme!r} (path or http(s))")
+        raise AnnotationError(
+            f"annotation source {source!r}: unsupported scheme {parsed.scheme!r} (path or http(s))"
+        )
     path = Path(parsed.path if parsed.scheme == "file" else source).expanduser()
     if not path.is_file():
         raise AnnotationError(f"annotation file {path} does not exist")
@@ -167,14 +174,20 @@ def parse_annotations(
         version: Kinetics version, only for messages.
         max_clip_seconds: Longest accepted window.
     """
-    if text_bytes.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # spreadsheet "Unicode text" exports
+    if text_bytes.startswith(
+        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    ):  # spreadsheet "Unicode text" exports
         try:
             text_bytes = text_bytes.decode("utf-16").encode("utf-8")
         except UnicodeDecodeError:
-            return [], [Rejection(source, 1, "a UTF-16 byte-order mark, but not valid UTF-16: save the file as UTF-8")]
+            return [], [
+                Rejection(source, 1, "a UTF-16 byte-order mark, but not valid UTF-16: save the file as UTF-8")
+            ]
     if b"\x00" in text_bytes[:4096]:
         return [], [
-            Rejection(source, 1, "NUL bytes: not UTF-8 text (UTF-16 without a byte-order mark?); save as UTF-8")
+            Rejection(
+                source, 1, "NUL bytes: not UTF-8 text (UTF-16 without a byte-order mark?); save as UTF-8"
+            )
         ]
     text = text_bytes.decode("utf-8-sig", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""), strict=False)
@@ -204,13 +217,19 @@ def parse_annotations(
                 rejected.append(Rejection(source, line, header_problem, **keep))
                 continue
             if len(record) != len(header):
-                rejected.append(Rejection(
-                    source, line,
-                    f"expected {len(header)} fields, found {len(record)} (unquoted comma or missing field?)",
-                    **keep,
-                ))  # fmt: skip
+                rejected.append(
+                    Rejection(
+                        source,
+                        line,
+                        f"expected {len(header)} fields, found {len(record)} (unquoted comma or missing "
+                        "field?)",
+                        **keep,
+                    )
+                )
                 continue
-            row, reason = _validate_row(raw, source, line, known_labels, version, max_clip_seconds, default_split)
+            row, reason = _validate_row(
+                raw, source, line, known_labels, version, max_clip_seconds, default_split
+            )
             if row is None:
                 rejected.append(Rejection(source, line, reason or "invalid row", **keep))
             else:
@@ -257,4 +276,6 @@ def _validate_row(
     split = _SPLIT_ALIASES.get(split_raw) if split_raw else default_split
     if split is None:
         return None, f"split {show(split_raw)} is not one of train/val/test (or training/validate/testing)"
-    return ClipRow(clip_id_for(youtube_id, start, end), youtube_id, start, end, label, split, source, line), None
+    return ClipRow(
+        clip_id_for(youtube_id, start, end), youtube_id, start, end, label, split, source, line
+    ), None

@@ -1,10 +1,12 @@
-"""What a dataset of N clips costs: download days, storage per layer, pose and training GPU-hours, Celery workers.
+"""What a dataset of N clips costs: download days, storage per layer, pose and training GPU-hours, Celery
+workers.
 
 Every per-clip figure comes from a measurement, named in the result's ``inputs`` with where it came from: a
-dataset's ledger when one is given (bytes and seconds of its downloads, seconds of its clip encodes, frames of its
-keypoints), else the defaults below, measured by this project's benchmarks (README "Figures"; the device is named).
-Two figures are stated rather than measured, and say so in ``sources``: YouTube's per-IP rate limit (not published)
-and the seconds a segment download takes end to end from a networked machine (none was reachable here).
+dataset's ledger when one is given (bytes and seconds of its downloads, seconds of its clip encodes, frames of
+its keypoints), else the defaults below, measured by this project's benchmarks (README "Figures"; the device
+is named). Two figures are stated rather than measured, and say so in ``sources``: YouTube's per-IP rate limit
+(not published) and the seconds a segment download takes end to end from a networked machine (none was
+reachable here).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class CapacityInputs:
     clip_s_per_clip: float = 0.63  # the normalising encode of a 10 s clip, one core (bench_serving)
     clip_mb_per_clip: float = 0.36  # a normalised 10 s clip, 340x256 H.264 crf 23
     keypoints_mb_per_clip: float = 0.05  # the per-clip npz, 250 x 17 x 3 and the people
-    dataset_mb_per_clip: float = 0.40  # the built datasets: 40 x 17 x 3 float32 keypoints + 8 x 128 x 128 x 3 frames
+    dataset_mb_per_clip: float = (
+        0.40  # the built datasets: 40 x 17 x 3 float32 keypoints + 8 x 128 x 128 x 3 frames
+    )
     pose_ms_per_frame: float = 1.004  # the pipelined pose step, H100, batch 64 (bench_pose)
     train_samples_per_s: dict[str, float] = field(
         default_factory=lambda: {DEFAULT_KEYPOINT_ARCH: 3135.4, DEFAULT_RGB_ARCH: 3038.6}
@@ -40,7 +44,9 @@ class CapacityInputs:
     trainings_per_model: int = 4  # the refit recipe: one selection run, then three seeds on train + val
     train_share: float = 0.85  # train + val of the usable clips (test held out)
     download_slots: int = 4  # the youtube_downloads pool
-    rate_per_hour_per_ip: float = 300.0  # stated: the downloads one egress IP gets per hour before YouTube says no
+    rate_per_hour_per_ip: float = (
+        300.0  # stated: the downloads one egress IP gets per hour before YouTube says no
+    )
     ips: int = 1
     worker_concurrency: int = 4  # Celery task slots per worker (AIRFLOW_CELERY_WORKER_CONCURRENCY)
     sources: dict[str, str] = field(default_factory=dict)
@@ -99,13 +105,17 @@ def capacity(inputs: CapacityInputs) -> dict[str, Any]:
     }
     storage["total"] = sum(storage.values())
     pose_hours = usable * i.frames_per_clip * i.pose_ms_per_frame / 3.6e6
-    train = {arch: usable * i.train_share * i.epochs * i.trainings_per_model / sps / 3600
-             for arch, sps in i.train_samples_per_s.items()}  # fmt: skip
+    train = {
+        arch: usable * i.train_share * i.epochs * i.trainings_per_model / sps / 3600
+        for arch, sps in i.train_samples_per_s.items()
+    }
     # Slot-hours of CPU work (a download holds its slot while it runs; a clip encode holds one core).
     slot_hours = (i.clips * i.download_s_per_clip + usable * i.clip_s_per_clip) / 3600
     workers = max(1, math.ceil(slot_hours / (HOURS_A_WEEK * i.worker_concurrency)))
     return {
-        "clips": i.clips, "classes": i.classes, "usable_clips": round(usable),
+        "clips": i.clips,
+        "classes": i.classes,
+        "usable_clips": round(usable),
         "download_days": round(i.clips / per_hour / 24, 2),
         "download_bound_by": "rate limit" if by_rate < by_slots else "download pool",
         "ips_for_a_week": math.ceil(i.clips / (HOURS_A_WEEK * i.rate_per_hour_per_ip)),
@@ -116,4 +126,4 @@ def capacity(inputs: CapacityInputs) -> dict[str, Any]:
         "gpus_for_a_week": math.ceil((pose_hours + sum(train.values())) / HOURS_A_WEEK),
         "inputs": {k: v for k, v in asdict(i).items() if k != "sources"},
         "sources": {**SOURCES, **i.sources},
-    }  # fmt: skip
+    }

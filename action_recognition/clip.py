@@ -1,10 +1,11 @@
 """The ``clip`` step: each raw segment re-encoded to the exact annotated window, behind a quality gate.
 
-Output: ``clips/<profile>/<clip_id>.mp4`` (H.264 yuv420p, short side ``clip.short_side``, ``clip.fps``, no audio,
-faststart), where the profile (``s256-f25-crf23``) names the encoding, so another profile never overwrites it.
-The gate runs before publishing: ffprobe of the input (a video stream, a duration, a sane size), then the encode,
-then ffprobe plus a full decode of the output; the duration must be the window's within the tolerance, or shorter
-only where the video itself ends (recorded as ``short``). Anything else is ``bad_media`` with ffmpeg's stderr tail.
+Output: ``clips/<profile>/<clip_id>.mp4`` (H.264 yuv420p, short side ``clip.short_side``, ``clip.fps``, no
+audio, faststart), where the profile (``s256-f25-crf23``) names the encoding, so another profile never
+overwrites it. The gate runs before publishing: ffprobe of the input (a video stream, a duration, a sane
+size), then the encode, then ffprobe plus a full decode of the output; the duration must be the window's
+within the tolerance, or shorter only where the video itself ends (recorded as ``short``). Anything else is
+``bad_media`` with ffmpeg's stderr tail.
 """
 
 from __future__ import annotations
@@ -45,14 +46,23 @@ class ClipResult:
 
     def summary(self) -> dict[str, object]:
         return {
-            "dataset": self.dataset, "shard": f"{self.shard[0]}/{self.shard[1]}", "profile": self.profile,
-            "states": self.counts, "clipped": self.clipped, "skipped": self.skipped,
-            "not_downloaded": self.waiting, "seconds": round(self.seconds, 3), "ledger_uri": self.ledger_uri,
-            "clips_prefix": self.clips_prefix, "rows": sum(self.counts.values()),
-        }  # fmt: skip
+            "dataset": self.dataset,
+            "shard": f"{self.shard[0]}/{self.shard[1]}",
+            "profile": self.profile,
+            "states": self.counts,
+            "clipped": self.clipped,
+            "skipped": self.skipped,
+            "not_downloaded": self.waiting,
+            "seconds": round(self.seconds, 3),
+            "ledger_uri": self.ledger_uri,
+            "clips_prefix": self.clips_prefix,
+            "rows": sum(self.counts.values()),
+        }
 
 
-def make_clip(src: Path, dst: Path, *, offset_s: float, window_s: float, config: ClipConfig) -> tuple[float, bool]:
+def make_clip(
+    src: Path, dst: Path, *, offset_s: float, window_s: float, config: ClipConfig
+) -> tuple[float, bool]:
     """Gate and encode one raw file; returns (duration, short). Raises MediaError saying what is wrong."""
     size = src.stat().st_size
     if size == 0:
@@ -61,7 +71,9 @@ def make_clip(src: Path, dst: Path, *, offset_s: float, window_s: float, config:
         raise MediaError(f"raw file is {size / 1e6:.0f} MB, above clip.max_input_mb={config.max_input_mb}")
     info = probe(src, timeout_s=min(config.timeout_s, 60))
     if info.width * info.height > config.max_input_pixels:
-        raise MediaError(f"{info.width}x{info.height} is above clip.max_input_pixels={config.max_input_pixels}")
+        raise MediaError(
+            f"{info.width}x{info.height} is above clip.max_input_pixels={config.max_input_pixels}"
+        )
     if info.width <= 0 or info.height <= 0:
         raise MediaError("video stream has no frame size")
     available = info.duration_s - offset_s
@@ -71,9 +83,18 @@ def make_clip(src: Path, dst: Path, *, offset_s: float, window_s: float, config:
     tol = config.duration_tolerance_s
     for seek in ("input", "output"):
         encode_clip(
-            src, dst, start_s=offset_s, duration_s=window_s, short_side=config.short_side, fps=config.fps,
-            crf=config.crf, preset=config.preset, threads=config.threads, timeout_s=config.timeout_s, seek=seek,
-        )  # fmt: skip
+            src,
+            dst,
+            start_s=offset_s,
+            duration_s=window_s,
+            short_side=config.short_side,
+            fps=config.fps,
+            crf=config.crf,
+            preset=config.preset,
+            threads=config.threads,
+            timeout_s=config.timeout_s,
+            seek=seek,
+        )
         try:
             out = probe(dst, timeout_s=60)
             frames = count_decoded_frames(dst, timeout_s=config.timeout_s)
@@ -142,8 +163,12 @@ def clip_shard(
             rec.state, rec.reason = "bad_media", str(exc)[:600]
             log.info("%s: bad_media: %s", cid, rec.reason)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:  # the machine's fault, not the clip's: stop, publish nothing partial
-                raise WorkspaceFullError(f"no space left in the work folder {base} while clipping {cid}") from exc
+            if (
+                exc.errno == errno.ENOSPC
+            ):  # the machine's fault, not the clip's: stop, publish nothing partial
+                raise WorkspaceFullError(
+                    f"no space left in the work folder {base} while clipping {cid}"
+                ) from exc
             raise
         finally:
             shutil.rmtree(job, ignore_errors=True)

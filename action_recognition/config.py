@@ -57,13 +57,17 @@ class StorageConfig(StrictModel):
     (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or an Airflow AWS connection, never from here.
     """
 
-    uri: str = Field("./ar-data", min_length=1, max_length=1024, description="Local folder or s3://bucket/prefix.")
+    uri: str = Field(
+        "./ar-data", min_length=1, max_length=1024, description="Local folder or s3://bucket/prefix."
+    )
     endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, a test server); default from AWS_ENDPOINT_URL."
     )
     region: str | None = Field(None, description="S3 region; default from AWS_DEFAULT_REGION.")
     max_attempts: int = Field(6, ge=1, le=20, description="Attempts per S3 call (botocore standard retries).")
-    unreachable_s: float = Field(30.0, ge=0, le=3600, description="Seconds a call retries an unreachable server.")
+    unreachable_s: float = Field(
+        30.0, ge=0, le=3600, description="Seconds a call retries an unreachable server."
+    )
     connect_timeout_s: float = Field(5.0, gt=0, le=300)
     read_timeout_s: float = Field(60.0, gt=0, le=3600)
     multipart_threshold_mb: int = Field(64, ge=5, le=5120, description="Files above this upload in parts.")
@@ -73,7 +77,9 @@ class StorageConfig(StrictModel):
     def _known_scheme(cls, value: str) -> str:
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in ("", "s3", "file"):
-            raise ValueError(f"unsupported scheme {scheme!r}; use a local folder, file:// or s3://bucket/prefix")
+            raise ValueError(
+                f"unsupported scheme {scheme!r}; use a local folder, file:// or s3://bucket/prefix"
+            )
         if scheme == "s3" and len(value[5:].split("/", 1)[0]) < 3:
             raise ValueError("an S3 URI needs a bucket name of at least 3 characters: s3://bucket/prefix")
         return value
@@ -84,9 +90,13 @@ class PlanConfig(StrictModel):
 
     dataset: str = Field("dance15", pattern=DATASET_NAME_PATTERN, description="Dataset name (used in keys).")
     annotations: list[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = Field(
-        default_factory=list, max_length=100, description="Annotation CSVs: paths or http(s) URLs, any number."
+        default_factory=list,
+        max_length=100,
+        description="Annotation CSVs: paths or http(s) URLs, any number.",
     )
-    kinetics_version: Literal[400, 600, 700] | None = Field(None, description="Of all sources; default: from names.")
+    kinetics_version: Literal[400, 600, 700] | None = Field(
+        None, description="Of all sources; default: from names."
+    )
     allow_mixed_versions: bool = Field(
         False, description="Allow sources of different Kinetics versions (K400 val clips are in K700 train)."
     )
@@ -114,7 +124,9 @@ class PlanConfig(StrictModel):
         for source in value:
             scheme = urlsplit(source).scheme
             if len(scheme) > 1 and scheme not in ("file", "http", "https"):  # one letter: a Windows drive
-                raise ValueError(f"unsupported scheme {scheme!r} in {source[:200]!r}: use a path or an http(s) URL")
+                raise ValueError(
+                    f"unsupported scheme {scheme!r} in {source[:200]!r}: use a path or an http(s) URL"
+                )
             if any((ch.isspace() and ch != " ") or ord(ch) < 32 for ch in source):
                 raise ValueError(f"control characters in {source[:200]!r}")
         return value
@@ -145,7 +157,8 @@ class DownloadConfig(StrictModel):
     max_height: int = Field(360, ge=144, le=2160, description="Highest video height fetched.")
     margin_s: float = Field(1.0, ge=0, le=30, description="Seconds fetched before and after the window.")
     method: Literal["auto", "segment", "whole"] = Field(
-        "auto", description="auto: segment, then the whole video when a segment download fails for a fixable reason."
+        "auto",
+        description="auto: segment, then the whole video when a segment download fails for a fixable reason.",
     )
     workers: int = Field(4, ge=1, le=64, description="Concurrent downloads in one process.")
     max_attempts: int = Field(4, ge=1, le=20, description="Attempts per clip for transient errors.")
@@ -161,7 +174,9 @@ class DownloadConfig(StrictModel):
     )
     cookies_file: Path | None = Field(None, description="Netscape cookies file (a mounted secret).")
     proxy: str | None = Field(None, description="Proxy URL; put it in AR__DOWNLOAD__PROXY, not in a file.")
-    work_dir: Path | None = Field(None, description="Job folders for partial downloads; default: system temp.")
+    work_dir: Path | None = Field(
+        None, description="Job folders for partial downloads; default: system temp."
+    )
 
     @field_validator("url_template")
     @classmethod
@@ -172,7 +187,9 @@ class DownloadConfig(StrictModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         if any(ch.isspace() or ord(ch) < 32 for ch in value) or len(value) > 2048:
-            raise ValueError("must be one URL of at most 2048 characters, without spaces or control characters")
+            raise ValueError(
+                "must be one URL of at most 2048 characters, without spaces or control characters"
+            )
         return value
 
 
@@ -208,26 +225,43 @@ class PoseConfig(StrictModel):
         min_length=1,
         max_length=512,
         pattern=r"^(s3://)?[A-Za-z0-9_./-]+\.(pt|onnx|engine|torchscript)$",
-        description="Ultralytics pose weights: a storage URI from `weights pull` (s3://bucket/prefix/weights/NAME: "
+        description="Ultralytics pose weights: a storage URI from `weights pull` "
+        "(s3://bucket/prefix/weights/NAME: "
         "cached, hash-checked), or a file path without '..', ending .pt, .onnx, .engine or .torchscript. "
         "Ultralytics unpickles .pt files: pin them with weights_sha256.",
     )
-    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Refuse weights with another hash.")
-    untrained: bool = Field(False, description="Tests and benchmarks only: random weights built from the model yaml.")
-    imgsz: int = Field(320, ge=64, le=1920, multiple_of=32, description="Inference size (clips are 256 px short side).")
+    weights_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="Refuse weights with another hash."
+    )
+    untrained: bool = Field(
+        False, description="Tests and benchmarks only: random weights built from the model yaml."
+    )
+    imgsz: int = Field(
+        320, ge=64, le=1920, multiple_of=32, description="Inference size (clips are 256 px short side)."
+    )
     batch: int = Field(16, ge=1, le=512)
-    fps: float | None = Field(None, gt=0, le=120, description="Sample frames at this rate; default every frame.")
+    fps: float | None = Field(
+        None, gt=0, le=120, description="Sample frames at this rate; default every frame."
+    )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
     half: bool = Field(True, description="FP16 on CUDA.")
     conf: float = Field(0.25, gt=0, le=1.0, description="Detection confidence threshold.")
-    tracker: str = Field("bytetrack.yaml", min_length=1, description="Ultralytics tracker config (name or path).")
+    tracker: str = Field(
+        "bytetrack.yaml", min_length=1, description="Ultralytics tracker config (name or path)."
+    )
     top_m: int = Field(1, ge=1, le=10, description="People kept per clip (skeleton models may use M > 1).")
     weight_length: float = Field(1.0, ge=0, le=10, description="Main person: weight of track length.")
     weight_area: float = Field(1.0, ge=0, le=10, description="Main person: weight of box size.")
-    weight_centre: float = Field(0.5, ge=0, le=10, description="Main person: weight of nearness to the centre.")
+    weight_centre: float = Field(
+        0.5, ge=0, le=10, description="Main person: weight of nearness to the centre."
+    )
     weight_conf: float = Field(0.5, ge=0, le=10, description="Main person: weight of keypoint confidence.")
-    workers: int = Field(2, ge=1, le=16, description="Decoding threads (one ffmpeg each); clips decoded ahead.")
-    track_in: Literal["auto", "thread", "process"] = Field("auto", description="Tracking: auto = processes on CUDA.")
+    workers: int = Field(
+        2, ge=1, le=16, description="Decoding threads (one ffmpeg each); clips decoded ahead."
+    )
+    track_in: Literal["auto", "thread", "process"] = Field(
+        "auto", description="Tracking: auto = processes on CUDA."
+    )
     config_dir: Path | None = Field(None, description="YOLO_CONFIG_DIR; default: a folder in the cache.")
 
     @field_validator("weights")
@@ -240,9 +274,13 @@ class PoseConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _untrained_keeps_what_it_finds(cls, data: Any) -> Any:
-        """Random weights never score a person near the default threshold: an untrained run (demos, tests) would
-        find nobody at all. Unless ``conf`` is given, it keeps every (meaningless) detection instead."""
-        if isinstance(data, dict) and str(data.get("untrained", "")).lower() in ("true", "1") and "conf" not in data:
+        """Random weights never score a person near the default threshold: an untrained run (demos, tests)
+        would find nobody at all. Unless ``conf`` is given, it keeps every (meaningless) detection instead."""
+        if (
+            isinstance(data, dict)
+            and str(data.get("untrained", "")).lower() in ("true", "1")
+            and "conf" not in data
+        ):
             return {**data, "conf": UNTRAINED_CONF}
         return data
 
@@ -255,7 +293,10 @@ class BuildConfig(StrictModel):
     rgb_frames: int = Field(8, ge=1, le=64, description="Frames per clip of the RGB dataset (TSN segments).")
     rgb_size: int = Field(128, ge=32, le=512, description="Square side of the RGB frames (centre crop).")
     min_main_fraction: float = Field(
-        0.1, ge=0, le=1, description="Clips where the main person is seen in fewer frames are left out (no person)."
+        0.1,
+        ge=0,
+        le=1,
+        description="Clips where the main person is seen in fewer frames are left out (no person).",
     )
 
 
@@ -269,45 +310,67 @@ class TrainConfig(StrictModel):
     )
     epochs: int = Field(80, ge=1, le=2000)
     batch_size: int = Field(32, ge=2, le=4096)
-    lr: float | None = Field(None, gt=0, le=1.0, description="Peak learning rate; default: the architecture's own.")
+    lr: float | None = Field(
+        None, gt=0, le=1.0, description="Peak learning rate; default: the architecture's own."
+    )
     weight_decay: float | None = Field(None, ge=0, le=1.0, description="Default: the architecture's own.")
     label_smoothing: float = Field(0.1, ge=0, lt=1.0)
     patience: int = Field(25, ge=1, le=1000, description="Epochs without a better val score before stopping.")
     min_epochs: int | None = Field(
-        None, ge=1, le=2000, description="No early stop before this many epochs (default: half of `epochs`): a "
-        "model on hard data can sit at chance for a while before it starts to learn."
-    )  # fmt: skip
+        None,
+        ge=1,
+        le=2000,
+        description="No early stop before this many epochs (default: half of `epochs`): a "
+        "model on hard data can sit at chance for a while before it starts to learn.",
+    )
     recipe: Literal["refit", "early_stop"] = Field(
-        "refit", description="refit: choose the epoch count on val (early stopping), then train `seeds` models from "
-        "scratch on train+val for that many epochs and average their logits (every labelled clip trains the model); "
-        "early_stop: keep the best val epoch's weights of one model trained on train alone."
-    )  # fmt: skip
-    seeds: int = Field(3, ge=1, le=10, description="refit: models trained on train+val (seeds seed, seed+1, ...), "
-                       "logits averaged; their test top-1 spread is logged.")  # fmt: skip
+        "refit",
+        description="refit: choose the epoch count on val (early stopping), then train `seeds` models from "
+        "scratch on train+val for that many epochs and average their logits (every labelled clip trains the "
+        "model); "
+        "early_stop: keep the best val epoch's weights of one model trained on train alone.",
+    )
+    seeds: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="refit: models trained on train+val (seeds seed, seed+1, ...), "
+        "logits averaged; their test top-1 spread is logged.",
+    )
     ema_decay: float = Field(
-        0.99, ge=0, lt=1, description="Exponential moving average of the weights, per step (0: off); validation, "
-        "the checkpoint's best weights and the logged model use the average."
-    )  # fmt: skip
+        0.99,
+        ge=0,
+        lt=1,
+        description="Exponential moving average of the weights, per step (0: off); validation, "
+        "the checkpoint's best weights and the logged model use the average.",
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    val_ratio: float = Field(0.15, gt=0, le=0.5, description="Carved from train (stratified) when there is no val.")
+    val_ratio: float = Field(
+        0.15, gt=0, le=0.5, description="Carved from train (stratified) when there is no val."
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     balanced_sampling: bool = True
     augment: bool = True
     pretrained: bool = Field(True, description="RGB models: start from downloaded ImageNet/Kinetics weights.")
     backbone_weights: str | None = Field(
-        None, min_length=1, max_length=1024,
+        None,
+        min_length=1,
+        max_length=1024,
         description="RGB models: the pretrained backbone's state dict, a storage URI from `weights pull` "
         "(s3://.../weights/resnet18-f37072fd.pth) or a path; read with torch.load(weights_only=True). "
         "Unset: torchvision's own download (needs the network at train time).",
-    )  # fmt: skip
+    )
     allow_untrained: bool = Field(
         False, description="RGB models: train from random weights when pretrained ones cannot be downloaded."
     )
     max_minutes: float = Field(0.0, ge=0, le=10_000, description="Stop after this long (0: no limit).")
     checkpoint_interval_s: float = Field(
-        30.0, ge=0, le=3600, description="Seconds between checkpoints to storage (0: every epoch); a finished "
-        "stage is always saved. A killed try loses at most this much."
-    )  # fmt: skip
+        30.0,
+        ge=0,
+        le=3600,
+        description="Seconds between checkpoints to storage (0: every epoch); a finished "
+        "stage is always saved. A killed try loses at most this much.",
+    )
     threads: int = Field(0, ge=0, le=256, description="CPU threads for torch (0: torch's default).")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
     experiment: str = Field("action-recognition", min_length=1, max_length=200)
@@ -317,7 +380,8 @@ class TrainConfig(StrictModel):
     )
     resume: bool = Field(
         True,
-        description="Continue a killed try: the last checkpoint of the same configuration and data, in the same "
+        description="Continue a killed try: the last checkpoint of the same configuration and data, in the "
+        "same "
         "MLflow run when that run never ended (false: start over).",
     )
     log_model: bool = True
@@ -335,10 +399,16 @@ class RegistryConfig(StrictModel):
     """``register``/``promote``: the MLflow model registry."""
 
     promotion_metric: Literal["test_top1", "mean_class_acc", "macro_f1"] = "test_top1"
-    promotion_margin: float = Field(0.0, ge=0.0, le=1.0, description="How much better the challenger must be.")
-    max_attempts: int = Field(5, ge=1, le=50, description="Attempts per MLflow call (server restarts, timeouts).")
+    promotion_margin: float = Field(
+        0.0, ge=0.0, le=1.0, description="How much better the challenger must be."
+    )
+    max_attempts: int = Field(
+        5, ge=1, le=50, description="Attempts per MLflow call (server restarts, timeouts)."
+    )
     backoff_s: float = Field(1.0, ge=0, le=120)
-    video_max_mb: int = Field(100, ge=1, le=4096, description="<dataset>-video refuses larger videos (served: 400).")
+    video_max_mb: int = Field(
+        100, ge=1, le=4096, description="<dataset>-video refuses larger videos (served: 400)."
+    )
 
 
 class Config(StrictModel):
@@ -433,7 +503,9 @@ def load_config(
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}"
+            )
         tree = _merge(tree, loaded or {})
     tree = _merge(tree, overrides_from_env(os.environ if environ is None else environ))
     tree = _merge(tree, overrides_from_pairs(overrides))

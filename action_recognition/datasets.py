@@ -1,7 +1,8 @@
 """Dataset files the models train on, with their shape contracts checked on load.
 
 Keypoint dataset (``.npz``, DESIGN.md contract 3):
-    keypoints  float32 (N, T, J, 3): x, y in [0, 1] of the frame, score in [0, 1]; 0 where no person / padding.
+    keypoints  float32 (N, T, J, 3): x, y in [0, 1] of the frame, score in [0, 1]; 0 where no person or
+               padding.
     labels     int64 (N,) in [0, K).
     split      str (N,), each ``train`` | ``val`` | ``test``.
     classes    str (K,).
@@ -9,8 +10,9 @@ Keypoint dataset (``.npz``, DESIGN.md contract 3):
     layout     str scalar, optional: ``coco17`` | ``ntu25`` | ``joints15`` (the skeleton graph, when known).
     meta       str scalar, optional: JSON provenance, e.g. ``{"pose_tag": ..., "untrained_pose": false}``.
 
-RGB frames dataset (``.npz``): ``frames`` uint8 (N, T, H, W, 3) plus the same ``labels``/``split``/``classes``/
-``clip_ids``; T frames sampled uniformly (one per TSN segment) from each normalised clip, decoded once and cached.
+RGB frames dataset (``.npz``): ``frames`` uint8 (N, T, H, W, 3) plus the same
+``labels``/``split``/``classes``/ ``clip_ids``; T frames sampled uniformly (one per TSN segment) from each
+normalised clip, decoded once and cached.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class DatasetError(ActionRecognitionError):
 
 @dataclass
 class LabeledArrays:
-    """Arrays of one dataset, validated. ``data`` is keypoints (N,T,J,3) float32 or frames (N,T,H,W,3) uint8."""
+    """Arrays of one dataset, validated. ``data`` is keypoints (N,T,J,3) float32 or frames (N,T,H,W,3)
+    uint8."""
 
     data: np.ndarray
     labels: np.ndarray
@@ -90,7 +93,9 @@ def _common(npz: Any, path: Path, n: int) -> tuple[np.ndarray, np.ndarray, list[
             f"{path}: labels must be in [0, {len(classes)}) for {len(classes)} classes, "
             f"got range [{labels.min()}, {labels.max()}]"
         )
-    clip_ids = npz["clip_ids"].astype(str) if "clip_ids" in npz.files else np.array([f"row{i}" for i in range(n)])
+    clip_ids = (
+        npz["clip_ids"].astype(str) if "clip_ids" in npz.files else np.array([f"row{i}" for i in range(n)])
+    )
     if clip_ids.shape != (n,):
         raise DatasetError(f"{path}: clip_ids must have shape ({n},), got {clip_ids.shape}")
     return labels.astype(np.int64), split, classes, clip_ids
@@ -125,10 +130,13 @@ def _validated(npz: Any, path: Path) -> LabeledArrays:
             raise DatasetError(f"{path}: keypoints hold NaN or inf in {bad} sample(s)")
         if data.size and (data.min() < -1e-6 or data.max() > 1 + 1e-6):
             raise DatasetError(
-                f"{path}: keypoint x, y and score must be in [0, 1], got range [{data.min():.3f}, {data.max():.3f}]"
+                f"{path}: keypoint x, y and score must be in [0, 1], got range [{data.min():.3f}, "
+                f"{data.max():.3f}]"
             )
         if data.shape[1] < 2 or data.shape[2] < 2:
-            raise DatasetError(f"{path}: need at least 2 frames and 2 joints, got T={data.shape[1]}, J={data.shape[2]}")
+            raise DatasetError(
+                f"{path}: need at least 2 frames and 2 joints, got T={data.shape[1]}, J={data.shape[2]}"
+            )
         kind = "keypoints"
     elif "frames" in npz.files:
         data = npz["frames"]
@@ -226,9 +234,9 @@ def synthetic_skeletons(
     """Generated skeleton sequences with a learnable signal: each class moves a different set of joints
     at its own frequency and phase. For tests and benchmarks only (named synthetic wherever reported).
 
-    ``confusable``: classes come in pairs that move the same joints along the same axis, at frequencies 25% apart.
-    ``unknown_layout``: the file names no layout (models must find the graph themselves). ``noise`` is the per-joint
-    jitter, ``missing`` the share of frames with no person.
+    ``confusable``: classes come in pairs that move the same joints along the same axis, at frequencies 25%
+    apart. ``unknown_layout``: the file names no layout (models must find the graph themselves). ``noise`` is
+    the per-joint jitter, ``missing`` the share of frames with no person.
 
     Returns the arrays of the keypoint dataset format, split 60/20/20 per class.
     """
@@ -241,7 +249,7 @@ def synthetic_skeletons(
     layout_name = {17: "coco17", 25: "ntu25", 15: "joints15"}.get(joints)
     partner = list(range(joints))
     if layout_name:  # move mirrored joints together, so that a left-right flip keeps the class
-        from action_recognition.models.skeleton import LAYOUTS
+        from action_recognition.skeletons import LAYOUTS
 
         partner = LAYOUTS[layout_name].flip_index()
     movers = []

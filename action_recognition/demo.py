@@ -1,10 +1,10 @@
 """``action-recognition demo``: the whole ``kinetics_pipeline`` DAG on the embedded defaults, offline.
 
-Airflow runs the DAG in-process (``airflow dags test``) on SQLite, with a local storage folder, a local MLflow store
-(SQLite) and the local runner. The "YouTube" it downloads from is a local HTTP server with Range support serving the
-bundled real videos and generated ones; one id answers 404, so the ledger, the top-up and the status show how a lost
-clip is replaced. Pose uses untrained YOLO weights and the RGB model an untrained backbone (nothing can be downloaded
-here): the run is real end to end, and every output says untrained.
+Airflow runs the DAG in-process (``airflow dags test``) on SQLite, with a local storage folder, a local MLflow
+store (SQLite) and the local runner. The "YouTube" it downloads from is a local HTTP server with Range support
+serving the bundled real videos and generated ones; one id answers 404, so the ledger, the top-up and the
+status show how a lost clip is replaced. Pose uses untrained YOLO weights and the RGB model an untrained
+backbone (nothing can be downloaded here): the run is real end to end, and every output says untrained.
 """
 
 from __future__ import annotations
@@ -44,11 +44,17 @@ class DemoResult:
     summary: dict[str, object]
 
     def as_dict(self) -> dict[str, object]:
-        return {"workdir": self.workdir, "storage": self.storage, "tracking_uri": self.tracking_uri, **self.summary}
+        return {
+            "workdir": self.workdir,
+            "storage": self.storage,
+            "tracking_uri": self.tracking_uri,
+            **self.summary,
+        }
 
 
 def make_demo_videos(folder: Path, per_class: int, seconds: float = 3.0) -> dict[str, Path]:
-    """Generated videos: ``per_class`` per demo class, a distinct moving pattern per class. youtube id -> file."""
+    """Generated videos: ``per_class`` per demo class, a distinct moving pattern per class. youtube id ->
+    file."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for k, pattern in enumerate(DEMO_CLASSES.values()):
@@ -58,16 +64,37 @@ def make_demo_videos(folder: Path, per_class: int, seconds: float = 3.0) -> dict
             if not path.exists():
                 size = ["320x240", "352x288", "426x240"][i % 3]
                 argv = [
-                    "ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"{pattern}=size={size}:rate=25",
-                    "-t", f"{seconds + 1}", "-vf", f"hue=h={i * 25}", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path),
-                ]  # fmt: skip
+                    "ffmpeg",
+                    "-nostdin",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    f"{pattern}=size={size}:rate=25",
+                    "-t",
+                    f"{seconds + 1}",
+                    "-vf",
+                    f"hue=h={i * 25}",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-movflags",
+                    "+faststart",
+                    str(path),
+                ]
                 subprocess.run(argv, check=True, timeout=120)
             out[vid] = path
     return out
 
 
-def write_demo_annotations(path: Path, generated: dict[str, Path], videos: Path) -> tuple[Path, dict[str, object]]:
+def write_demo_annotations(
+    path: Path, generated: dict[str, Path], videos: Path
+) -> tuple[Path, dict[str, object]]:
     """A Kinetics-600-style CSV for the demo videos; returns it and the server routes."""
     labels = list(DEMO_CLASSES)
     rows = [f"{labels[int(vid[3])]},{vid},0,3,train" for vid in generated]
@@ -85,13 +112,15 @@ DEMO_CSV = "kinetics-600_demo.csv"
 
 
 def build_demo_site(folder: Path, videos: Path, per_class: int) -> dict[str, object]:
-    """A folder a video server can serve as the demo's "YouTube": the videos, the annotation CSV naming them and
-    ``routes.json`` (youtube id -> file name; ids absent from it answer 404). Returns the routes."""
+    """A folder a video server can serve as the demo's "YouTube": the videos, the annotation CSV naming them
+    and ``routes.json`` (youtube id -> file name; ids absent from it answer 404). Returns the routes."""
     folder.mkdir(parents=True, exist_ok=True)
     generated = make_demo_videos(folder / "videos", per_class)
     _, routes = write_demo_annotations(folder / DEMO_CSV, generated, videos)
     for vid, path in list(routes.items()):
-        if isinstance(path, Path) and folder not in path.parents:  # a bundled video: copied in, the site is whole
+        if (
+            isinstance(path, Path) and folder not in path.parents
+        ):  # a bundled video: copied in, the site is whole
             target = folder / "videos" / f"{vid}{path.suffix}"
             if not target.exists():
                 target.write_bytes(path.read_bytes())
@@ -110,33 +139,52 @@ def load_demo_site(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 
 def local_airflow(workdir: Path, **extra: str) -> dict[str, str]:
     """The environment of an in-process Airflow (``airflow dags test``) on SQLite under ``workdir``, with this
-    checkout's DAGs and plugins, a local MLflow store and the local runner; its database migrated and the download
-    pool made. INFO logs: the progress display reads the task lines from them."""
+    checkout's DAGs and plugins, a local MLflow store and the local runner; its database migrated and the
+    download pool made. INFO logs: the progress display reads the task lines from them."""
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(workdir / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "false", "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "PYTHONPATH": os.pathsep.join([str(root / "plugins"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
-        "AR_RUNNER": "local", "AR__TRAIN__SYSTEM_METRICS": "false",
-        "XDG_CACHE_HOME": str(workdir / "cache"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-        **extra,
-    })  # fmt: skip
+    env.update(
+        {
+            "AIRFLOW_HOME": str(workdir / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "PYTHONPATH": os.pathsep.join([str(root / "plugins"), env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            ),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "AR_RUNNER": "local",
+            "AR__TRAIN__SYSTEM_METRICS": "false",
+            "XDG_CACHE_HOME": str(workdir / "cache"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+            **extra,
+        }
+    )
     airflow = [sys.executable, "-m", "airflow"]
     subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    subprocess.run([*airflow, "pools", "set", DOWNLOAD_POOL, "4", "Concurrent YouTube downloads"], env=env,
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [*airflow, "pools", "set", DOWNLOAD_POOL, "4", "Concurrent YouTube downloads"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return env
 
 
 def dags_test(
-    workdir: Path, env: dict[str, str], conf: Mapping[str, object], timeout_s: float, dag_id: str = "kinetics_pipeline"
+    workdir: Path,
+    env: dict[str, str],
+    conf: Mapping[str, object],
+    timeout_s: float,
+    dag_id: str = "kinetics_pipeline",
 ) -> None:
-    """``airflow dags test <dag_id>`` with ``conf``: its whole log in ``workdir/dags-test.log`` (``dags-test-<dag
-    id>.log`` for another DAG), and on stderr each task as it starts and ends (with its duration and counts), then a
-    table of the tasks."""
+    """``airflow dags test <dag_id>`` with ``conf``: its whole log in ``workdir/dags-test.log``
+    (``dags-test-<dag id>.log`` for another DAG), and on stderr each task as it starts and ends (with its
+    duration and counts), then a table of the tasks."""
     from action_recognition.progress import DagProgress
 
     log_path = workdir / ("dags-test.log" if dag_id == "kinetics_pipeline" else f"dags-test-{dag_id}.log")
@@ -165,8 +213,10 @@ def dags_test(
     if code != 0:
         failed = sorted({r.task_id for r in progress.tasks.values() if r.state in ("failed", "up_for_retry")})
         log.debug("the last lines of the DAG run:\n%s", "".join(tail))
-        raise RuntimeError(f"the {dag_id} run failed at {', '.join(failed) or 'an unknown task'} (exit {code}); "
-                           f"full log: {log_path}")  # fmt: skip
+        raise RuntimeError(
+            f"the {dag_id} run failed at {', '.join(failed) or 'an unknown task'} (exit {code}); "
+            f"full log: {log_path}"
+        )
 
 
 def run_demo(
@@ -178,9 +228,9 @@ def run_demo(
     training: Literal["short", "full"] = "short",
     timeout_s: float = 1800,
 ) -> DemoResult:
-    """Run the DAG end to end (see the module docstring) and return where its outputs are. ``training``: the short
-    profile (:data:`~action_recognition.profiles.SHORT_TRAINING`, the default) or the product's full recipe;
-    ``epochs`` defaults to the profile's (12 for the full recipe)."""
+    """Run the DAG end to end (see the module docstring) and return where its outputs are. ``training``: the
+    short profile (:data:`~action_recognition.profiles.SHORT_TRAINING`, the default) or the product's full
+    recipe; ``epochs`` defaults to the profile's (12 for the full recipe)."""
     if epochs is None:
         epochs = int(SHORT_TRAINING["epochs"]) if training == "short" else 12
     profile = short_training_env() if training == "short" else {}
@@ -190,26 +240,45 @@ def run_demo(
     generated = make_demo_videos(workdir / "videos", per_class + 2)
     csv_path, routes = write_demo_annotations(workdir / "kinetics-600_demo.csv", generated, videos)
     env = local_airflow(
-        workdir, AR__DOWNLOAD__BACKOFF_BASE_S="0.2", AR_NETWORK_RETRIES="0",
+        workdir,
+        AR__DOWNLOAD__BACKOFF_BASE_S="0.2",
+        AR_NETWORK_RETRIES="0",
         AR__POSE__CONF="0.0001",  # untrained weights score everything low: keep their (meaningless) people
         **profile,
-    )  # fmt: skip
+    )
     with VideoServer(routes) as server:  # type: ignore[arg-type]
         conf = {
-            "annotations": [str(csv_path)], "classes": [], "class_contains": "dancing", "per_class": per_class,
-            "clips_per_shard": 12, "url_template": server.url_template, "pose_untrained": True,
-            "rgb_allow_untrained": True, "epochs": epochs, "storage_uri": str(storage), "dataset": "demo",
-            "runner": "local", "gpu_enabled": False,
-        }  # fmt: skip
+            "annotations": [str(csv_path)],
+            "classes": [],
+            "class_contains": "dancing",
+            "per_class": per_class,
+            "clips_per_shard": 12,
+            "url_template": server.url_template,
+            "pose_untrained": True,
+            "rgb_allow_untrained": True,
+            "epochs": epochs,
+            "storage_uri": str(storage),
+            "dataset": "demo",
+            "runner": "local",
+            "gpu_enabled": False,
+        }
         dags_test(workdir, env, conf, timeout_s)
-    # Then batch inference with the new video champion: the bundled real videos and one file that is not a video.
+    # Then batch inference with the new video champion: the bundled real videos and one file that is not a
+    # video.
     incoming = storage / INFER_PREFIX
     incoming.mkdir(parents=True, exist_ok=True)
     for name in REAL_VIDEOS:
         (incoming / name).write_bytes((videos / name).read_bytes())
     (incoming / "not-a-video.mp4").write_text("a text file with a video's name: the ledger says bad_media\n")
-    infer = {"dataset": "demo", "storage_uri": str(storage), "runner": "local", "gpu_enabled": False,
-             "input_prefix": INFER_PREFIX, "overlays": True, "videos_per_shard": 3}  # fmt: skip
+    infer = {
+        "dataset": "demo",
+        "storage_uri": str(storage),
+        "runner": "local",
+        "gpu_enabled": False,
+        "input_prefix": INFER_PREFIX,
+        "overlays": True,
+        "videos_per_shard": 3,
+    }
     dags_test(workdir, env, infer, timeout_s, dag_id="kinetics_infer")
     tracking = env["MLFLOW_TRACKING_URI"]
     summary = demo_summary(LocalStorage(storage), tracking, "demo")
@@ -223,7 +292,8 @@ def training_words(training: str, epochs: int) -> str:
     product = TrainConfig()
     if training == "short":
         return (
-            f"short profile: one model per family, {epochs} epochs (the product's default is the refit recipe: "
+            f"short profile: one model per family, {epochs} epochs (the product's default is the refit "
+            "recipe: "
             f"{product.seeds} seeds, up to {product.epochs} epochs; --training full)"
         )
     return f"full recipe ({product.recipe}, {product.seeds} seeds), {epochs} epochs"
@@ -245,9 +315,12 @@ def demo_summary(storage: Storage, tracking_uri: str, dataset: str) -> dict[str,
             version = client.get_model_version_by_alias(name, "champion")
         except MlflowException:
             continue
-        models[name] = {"champion": f"models:/{name}@champion", "version": version.version,
-                        "metrics": json.loads(version.tags.get("ar.metrics", "{}")),
-                        "untrained": version.tags.get("ar.untrained") == "true"}  # fmt: skip
+        models[name] = {
+            "champion": f"models:/{name}@champion",
+            "version": version.version,
+            "metrics": json.loads(version.tags.get("ar.metrics", "{}")),
+            "untrained": version.tags.get("ar.untrained") == "true",
+        }
     return {"rows": report.rows, "states": report.states, "models": models}
 
 

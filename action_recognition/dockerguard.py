@@ -3,21 +3,22 @@
 A socket proxy that filters by URL alone (tecnativa's) cannot see a create request's body, so it lets through
 ``"Privileged": true`` or a bind mount of ``/``. This guard reads every request, and:
 
-- allows only the calls that starting, watching and removing a step container need (ping, version, create, start,
-  wait, logs, attach, stop, kill, remove, inspect, image inspect/pull); exec, build, commit, archive uploads,
-  volumes, networks, swarm, plugins and system calls are refused;
+- allows only the calls that starting, watching and removing a step container need (ping, version, create,
+  start, wait, logs, attach, stop, kill, remove, inspect, image inspect/pull); exec, build, commit, archive
+  uploads, volumes, networks, swarm, plugins and system calls are refused;
 - checks the body of ``POST /containers/create``: the image must match an allowed pattern; no privileged mode,
-  added capabilities, devices, host PID/IPC/UTS/user namespaces, unconfined security options, sysctls or cgroup
-  parents; a GPU only through a device request for ``gpu``; host paths (binds and bind mounts) only under allowed
-  folders, never the Docker socket, and volumes without driver options (the ``o=bind`` trick); only allowed networks;
+  added capabilities, devices, host PID/IPC/UTS/user namespaces, unconfined security options, sysctls or
+  cgroup parents; a GPU only through a device request for ``gpu``; host paths (binds and bind mounts) only
+  under allowed folders, never the Docker socket, and volumes without driver options (the ``o=bind`` trick);
+  only allowed networks;
 - labels every container it creates (``ar.docker-guard=1`` and ``ar.docker-guard.instance=NAME``, its
-  ``--instance``: the compose project) and acts on a container (inspect, logs, stop, remove) only when the engine
-  says it carries both, so the guard cannot be used to read another container's environment or stop it, nor a
-  container of another stack on the same engine.
+  ``--instance``: the compose project) and acts on a container (inspect, logs, stop, remove) only when the
+  engine says it carries both, so the guard cannot be used to read another container's environment or stop it,
+  nor a container of another stack on the same engine.
 
-Each refusal answers 403 with ``{"message": "docker-guard: ..."}`` (docker-py shows it as an ``APIError``) and is
-logged. One request per connection (``Connection: close`` to the engine), so attach upgrades and streamed logs are
-piped through as they are.
+Each refusal answers 403 with ``{"message": "docker-guard: ..."}`` (docker-py shows it as an ``APIError``) and
+is logged. One request per connection (``Connection: close`` to the engine), so attach upgrades and streamed
+logs are piped through as they are.
 
     action-recognition docker-guard --listen 0.0.0.0:2375 --engine unix:///var/run/docker.sock \\
         --allow-image 'action-recognition-worker:*' --allow-bind /srv/action-recognition --allow-network ar \\
@@ -78,7 +79,8 @@ class NotFound(Exception):
 
 @dataclass(frozen=True)
 class Policy:
-    """What containers may look like. Patterns are shell globs (``fnmatch``); folders are absolute host paths."""
+    """What containers may look like. Patterns are shell globs (``fnmatch``); folders are absolute host
+    paths."""
 
     images: tuple[str, ...] = ("action-recognition-worker:*",)
     bind_roots: tuple[str, ...] = ()
@@ -108,7 +110,8 @@ class Policy:
             value = str(host.get(key) or "")
             if value == "host" or value.startswith("container:"):
                 raise Refused(
-                    f"HostConfig.{key}={value!r} is refused: it shares a namespace with the host or another container"
+                    f"HostConfig.{key}={value!r} is refused: it shares a namespace with the host or another "
+                    "container"
                 )
         for opt in host.get("SecurityOpt") or []:
             if "unconfined" in str(opt) or "disable" in str(opt):
@@ -137,7 +140,9 @@ class Policy:
         for mount in host.get("Mounts") or []:
             kind = mount.get("Type", "volume")
             if kind == "bind":
-                self._check_host_path(str(mount.get("Source", "")), bool(mount.get("ReadOnly")), f"mount {mount!r}")
+                self._check_host_path(
+                    str(mount.get("Source", "")), bool(mount.get("ReadOnly")), f"mount {mount!r}"
+                )
             elif kind == "volume":
                 driver = (mount.get("VolumeOptions") or {}).get("DriverConfig") or {}
                 if driver.get("Options") or driver.get("Name") not in (None, "", "local"):
@@ -177,7 +182,8 @@ def add_label(body: dict[str, Any], instance: str) -> dict[str, Any]:
     return {**body, "Labels": labels}
 
 
-# --- HTTP plumbing ----------------------------------------------------------------------------------------------
+# --- HTTP plumbing
+# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -196,7 +202,9 @@ class Request:
         upgrade = self.header("Upgrade") is not None
         lines = [f"{self.method} {self.target} {self.version}"]
         lines += [
-            f"{k}: {v}" for k, v in self.headers if k.lower() not in skip or (upgrade and k.lower() == "connection")
+            f"{k}: {v}"
+            for k, v in self.headers
+            if k.lower() not in skip or (upgrade and k.lower() == "connection")
         ]
         if self.body or self.method in ("POST", "PUT"):
             lines.append(f"Content-Length: {len(self.body)}")
@@ -299,7 +307,8 @@ class Guard:
             labels = ((info or {}).get("Config") or {}).get("Labels") or {}
             if labels.get(LABEL) != "1" or labels.get(INSTANCE_LABEL) != self.policy.instance:
                 raise Refused(
-                    f"container {groups['id']!r} was not created through the guard (instance {self.policy.instance!r})"
+                    f"container {groups['id']!r} was not created through the guard (instance "
+                    f"{self.policy.instance!r})"
                 )
         if "image" in groups and not self.policy.image_allowed(groups["image"]):
             raise Refused(f"image {groups['image']!r} is not allowed")
@@ -352,16 +361,28 @@ class Guard:
 async def _answer(writer: asyncio.StreamWriter, status: int, message: str) -> None:
     body = json.dumps({"message": message}).encode()
     reason = {400: "Bad Request", 403: "Forbidden", 404: "Not Found"}[status]
-    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                 "Connection: close\r\n\r\n".encode() + body)  # fmt: skip
+    writer.write(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + body
+    )
     await writer.drain()
 
 
-async def serve(host: str, port: int, engine: Engine, policy: Policy, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    host: str, port: int, engine: Engine, policy: Policy, ready: asyncio.Event | None = None
+) -> None:
     guard = Guard(engine, policy)
     server = await asyncio.start_server(guard.handle, host, port, limit=MAX_HEAD)
-    log.info("docker-guard on %s:%d -> %s; images %s; bind roots %s; networks %s", host, port, engine.url,
-             policy.images, policy.bind_roots, policy.networks)  # fmt: skip
+    log.info(
+        "docker-guard on %s:%d -> %s; images %s; bind roots %s; networks %s",
+        host,
+        port,
+        engine.url,
+        policy.images,
+        policy.bind_roots,
+        policy.networks,
+    )
     if ready is not None:
         ready.set()
     async with server:

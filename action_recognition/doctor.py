@@ -1,10 +1,10 @@
 """``action-recognition doctor``: can this machine (or this worker image) do the job, before any of it starts?
 
-Each check is a small function returning a :class:`Check` (ok, warn or fail, with the detail a person needs). The
-DAGs' ``preflight`` task runs the same checks on the runner that will do the work (inside the worker image for
-``runner=docker``), so a missing JavaScript runtime, unreachable weights, a storage key without write access, a
-wrong MLflow password or an annotation URL that moved fails the run in seconds, every failure named, instead of
-hours later in the middle of it.
+Each check is a small function returning a :class:`Check` (ok, warn or fail, with the detail a person needs).
+The DAGs' ``preflight`` task runs the same checks on the runner that will do the work (inside the worker image
+for ``runner=docker``), so a missing JavaScript runtime, unreachable weights, a storage key without write
+access, a wrong MLflow password or an annotation URL that moved fails the run in seconds, every failure named,
+instead of hours later in the middle of it.
 """
 
 from __future__ import annotations
@@ -30,8 +30,17 @@ from action_recognition.errors import ActionRecognitionError
 Status = Literal["ok", "warn", "fail"]
 #: yt-dlp older than this is warned about: YouTube changes often, and an old yt-dlp stops finding formats.
 YT_DLP_MAX_AGE_DAYS = 60
-CHECKS = ("ffmpeg", "javascript", "yt-dlp", "pose-weights", "backbone-weights", "gpu", "storage", "mlflow",
-          "annotations")  # fmt: skip
+CHECKS = (
+    "ffmpeg",
+    "javascript",
+    "yt-dlp",
+    "pose-weights",
+    "backbone-weights",
+    "gpu",
+    "storage",
+    "mlflow",
+    "annotations",
+)
 
 
 class DoctorError(ActionRecognitionError):
@@ -56,8 +65,11 @@ class Report:
         return [c for c in self.checks if c.status == "fail"]
 
     def summary(self) -> dict[str, Any]:
-        return {"checks": [asdict(c) for c in self.checks], "failed": [c.name for c in self.failed],
-                "warnings": [c.name for c in self.checks if c.status == "warn"]}  # fmt: skip
+        return {
+            "checks": [asdict(c) for c in self.checks],
+            "failed": [c.name for c in self.failed],
+            "warnings": [c.name for c in self.checks if c.status == "warn"],
+        }
 
     def table(self) -> str:
         width = max(len(c.name) for c in self.checks)
@@ -69,7 +81,9 @@ def check_ffmpeg() -> Check:
     path = shutil.which("ffmpeg")
     if path is None:
         return Check("ffmpeg", "fail", "ffmpeg is not on PATH (Debian: apt-get install ffmpeg)")
-    out = subprocess.run([path, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30, check=False)
+    out = subprocess.run(
+        [path, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30, check=False
+    )
     first = (out.stdout.splitlines() or ["?"])[0]
     return Check("ffmpeg", "ok" if out.returncode == 0 else "fail", first)
 
@@ -79,11 +93,19 @@ def check_javascript() -> Check:
 
     found = js_support()
     if not found["ok"]:
-        missing = [n for n, v in (("a JavaScript runtime (deno)", found["runtime"]), ("yt-dlp-ejs", found["ejs"]))
-                   if not v]  # fmt: skip
-        return Check("javascript", "fail", f"missing {' and '.join(missing)}: YouTube gives no formats without them "
-                                           "(install the worker extra: yt-dlp[default,deno])")  # fmt: skip
-    detail = f"{found['runtime']} {found['runtime_version']} at {found['runtime_path']}, EJS scripts {found['ejs']}"
+        missing = [
+            n
+            for n, v in (("a JavaScript runtime (deno)", found["runtime"]), ("yt-dlp-ejs", found["ejs"]))
+            if not v
+        ]
+        return Check(
+            "javascript",
+            "fail",
+            f"missing {' and '.join(missing)}: YouTube gives no formats without them "
+            "(install the worker extra: yt-dlp[default,deno])",
+        )
+    runtime = f"{found['runtime']} {found['runtime_version']} at {found['runtime_path']}"
+    detail = f"{runtime}, EJS scripts {found['ejs']}"
     return Check("javascript", "ok", detail)
 
 
@@ -97,7 +119,9 @@ def check_yt_dlp(today: dt.date | None = None) -> Check:
         return Check("yt-dlp", "warn", f"{version}: cannot tell its age")
     age = ((today or dt.date.today()) - released).days
     if age > YT_DLP_MAX_AGE_DAYS:
-        return Check("yt-dlp", "warn", f"{version} is {age} days old: YouTube changes often; `make update-yt-dlp`")
+        return Check(
+            "yt-dlp", "warn", f"{version} is {age} days old: YouTube changes often; `make update-yt-dlp`"
+        )
     return Check("yt-dlp", "ok", f"{version} ({age} days old)")
 
 
@@ -110,15 +134,23 @@ def _weights_check(name: str, value: str, expected: str | None) -> Check:
         storage = open_storage(root)
         recorded = recorded_sha256(storage, key)
         if recorded is None or not storage.exists(key):
-            return Check(name, "fail", f"{value}: not in storage (action-recognition weights pull URL --name "
-                                       f"{key.removeprefix('weights/')} --storage {root})")  # fmt: skip
+            return Check(
+                name,
+                "fail",
+                f"{value}: not in storage (action-recognition weights pull URL --name "
+                f"{key.removeprefix('weights/')} --storage {root})",
+            )
         if expected and recorded != expected:
             return Check(name, "fail", f"{value}: sha256 {recorded}, expected {expected}")
         return Check(name, "ok", f"{value} (sha256 {recorded[:12]}...)")
     path = Path(value).expanduser()
     if not path.is_file():
-        return Check(name, "fail", f"{value}: no such file here, and it is no storage URI; pull it into storage with "
-                                   "`action-recognition weights pull`")  # fmt: skip
+        return Check(
+            name,
+            "fail",
+            f"{value}: no such file here, and it is no storage URI; pull it into storage with "
+            "`action-recognition weights pull`",
+        )
     return Check(name, "ok", f"{path} (a local file{', hash pinned' if expected else ', no hash pinned'})")
 
 
@@ -133,14 +165,24 @@ def check_backbone_weights(cfg: Config) -> Check:
         try:
             check = _weights_check("backbone-weights", cfg.train.backbone_weights, None)
         except Exception as exc:  # storage unreachable or refusing: the finding, named
-            check = Check("backbone-weights", "fail", f"{cfg.train.backbone_weights}: {type(exc).__name__}: {exc}")
+            check = Check(
+                "backbone-weights", "fail", f"{cfg.train.backbone_weights}: {type(exc).__name__}: {exc}"
+            )
         if check.status == "fail" and cfg.train.allow_untrained:  # the trainer falls back to random weights
-            return Check("backbone-weights", "warn", f"{check.detail}; RGB trains from random weights (allowed)")
+            return Check(
+                "backbone-weights", "warn", f"{check.detail}; RGB trains from random weights (allowed)"
+            )
         return check
     if not cfg.train.pretrained:
-        return Check("backbone-weights", "warn", "train.pretrained=false: RGB models start from random weights")
-    return Check("backbone-weights", "warn", "train.backbone_weights unset: torchvision downloads the RGB backbone at "
-                                             "train time (needs the network there)")  # fmt: skip
+        return Check(
+            "backbone-weights", "warn", "train.pretrained=false: RGB models start from random weights"
+        )
+    return Check(
+        "backbone-weights",
+        "warn",
+        "train.backbone_weights unset: torchvision downloads the RGB backbone at "
+        "train time (needs the network there)",
+    )
 
 
 def check_gpu(wanted: bool) -> Check:
@@ -189,27 +231,35 @@ def check_mlflow(cfg: Config, timeout: float = 10.0) -> Check:
 
 
 def check_pool(api_url: str, user: str, password: str, pool: str, timeout: float = 10.0) -> Check:
-    """Whether Airflow has ``pool``: a task in a pool that does not exist is never scheduled and nothing says why.
+    """Whether Airflow has ``pool``: a task in a pool that does not exist is never scheduled and nothing says
+    why.
 
-    Airflow 3 tasks cannot read the metadata database, so this asks the REST API as a person's script would: a JWT
-    from ``/auth/token``, then ``GET /api/v2/pools/{pool}``.
+    Airflow 3 tasks cannot read the metadata database, so this asks the REST API as a person's script would: a
+    JWT from ``/auth/token``, then ``GET /api/v2/pools/{pool}``.
     """
     base = api_url.rstrip("/")
     name = f"pool {pool}"
     try:
         body = json.dumps({"username": user, "password": password}).encode()
-        req = urllib.request.Request(base + "/auth/token", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        req = urllib.request.Request(
+            base + "/auth/token", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             token = json.load(resp)["access_token"]
-        req = urllib.request.Request(f"{base}/api/v2/pools/{urllib.parse.quote(pool, safe='')}",
-                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        req = urllib.request.Request(
+            f"{base}/api/v2/pools/{urllib.parse.quote(pool, safe='')}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             found = json.load(resp)
     except urllib.error.HTTPError as exc:
         if exc.code == 404 and "/api/v2/pools/" in (exc.url or ""):
-            return Check(name, "fail", f"Airflow has no pool {pool!r}: its tasks would never be scheduled "
-                                       f"(airflow pools set {pool} 4 'Concurrent YouTube downloads')")  # fmt: skip
+            return Check(
+                name,
+                "fail",
+                f"Airflow has no pool {pool!r}: its tasks would never be scheduled "
+                f"(airflow pools set {pool} 4 'Concurrent YouTube downloads')",
+            )
         what = "refuses the credentials" if exc.code in (401, 403) else f"answers HTTP {exc.code}"
         return Check(name, "fail", f"cannot check: the Airflow API at {base} {what}")
     except (OSError, KeyError, ValueError) as exc:
@@ -245,7 +295,9 @@ def check_annotations(cfg: Config, timeout: float = 15.0) -> list[Check]:
         header = [c.strip() for c in (head[0] if head else "").split(",")]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
-            checks.append(Check(name, "fail", f"{source}: not a Kinetics CSV (header lacks {', '.join(missing)})"))
+            checks.append(
+                Check(name, "fail", f"{source}: not a Kinetics CSV (header lacks {', '.join(missing)})")
+            )
         else:
             checks.append(Check(name, "ok", f"{source} answers with a Kinetics header"))
     return checks

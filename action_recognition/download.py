@@ -2,17 +2,20 @@
 
 One process handles one shard of the manifest with a bounded thread pool. For each clip:
 
-1. the YouTube id is validated again and the URL is built from ``download.url_template`` (never taken from input);
-2. yt-dlp fetches ``[start - margin, end + margin]`` (``download_ranges``, keyframes forced at the cuts) into a job
-   folder of its own, with a fixed output template, no config files, no hooks and no post-processors;
-3. when the segment download fails for a reason a whole download could fix (an ffmpeg section error), the whole
-   video is fetched and the window cut locally; the ledger records which way each clip came;
-4. the result is checked to stay inside the job folder, probed, and published atomically to ``raw/<clip_id>.mp4``.
+1. the YouTube id is validated again and the URL is built from ``download.url_template`` (never taken from
+   input);
+2. yt-dlp fetches ``[start - margin, end + margin]`` (``download_ranges``, keyframes forced at the cuts) into
+   a job folder of its own, with a fixed output template, no config files, no hooks and no post-processors;
+3. when the segment download fails for a reason a whole download could fix (an ffmpeg section error), the
+   whole video is fetched and the window cut locally; the ledger records which way each clip came;
+4. the result is checked to stay inside the job folder, probed, and published atomically to
+   ``raw/<clip_id>.mp4``.
 
 Failures are classified from the exception yt-dlp raises: permanent ones (unavailable, private, removed,
-geo-blocked, sign-in required, no media) are recorded and never retried; transient ones (429, 5xx, resets, timeouts)
-are retried with exponential backoff and jitter; a run of rate-limit or bot-check answers opens a circuit breaker
-that stops the shard cleanly, recording the clips not yet tried as ``rate_limited`` so the next run takes them.
+geo-blocked, sign-in required, no media) are recorded and never retried; transient ones (429, 5xx, resets,
+timeouts) are retried with exponential backoff and jitter; a run of rate-limit or bot-check answers opens a
+circuit breaker that stops the shard cleanly, recording the clips not yet tried as ``rate_limited`` so the
+next run takes them.
 """
 
 from __future__ import annotations
@@ -90,13 +93,17 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(cause, HTTPError):
         status = cause.status
         if status == 429:
-            return Failure("rate_limited", f"HTTP 429 Too Many Requests: {short}", transient=True, rate_limit=True)
+            return Failure(
+                "rate_limited", f"HTTP 429 Too Many Requests: {short}", transient=True, rate_limit=True
+            )
         if status >= 500 or status == 408:
             return Failure("retries_exhausted", f"HTTP {status}: {short}", transient=True)
         if status in (404, 410):
             return Failure("unavailable", f"HTTP {status}: {short}")
         if status == 403:
-            return Failure("retries_exhausted", f"HTTP 403 (expired link or throttled): {short}", transient=True)
+            return Failure(
+                "retries_exhausted", f"HTTP 403 (expired link or throttled): {short}", transient=True
+            )
         return Failure("unavailable", f"HTTP {status}: {short}")
     if isinstance(cause, GeoRestrictedError):
         return Failure("geo_blocked", short)
@@ -110,7 +117,9 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(cause, TransportError | TimeoutError | ConnectionError):
         return Failure("retries_exhausted", f"network: {short}", transient=True)
     if isinstance(cause, PostProcessingError) or any(p in message for p in _FFMPEG_PHRASES):
-        return Failure("retries_exhausted", f"segment download failed: {short}", transient=True, fallback=True)
+        return Failure(
+            "retries_exhausted", f"segment download failed: {short}", transient=True, fallback=True
+        )
     return Failure("retries_exhausted", f"{type(cause).__name__}: {short}", transient=True)
 
 
@@ -151,7 +160,8 @@ class CircuitBreaker:
 
 
 def deno_path() -> str | None:
-    """The deno binary this environment installed (the ``deno`` wheel of the worker extra), else one on PATH."""
+    """The deno binary this environment installed (the ``deno`` wheel of the worker extra), else one on
+    PATH."""
     try:
         from deno import find_deno_bin
 
@@ -163,16 +173,18 @@ def deno_path() -> str | None:
 def js_runtimes() -> dict[str, dict[str, str]]:
     """yt-dlp's ``js_runtimes``: deno, handed over by path so that no runner depends on PATH.
 
-    YouTube's player challenges are solved in JavaScript (yt-dlp >= 2025.11); without a runtime and the EJS scripts
-    (``yt-dlp-ejs``, bundled as a package, so nothing is fetched at run time) only storyboards come back.
+    YouTube's player challenges are solved in JavaScript (yt-dlp >= 2025.11); without a runtime and the EJS
+    scripts (``yt-dlp-ejs``, bundled as a package, so nothing is fetched at run time) only storyboards come
+    back.
     """
     path = deno_path()
     return {"deno": {"path": path} if path else {}}
 
 
 def js_support() -> dict[str, Any]:
-    """What yt-dlp, configured as the download step configures it, has for YouTube's JavaScript challenges: the
-    runtime (name, path, version, supported) and the EJS scripts' version. Runs ``deno --version``; no network."""
+    """What yt-dlp, configured as the download step configures it, has for YouTube's JavaScript challenges:
+    the runtime (name, path, version, supported) and the EJS scripts' version. Runs ``deno --version``; no
+    network."""
     import yt_dlp
     from yt_dlp.dependencies import yt_dlp_ejs
 
@@ -192,7 +204,9 @@ def js_support() -> dict[str, Any]:
     }
 
 
-def build_ydl_options(config: DownloadConfig, job: Path, section: tuple[float, float] | None) -> dict[str, Any]:
+def build_ydl_options(
+    config: DownloadConfig, job: Path, section: tuple[float, float] | None
+) -> dict[str, Any]:
     """yt-dlp options: fixed output under ``job``, no config files, hooks or post-processors.
 
     The Python API reads no configuration files (only the yt-dlp command line does), and we pass no
@@ -224,7 +238,8 @@ def build_ydl_options(config: DownloadConfig, job: Path, section: tuple[float, f
         "postprocessors": [],
         "cachedir": False,
         "js_runtimes": js_runtimes(),
-        "remote_components": [],  # the EJS scripts come from the installed yt-dlp-ejs, never from npm or GitHub
+        # The EJS scripts come from the installed yt-dlp-ejs, never from npm or GitHub.
+        "remote_components": [],
         "color": {"stderr": "no_color", "stdout": "no_color"},
     }
     if section is not None:
@@ -279,11 +294,18 @@ class DownloadResult:
 
     def summary(self) -> dict[str, object]:
         return {
-            "dataset": self.dataset, "shard": f"{self.shard[0]}/{self.shard[1]}", "states": self.counts,
-            "downloaded": self.downloaded, "skipped": self.skipped, "bytes": self.bytes,
-            "seconds": round(self.seconds, 3), "breaker_open": self.breaker_open, "ledger_uri": self.ledger_uri,
-            "methods": self.methods, "rows": sum(self.counts.values()),
-        }  # fmt: skip
+            "dataset": self.dataset,
+            "shard": f"{self.shard[0]}/{self.shard[1]}",
+            "states": self.counts,
+            "downloaded": self.downloaded,
+            "skipped": self.skipped,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "breaker_open": self.breaker_open,
+            "ledger_uri": self.ledger_uri,
+            "methods": self.methods,
+            "rows": sum(self.counts.values()),
+        }
 
 
 class _ShardDownloader:
@@ -368,11 +390,15 @@ class _ShardDownloader:
             return None
         except (DownloadError, YoutubeDLError) as exc:
             if "No space left on device" in str(exc):
-                raise WorkspaceFullError(f"no space left in the work folder {base} downloading {cid}") from exc
+                raise WorkspaceFullError(
+                    f"no space left in the work folder {base} downloading {cid}"
+                ) from exc
             return classify(exc)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise WorkspaceFullError(f"no space left in the work folder {base} downloading {cid}") from exc
+                raise WorkspaceFullError(
+                    f"no space left in the work folder {base} downloading {cid}"
+                ) from exc
             raise
         except MediaError as exc:
             return Failure("bad_media", str(exc)[:500])
@@ -403,14 +429,17 @@ def download_shard(
         problem = manifest_row_problem(row)
         if problem is not None:  # checked before the id goes near a key, a URL or yt-dlp
             return LedgerRecord(cid, row.get("label", ""), row.get("split", ""), "bad_input", reason=problem)
-        if prev is not None and (prev.state in PERMANENT or (prev.state == "ok" and storage.exists(raw_key(cid)))):
+        if prev is not None and (
+            prev.state in PERMANENT or (prev.state == "ok" and storage.exists(raw_key(cid)))
+        ):
             return prev
         if prev is None and storage.exists(raw_key(cid)):
             return LedgerRecord(cid, row["label"], row["split"], "ok", reason="found in storage")
         return "process"
 
-    run = run_shard(storage, dataset, "download", shard, triage, worker.one, workers=config.workers,
-                    progress=progress)  # fmt: skip
+    run = run_shard(
+        storage, dataset, "download", shard, triage, worker.one, workers=config.workers, progress=progress
+    )
     fresh = run.fresh
     return DownloadResult(
         dataset=dataset,

@@ -6,8 +6,9 @@ from __future__ import annotations
 class ActionRecognitionError(Exception):
     """Base class: a failure the CLI reports as a one-line error with exit status 2.
 
-    ``retryable`` says whether running the same step again can change the outcome: a service or network error can
-    (the orchestrator retries it with backoff), a bad configuration or bad input cannot (the task fails at once).
+    ``retryable`` says whether running the same step again can change the outcome: a service or network error
+    can (the orchestrator retries it with backoff), a bad configuration or bad input cannot (the task fails at
+    once).
     """
 
     retryable: bool = True
@@ -34,7 +35,8 @@ class PlanError(ActionRecognitionError):
 
 
 class WorkspaceFullError(ActionRecognitionError):
-    """The local work folder ran out of space: the step stops (nothing partial is published); free space, rerun."""
+    """The local work folder ran out of space: the step stops (nothing partial is published); free space,
+    rerun."""
 
 
 class TrainError(ActionRecognitionError):

@@ -1,11 +1,12 @@
 """Dataset health: how much of each class could be had, why the rest was lost, and how the champions did.
 
-:func:`dataset_health` computes it from storage (the manifest, ``plan.json`` and every stage's ledger) and from the
-registry (each family champion's per-class test accuracy, the ``per_class.csv`` of its run). Its ``status`` part is
-``action-recognition status --json`` itself (:func:`action_recognition.ledger.status`): one function, the same
-numbers. The pipeline's summary task writes it to ``health/<dataset>.json`` (:func:`write_health`, when the numbers
-changed) at the end of each run, and ``action-recognition health --write`` does the same by hand; the Airflow UI page
-(``plugins/ar_provider/health_app.py``) reads that one object per request, never every ledger shard.
+:func:`dataset_health` computes it from storage (the manifest, ``plan.json`` and every stage's ledger) and
+from the registry (each family champion's per-class test accuracy, the ``per_class.csv`` of its run). Its
+``status`` part is ``action-recognition status --json`` itself (:func:`action_recognition.ledger.status`): one
+function, the same numbers. The pipeline's summary task writes it to ``health/<dataset>.json``
+(:func:`write_health`, when the numbers changed) at the end of each run, and ``action-recognition health
+--write`` does the same by hand; the Airflow UI page (``plugins/ar_provider/health_app.py``) reads that one
+object per request, never every ledger shard.
 """
 
 from __future__ import annotations
@@ -39,9 +40,15 @@ class HealthReport:
     dataset: str
     generated_at: str
     status: dict[str, Any]  # action-recognition status --json
-    stages: dict[str, dict[str, dict[str, int]]]  # download | clip | pose -> class -> state -> clips that reached it
-    classes: list[dict[str, Any]]  # label, planned, target, usable, lost (per final state), test accuracy per family
-    top_ups: list[dict[str, Any]]  # the plan, then each top-up: the manifest version and clips added per class
+    stages: dict[
+        str, dict[str, dict[str, int]]
+    ]  # download | clip | pose -> class -> state -> clips that reached it
+    classes: list[
+        dict[str, Any]
+    ]  # label, planned, target, usable, lost (per final state), test accuracy per family
+    top_ups: list[
+        dict[str, Any]
+    ]  # the plan, then each top-up: the manifest version and clips added per class
     failures: dict[str, list[dict[str, str]]]  # state -> sampled rows: clip, class, stage, reason
     champions: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> model, version, test top-1
     pose_tag: str = ""
@@ -53,7 +60,9 @@ class HealthReport:
 def _pose_stage(storage: Storage, dataset: str) -> tuple[str, dict[str, LedgerRecord]]:
     """The pose ledger with the most records (a dataset is normally posed by one model)."""
     prefix = ledger_prefix(dataset, "pose")
-    tags = sorted({key[len(prefix) :].split("/", 1)[0] for key in storage.list(prefix) if key.endswith(".csv")})
+    tags = sorted(
+        {key[len(prefix) :].split("/", 1)[0] for key in storage.list(prefix) if key.endswith(".csv")}
+    )
     best: tuple[str, dict[str, LedgerRecord]] = ("", {})
     for tag in tags:
         records = read_stage(storage, dataset, f"pose/{tag}")
@@ -63,8 +72,9 @@ def _pose_stage(storage: Storage, dataset: str) -> tuple[str, dict[str, LedgerRe
 
 
 def champion_accuracy(dataset: str, tracking_uri: str | None = None) -> dict[str, dict[str, Any]]:
-    """family -> the champion's model, version, test top-1 and per-class test accuracy (its run's per_class.csv);
-    families without a champion are left out, and an unreachable registry gives nothing (the page says so)."""
+    """family -> the champion's model, version, test top-1 and per-class test accuracy (its run's
+    per_class.csv); families without a champion are left out, and an unreachable registry gives nothing (the
+    page says so)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -82,23 +92,33 @@ def champion_accuracy(dataset: str, tracking_uri: str | None = None) -> dict[str
             continue
         metrics = json.loads(version.tags.get("ar.metrics", "{}") or "{}")
         accuracy = {r["class"]: float(r["accuracy"]) for r in rows if r.get("accuracy")}
-        out[family] = {"model": f"models:/{name}/{version.version}", "test_top1": metrics.get("test_top1"),
-                       "untrained": version.tags.get("ar.untrained") == "true", "per_class_acc": accuracy}  # fmt: skip
+        out[family] = {
+            "model": f"models:/{name}/{version.version}",
+            "test_top1": metrics.get("test_top1"),
+            "untrained": version.tags.get("ar.untrained") == "true",
+            "per_class_acc": accuracy,
+        }
     return out
 
 
 def dataset_health(
-    storage: Storage, dataset: str, *, champions: dict[str, dict[str, Any]] | None = None,
+    storage: Storage,
+    dataset: str,
+    *,
+    champions: dict[str, dict[str, Any]] | None = None,
     samples: int = SAMPLES_PER_STATE,
-) -> HealthReport:  # fmt: skip
+) -> HealthReport:
     """The health of ``dataset`` (see the module docstring); ``champions`` from :func:`champion_accuracy`."""
     report = status(storage, dataset)
     rows = read_manifest(storage, dataset)
     plan = read_plan_info(storage, dataset)
     label_of = {r["clip_id"]: r["label"] for r in rows}
     pose_tag, poses = _pose_stage(storage, dataset)
-    ledgers = {"download": read_stage(storage, dataset, "download"), "clip": read_stage(storage, dataset, "clip"),
-               "pose": poses}  # fmt: skip
+    ledgers = {
+        "download": read_stage(storage, dataset, "download"),
+        "clip": read_stage(storage, dataset, "clip"),
+        "pose": poses,
+    }
     stages: dict[str, dict[str, dict[str, int]]] = {}
     failures: dict[str, list[dict[str, str]]] = defaultdict(list)
     reached = dict.fromkeys(label_of, True)  # a clip reaches a stage when the stage before it succeeded
@@ -111,32 +131,58 @@ def dataset_health(
             reached[cid] = rec is not None and rec.state == "ok"
             counts[label][rec.state if rec else PENDING] += 1
             if rec is not None and rec.state != "ok" and len(failures[rec.state]) < samples:
-                failures[rec.state].append({"clip_id": cid, "class": label, "stage": stage,
-                                            "reason": rec.reason[:300]})  # fmt: skip
+                failures[rec.state].append(
+                    {"clip_id": cid, "class": label, "stage": stage, "reason": rec.reason[:300]}
+                )
         stages[stage] = {label: dict(c) for label, c in sorted(counts.items())}
     champions = champions or {}
     classes = []
     for label, finals in report.per_class.items():
         posed = stages["pose"].get(label, {}).get("ok", 0) if poses else None
-        classes.append({
-            "class": label, "planned": sum(finals.values()), "target": (plan.targets.get(label) if plan else None),
-            "usable": finals.get("ok", 0) if posed is None else min(finals.get("ok", 0), posed),
-            "states": finals,
-            "test_accuracy": {f: c["per_class_acc"].get(label) for f, c in champions.items()},
-        })  # fmt: skip
+        classes.append(
+            {
+                "class": label,
+                "planned": sum(finals.values()),
+                "target": (plan.targets.get(label) if plan else None),
+                "usable": finals.get("ok", 0) if posed is None else min(finals.get("ok", 0), posed),
+                "states": finals,
+                "test_accuracy": {f: c["per_class_acc"].get(label) for f, c in champions.items()},
+            }
+        )
     history = []
     if plan is not None:
         added = sum(n for up in plan.top_ups for n in (up.get("added") or {}).values())
-        history.append({"version": 0, "what": "plan", "rows": plan.rows - added,
-                        "manifest_sha256": (plan.top_ups[0]["previous_manifest_sha256"] if plan.top_ups
-                                            else plan.manifest_sha256)})  # fmt: skip
+        history.append(
+            {
+                "version": 0,
+                "what": "plan",
+                "rows": plan.rows - added,
+                "manifest_sha256": (
+                    plan.top_ups[0]["previous_manifest_sha256"] if plan.top_ups else plan.manifest_sha256
+                ),
+            }
+        )
         for i, up in enumerate(plan.top_ups, start=1):
-            history.append({"version": i, "what": "top-up", "added": up.get("added", {}),
-                            "previous_manifest_sha256": up.get("previous_manifest_sha256", "")})  # fmt: skip
+            history.append(
+                {
+                    "version": i,
+                    "what": "top-up",
+                    "added": up.get("added", {}),
+                    "previous_manifest_sha256": up.get("previous_manifest_sha256", ""),
+                }
+            )
         history[-1]["manifest_sha256"] = plan.manifest_sha256
-    return HealthReport(dataset, datetime.now(UTC).isoformat(timespec="seconds"), report.summary(), stages, classes,
-                        history, dict(failures), {f: {k: v for k, v in c.items() if k != "per_class_acc"}
-                                                  for f, c in champions.items()}, pose_tag)  # fmt: skip
+    return HealthReport(
+        dataset,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        report.summary(),
+        stages,
+        classes,
+        history,
+        dict(failures),
+        {f: {k: v for k, v in c.items() if k != "per_class_acc"} for f, c in champions.items()},
+        pose_tag,
+    )
 
 
 #: What says when and by whom a health summary was written, not what it says.
@@ -144,27 +190,34 @@ STAMP = ("generated_at", "dag_id", "run_id")
 
 
 def write_health(storage: Storage, report: HealthReport, *, dag_id: str = "", run_id: str = "") -> str:
-    """Publish ``health/<dataset>.json`` when its numbers changed (content-keyed: a re-run that changed nothing
-    writes nothing, and the file keeps saying when and by which run they last changed); its URI."""
+    """Publish ``health/<dataset>.json`` when its numbers changed (content-keyed: a re-run that changed
+    nothing writes nothing, and the file keeps saying when and by which run they last changed); its URI."""
     key = health_key(report.dataset)
     new = {**report.summary(), "dag_id": dag_id, "run_id": run_id}
     old = read_health(storage, report.dataset)
-    if old is None or {k: v for k, v in old.items() if k not in STAMP} != {k: v for k, v in new.items()
-                                                                           if k not in STAMP}:  # fmt: skip
+    if old is None or {k: v for k, v in old.items() if k not in STAMP} != {
+        k: v for k, v in new.items() if k not in STAMP
+    }:
         storage.put_bytes(key, json.dumps(new, sort_keys=True, indent=1).encode())
     return storage.key_uri(key)
 
 
-def publish_health(storage: Storage, dataset: str, *, dag_id: str = "", run_id: str = "",
-                   tracking_uri: str | None = None) -> str:  # fmt: skip
+def publish_health(
+    storage: Storage, dataset: str, *, dag_id: str = "", run_id: str = "", tracking_uri: str | None = None
+) -> str:
     """Compute (with the champions from the registry) and write the dataset's health; its URI."""
-    return write_health(storage, dataset_health(storage, dataset, champions=champion_accuracy(dataset, tracking_uri)),
-                        dag_id=dag_id, run_id=run_id)  # fmt: skip
+    return write_health(
+        storage,
+        dataset_health(storage, dataset, champions=champion_accuracy(dataset, tracking_uri)),
+        dag_id=dag_id,
+        run_id=run_id,
+    )
 
 
 def live_health(storage: Storage, dataset: str, stored: dict[str, Any] | None) -> dict[str, Any]:
     """The health computed now from the ledgers (a run in progress), with the champions and their per-class
-    accuracy carried over from the ``stored`` summary (the registry is read when a run writes it, not per request)."""
+    accuracy carried over from the ``stored`` summary (the registry is read when a run writes it, not per
+    request)."""
     live = dataset_health(storage, dataset).summary()
     if stored:
         accuracy = {c["class"]: c.get("test_accuracy", {}) for c in stored.get("classes", [])}

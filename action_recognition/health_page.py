@@ -1,6 +1,6 @@
-"""The dataset health page as HTML: one self-contained document (no scripts, no external assets) rendered from a
-``health/<dataset>.json`` (:mod:`action_recognition.health`). The Airflow plugin (``plugins/ar_provider/health_app``)
-serves it; every value that came from data is escaped."""
+"""The dataset health page as HTML: one self-contained document (no scripts, no external assets) rendered from
+a ``health/<dataset>.json`` (:mod:`action_recognition.health`). The Airflow plugin
+(``plugins/ar_provider/health_app``) serves it; every value that came from data is escaped."""
 
 from __future__ import annotations
 
@@ -10,13 +10,24 @@ from urllib.parse import quote
 
 from action_recognition.ledger import PENDING, STATES
 
-COLORS = {"ok": "#2e9d5b", "unavailable": "#c0392b", "private": "#8e44ad", "removed": "#7f3d1b",
-          "geo_blocked": "#d35400", "rate_limited": "#e67e22", "bad_input": "#95a5a6", "bad_media": "#b7950b",
-          "retries_exhausted": "#e74c3c", "no_person": "#5d6d7e", PENDING: "#d5d8dc"}  # fmt: skip
+COLORS = {
+    "ok": "#2e9d5b",
+    "unavailable": "#c0392b",
+    "private": "#8e44ad",
+    "removed": "#7f3d1b",
+    "geo_blocked": "#d35400",
+    "rate_limited": "#e67e22",
+    "bad_input": "#95a5a6",
+    "bad_media": "#b7950b",
+    "retries_exhausted": "#e74c3c",
+    "no_person": "#5d6d7e",
+    PENDING: "#d5d8dc",
+}
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:16px;color:#1b1f24;font-size:14px}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:20px 0 6px}
-table{border-collapse:collapse;margin:4px 0}td,th{padding:3px 8px;border-bottom:1px solid #e5e8eb;text-align:right}
+table{border-collapse:collapse;margin:4px 0}
+td,th{padding:3px 8px;border-bottom:1px solid #e5e8eb;text-align:right}
 th{background:#f4f6f8}td.l,th.l{text-align:left}.muted{color:#5f6b76}
 .bar{display:flex;width:260px;height:14px;border-radius:3px;overflow:hidden;background:#eee}
 .bar span{display:block;height:100%}.legend span{display:inline-block;margin-right:10px}
@@ -30,11 +41,16 @@ def _pct(n: int, total: int) -> str:
 
 
 def _bar(counts: dict[str, int], total: int) -> str:
-    parts = [f'<span style="width:{100 * counts[s] / total:.2f}%;background:{COLORS.get(s, "#999")}" '
-             f'title="{escape(s)}: {counts[s]}"></span>'
-             for s in (*STATES, PENDING) if counts.get(s) and total]  # fmt: skip
-    return f'<div class=bar role=img aria-label="{escape(", ".join(f"{k} {v}" for k, v in counts.items()))}">' \
-           f'{"".join(parts)}</div>'  # fmt: skip
+    parts = [
+        f'<span style="width:{100 * counts[s] / total:.2f}%;background:{COLORS.get(s, "#999")}" '
+        f'title="{escape(s)}: {counts[s]}"></span>'
+        for s in (*STATES, PENDING)
+        if counts.get(s) and total
+    ]
+    return (
+        f'<div class=bar role=img aria-label="{escape(", ".join(f"{k} {v}" for k, v in counts.items()))}">'
+        f"{''.join(parts)}</div>"
+    )
 
 
 def _states_in(tables: list[dict[str, dict[str, int]]]) -> list[str]:
@@ -46,23 +62,33 @@ def _class_table(health: dict[str, Any]) -> str:
     classes = health["classes"]
     states = _states_in([{c["class"]: c["states"] for c in classes}])
     families = sorted({f for c in classes for f in c.get("test_accuracy", {})})
-    head = ("<tr><th class=l>class</th><th>target</th><th>planned</th><th>usable</th><th class=l>final state</th>"
-            + "".join(f"<th>{escape(s)}</th>" for s in states)
-            + "".join(f"<th>{escape(f)} champion<br>test accuracy</th>" for f in families) + "</tr>")  # fmt: skip
+    head = (
+        "<tr><th class=l>class</th><th>target</th><th>planned</th><th>usable</th><th class=l>final state</th>"
+        + "".join(f"<th>{escape(s)}</th>" for s in states)
+        + "".join(f"<th>{escape(f)} champion<br>test accuracy</th>" for f in families)
+        + "</tr>"
+    )
     rows = []
     for c in classes:
         total = c["planned"]
         acc = [c["test_accuracy"].get(f) for f in families]
-        rows.append("<tr>" + f"<td class=l>{escape(c['class'])}</td><td>{c.get('target') or ''}</td><td>{total}</td>"
-                    f"<td>{_pct(c['usable'], c.get('target') or total)}</td><td class=l>{_bar(c['states'], total)}</td>"
-                    + "".join(f"<td>{_pct(c['states'].get(s, 0), total)}</td>" for s in states)
-                    + "".join(f"<td>{'' if a is None else f'{a:.2f}'}</td>" for a in acc) + "</tr>")  # fmt: skip
+        rows.append(
+            "<tr>" + f"<td class=l>{escape(c['class'])}</td><td>{c.get('target') or ''}</td><td>{total}</td>"
+            f"<td>{_pct(c['usable'], c.get('target') or total)}</td><td "
+            f"class=l>{_bar(c['states'], total)}</td>"
+            + "".join(f"<td>{_pct(c['states'].get(s, 0), total)}</td>" for s in states)
+            + "".join(f"<td>{'' if a is None else f'{a:.2f}'}</td>" for a in acc)
+            + "</tr>"
+        )
     status = health["status"]
     total = status["rows"]
-    rows.append("<tr><th class=l>total</th><th></th>" + f"<th>{total}</th><th>{status['states'].get('ok', 0)}</th>"
-                f"<th class=l>{_bar(status['states'], total)}</th>"
-                + "".join(f"<th>{_pct(status['states'].get(s, 0), total)}</th>" for s in states)
-                + "".join("<th></th>" for _ in families) + "</tr>")  # fmt: skip
+    rows.append(
+        "<tr><th class=l>total</th><th></th>" + f"<th>{total}</th><th>{status['states'].get('ok', 0)}</th>"
+        f"<th class=l>{_bar(status['states'], total)}</th>"
+        + "".join(f"<th>{_pct(status['states'].get(s, 0), total)}</th>" for s in states)
+        + "".join("<th></th>" for _ in families)
+        + "</tr>"
+    )
     legend = "".join(f'<span><i style="background:{COLORS[s]}"></i>{escape(s)}</span>' for s in states)
     return f"<table id=classes>{head}{''.join(rows)}</table><div class=legend>{legend}</div>"
 
@@ -76,53 +102,81 @@ def _stage_tables(health: dict[str, Any]) -> str:
         states = _states_in([table])
         title = f"{stage} ({escape(health.get('pose_tag') or '')})" if stage == "pose" else stage
         head = "<tr><th class=l>class</th>" + "".join(f"<th>{escape(s)}</th>" for s in states) + "</tr>"
-        rows = "".join("<tr>" + f"<td class=l>{escape(label)}</td>"
-                       + "".join(f"<td>{_pct(counts.get(s, 0), sum(counts.values()))}</td>" for s in states) + "</tr>"
-                       for label, counts in table.items())  # fmt: skip
+        rows = "".join(
+            "<tr>"
+            + f"<td class=l>{escape(label)}</td>"
+            + "".join(f"<td>{_pct(counts.get(s, 0), sum(counts.values()))}</td>" for s in states)
+            + "</tr>"
+            for label, counts in table.items()
+        )
         out.append(f"<h3>{title}</h3><table class=stage data-stage={escape(stage)}>{head}{rows}</table>")
     if out:
-        out.insert(0, "<p class=muted>Each stage counts the clips that reached it (the stage before succeeded).</p>")
+        out.insert(
+            0, "<p class=muted>Each stage counts the clips that reached it (the stage before succeeded).</p>"
+        )
     return "".join(out)
 
 
 def _history(health: dict[str, Any]) -> str:
     rows = []
     for h in health["top_ups"]:
-        what = f"plan: {h.get('rows', '')} clips" if h["what"] == "plan" else "top-up: " + ", ".join(
-            f"{escape(k)} +{v}" for k, v in (h.get("added") or {}).items()) or "nothing to add"  # fmt: skip
+        what = (
+            f"plan: {h.get('rows', '')} clips"
+            if h["what"] == "plan"
+            else "top-up: " + ", ".join(f"{escape(k)} +{v}" for k, v in (h.get("added") or {}).items())
+            or "nothing to add"
+        )
         sha = h.get("manifest_sha256", "")
-        rows.append(f"<tr><td>{h['version']}</td><td class=l>{what}</td><td class=l><code>{escape(sha[:12])}"
-                    f"</code></td></tr>")  # fmt: skip
-    return ("<table id=history><tr><th>version</th><th class=l>what</th><th class=l>manifest</th></tr>"
-            + "".join(rows) + "</table>") if rows else "<p class=muted>no plan recorded</p>"  # fmt: skip
+        rows.append(
+            f"<tr><td>{h['version']}</td><td class=l>{what}</td><td class=l><code>{escape(sha[:12])}"
+            f"</code></td></tr>"
+        )
+    return (
+        (
+            "<table id=history><tr><th>version</th><th class=l>what</th><th class=l>manifest</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+        if rows
+        else "<p class=muted>no plan recorded</p>"
+    )
 
 
 def _failures(health: dict[str, Any]) -> str:
     if not health["failures"]:
         return "<p class=muted>no failures</p>"
-    rows = "".join(f"<tr><td class=l>{escape(state)}</td><td class=l>{escape(f['stage'])}</td>"
-                   f"<td class=l>{escape(f['class'])}</td><td class=l><code>{escape(f['clip_id'])}</code></td>"
-                   f"<td class=l>{escape(f['reason'])}</td></tr>"
-                   for state, samples in sorted(health["failures"].items()) for f in samples)  # fmt: skip
-    return ("<table id=failures><tr><th class=l>state</th><th class=l>stage</th><th class=l>class</th>"
-            f"<th class=l>clip</th><th class=l>reason</th></tr>{rows}</table>")  # fmt: skip
+    rows = "".join(
+        f"<tr><td class=l>{escape(state)}</td><td class=l>{escape(f['stage'])}</td>"
+        f"<td class=l>{escape(f['class'])}</td><td class=l><code>{escape(f['clip_id'])}</code></td>"
+        f"<td class=l>{escape(f['reason'])}</td></tr>"
+        for state, samples in sorted(health["failures"].items())
+        for f in samples
+    )
+    return (
+        "<table id=failures><tr><th class=l>state</th><th class=l>stage</th><th class=l>class</th>"
+        f"<th class=l>clip</th><th class=l>reason</th></tr>{rows}</table>"
+    )
 
 
 def _champions(health: dict[str, Any]) -> str:
     if not health.get("champions"):
         return "<p class=muted>no champion yet (or the registry could not be read when this was written)</p>"
-    items = "".join(f"<li>{escape(f)}: <code>{escape(c['model'])}</code>, test top-1 "
-                    f"{c['test_top1'] if c.get('test_top1') is None else format(c['test_top1'], '.3f')}"
-                    f"{' <b>UNTRAINED weights</b>' if c.get('untrained') else ''}</li>"
-                    for f, c in sorted(health["champions"].items()))  # fmt: skip
+    items = "".join(
+        f"<li>{escape(f)}: <code>{escape(c['model'])}</code>, test top-1 "
+        f"{c['test_top1'] if c.get('test_top1') is None else format(c['test_top1'], '.3f')}"
+        f"{' <b>UNTRAINED weights</b>' if c.get('untrained') else ''}</li>"
+        for f, c in sorted(health["champions"].items())
+    )
     return f"<ul>{items}</ul>"
 
 
 def render_page(health: dict[str, Any] | None, datasets: list[str], *, note: str = "") -> str:
     """The whole page for one dataset's health (or only the dataset list and ``note`` when there is none)."""
     nav = "".join(f'<a href="?dataset={quote(d)}">{escape(d)}</a>' for d in datasets)
-    parts = [f"<!doctype html><html><head><meta charset=utf-8><title>Dataset health</title><style>{STYLE}</style>"
-             f"</head><body><nav class=muted>datasets: {nav or 'none yet'}</nav>"]  # fmt: skip
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>Dataset health</title><style>{STYLE}</style>"
+        f"</head><body><nav class=muted>datasets: {nav or 'none yet'}</nav>"
+    ]
     if note:
         parts.append(f"<p class=note>{escape(note)}</p>")
     if health is not None:
@@ -130,18 +184,25 @@ def render_page(health: dict[str, Any] | None, datasets: list[str], *, note: str
         written = f" by run <code>{escape(health['run_id'])}</code>" if health.get("run_id") else ""
         if health.get("live"):
             written = " now, from the ledgers (champions as of the last run)"
-        fresh = f'<a id=live href="?dataset={quote(health["dataset"])}&live=true">recompute from the ledgers now</a>'
+        live = f"?dataset={quote(health['dataset'])}&live=true"
+        fresh = f'<a id=live href="{live}">recompute from the ledgers now</a>'
         states = ", ".join(f"{escape(k)} {v}" for k, v in status["states"].items())
         parts += [
             f"<h1>Dataset health: {escape(health['dataset'])}</h1>",
             f"<p class=muted>{status['rows']} clips planned: {states}"
             f"; written {escape(health['generated_at'])}{written} (the same numbers as "
-            f"<code>action-recognition status --dataset {escape(health['dataset'])} --json</code>); {fresh}</p>",
-            "<h2>Classes: planned, usable, and why the rest was lost</h2>", _class_table(health),
-            "<h2>Champions</h2>", _champions(health),
-            "<h2>Each stage</h2>", _stage_tables(health),
-            "<h2>Why clips were lost (samples)</h2>", _failures(health),
-            "<h2>Manifest versions</h2>", _history(health),
-        ]  # fmt: skip
+            f"<code>action-recognition status --dataset {escape(health['dataset'])} --json</code>); "
+            f"{fresh}</p>",
+            "<h2>Classes: planned, usable, and why the rest was lost</h2>",
+            _class_table(health),
+            "<h2>Champions</h2>",
+            _champions(health),
+            "<h2>Each stage</h2>",
+            _stage_tables(health),
+            "<h2>Why clips were lost (samples)</h2>",
+            _failures(health),
+            "<h2>Manifest versions</h2>",
+            _history(health),
+        ]
     parts.append("</body></html>")
     return "".join(parts)

@@ -90,9 +90,17 @@ def deduplicate(rows: Iterable[ClipRow]) -> tuple[list[ClipRow], list[Rejection]
             reason = f"duplicate of {where}"
         else:
             reason = f"same clip as {where} but labelled {show(row.label, 60)} there {show(seen.label, 60)}"
-        rejected.append(Rejection(
-            row.source, row.line, reason, row.youtube_id, row.label, str(row.time_start), str(row.time_end)
-        ))  # fmt: skip
+        rejected.append(
+            Rejection(
+                row.source,
+                row.line,
+                reason,
+                row.youtube_id,
+                row.label,
+                str(row.time_start),
+                str(row.time_end),
+            )
+        )
     return list(first.values()), rejected
 
 
@@ -107,9 +115,11 @@ def select_classes(config: PlanConfig, available: Sequence[str], known: set[str]
             hints = {c: get_close_matches(c, sorted(vocabulary), n=3) for c in unknown}
             raise PlanError(
                 "unknown class(es): "
-                + "; ".join(f"{c!r} (did you mean {', '.join(map(repr, h)) or 'nothing close'}?)"
-                            for c, h in hints.items())
-            )  # fmt: skip
+                + "; ".join(
+                    f"{c!r} (did you mean {', '.join(map(repr, h)) or 'nothing close'}?)"
+                    for c, h in hints.items()
+                )
+            )
         empty = [c for c in config.classes if c not in set(available)]
         if empty:
             raise PlanError(f"class(es) with no valid row in the annotations: {', '.join(map(repr, empty))}")
@@ -124,7 +134,9 @@ def select_classes(config: PlanConfig, available: Sequence[str], known: set[str]
     return chosen
 
 
-def assign_splits(selected: dict[str, list[ClipRow]], config: PlanConfig) -> dict[str, list[tuple[ClipRow, str]]]:
+def assign_splits(
+    selected: dict[str, list[ClipRow]], config: PlanConfig
+) -> dict[str, list[tuple[ClipRow, str]]]:
     """Final split per row. Official splits are kept; held-out splits that the sources lack are carved
     from train per class (stratified), when ``carve_missing_splits``. A YouTube video never straddles
     two splits: its rows follow the split of its first-assigned row.
@@ -134,8 +146,11 @@ def assign_splits(selected: dict[str, list[ClipRow]], config: PlanConfig) -> dic
     if not config.carve_missing_splits:
         return {label: [(r, r.split) for r in rows] for label, rows in selected.items()}
     pool_all = "train" not in present  # e.g. only a validation CSV: every row is material to split
-    carve = [(s, ratio) for s, ratio in (("test", config.test_ratio), ("val", config.val_ratio))
-             if ratio > 0 and (pool_all or s not in present)]  # fmt: skip
+    carve = [
+        (s, ratio)
+        for s, ratio in (("test", config.test_ratio), ("val", config.val_ratio))
+        if ratio > 0 and (pool_all or s not in present)
+    ]
     video_split: dict[str, str] = {}
     for label in sorted(selected):
         rows = selected[label]  # already in seeded order
@@ -187,7 +202,8 @@ def _read_sources(config: PlanConfig) -> _Read:
         named = ", ".join(f"{s} (K{v or '?'})" for s, v, _ in fetched)
         raise PlanError(
             f"annotation sources of different Kinetics versions: {named}. Kinetics-400 validation clips are "
-            "inside Kinetics-700 training, so mixing leaks test data; set allow_mixed_versions to do it anyway"
+            "inside Kinetics-700 training, so mixing leaks test data; set allow_mixed_versions to do it "
+            "anyway"
         )
     read = _Read(sources=[], rows=[], rejected=[], known=set(), rows_read=0)
     for src, version, path in fetched:
@@ -207,9 +223,11 @@ def _read_sources(config: PlanConfig) -> _Read:
     return read
 
 
-def _choose(config: PlanConfig, read: _Read) -> tuple[list[str], list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
-    """The classes, the manifest records (capped per class, split), the spare candidates in the same seeded order,
-    and how many valid rows belong to classes not selected."""
+def _choose(
+    config: PlanConfig, read: _Read
+) -> tuple[list[str], list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    """The classes, the manifest records (capped per class, split), the spare candidates in the same seeded
+    order, and how many valid rows belong to classes not selected."""
     by_class: dict[str, list[ClipRow]] = defaultdict(list)
     for row in read.rows:
         by_class[row.label].append(row)
@@ -222,25 +240,38 @@ def _choose(config: PlanConfig, read: _Read) -> tuple[list[str], list[tuple[Any,
         spare[label] = ordered[config.per_class :]
     unselected = sum(len(v) for k, v in by_class.items() if k not in set(classes))
     manifest_records = sorted(
-        ((r.clip_id, r.youtube_id, r.time_start, r.time_end, r.label, split)
-         for rows in assign_splits(selected, config).values() for r, split in rows),
+        (
+            (r.clip_id, r.youtube_id, r.time_start, r.time_end, r.label, split)
+            for rows in assign_splits(selected, config).values()
+            for r, split in rows
+        ),
         key=lambda rec: (rec[4], SPLITS.index(rec[5]), rec[0]),
-    )  # fmt: skip
+    )
     candidate_records = [
         (r.clip_id, r.youtube_id, r.time_start, r.time_end, r.label, r.split, rank)
-        for label in classes for rank, r in enumerate(spare[label])
-    ]  # fmt: skip
+        for label in classes
+        for rank, r in enumerate(spare[label])
+    ]
     return classes, manifest_records, candidate_records, unselected
 
 
 def _result(storage: Storage, info: PlanInfo, versions: list[int | None], written: list[str]) -> PlanResult:
     return PlanResult(
-        dataset=info.dataset, manifest_uri=storage.key_uri(manifest_key(info.dataset)),
-        manifest_sha256=info.manifest_sha256, rows=info.rows, classes=sorted(info.per_class),
-        per_class=info.per_class, splits=info.splits, rejected=info.rejected, candidates=info.candidates,
-        rows_read=info.rows_read, unselected=info.unselected, versions=list(versions), written=written,
+        dataset=info.dataset,
+        manifest_uri=storage.key_uri(manifest_key(info.dataset)),
+        manifest_sha256=info.manifest_sha256,
+        rows=info.rows,
+        classes=sorted(info.per_class),
+        per_class=info.per_class,
+        splits=info.splits,
+        rejected=info.rejected,
+        candidates=info.candidates,
+        rows_read=info.rows_read,
+        unselected=info.unselected,
+        versions=list(versions),
+        written=written,
         planned=sum(info.targets.values()),
-    )  # fmt: skip
+    )
 
 
 def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
@@ -267,13 +298,20 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
         return _result(storage, existing, read.versions, [])
     per_class = dict(sorted(Counter(rec[4] for rec in manifest_records).items()))
     plan_info = PlanInfo(
-        dataset=dataset, manifest_sha256=hashlib.sha256(manifest).hexdigest(), rows=len(manifest_records),
+        dataset=dataset,
+        manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+        rows=len(manifest_records),
         per_class=per_class,
         splits={s: n for s in SPLITS if (n := sum(1 for rec in manifest_records if rec[5] == s))},
-        candidates=len(candidate_records), rejected=len(rejected_records), rows_read=read.rows_read,
-        unselected=unselected, config=config_dump, fingerprint=fingerprint, targets=dict(per_class),
+        candidates=len(candidate_records),
+        rejected=len(rejected_records),
+        rows_read=read.rows_read,
+        unselected=unselected,
+        config=config_dump,
+        fingerprint=fingerprint,
+        targets=dict(per_class),
         sources=[{"source": s, "kinetics_version": v, "sha256": h} for s, v, h in read.sources],
-    )  # fmt: skip
+    )
     files = {
         manifest_key(dataset): manifest,
         candidates_key(dataset): csv_bytes((*MANIFEST_COLUMNS, "rank"), candidate_records),
@@ -284,6 +322,11 @@ def plan_dataset(config: PlanConfig, storage: Storage) -> PlanResult:
     written = [key for key, data in files.items() if storage.put_bytes_if_changed(key, data)]
     log.info(
         "planned %s: %d clips in %d classes, %d rejected, %d spare candidates; %d file(s) written",
-        dataset, len(manifest_records), len(classes), len(rejected_records), len(candidate_records), len(written),
-    )  # fmt: skip
+        dataset,
+        len(manifest_records),
+        len(classes),
+        len(rejected_records),
+        len(candidate_records),
+        len(written),
+    )
     return _result(storage, plan_info, read.versions, written)

@@ -1,17 +1,19 @@
-"""Every storage key the project writes, in one place (DESIGN.md, "Storage layout"). Steps ask this module for
-keys and never build them, so no step imports another for its key and the layout can be read top to bottom:
+"""Every storage key the project writes, in one place (DESIGN.md, "Storage layout"). Steps ask this module
+for keys and never build them, so no step imports another for its key and the layout can be read top to
+bottom:
 
     datasets/<dataset>/manifest.csv, candidates.csv, rejected.csv, plan.json
-                                                                the plan (plan.json last: it marks a complete one)
-    datasets/<dataset>/<kind>-<hash>.npz (+ .mmaction.pkl)      built datasets; latest-<kind>.json points at one
-    ledger/<dataset>/<stage>/shard-<i>-of-<n>.csv               one recorded state per clip per stage
+                                                     the plan (plan.json last: it marks a complete one)
+    datasets/<dataset>/<kind>-<hash>.npz (+ .mmaction.pkl)
+                                                     built datasets; latest-<kind>.json points at one
+    ledger/<dataset>/<stage>/shard-<i>-of-<n>.csv    one recorded state per clip per stage
         stage: download | clip | pose/<pose_tag>
-    raw/<clip_id>.mp4                                           the downloaded window
-    clips/<profile>/<clip_id>.mp4                               the normalised clip
-    keypoints/<pose_tag>/<clip_id>.npz                          the main person's keypoints
-    models/<fingerprint[:16]>/last.pt                           a training's checkpoint
-    weights/<name> (+ .sha256)                                  weights pulled once (weights pull)
-    doctor/probe-<token>                                        the preflight's write probe, deleted at once
+    raw/<clip_id>.mp4                                the downloaded window
+    clips/<profile>/<clip_id>.mp4                    the normalised clip
+    keypoints/<pose_tag>/<clip_id>.npz               the main person's keypoints
+    models/<fingerprint[:16]>/last.pt                a training's checkpoint
+    weights/<name> (+ .sha256)                       weights pulled once (weights pull)
+    doctor/probe-<token>                             the preflight's write probe, deleted at once
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def candidates_key(dataset: str) -> str:
 
 
 def staged_key(dataset: str, name: str, content_sha256: str) -> str:
-    """A top-up's new manifest or candidates, written before ``plan.json`` names them (then copied into place)."""
+    """A top-up's new manifest or candidates, written before ``plan.json`` names them (then copied into
+    place)."""
     return f"{dataset_prefix(dataset)}/staged/{name}-{content_sha256[:16]}.csv"
 
 
@@ -100,7 +103,8 @@ def checkpoint_key(fingerprint: str) -> str:
 
 
 def refit_checkpoint_key(fingerprint: str, index: int) -> str:
-    """The refit recipe's ``index``-th model (seed ``train.seed + index``) beside the selection's checkpoint."""
+    """The refit recipe's ``index``-th model (seed ``train.seed + index``) beside the selection's
+    checkpoint."""
     return f"models/{fingerprint[:16]}/refit-{index}.pt"
 
 

@@ -1,11 +1,11 @@
 """The availability ledger: one recorded state per manifest row, per stage, written atomically per shard.
 
-Files: ``ledger/<dataset>/<stage>/shard-<i>-of-<n>.csv`` with the columns of :class:`LedgerRecord`, one row per clip
-of that shard. ``stage`` is ``download``, ``clip`` or ``pose/<pose_tag>`` (one pose ledger per pose model). A clip's
-final state is its clip-stage state when its download succeeded, else its download state, else ``pending`` (not
-processed yet). ``rows in = sum of states`` always holds. Every stage's loop is :func:`run_shard`: it reads the
-shard's rows and the stage's previous records, keeps what is done, processes the rest and publishes the shard's
-records at once.
+Files: ``ledger/<dataset>/<stage>/shard-<i>-of-<n>.csv`` with the columns of :class:`LedgerRecord`, one row
+per clip of that shard. ``stage`` is ``download``, ``clip`` or ``pose/<pose_tag>`` (one pose ledger per pose
+model). A clip's final state is its clip-stage state when its download succeeded, else its download state,
+else ``pending`` (not processed yet). ``rows in = sum of states`` always holds. Every stage's loop is
+:func:`run_shard`: it reads the shard's rows and the stage's previous records, keeps what is done, processes
+the rest and publishes the shard's records at once.
 """
 
 from __future__ import annotations
@@ -29,9 +29,17 @@ from action_recognition.manifest import read_manifest
 from action_recognition.storage import Storage
 
 STATES = (
-    "ok", "unavailable", "private", "removed", "geo_blocked", "rate_limited", "bad_input", "bad_media",
-    "retries_exhausted", "no_person",
-)  # fmt: skip
+    "ok",
+    "unavailable",
+    "private",
+    "removed",
+    "geo_blocked",
+    "rate_limited",
+    "bad_input",
+    "bad_media",
+    "retries_exhausted",
+    "no_person",
+)
 #: Not retried on a re-run: the video will not come back by asking again.
 PERMANENT = frozenset({"unavailable", "private", "removed", "geo_blocked", "bad_input", "bad_media"})
 #: Retried on the next run.
@@ -63,7 +71,9 @@ class LedgerRecord:
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
-            raise ValueError(f"unknown ledger state {self.state!r} for {self.clip_id}; states: {', '.join(STATES)}")
+            raise ValueError(
+                f"unknown ledger state {self.state!r} for {self.clip_id}; states: {', '.join(STATES)}"
+            )
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(LedgerRecord)]
@@ -112,15 +122,26 @@ def decode(data: bytes) -> list[LedgerRecord]:
     out = []
     for row in csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")):
         get = row.get  # ledgers written before a column existed read it as its default
-        out.append(LedgerRecord(
-            clip_id=row["clip_id"], label=row["label"], split=row["split"], state=row["state"],
-            reason=get("reason") or "", attempts=int(get("attempts") or 0), bytes=int(get("bytes") or 0),
-            seconds=float(get("seconds") or 0), method=get("method") or "",
-            raw_start_s=float(get("raw_start_s") or 0), duration_s=float(get("duration_s") or 0),
-            short=get("short") == "1", frames=int(get("frames") or 0),
-            persons_seen=float(get("persons_seen") or 0), main_fraction=float(get("main_fraction") or 0),
-            mean_conf=float(get("mean_conf") or 0),
-        ))  # fmt: skip
+        out.append(
+            LedgerRecord(
+                clip_id=row["clip_id"],
+                label=row["label"],
+                split=row["split"],
+                state=row["state"],
+                reason=get("reason") or "",
+                attempts=int(get("attempts") or 0),
+                bytes=int(get("bytes") or 0),
+                seconds=float(get("seconds") or 0),
+                method=get("method") or "",
+                raw_start_s=float(get("raw_start_s") or 0),
+                duration_s=float(get("duration_s") or 0),
+                short=get("short") == "1",
+                frames=int(get("frames") or 0),
+                persons_seen=float(get("persons_seen") or 0),
+                main_fraction=float(get("main_fraction") or 0),
+                mean_conf=float(get("mean_conf") or 0),
+            )
+        )
     return out
 
 
@@ -141,8 +162,9 @@ def read_stage(storage: Storage, dataset: str, stage: str) -> dict[str, LedgerRe
     return merged
 
 
-#: What a stage decides for a shard row, given the stage's previous record of it: keep a record (done, nothing to
-#: do), process it, or wait (an earlier stage has not finished it: not recorded in this stage yet).
+# : What a stage decides for a shard row, given the stage's previous record of it: keep a record (done,
+# nothing to : do), process it, or wait (an earlier stage has not finished it: not recorded in this stage
+# yet).
 Decision = LedgerRecord | Literal["process", "wait"]
 
 
@@ -175,10 +197,10 @@ def run_shard(
     progress: Callable[[int], None] | None = None,
     inputs: list[dict[str, str]] | None = None,
 ) -> ShardRun:
-    """The loop every stage shares: the shard's manifest rows (or of ``inputs``: rows with a ``clip_id``, e.g. the
-    videos of a batch inference), each triaged against the stage's previous record, the ones to do processed
-    (``workers`` threads; 1 runs them in this thread; or all of them by ``stream``, which yields their records in
-    any order: a pipelined stage), and the shard's records published at once, atomically, at
+    """The loop every stage shares: the shard's manifest rows (or of ``inputs``: rows with a ``clip_id``, e.g.
+    the videos of a batch inference), each triaged against the stage's previous record, the ones to do
+    processed (``workers`` threads; 1 runs them in this thread; or all of them by ``stream``, which yields
+    their records in any order: a pipelined stage), and the shard's records published at once, atomically, at
     the end. ``progress`` hears the kept count first, then 1 per processed row."""
     rows = shard_rows(read_manifest(storage, dataset) if inputs is None else inputs, shard)
     previous = read_stage(storage, dataset, stage)
@@ -197,7 +219,11 @@ def run_shard(
     if progress:
         progress(skipped)
     began = time.monotonic()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=stage.split("/")[0]) if workers > 1 else None
+    pool = (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix=stage.split("/")[0])
+        if workers > 1
+        else None
+    )
     with pool or nullcontext():
         if stream is not None:
             done: Iterable[LedgerRecord] = stream(todo) if todo else ()
@@ -211,8 +237,14 @@ def run_shard(
                 progress(1)
     ordered = [records[r["clip_id"]] for r in rows if r["clip_id"] in records]
     write_shard(storage, dataset, stage, shard, ordered)
-    return ShardRun(records=ordered, fresh=[records[r["clip_id"]] for r in todo], skipped=skipped, waiting=waiting,
-                    seconds=time.monotonic() - began, ledger_key=shard_key(dataset, stage, shard))  # fmt: skip
+    return ShardRun(
+        records=ordered,
+        fresh=[records[r["clip_id"]] for r in todo],
+        skipped=skipped,
+        waiting=waiting,
+        seconds=time.monotonic() - began,
+        ledger_key=shard_key(dataset, stage, shard),
+    )
 
 
 @dataclass
@@ -238,8 +270,10 @@ class StatusReport:
         for label, counts in self.per_class.items():
             lines.append(label.ljust(width) + "".join(f" {counts.get(c, 0):>17}" for c in columns))
         lines.append("total".ljust(width) + "".join(f" {self.states.get(c, 0):>17}" for c in columns))
-        lines.append(f"rows {self.rows} = sum of states {sum(self.states.values())}; "
-                     f"fetched {self.bytes / 1e6:.1f} MB in {self.seconds:.0f} s; ways: {self.methods}")  # fmt: skip
+        lines.append(
+            f"rows {self.rows} = sum of states {sum(self.states.values())}; "
+            f"fetched {self.bytes / 1e6:.1f} MB in {self.seconds:.0f} s; ways: {self.methods}"
+        )
         return "\n".join(lines)
 
 
@@ -282,5 +316,7 @@ def status(storage: Storage, dataset: str) -> StatusReport:
         short_clips=sum(1 for cid, r in clips.items() if cid in ids and r.short),
     )
     if report.rows != sum(report.states.values()):
-        raise RuntimeError(f"ledger accounting broken for {dataset}: {report.rows} rows, states {report.states}")
+        raise RuntimeError(
+            f"ledger accounting broken for {dataset}: {report.rows} rows, states {report.states}"
+        )
     return report

@@ -1,9 +1,10 @@
 """A local HTTP video server for the offline demo, the tests and the benchmarks.
 
 Serves files under ``/v/<youtube_id>.mp4`` with HTTP Range support (what yt-dlp and ffmpeg use to fetch just a
-segment), counts the bytes it sends per video, and can be told to answer a video with an HTTP status (404, 429,
-503) or an HTML page with no media, so that every failure class of the downloader can be exercised for real.
-Binds to 127.0.0.1 unless told otherwise (the compose stack's video server listens on its container network).
+segment), counts the bytes it sends per video, and can be told to answer a video with an HTTP status (404,
+429, 503) or an HTML page with no media, so that every failure class of the downloader can be exercised for
+real. Binds to 127.0.0.1 unless told otherwise (the compose stack's video server listens on its container
+network).
 """
 
 from __future__ import annotations
@@ -36,12 +37,20 @@ class VideoServer:
     """
 
     def __init__(
-        self, routes: dict[str, Route] | None = None, host: str = "127.0.0.1", port: int = 0,
-        throttle_bps: float | None = None, files: dict[str, Path] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        routes: dict[str, Route] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        throttle_bps: float | None = None,
+        files: dict[str, Path] | None = None,
+    ) -> None:
         self.routes: dict[str, Route] = dict(routes or {})
-        self.files: dict[str, Path] = dict(files or {})  # other paths served as they are, e.g. "/annotations.csv"
-        self.throttle_bps = throttle_bps  # pace the bodies (a slow network), for tests that interrupt downloads
+        self.files: dict[str, Path] = dict(
+            files or {}
+        )  # other paths served as they are, e.g. "/annotations.csv"
+        self.throttle_bps = (
+            throttle_bps  # pace the bodies (a slow network), for tests that interrupt downloads
+        )
         self.bytes_sent: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -73,7 +82,9 @@ class VideoServer:
     def __enter__(self) -> VideoServer:
         return self.start()
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
         self.stop()
 
     def _count(self, video: str, sent: int) -> None:
@@ -85,8 +96,9 @@ class VideoServer:
 
 
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """``bytes=A-B``, ``bytes=A-`` or ``bytes=-N`` of a file of ``size`` bytes as (start, end), inclusive; None when
-    the header is not a single byte range. A start past the end is returned as is (the caller answers 416)."""
+    """``bytes=A-B``, ``bytes=A-`` or ``bytes=-N`` of a file of ``size`` bytes as (start, end), inclusive;
+    None when the header is not a single byte range. A start past the end is returned as is (the caller
+    answers 416)."""
     found = _RANGE.match(header.strip())
     if not found or (not found.group(1) and not found.group(2)):
         return None

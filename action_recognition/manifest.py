@@ -27,8 +27,9 @@ def csv_bytes(columns: Sequence[str], records: Iterable[Sequence[object]]) -> by
 
 @dataclass
 class PlanInfo:
-    """``plan.json``: what the plan (and every top-up since) made of a dataset. ``manifest_sha256`` is the version
-    of the manifest it names; ``pending_top_up`` names a top-up's staged files between its commit and their copy."""
+    """``plan.json``: what the plan (and every top-up since) made of a dataset. ``manifest_sha256`` is the
+    version of the manifest it names; ``pending_top_up`` names a top-up's staged files between its commit and
+    their copy."""
 
     dataset: str
     manifest_sha256: str
@@ -52,7 +53,9 @@ class PlanInfo:
         raw = json.loads(data)
         known = {f.name for f in fields(cls)}
         info = cls(**{k: v for k, v in raw.items() if k in known})
-        info.targets = info.targets or dict(info.per_class)  # plans older than targets aimed for what they got
+        info.targets = info.targets or dict(
+            info.per_class
+        )  # plans older than targets aimed for what they got
         return info
 
     def to_json(self) -> bytes:
@@ -71,7 +74,8 @@ def read_plan_info(storage: Storage, dataset: str) -> PlanInfo | None:
 
 
 def manifest_row_problem(row: dict[str, str]) -> str | None:
-    """Why a manifest row (which may have been edited by hand) is unsafe to act on, or None when it is fine."""
+    """Why a manifest row (which may have been edited by hand) is unsafe to act on, or None when it is
+    fine."""
     youtube_id = row.get("youtube_id") or ""
     if not YOUTUBE_ID.fullmatch(youtube_id):
         return f"invalid youtube_id {show(youtube_id)}"
@@ -89,8 +93,8 @@ def manifest_row_problem(row: dict[str, str]) -> str | None:
 
 
 def read_manifest(storage: Storage, dataset: str) -> list[dict[str, str]]:
-    """The manifest rows of a planned dataset (as strings, in manifest order): the one ``plan.json`` names, also
-    when a top-up was killed after naming it and before copying it into place."""
+    """The manifest rows of a planned dataset (as strings, in manifest order): the one ``plan.json`` names,
+    also when a top-up was killed after naming it and before copying it into place."""
     info = read_plan_info(storage, dataset)
     pending = (info.pending_top_up if info else None) or {}
     data = storage.get_bytes(pending.get("manifest") or manifest_key(dataset)).decode("utf-8")

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 LOCAL_PROTOCOLS = "file"
 #: fcntl's F_SETPIPE_SZ (Linux): how much a pipe holds.
 F_SETPIPE_SZ = 1031
-#: ...and only real video containers: no playlist (HLS), concat script or image sequence demuxer, which could make
-#: ffmpeg read other files or URLs named inside a hostile download.
+# : ...and only real video containers: no playlist (HLS), concat script or image sequence demuxer, which could
+# make : ffmpeg read other files or URLs named inside a hostile download.
 INPUT_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv"
 SAFE_INPUT = {"protocol_whitelist": LOCAL_PROTOCOLS, "format_whitelist": INPUT_FORMATS}
 
@@ -61,7 +61,9 @@ def _tail(text: str | bytes, chars: int = 600) -> str:
 def run_ffmpeg(argv: list[str], *, timeout_s: float, what: str) -> subprocess.CompletedProcess[bytes]:
     """Run an ffmpeg/ffprobe argv with a timeout; MediaError with the stderr tail on failure."""
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, capture_output=True, timeout=timeout_s, check=False, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired as exc:
         raise MediaError(f"{what}: timed out after {timeout_s:g} s", _tail(exc.stderr or b"")) from None
     except FileNotFoundError as exc:
@@ -74,11 +76,13 @@ def run_ffmpeg(argv: list[str], *, timeout_s: float, what: str) -> subprocess.Co
     return proc
 
 
-def read_frames(argv: list[str], *, frame_bytes: int, expected: int, timeout_s: float, what: str) -> np.ndarray:
-    """Run an ffmpeg argv that writes raw frames to ``pipe:1`` and return its output as one uint8 array, read straight
-    into a buffer sized for ``expected`` frames (grown if there are more) through a 1 MiB pipe: a few dozen reads a
-    clip, no copies, so decoding threads barely touch the GIL (a plain read to the end was 4-6x slower here and held
-    it per 64 KiB). stderr goes to a file; the process is killed at the timeout."""
+def read_frames(
+    argv: list[str], *, frame_bytes: int, expected: int, timeout_s: float, what: str
+) -> np.ndarray:
+    """Run an ffmpeg argv that writes raw frames to ``pipe:1`` and return its output as one uint8 array, read
+    straight into a buffer sized for ``expected`` frames (grown if there are more) through a 1 MiB pipe: a few
+    dozen reads a clip, no copies, so decoding threads barely touch the GIL (a plain read to the end was 4-6x
+    slower here and held it per 64 KiB). stderr goes to a file; the process is killed at the timeout."""
     import fcntl
     import tempfile
     import threading
@@ -87,7 +91,9 @@ def read_frames(argv: list[str], *, frame_bytes: int, expected: int, timeout_s: 
 
     with tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, bufsize=0)
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, bufsize=0
+            )
         except FileNotFoundError as exc:
             raise MediaError(f"{what}: {argv[0]} is not installed (apt-get install ffmpeg)") from exc
         expired = threading.Event()
@@ -123,18 +129,33 @@ def read_frames(argv: list[str], *, frame_bytes: int, expected: int, timeout_s: 
 def probe(path: Path, *, timeout_s: float = 60.0) -> MediaInfo:
     """Probe a local media file. MediaError when it has no decodable video stream."""
     argv = [
-        "ffprobe", "-v", "error", "-protocol_whitelist", LOCAL_PROTOCOLS, "-format_whitelist", INPUT_FORMATS,
-        "-print_format", "json",
-        "-show_format", "-show_streams", str(path),
-    ]  # fmt: skip
+        "ffprobe",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        LOCAL_PROTOCOLS,
+        "-format_whitelist",
+        INPUT_FORMATS,
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        str(path),
+    ]
     proc = run_ffmpeg(argv, timeout_s=timeout_s, what=f"ffprobe {path.name}")
     try:
         info = json.loads(proc.stdout or b"{}")
     except json.JSONDecodeError as exc:
         raise MediaError(f"ffprobe {path.name}: unreadable output") from exc
     streams = info.get("streams", [])
-    video = next((s for s in streams if s.get("codec_type") == "video" and s.get("disposition", {}).get(
-        "attached_pic", 0) == 0), None)  # fmt: skip
+    video = next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic", 0) == 0
+        ),
+        None,
+    )
     if video is None:
         kinds = sorted({s.get("codec_type", "?") for s in streams}) or ["none"]
         raise MediaError(f"{path.name}: no video stream (streams: {', '.join(kinds)})")
@@ -156,10 +177,23 @@ def probe(path: Path, *, timeout_s: float = 60.0) -> MediaInfo:
 def count_decoded_frames(path: Path, *, timeout_s: float = 120.0) -> int:
     """Decode every frame of a local file; the number decoded. MediaError on any decode error."""
     argv = [
-        "ffmpeg", "-nostdin", "-v", "error", "-xerror", "-protocol_whitelist", LOCAL_PROTOCOLS,
-        "-format_whitelist", INPUT_FORMATS, "-i", str(path),
-        "-map", "0:v:0", "-f", "framemd5", "-",
-    ]  # fmt: skip
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-xerror",
+        "-protocol_whitelist",
+        LOCAL_PROTOCOLS,
+        "-format_whitelist",
+        INPUT_FORMATS,
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-f",
+        "framemd5",
+        "-",
+    ]
     proc = run_ffmpeg(argv, timeout_s=timeout_s, what=f"decode {path.name}")
     if proc.stderr.strip():
         raise MediaError(f"decode {path.name}: errors while decoding", _tail(proc.stderr))
@@ -167,7 +201,8 @@ def count_decoded_frames(path: Path, *, timeout_s: float = 120.0) -> int:
 
 
 def scale_filter_args(short_side: int) -> dict[str, str]:
-    """ffmpeg ``scale`` arguments that make the short side ``short_side`` and keep the aspect ratio (even sizes)."""
+    """ffmpeg ``scale`` arguments that make the short side ``short_side`` and keep the aspect ratio (even
+    sizes)."""
     return {
         "w": f"if(gt(iw,ih),-2,{short_side})",
         "h": f"if(gt(iw,ih),{short_side},-2)",
@@ -190,8 +225,9 @@ def encode_clip(
 ) -> None:
     """Re-encode ``[start_s, start_s + duration_s)`` of ``src`` to H.264 yuv420p, no audio, faststart.
 
-    ``seek="input"`` seeks before decoding (fast, exact with re-encoding); ``"output"`` decodes from the start and
-    drops frames until ``start_s`` (slow, but works on files whose index defeats input seeking, e.g. some AVIs).
+    ``seek="input"`` seeks before decoding (fast, exact with re-encoding); ``"output"`` decodes from the start
+    and drops frames until ``start_s`` (slow, but works on files whose index defeats input seeking, e.g. some
+    AVIs).
     """
     import ffmpeg
 
@@ -201,11 +237,25 @@ def encode_clip(
     else:
         stream = ffmpeg.input(str(src), **SAFE_INPUT)
         output_args = {"ss": f"{start_s:.3f}", "t": f"{duration_s:.3f}"}
-    video = stream.video.filter("scale", **scale_filter_args(short_side)).filter("setsar", "1").filter("fps", fps=fps)
+    video = (
+        stream.video.filter("scale", **scale_filter_args(short_side))
+        .filter("setsar", "1")
+        .filter("fps", fps=fps)
+    )
     out = ffmpeg.output(
-        video, str(dst), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset, movflags="+faststart",
-        map_metadata=-1, threads=threads, an=None, f="mp4", **output_args,
-    )  # fmt: skip
+        video,
+        str(dst),
+        vcodec="libx264",
+        pix_fmt="yuv420p",
+        crf=crf,
+        preset=preset,
+        movflags="+faststart",
+        map_metadata=-1,
+        threads=threads,
+        an=None,
+        f="mp4",
+        **output_args,
+    )
     argv = ffmpeg.compile(out, cmd="ffmpeg", overwrite_output=True)
     argv = [argv[0], "-nostdin", "-v", "error", *argv[1:]]
     run_ffmpeg(argv, timeout_s=timeout_s, what=f"encode {src.name}")
@@ -214,9 +264,32 @@ def encode_clip(
 def cut_copy(src: Path, dst: Path, *, start_s: float, duration_s: float, timeout_s: float) -> None:
     """Cut a window out of a whole downloaded video, re-encoding fast so the cut is exact."""
     argv = [
-        "ffmpeg", "-nostdin", "-v", "error", "-y", "-protocol_whitelist", LOCAL_PROTOCOLS,
-        "-format_whitelist", INPUT_FORMATS, "-ss", f"{start_s:.3f}",
-        "-t", f"{duration_s:.3f}", "-i", str(src), "-map", "0:v:0", "-c:v", "libx264", "-preset", "veryfast",
-        "-crf", "18", "-an", "-f", "mp4", str(dst),
-    ]  # fmt: skip
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-protocol_whitelist",
+        LOCAL_PROTOCOLS,
+        "-format_whitelist",
+        INPUT_FORMATS,
+        "-ss",
+        f"{start_s:.3f}",
+        "-t",
+        f"{duration_s:.3f}",
+        "-i",
+        str(src),
+        "-map",
+        "0:v:0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "18",
+        "-an",
+        "-f",
+        "mp4",
+        str(dst),
+    ]
     run_ffmpeg(argv, timeout_s=timeout_s, what=f"cut {src.name}")

@@ -26,11 +26,15 @@ def family_of(arch: str) -> str:
 
 
 def class_selector(
-    classes: list[str] | None, class_contains: str | None, all_classes: bool = False, *, names_win: bool = False
+    classes: list[str] | None,
+    class_contains: str | None,
+    all_classes: bool = False,
+    *,
+    names_win: bool = False,
 ) -> dict[str, Any]:
-    """The three selector fields of ``plan`` from what a person gave. ``names_win``: a non-empty ``classes`` list
-    overrides ``class_contains`` (the trigger form, whose ``class_contains`` has a default); otherwise giving more
-    than one is left for the config to refuse, naming them."""
+    """The three selector fields of ``plan`` from what a person gave. ``names_win``: a non-empty ``classes``
+    list overrides ``class_contains`` (the trigger form, whose ``class_contains`` has a default); otherwise
+    giving more than one is left for the config to refuse, naming them."""
     names = [c.strip() for c in classes or [] if c.strip()]
     contains = (class_contains or None) if not (names_win and names) else None
     return {"classes": names, "class_contains": contains, "all_classes": bool(all_classes)}

@@ -1,7 +1,8 @@
 """``predict``: clip, pose and classify a new video with a registered model; print the top-5 labels.
 
-The model's MLflow metadata says what it needs (family, classes) and its signature the input shape; the video is
-normalised the way the pipeline normalises clips, then fed as keypoints (pose extraction, main person) or frames.
+The model's MLflow metadata says what it needs (family, classes) and its signature the input shape; the video
+is normalised the way the pipeline normalises clips, then fed as keypoints (pose extraction, main person) or
+frames.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from action_recognition.config import ClipConfig, PoseConfig
 from action_recognition.errors import ActionRecognitionError
 from action_recognition.media import probe
+from action_recognition.services import mlflow_tracking
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +50,26 @@ def _input_shape(info: Any) -> list[int]:
     spec = info.signature.inputs.to_dict()[0] if info.signature is not None else {}
     shape = spec.get("tensor-spec", {}).get("shape") or spec.get("shape")
     if not shape:
-        raise PredictError(f"{info.model_uri} has no tensor signature; it was not logged by action-recognition")
+        raise PredictError(
+            f"{info.model_uri} has no tensor signature; it was not logged by action-recognition"
+        )
     return [int(v) for v in shape]
 
 
 def video_input(
-    video: Path, family: str, shape: list[int], work: Path, *, clip_config: ClipConfig, pose: Any = None,
+    video: Path,
+    family: str,
+    shape: list[int],
+    work: Path,
+    *,
+    clip_config: ClipConfig,
+    pose: Any = None,
     pose_config: PoseConfig | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-    """The network's input (1, ...) for ``video``, normalised the way the pipeline normalises clips, then keypoints
-    of the main person resampled to the model's T (``pose``: a loaded pose model) or T frames sampled and cropped;
-    and the people seen (keypoint models) for an overlay. The clip is written to ``work``."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The network's input (1, ...) for ``video``, normalised the way the pipeline normalises clips, then
+    keypoints of the main person resampled to the model's T (``pose``: a loaded pose model) or T frames
+    sampled and cropped; and the people seen (keypoint models) for an overlay. The clip is written to
+    ``work``."""
     from action_recognition.build import resample, sample_frames
     from action_recognition.clip import make_clip
 
@@ -77,27 +88,32 @@ def video_input(
 
 
 def predict_video(
-    video: Path, model_uri: str, *, pose_config: PoseConfig, clip_config: ClipConfig, tracking_uri: str | None = None,
-    overlay: Path | None = None, top_k: int = 5,
-) -> Prediction:  # fmt: skip
-    """Classify ``video`` with ``model_uri`` (``models:/name@champion`` or ``runs:/...``): the same answers as the
-    model's pyfunc gives for the same input (:func:`action_recognition.serving.answers`)."""
+    video: Path,
+    model_uri: str,
+    *,
+    pose_config: PoseConfig,
+    clip_config: ClipConfig,
+    tracking_uri: str | None = None,
+    overlay: Path | None = None,
+    top_k: int = 5,
+) -> Prediction:
+    """Classify ``video`` with ``model_uri`` (``models:/name@champion`` or ``runs:/...``): the same answers as
+    the model's pyfunc gives for the same input (:func:`action_recognition.serving.answers`)."""
     import mlflow
 
     from action_recognition.serving import answers, load_module, logits_of
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     if not Path(video).is_file():
         raise PredictError(f"video {video} does not exist")
-    info = mlflow.models.get_model_info(model_uri)
-    meta = info.metadata or {}
-    classes = list(meta.get("classes") or [])
-    family = str(meta.get("family") or "")
-    if not classes or family not in ("keypoint", "rgb"):
-        raise PredictError(f"{model_uri} lacks the classes/family metadata that action-recognition logs")
-    shape = _input_shape(info)
-    model = load_module(model_uri)
+    with mlflow_tracking(tracking_uri):
+        info = mlflow.models.get_model_info(model_uri)
+        meta = info.metadata or {}
+        classes = list(meta.get("classes") or [])
+        family = str(meta.get("family") or "")
+        if not classes or family not in ("keypoint", "rgb"):
+            raise PredictError(f"{model_uri} lacks the classes/family metadata that action-recognition logs")
+        shape = _input_shape(info)
+        model = load_module(model_uri)
     untrained = bool(meta.get("untrained"))
     pose = None
     if family == "keypoint":
@@ -106,8 +122,9 @@ def predict_video(
         pose = load_pose_model(pose_config)
         untrained = untrained or pose.untrained
     with tempfile.TemporaryDirectory(prefix="ar-predict-") as tmp:
-        x, people = video_input(Path(video), family, shape, Path(tmp), clip_config=clip_config, pose=pose,
-                                pose_config=pose_config)  # fmt: skip
+        x, people = video_input(
+            Path(video), family, shape, Path(tmp), clip_config=clip_config, pose=pose, pose_config=pose_config
+        )
         row = answers(logits_of(model, x), classes, top_k).iloc[0]
         top = list(zip(row["top_labels"], row["top_probabilities"], strict=True))
         written = ""
@@ -115,8 +132,11 @@ def predict_video(
             from action_recognition.pose.render import render_overlay
 
             label = f"{top[0][0]} ({top[0][1]:.0%})"
-            render_overlay(Path(tmp) / "clip.mp4",
-                           people if people is not None else np.zeros((1, 0, 17, 3), np.float32), overlay,
-                           label=label)  # fmt: skip
+            render_overlay(
+                Path(tmp) / "clip.mp4",
+                people if people is not None else np.zeros((1, 0, 17, 3), np.float32),
+                overlay,
+                label=label,
+            )
             written = str(overlay)
     return Prediction(str(video), model_uri, top, family, written, untrained)

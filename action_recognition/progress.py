@@ -1,8 +1,8 @@
-"""Progress of an ``airflow dags test`` run, read from its log as it is written: each task as it starts and ends,
-with its duration and its summary counts, mapped tasks as "k of n", and a final table.
+"""Progress of an ``airflow dags test`` run, read from its log as it is written: each task as it starts and
+ends, with its duration and its summary counts, mapped tasks as "k of n", and a final table.
 
-A terminal gets a tqdm bar over the tasks with a line per finished task above it; anything else (CI, a file) gets
-the plain lines only. The full Airflow log still goes to its file; this reads it, it does not replace it.
+A terminal gets a tqdm bar over the tasks with a line per finished task above it; anything else (CI, a file)
+gets the plain lines only. The full Airflow log still goes to its file; this reads it, it does not replace it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,19 @@ SUMMARY = re.compile(r"\] (\{.*\}) \[airflow\.task\.operators")
 RETURNED = re.compile(r"Returned value was: (.*) \[airflow")
 FAILED = re.compile(r"new_state=(failed|up_for_retry)")
 #: Summary keys worth a person's eye, in the order shown.
-SHOWN = ("planned", "counts", "rows", "states", "clips", "epochs_run", "test_top1", "registered", "promoted",
-         "failed", "warnings")  # fmt: skip
+SHOWN = (
+    "planned",
+    "counts",
+    "rows",
+    "states",
+    "clips",
+    "epochs_run",
+    "test_top1",
+    "registered",
+    "promoted",
+    "failed",
+    "warnings",
+)
 
 
 @dataclass
@@ -110,8 +121,10 @@ class DagProgress:
                 run.state = "failed" if run.summary.get("ok") is False else "done"
             detail = describe(run.summary)
             elapsed = run.ended - self.began
-            self._print(f"[{elapsed:6.0f} s] {run.state:<12} {self._label(run.task_id, run.map_index):<28} "
-                        f"{run.seconds:6.1f} s  {detail}".rstrip())  # fmt: skip
+            self._print(
+                f"[{elapsed:6.0f} s] {run.state:<12} {self._label(run.task_id, run.map_index):<28} "
+                f"{run.seconds:6.1f} s  {detail}".rstrip()
+            )
             if self._bar is not None:
                 self._bar.update(1)
             self.current = None
@@ -128,6 +141,8 @@ class DagProgress:
         lines = [f"{'task':<26} {'runs':>4} {'seconds':>8}  state", "-" * 52]
         for task_id, runs in rows.items():
             states = sorted({r.state for r in runs})
-            lines.append(f"{task_id:<26} {len(runs):>4} {sum(r.seconds for r in runs):8.1f}  {','.join(states)}")
+            lines.append(
+                f"{task_id:<26} {len(runs):>4} {sum(r.seconds for r in runs):8.1f}  {','.join(states)}"
+            )
         lines.append(f"{'total (wall)':<26} {'':>4} {time.monotonic() - self.began:8.1f}")
         return "\n".join(lines)

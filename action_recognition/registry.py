@@ -1,16 +1,20 @@
-"""The MLflow model registry: register a run's model as ``challenger``; promote it to ``champion`` when it wins.
+"""The MLflow model registry: register a run's model as ``challenger``; promote it to ``champion`` when it
+wins.
 
-- :func:`register_run`: one version per run (registering the same run twice returns the existing version), tagged
-  with its metrics and test-set identity, alias ``challenger``.
-- :func:`promote`: moves ``champion`` to the challenger only when it beats the champion on the same test set by
-  ``registry.promotion_margin``, with an audit tag (who, when, metrics). Idempotent: promoting the champion again
-  changes nothing. Aliases move atomically in MLflow, so readers see the old or the new champion, never neither.
+- :func:`register_run`: one version per run (registering the same run twice returns the existing version),
+  tagged with its metrics and test-set identity, alias ``challenger``.
+- :func:`promote`: moves ``champion`` to the challenger only when it beats the champion on the same test set
+  by ``registry.promotion_margin``, with an audit tag (who, when, metrics). Idempotent: promoting the champion
+  again changes nothing. Aliases move atomically in MLflow, so readers see the old or the new champion, never
+  neither.
 
-Every MLflow call is retried with backoff on connection errors (server restarts), so a blip does not fail a task.
+Every MLflow call is retried with backoff on connection errors (server restarts), so a blip does not fail a
+task.
 """
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import logging
@@ -49,20 +53,28 @@ def with_retries(call: Callable[[], T], what: str, config: RegistryConfig) -> T:
             if not transient or attempt == config.max_attempts:
                 raise RegistryError(f"{what}: {exc}") from exc
             delay = config.backoff_s * 2 ** (attempt - 1)
-            log.warning("%s failed (attempt %d/%d, retrying in %.1f s): %s", what, attempt, config.max_attempts,
-                        delay, str(exc)[:200])  # fmt: skip
+            log.warning(
+                "%s failed (attempt %d/%d, retrying in %.1f s): %s",
+                what,
+                attempt,
+                config.max_attempts,
+                delay,
+                str(exc)[:200],
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 
 
 def set_alias(client: Any, name: str, alias: str, version: str, config: RegistryConfig) -> None:
-    """Point ``alias`` at ``version``, idempotently: two tasks setting the same alias at once can collide in the
-    tracking store (a unique-constraint error); what counts is where the alias points afterwards."""
+    """Point ``alias`` at ``version``, idempotently: two tasks setting the same alias at once can collide in
+    the tracking store (a unique-constraint error); what counts is where the alias points afterwards."""
     from mlflow.exceptions import MlflowException
 
     for attempt in range(1, config.max_attempts + 1):
         try:
-            with_retries(lambda: client.set_registered_model_alias(name, alias, version), f"alias {alias}", config)
+            with_retries(
+                lambda: client.set_registered_model_alias(name, alias, version), f"alias {alias}", config
+            )
             return
         except RegistryError:
             try:
@@ -86,7 +98,9 @@ class Registration:
     model_uri: str
     created: bool
     aliases: list[str]
-    video: str | None = None  # models:/<dataset>-video/N registered beside it (action_recognition.video_model)
+    video: str | None = (
+        None  # models:/<dataset>-video/N registered beside it (action_recognition.video_model)
+    )
 
     def summary(self) -> dict[str, object]:
         out = asdict(self)
@@ -101,7 +115,12 @@ def _client(tracking_uri: str | None) -> Any:
 
 
 def register_run(
-    run_id: str, name: str, config: RegistryConfig, *, tracking_uri: str | None = None, model_uri: str | None = None
+    run_id: str,
+    name: str,
+    config: RegistryConfig,
+    *,
+    tracking_uri: str | None = None,
+    model_uri: str | None = None,
 ) -> Registration:
     """Register the model of ``run_id`` under ``name`` (once) and point ``challenger`` at it."""
     from mlflow.exceptions import MlflowException
@@ -110,7 +129,9 @@ def register_run(
     run = with_retries(lambda: client.get_run(run_id), f"read run {run_id}", config)
     source = model_uri or run.data.tags.get("ar.model_uri")
     if not source:
-        raise RegistryError(f"run {run_id} logged no model (tag ar.model_uri is missing); train with log_model on")
+        raise RegistryError(
+            f"run {run_id} logged no model (tag ar.model_uri is missing); train with log_model on"
+        )
     existing = with_retries(
         lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"), f"search {name}", config
     )
@@ -119,7 +140,9 @@ def register_run(
         version = sorted(existing, key=lambda v: int(v.version))[0]
     else:
         try:
-            with_retries(lambda: client.create_registered_model(name, description=_describe(name)), "create", config)
+            with_retries(
+                lambda: client.create_registered_model(name, description=_describe(name)), "create", config
+            )
         except RegistryError as exc:
             cause = exc.__cause__
             if not (isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_ALREADY_EXISTS"):
@@ -138,29 +161,41 @@ def register_run(
             logged = with_retries(lambda: client.get_logged_model(model_id), f"read {source}", config)
             artifact_source = logged.artifact_location
         version = with_retries(
-            lambda: client.create_model_version(name, artifact_source, run_id=run_id, tags=tags, model_id=model_id),
+            lambda: client.create_model_version(
+                name, artifact_source, run_id=run_id, tags=tags, model_id=model_id
+            ),
             f"register {name}",
             config,
         )
         created = True
         try:
             version = _wait_ready(client, name, version.version, config)
-        except RegistryError as exc:  # a concurrent registration of this run already removed it as a duplicate
+        except (
+            RegistryError
+        ) as exc:  # a concurrent registration of this run already removed it as a duplicate
             cause = exc.__cause__
             if not (isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_DOES_NOT_EXIST"):
                 raise
         version, created = _converge(client, name, run_id, version, config)
     set_alias(client, name, CHALLENGER, str(version.version), config)
-    aliases = with_retries(lambda: client.get_model_version(name, version.version), "read version", config).aliases
-    log.info("%s version %s of run %s (%s); aliases %s", "registered" if created else "found", version.version,
-             run_id, source, aliases)  # fmt: skip
+    aliases = with_retries(
+        lambda: client.get_model_version(name, version.version), "read version", config
+    ).aliases
+    log.info(
+        "%s version %s of run %s (%s); aliases %s",
+        "registered" if created else "found",
+        version.version,
+        run_id,
+        source,
+        aliases,
+    )
     return Registration(name, str(version.version), run_id, source, created, sorted(aliases))
 
 
 def _converge(client: Any, name: str, run_id: str, mine: Any, config: RegistryConfig) -> tuple[Any, bool]:
-    """Two registrations of one run at the same time may both create a version, and a retried create whose first
-    attempt did land creates one more: the oldest version of the run stays, and every racer deletes all the others
-    (whoever made them), so the registry ends as after one registration."""
+    """Two registrations of one run at the same time may both create a version, and a retried create whose
+    first attempt did land creates one more: the oldest version of the run stays, and every racer deletes all
+    the others (whoever made them), so the registry ends as after one registration."""
     from mlflow.exceptions import MlflowException
 
     versions = with_retries(
@@ -168,11 +203,17 @@ def _converge(client: Any, name: str, run_id: str, mine: Any, config: RegistryCo
     )
     oldest = min(versions, key=lambda v: int(v.version))
     for extra in (v for v in versions if v.version != oldest.version):
-        log.warning("run %s has a duplicate %s version %s (keeping %s): removing it", run_id, name, extra.version,
-                    oldest.version)  # fmt: skip
+        log.warning(
+            "run %s has a duplicate %s version %s (keeping %s): removing it",
+            run_id,
+            name,
+            extra.version,
+            oldest.version,
+        )
         try:
             number = str(extra.version)
-            with_retries(lambda: client.delete_model_version(name, number), "delete duplicate", config)  # noqa: B023
+            delete = functools.partial(client.delete_model_version, name, number)
+            with_retries(delete, "delete duplicate", config)
         except RegistryError as exc:  # another racer removed it first
             cause = exc.__cause__
             if not (isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_DOES_NOT_EXIST"):
@@ -182,7 +223,8 @@ def _converge(client: Any, name: str, run_id: str, mine: Any, config: RegistryCo
 
 def _describe(name: str) -> str:
     return (
-        f"Action recognition models ({name}). Aliases: @champion serves, @challenger is the latest candidate. "
+        f"Action recognition models ({name}). Aliases: @champion serves, @challenger is the latest "
+        "candidate. "
         "Versions carry their test metrics (tag ar.metrics) and test-set identity (ar.test_set_sha256)."
     )
 
@@ -225,7 +267,8 @@ def _score(version: Any, metric: str) -> float | None:
 def promote(
     name: str, config: RegistryConfig, *, tracking_uri: str | None = None, actor: str | None = None
 ) -> Promotion:
-    """Move ``champion`` to ``challenger`` when it wins by the margin on the same test set (see module docstring)."""
+    """Move ``champion`` to ``challenger`` when it wins by the margin on the same test set (see module
+    docstring)."""
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
@@ -247,8 +290,16 @@ def promote(
     if new_score is None:
         raise RegistryError(f"{name} version {challenger.version} has no {metric} in its ar.metrics tag")
     old_score = _score(champion, metric) if champion is not None else None
-    result = Promotion(name, False, "", str(challenger.version), str(champion.version) if champion else None, metric,
-                       new_score, old_score)  # fmt: skip
+    result = Promotion(
+        name,
+        False,
+        "",
+        str(challenger.version),
+        str(champion.version) if champion else None,
+        metric,
+        new_score,
+        old_score,
+    )
     if champion is not None and champion.version == challenger.version:
         result.reason = "the challenger already is the champion"
         return result
@@ -258,12 +309,15 @@ def promote(
     if champion is not None:
         same_test = challenger.tags.get("ar.test_set_sha256") == champion.tags.get("ar.test_set_sha256")
         if not same_test:
-            result.reason = ("different test sets: evaluate the champion on the challenger's test set "
-                             "(action-recognition evaluate) before comparing")  # fmt: skip
+            result.reason = (
+                "different test sets: evaluate the champion on the challenger's test set "
+                "(action-recognition evaluate) before comparing"
+            )
             return result
         if old_score is not None and new_score < old_score + config.promotion_margin:
             result.reason = (
-                f"{metric} {new_score:.4f} does not beat the champion's {old_score:.4f} by {config.promotion_margin}"
+                f"{metric} {new_score:.4f} does not beat the champion's {old_score:.4f} "
+                f"by {config.promotion_margin}"
             )
             return result
     who = actor or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or getpass.getuser()
@@ -277,8 +331,11 @@ def promote(
         "margin": config.promotion_margin,
     }
     set_alias(client, name, CHAMPION, str(challenger.version), config)
-    with_retries(lambda: client.set_model_version_tag(name, challenger.version, "ar.promotion", json.dumps(audit)),
-                 "audit tag", config)  # fmt: skip
+    with_retries(
+        lambda: client.set_model_version_tag(name, challenger.version, "ar.promotion", json.dumps(audit)),
+        "audit tag",
+        config,
+    )
     result.promoted = True
     result.reason = "no champion yet" if champion is None else f"{metric} {new_score:.4f} beats {old_score}"
     log.info("promoted %s version %s to @%s: %s", name, challenger.version, CHAMPION, result.reason)

@@ -1,17 +1,18 @@
 """What the registry's consumers load: models that answer with class names and probabilities, not logits.
 
-Every model action-recognition logs is an MLflow pyfunc. Its output is one row per input (:data:`ANSWER_COLUMNS`):
-the top-1 ``label`` and its ``probability``, the top-5 labels and their probabilities, and the whole probability
-vector in the order of the model's ``classes`` (part of the model, also in its metadata). The signature says so.
+Every model action-recognition logs is an MLflow pyfunc. Its output is one row per input
+(:data:`ANSWER_COLUMNS`): the top-1 ``label`` and its ``probability``, the top-5 labels and their
+probabilities, and the whole probability vector in the order of the model's ``classes`` (part of the model,
+also in its metadata). The signature says so.
 
 - :class:`Classifier` (``<dataset>-keypoint``, ``<dataset>-rgb``): input the tensor the network takes (the
-  signature's shape: keypoints T x J x C, or cropped frames). :func:`load_module` gives the torch module itself, for
-  evaluation and for people who want logits.
+  signature's shape: keypoints T x J x C, or cropped frames). :func:`load_module` gives the torch module
+  itself, for evaluation and for people who want logits.
 - ``VideoClassifier`` (``<dataset>-video``, :mod:`action_recognition.video_model`): input a video (a path, a
   storage URI or the bytes); the same code as ``action-recognition predict``.
 
-Bad input is refused with an ``MlflowException`` (INVALID_PARAMETER_VALUE): ``mlflow models serve`` answers it with
-400 and the reason, and keeps serving.
+Bad input is refused with an ``MlflowException`` (INVALID_PARAMETER_VALUE): ``mlflow models serve`` answers it
+with 400 and the reason, and keeps serving.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ POSE_ARTIFACT = "pose_weights"
 
 
 def answers(logits: np.ndarray, classes: list[str], top_k: int = TOP_K) -> pd.DataFrame:
-    """One row per input: the softmax of ``logits`` (N, K) as labels and probabilities (see module docstring)."""
+    """One row per input: the softmax of ``logits`` (N, K) as labels and probabilities (see module
+    docstring)."""
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] != len(classes):
         raise ValueError(f"logits of shape {z.shape} do not match {len(classes)} classes")
@@ -39,17 +41,21 @@ def answers(logits: np.ndarray, classes: list[str], top_k: int = TOP_K) -> pd.Da
     probs = np.exp(z)
     probs /= probs.sum(axis=1, keepdims=True)
     order = np.argsort(-probs, axis=1, kind="stable")[:, : min(top_k, len(classes))]
-    return pd.DataFrame({
-        "label": [classes[row[0]] for row in order],
-        "probability": [float(p[row[0]]) for p, row in zip(probs, order, strict=True)],
-        "top_labels": [[classes[i] for i in row] for row in order],
-        "top_probabilities": [[float(p[i]) for i in row] for p, row in zip(probs, order, strict=True)],
-        "probabilities": [[float(v) for v in p] for p in probs],
-    }, columns=list(ANSWER_COLUMNS))  # fmt: skip
+    return pd.DataFrame(
+        {
+            "label": [classes[row[0]] for row in order],
+            "probability": [float(p[row[0]]) for p, row in zip(probs, order, strict=True)],
+            "top_labels": [[classes[i] for i in row] for row in order],
+            "top_probabilities": [[float(p[i]) for i in row] for p, row in zip(probs, order, strict=True)],
+            "probabilities": [[float(v) for v in p] for p in probs],
+        },
+        columns=list(ANSWER_COLUMNS),
+    )
 
 
 def bad_input(message: str) -> Exception:
-    """An error the scoring server answers with 400 and ``message`` (and that a caller in-process can read)."""
+    """An error the scoring server answers with 400 and ``message`` (and that a caller in-process can
+    read)."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
@@ -63,7 +69,9 @@ def logits_of(module: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
     outs = []
     with torch.inference_mode():
         for start in range(0, len(x), batch):
-            outs.append(module(torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))).float().numpy())
+            outs.append(
+                module(torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))).float().numpy()
+            )
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
@@ -81,11 +89,14 @@ class Classifier(PythonModel):
 
         self.module = mlflow.pytorch.load_model(context.artifacts[TORCH_ARTIFACT], map_location="cpu").eval()
 
-    # model_input is left unannotated: MLflow reads predict's type hints as a signature, and the logged one is exact.
+    # model_input is left unannotated: MLflow reads predict's type hints as a signature, and the logged one is
+    # exact.
     def predict(self, context, model_input, params=None):
         x = np.asarray(model_input)
         if list(x.shape[1:]) != self.input_shape[1:]:
-            raise bad_input(f"input of shape {list(x.shape)}; this model takes {self.input_shape} (-1: any batch)")
+            raise bad_input(
+                f"input of shape {list(x.shape)}; this model takes {self.input_shape} (-1: any batch)"
+            )
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise bad_input("input holds NaN or infinite values")
         x = x.astype(self.dtype, copy=False)
@@ -119,10 +130,16 @@ def log_classifier(
     output = answers(logits_of(module, example), classes)
     with tempfile.TemporaryDirectory(prefix="ar-model-") as tmp:
         torch_dir = Path(tmp) / TORCH_ARTIFACT
-        mlflow.pytorch.save_model(module, str(torch_dir), serialization_format="pickle", pip_requirements=requirements)
+        mlflow.pytorch.save_model(
+            module, str(torch_dir), serialization_format="pickle", pip_requirements=requirements
+        )
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=Classifier(classes, [-1, *example.shape[1:]], str(example.dtype)),
-            artifacts={TORCH_ARTIFACT: str(torch_dir)}, signature=infer_signature(example, output),
-            input_example=example, pip_requirements=[*requirements, "pandas"], metadata=metadata,
-        )  # fmt: skip
+            name="model",
+            python_model=Classifier(classes, [-1, *example.shape[1:]], str(example.dtype)),
+            artifacts={TORCH_ARTIFACT: str(torch_dir)},
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=[*requirements, "pandas"],
+            metadata=metadata,
+        )
     return str(info.model_uri)

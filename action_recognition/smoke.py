@@ -1,10 +1,10 @@
 """``action-recognition smoke`` (``make smoke-online``): a networked machine's first real run, small.
 
-The real Kinetics-700-2020 validation CSV, 3 classes x 3 clips, real YouTube (yt-dlp with its JavaScript runtime),
-the real pose model and RGB backbone pulled into storage first (``weights pull``, as the stack's init does), real
-training, through the same ``kinetics_pipeline`` DAG as everything else (``airflow dags test``, local runner). It
-prints the seconds of each step, the ledger and the champions. Every source is a parameter, so its offline test
-points the same code at the local video server and weight files made there.
+The real Kinetics-700-2020 validation CSV, 3 classes x 3 clips, real YouTube (yt-dlp with its JavaScript
+runtime), the real pose model and RGB backbone pulled into storage first (``weights pull``, as the stack's
+init does), real training, through the same ``kinetics_pipeline`` DAG as everything else (``airflow dags
+test``, local runner). It prints the seconds of each step, the ledger and the champions. Every source is a
+parameter, so its offline test points the same code at the local video server and weight files made there.
 """
 
 from __future__ import annotations
@@ -39,7 +39,12 @@ class SmokeResult:
     weights: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"workdir": self.workdir, "step_seconds": self.step_seconds, "weights": self.weights, **self.summary}
+        return {
+            "workdir": self.workdir,
+            "step_seconds": self.step_seconds,
+            "weights": self.weights,
+            **self.summary,
+        }
 
     def table(self) -> str:
         lines = ["step seconds (mapped tasks summed over their shards):"]
@@ -48,18 +53,22 @@ class SmokeResult:
         for info in self.summary.get("models", {}).values():
             top1 = info["metrics"].get("test_top1", float("nan"))
             flag = " (UNTRAINED)" if info["untrained"] else ""
-            lines.append(f"champion {info['champion']} version {info['version']}{flag}: test top-1 {top1:.3f}")
+            lines.append(
+                f"champion {info['champion']} version {info['version']}{flag}: test top-1 {top1:.3f}"
+            )
         return "\n".join(lines)
 
 
 def _cli_json(argv: list[str], env: dict[str, str]) -> Any:
-    """The JSON an Airflow CLI command prints with ``-o json`` (its last line: warnings may come before it)."""
+    """The JSON an Airflow CLI command prints with ``-o json`` (its last line: warnings may come before
+    it)."""
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=120).stdout
     return json.loads([line for line in out.splitlines() if line.startswith(("[", "{"))][-1])
 
 
 def step_seconds(env: dict[str, str]) -> dict[str, float]:
-    """Seconds per task of the last kinetics_pipeline run, from Airflow's own records (mapped tasks summed)."""
+    """Seconds per task of the last kinetics_pipeline run, from Airflow's own records (mapped tasks
+    summed)."""
     airflow = [sys.executable, "-m", "airflow"]
     run_id = _cli_json([*airflow, "dags", "list-runs", "kinetics_pipeline", "-o", "json"], env)[0]["run_id"]
     tis = _cli_json([*airflow, "tasks", "states-for-dag-run", "kinetics_pipeline", run_id, "-o", "json"], env)
@@ -91,8 +100,8 @@ def run_smoke(
     extra_env: dict[str, str] | None = None,
     timeout_s: float = 3600,
 ) -> SmokeResult:
-    """The run; ``storage_uri`` (default: ``workdir/storage``) and ``tracking_uri`` (default: a SQLite store in
-    ``workdir``) point it at a deployment's own MinIO and MLflow (their keys from the environment)."""
+    """The run; ``storage_uri`` (default: ``workdir/storage``) and ``tracking_uri`` (default: a SQLite store
+    in ``workdir``) point it at a deployment's own MinIO and MLflow (their keys from the environment)."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     storage_uri = storage_uri or str(workdir / "storage")
@@ -102,11 +111,21 @@ def run_smoke(
     tracking = {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}
     env = local_airflow(workdir, AR__TRAIN__BACKBONE_WEIGHTS=backbone.uri, **tracking, **(extra_env or {}))
     conf = {
-        "annotations": [annotations], "classes": list(classes), "class_contains": None, "per_class": per_class,
-        "clips_per_shard": clips_per_shard, "url_template": url_template, "pose_weights": pose.uri,
-        "pose_untrained": False, "rgb_allow_untrained": False, "epochs": epochs, "storage_uri": storage_uri,
-        "dataset": dataset, "runner": "local", "gpu_enabled": False,
-    }  # fmt: skip
+        "annotations": [annotations],
+        "classes": list(classes),
+        "class_contains": None,
+        "per_class": per_class,
+        "clips_per_shard": clips_per_shard,
+        "url_template": url_template,
+        "pose_weights": pose.uri,
+        "pose_untrained": False,
+        "rgb_allow_untrained": False,
+        "epochs": epochs,
+        "storage_uri": storage_uri,
+        "dataset": dataset,
+        "runner": "local",
+        "gpu_enabled": False,
+    }
     dags_test(workdir, env, conf, timeout_s)
     summary = demo_summary(store, env["MLFLOW_TRACKING_URI"], dataset)
     weights = {"pose": pose.uri, "backbone": backbone.uri}

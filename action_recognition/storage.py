@@ -17,6 +17,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -221,18 +222,33 @@ def _atomic_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
+@dataclass(frozen=True)
+class S3Keys:
+    """An S3 access key pair handed to :class:`S3Storage` (``repr`` shows no secret)."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
 class S3Storage(Storage):
     """``s3://bucket/prefix`` through boto3, for AWS S3, MinIO and S3-compatible test servers.
 
-    Credentials come from boto3's usual chain (environment variables, an Airflow connection exported
-    to the environment by :mod:`action_recognition.airflow_adapter`); the endpoint from the config or
+    Credentials are ``keys`` when given (an Airflow connection's, through :mod:`action_recognition.services`),
+    else boto3's usual chain (the environment a step was started with); the endpoint from the config or
     ``AWS_ENDPOINT_URL``. Throttling and 5xx answers are retried by botocore's standard mode, up to
-    ``max_attempts``. A server that cannot be reached (refused, reset, timed out: a MinIO restart) is retried here
-    for ``unreachable_s`` seconds, 0.5 s doubling to 8 s apart: botocore's own backoff for those errors starts at
-    50 ms and gives up within about 2 s at the default attempts. Every call is idempotent, so a retry is safe.
+    ``max_attempts``. A server that cannot be reached (refused, reset, timed out: a MinIO restart) is retried
+    here for ``unreachable_s`` seconds, 0.5 s doubling to 8 s apart: botocore's own backoff for those errors
+    starts at 50 ms and gives up within about 2 s at the default attempts. Every call is idempotent, so a
+    retry is safe.
     """
 
-    def __init__(self, uri: str, config: StorageConfig | None = None, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        config: StorageConfig | None = None,
+        client: Any | None = None,
+        keys: S3Keys | None = None,
+    ) -> None:
         if not uri.startswith("s3://"):
             raise StorageError(f"not an S3 URI: {uri!r}")
         bucket, _, prefix = uri[5:].partition("/")
@@ -241,6 +257,7 @@ class S3Storage(Storage):
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.config = config or StorageConfig(uri=uri)
         self._client = client
+        self._keys = keys
 
     @property
     def client(self) -> Any:
@@ -249,8 +266,12 @@ class S3Storage(Storage):
             import boto3
             from botocore.config import Config as BotoConfig
 
-            cfg = self.config
-            self._client = boto3.session.Session().client(
+            cfg, keys = self.config, self._keys
+            session = boto3.session.Session(
+                aws_access_key_id=keys.access_key_id if keys else None,
+                aws_secret_access_key=keys.secret_access_key if keys else None,
+            )
+            self._client = session.client(
                 "s3",
                 endpoint_url=cfg.endpoint_url
                 or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -312,7 +333,9 @@ class S3Storage(Storage):
 
         try:
             return self._call(
-                lambda: bytes(self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"].read())
+                lambda: bytes(
+                    self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"].read()
+                )
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
@@ -325,7 +348,9 @@ class S3Storage(Storage):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data))
+            self._call(
+                lambda: self.client.put_object(Bucket=self.bucket, Key=self._object_key(key), Body=data)
+            )
         except (ClientError, BotoCoreError) as exc:
             raise self._error("write", key, exc) from exc
 
@@ -340,8 +365,11 @@ class S3Storage(Storage):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._call(lambda: self.client.upload_file(str(src), self.bucket, self._object_key(key),
-                                                       Config=self._transfer_config()))  # fmt: skip
+            self._call(
+                lambda: self.client.upload_file(
+                    str(src), self.bucket, self._object_key(key), Config=self._transfer_config()
+                )
+            )
         except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
             raise self._error("upload to", key, exc) from exc
 
@@ -353,8 +381,11 @@ class S3Storage(Storage):
         sweep_partials(dest.parent, dest.name)
         tmp = dest.parent / f".{dest.name}{partial_suffix()}"
         try:
-            self._call(lambda: self.client.download_file(self.bucket, self._object_key(key), str(tmp),
-                                                         Config=self._transfer_config()))  # fmt: skip
+            self._call(
+                lambda: self.client.download_file(
+                    self.bucket, self._object_key(key), str(tmp), Config=self._transfer_config()
+                )
+            )
             os.replace(tmp, dest)
         except ClientError as exc:
             tmp.unlink(missing_ok=True)
@@ -364,7 +395,9 @@ class S3Storage(Storage):
         except (BotoCoreError, OSError) as exc:
             tmp.unlink(missing_ok=True)
             if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in str(exc):
-                raise WorkspaceFullError(f"no space left in {dest.parent} downloading {self.key_uri(key)}") from exc
+                raise WorkspaceFullError(
+                    f"no space left in {dest.parent} downloading {self.key_uri(key)}"
+                ) from exc
             raise self._error("download", key, exc) from exc
         return dest
 
@@ -396,15 +429,16 @@ class S3Storage(Storage):
         return True
 
 
-def open_storage(target: str | StorageConfig) -> Storage:
+def open_storage(target: str | StorageConfig, keys: S3Keys | None = None) -> Storage:
     """Open the store named by a URI or a :class:`StorageConfig`.
 
-    ``s3://bucket/prefix`` gives :class:`S3Storage`; a path or ``file://`` URI gives :class:`LocalStorage`.
+    ``s3://bucket/prefix`` gives :class:`S3Storage` (with ``keys`` when given); a path or ``file://`` URI
+    gives :class:`LocalStorage`.
     """
     config = target if isinstance(target, StorageConfig) else StorageConfig(uri=target)
     uri = config.uri
     if uri.startswith("s3://"):
-        return S3Storage(uri, config)
+        return S3Storage(uri, config, keys=keys)
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     return LocalStorage(uri)

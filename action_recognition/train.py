@@ -1,17 +1,19 @@
 """The ``train`` step: one architecture on one dataset file, tracked as one MLflow run.
 
-The small-data recipe (``train.recipe``): train on ``train`` (carving ``val`` out of it, stratified and seeded, when
-the dataset has none) and choose the epoch with the best val accuracy of the weights' moving average (early
-stopping); then, with ``refit`` (the default), train ``seeds`` models from scratch on train + val for that many epochs
-and average their logits, so that every labelled clip trains the model and no few-hundred-clip val set decides alone.
-Reports every metric on ``test`` (with the seeds' spread) and logs to MLflow: the resolved config as params,
-per-epoch metrics (``epoch_*`` for the selection, ``refit<i>_*`` for each refit), system metrics, the dataset as an
-input, artifacts (confusion matrix PNG/CSV, per-class table, model card) and the model with its signature.
-Checkpoints (with the config that made them) go to storage under ``models/<fingerprint>/``, one per stage, at most
-``checkpoint_interval_s`` apart and at each stage's end, and ``resume`` continues from the last one.
+The small-data recipe (``train.recipe``): train on ``train`` (carving ``val`` out of it, stratified and
+seeded, when the dataset has none) and choose the epoch with the best val accuracy of the weights' moving
+average (early stopping); then, with ``refit`` (the default), train ``seeds`` models from scratch on train +
+val for that many epochs and average their logits, so that every labelled clip trains the model and no
+few-hundred-clip val set decides alone. Reports every metric on ``test`` (with the seeds' spread) and logs to
+MLflow: the resolved config as params, per-epoch metrics (``epoch_*`` for the selection, ``refit<i>_*`` for
+each refit), system metrics, the dataset as an input, artifacts (confusion matrix PNG/CSV, per-class table,
+model card) and the model with its signature. Checkpoints (with the config that made them) go to storage under
+``models/<fingerprint>/``, one per stage, at most ``checkpoint_interval_s`` apart and at each stage's end, and
+``resume`` continues from the last one.
 
-A training is keyed by its fingerprint (dataset sha256 + the config that changes the result): re-running a finished
-training returns the finished MLflow run instead of training again, so a re-run DAG creates no new run or version.
+A training is keyed by its fingerprint (dataset sha256 + the config that changes the result): re-running a
+finished training returns the finished MLflow run instead of training again, so a re-run DAG creates no new
+run or version.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from action_recognition import __version__
 from action_recognition.config import TrainConfig
 from action_recognition.datasets import DatasetError, LabeledArrays, carve_validation, load_dataset
 from action_recognition.errors import TrainError
-from action_recognition.evaluate import compute_metrics
 from action_recognition.layout import checkpoint_key, refit_checkpoint_key
+from action_recognition.metrics import compute_metrics
 from action_recognition.models.ensemble import LogitAverage
+from action_recognition.services import experiment_id, mlflow_tracking
 from action_recognition.storage import Storage
 from action_recognition.training.augment import augment_keypoints
 from action_recognition.training.card import model_card
@@ -52,7 +55,15 @@ from action_recognition.training.tracking import (
 )
 from action_recognition.workdir import job_folder, work_base
 
-__all__ = ["TrainError", "TrainResult", "augment_keypoints", "fingerprint", "model_card", "rgb_crop", "train_model"]
+__all__ = [
+    "TrainError",
+    "TrainResult",
+    "augment_keypoints",
+    "fingerprint",
+    "model_card",
+    "rgb_crop",
+    "train_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +91,8 @@ class TrainResult:
     test_set_sha256: str = ""
     experiment_id: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
-    #: The refit recipe's epoch count (0: the early-stop recipe's best epoch is the model) and models averaged.
+    # : The refit recipe's epoch count (0: the early-stop recipe's best epoch is the model) and models
+    # averaged.
     refit_epochs: int = 0
     refit_models: int = 0
 
@@ -120,9 +132,14 @@ class Job:
     def meta(self) -> dict[str, Any]:
         """What a checkpoint records beside the weights: the config and the data that made them."""
         data = self.data
-        return {"config": self.config.model_dump(mode="json"), "arch": self.arch, "classes": data.classes,
-                "layout": data.layout, "dataset_sha256": data.sha256,
-                "input_shape": list(data.data.shape[1:])}  # fmt: skip
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "arch": self.arch,
+            "classes": data.classes,
+            "layout": data.layout,
+            "dataset_sha256": data.sha256,
+            "input_shape": list(data.data.shape[1:]),
+        }
 
 
 def train_model(
@@ -144,14 +161,14 @@ def train_model(
         manifest: Optional ``{"uri", "sha256", "availability"}`` of the dataset's manifest for the model card.
         progress: Called after each epoch with that epoch's metrics (the CLI's progress bar).
     """
-    import mlflow
     import torch
 
     from action_recognition.models import ARCHS, DEFAULT_KEYPOINT_ARCH, DEFAULT_RGB_ARCH
 
     began = time.monotonic()
     # A job folder named with this pid: one that a killed try leaves is removed by the next try's sweep.
-    with job_folder(work_base(None), "train", "run") as work:
+    # MLflow's fluent API at the configured tracking URI for this training only (services.mlflow_tracking).
+    with job_folder(work_base(None), "train", "run") as work, mlflow_tracking(config.tracking_uri):
         data = load_dataset(fetch_dataset(dataset_uri, work))
         arch = config.arch or (DEFAULT_KEYPOINT_ARCH if data.kind == "keypoints" else DEFAULT_RGB_ARCH)
         family = ARCHS[arch].family
@@ -161,32 +178,54 @@ def train_model(
         test_sha = test_set_sha256(data)
         if config.threads:
             torch.set_num_threads(config.threads)
-        if config.tracking_uri:
-            mlflow.set_tracking_uri(config.tracking_uri)
-        experiment = mlflow.set_experiment(config.experiment)
-        run = run_of(experiment.experiment_id, fp, "FINISHED")
+        experiment = experiment_id(config.experiment)
+        run = run_of(experiment, fp, "FINISHED")
         if run is not None:
             log.info("training %s already finished as MLflow run %s: reusing it", fp[:12], run.info.run_id)
             return TrainResult(
-                run_id=run.info.run_id, model_uri=run.data.tags.get("ar.model_uri", ""), arch=arch, family=family,
-                metrics={k: float(v) for k, v in run.data.metrics.items() if not k.startswith(("epoch_", "system/"))},
+                run_id=run.info.run_id,
+                model_uri=run.data.tags.get("ar.model_uri", ""),
+                arch=arch,
+                family=family,
+                metrics={
+                    k: float(v)
+                    for k, v in run.data.metrics.items()
+                    if not k.startswith(("epoch_", "system/"))
+                },
                 epochs_run=int(run.data.tags.get("ar.epochs_run", 0)),
                 best_epoch=int(run.data.tags.get("ar.best_epoch", 0)),
-                seconds=time.monotonic() - began, checkpoint_uri=run.data.tags.get("ar.checkpoint_uri", ""),
-                fingerprint=fp, registered_model=registered, untrained=run.data.tags.get("ar.untrained") == "true",
-                reused=True, test_set_sha256=test_sha, experiment_id=experiment.experiment_id,
+                seconds=time.monotonic() - began,
+                checkpoint_uri=run.data.tags.get("ar.checkpoint_uri", ""),
+                fingerprint=fp,
+                registered_model=registered,
+                untrained=run.data.tags.get("ar.untrained") == "true",
+                reused=True,
+                test_set_sha256=test_sha,
+                experiment_id=experiment,
                 refit_epochs=int(run.data.tags.get("ar.refit_epochs", 0)),
                 refit_models=int(run.data.tags.get("ar.refit_models", 0)),
-            )  # fmt: skip
-        job = Job(config=config, data=data, dataset_uri=dataset_uri, arch=arch, family=family, name=name,
-                  registered=registered, fingerprint=fp, test_sha256=test_sha, manifest=manifest, work=work,
-                  began=began, experiment_id=experiment.experiment_id)  # fmt: skip
+            )
+        job = Job(
+            config=config,
+            data=data,
+            dataset_uri=dataset_uri,
+            arch=arch,
+            family=family,
+            name=name,
+            registered=registered,
+            fingerprint=fp,
+            test_sha256=test_sha,
+            manifest=manifest,
+            work=work,
+            began=began,
+            experiment_id=experiment,
+        )
         return _train_new(job, storage, progress)
 
 
 def _split(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Train, val and test indices; val carved from train when the dataset has none (too small to carve: val is
-    train, and the run's tags say so)."""
+    """Train, val and test indices; val carved from train when the dataset has none (too small to carve: val
+    is train, and the run's tags say so)."""
     data, config = job.data, job.config
     split = carve_validation(data.labels, data.split, config.val_ratio, config.seed)
     train_idx, val_idx, test_idx = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
@@ -214,14 +253,22 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
     state = TrainState.create(model, config, job.arch, steps_per_epoch, device)
     if config.resume and storage.exists(job.checkpoint):
         state.load(storage, job.checkpoint, device)
-        log.info("resumed %s from epoch %d (best val acc %.3f)", job.checkpoint, state.epoch, state.best["val_acc"])
+        log.info(
+            "resumed %s from epoch %d (best val acc %.3f)", job.checkpoint, state.epoch, state.best["val_acc"]
+        )
 
     tags = {
-        "ar.fingerprint": job.fingerprint, "ar.arch": job.arch, "ar.family": job.family,
-        "ar.dataset_sha256": data.sha256, "ar.test_set_sha256": job.test_sha256, "ar.code_version": __version__,
-        "ar.untrained": str(untrained or untrained_pose).lower(), "ar.untrained_pose": str(untrained_pose).lower(),
-        "ar.pretrained": str(is_rgb and not untrained).lower(), "ar.val_from_train": str(val_from_train).lower(),
-    }  # fmt: skip
+        "ar.fingerprint": job.fingerprint,
+        "ar.arch": job.arch,
+        "ar.family": job.family,
+        "ar.dataset_sha256": data.sha256,
+        "ar.test_set_sha256": job.test_sha256,
+        "ar.code_version": __version__,
+        "ar.untrained": str(untrained or untrained_pose).lower(),
+        "ar.untrained_pose": str(untrained_pose).lower(),
+        "ar.pretrained": str(is_rgb and not untrained).lower(),
+        "ar.val_from_train": str(val_from_train).lower(),
+    }
     # A try that was killed left its MLflow run RUNNING: the retry continues that run, so a killed-and-retried
     # training ends as one FINISHED run, like an unbroken one.
     unended = run_of(job.experiment_id, job.fingerprint, "RUNNING") if config.resume else None
@@ -232,32 +279,54 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
         tracking_errors(storage, job.checkpoint, job.fingerprint, state.history),
         mlflow.start_run(
             run_id=unended.info.run_id if unended else None,
+            experiment_id=job.experiment_id,
             run_name=None if unended else job.run_name,
             tags=None if unended else tags,
             log_system_metrics=config.system_metrics,
         ) as run,
     ):
         if unended is None:
-            mlflow.log_params(flatten({"train": config.model_dump(mode="json"), "arch": job.arch,
-                                       "dataset_uri": job.dataset_uri, "num_classes": data.num_classes,
-                                       "samples": len(data.labels), "shape": list(data.data.shape[1:]),
-                                       "layout": data.layout or "unknown", "device": device.type}))  # fmt: skip
+            mlflow.log_params(
+                flatten(
+                    {
+                        "train": config.model_dump(mode="json"),
+                        "arch": job.arch,
+                        "dataset_uri": job.dataset_uri,
+                        "num_classes": data.num_classes,
+                        "samples": len(data.labels),
+                        "shape": list(data.data.shape[1:]),
+                        "layout": data.layout or "unknown",
+                        "device": device.type,
+                    }
+                )
+            )
             log_dataset_input(job.dataset_uri, data, job.name, job.manifest)
         else:
             mlflow.set_tags(tags)
-        _epochs(job, state, ds, train_idx, val_idx, storage, progress, stage=SELECT, epochs=config.epochs,
-                key=job.checkpoint)  # fmt: skip
+        _epochs(
+            job,
+            state,
+            ds,
+            train_idx,
+            val_idx,
+            storage,
+            progress,
+            stage=SELECT,
+            epochs=config.epochs,
+            key=job.checkpoint,
+        )
         state.model.load_state_dict(state.best_state)
         models, refit_epochs = [state.model], 0
         if config.recipe == "refit" and not val_from_train:
-            models, refit_epochs = _refit(job, state, ds, np.sort(np.concatenate([train_idx, val_idx])), storage,
-                                          progress)  # fmt: skip
+            models, refit_epochs = _refit(
+                job, state, ds, np.sort(np.concatenate([train_idx, val_idx])), storage, progress
+            )
         return _finish(job, state, models, refit_epochs, ds, test_idx, storage, untrained, run.info)
 
 
 def _seeded_model(job: Job, seed: int, device: Any) -> tuple[Any, bool]:
-    """A new model of the job's architecture on ``device`` after seeding everything with ``seed`` (channels-last
-    for RGB on CUDA), and whether its weights are untrained."""
+    """A new model of the job's architecture on ``device`` after seeding everything with ``seed``
+    (channels-last for RGB on CUDA), and whether its weights are untrained."""
     import torch
 
     seed_everything(seed)
@@ -269,9 +338,18 @@ def _seeded_model(job: Job, seed: int, device: Any) -> tuple[Any, bool]:
 
 
 def _epochs(
-    job: Job, state: TrainState, ds: EpochData, train_idx: np.ndarray, val_idx: np.ndarray | None, storage: Storage,
-    progress: Callable[[dict[str, Any]], None] | None, *, stage: str, epochs: int, key: str,
-) -> None:  # fmt: skip
+    job: Job,
+    state: TrainState,
+    ds: EpochData,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray | None,
+    storage: Storage,
+    progress: Callable[[dict[str, Any]], None] | None,
+    *,
+    stage: str,
+    epochs: int,
+    key: str,
+) -> None:
     """Epochs from the state's next one up to ``epochs``, each checkpointed to ``key``. With ``val_idx`` (the
     selection): validate the averaged weights, keep the best, stop when val accuracy has not improved for
     ``patience`` epochs or ``max_minutes`` has passed. Without (a refit): train, nothing else."""
@@ -310,11 +388,15 @@ def _epochs(
 
 
 def _refit(
-    job: Job, select: TrainState, ds: EpochData, rows: np.ndarray, storage: Storage,
+    job: Job,
+    select: TrainState,
+    ds: EpochData,
+    rows: np.ndarray,
+    storage: Storage,
     progress: Callable[[dict[str, Any]], None] | None,
-) -> tuple[list[Any], int]:  # fmt: skip
-    """``seeds`` models trained from scratch on ``rows`` (train + val) for the selected epoch count, each resumable
-    from its own checkpoint; their averaged weights, and that epoch count."""
+) -> tuple[list[Any], int]:
+    """``seeds`` models trained from scratch on ``rows`` (train + val) for the selected epoch count, each
+    resumable from its own checkpoint; their averaged weights, and that epoch count."""
     config = job.config
     epochs = int(select.best["epoch"]) + 1
     steps = max(1, math.ceil(len(rows) / config.batch_size))
@@ -333,11 +415,18 @@ def _refit(
 
 
 def _finish(
-    job: Job, state: TrainState, models: list[Any], refit_epochs: int, ds: EpochData, test_idx: np.ndarray,
-    storage: Storage, untrained: bool, info: Any,
-) -> TrainResult:  # fmt: skip
-    """The final model (one, or the refit seeds' logits averaged) on the test split: metrics, artifacts, the model,
-    and the result."""
+    job: Job,
+    state: TrainState,
+    models: list[Any],
+    refit_epochs: int,
+    ds: EpochData,
+    test_idx: np.ndarray,
+    storage: Storage,
+    untrained: bool,
+    info: Any,
+) -> TrainResult:
+    """The final model (one, or the refit seeds' logits averaged) on the test split: metrics, artifacts, the
+    model, and the result."""
     import mlflow
 
     config, data = job.config, job.data
@@ -345,26 +434,68 @@ def _finish(
     final = _with_test_time_flip(models[0] if len(models) == 1 else LogitAverage(models), data)
     test_logits = predict_logits(final, ds.x, test_idx, config.batch_size * 2, ds.device, ds.crop)
     metrics = compute_metrics(test_logits, data.labels[test_idx], data.classes)
-    scalars = {**metrics.scalars(), "best_val_acc": state.best["val_acc"], **_seed_spread(models, ds, test_idx, config)}
+    scalars = {
+        **metrics.scalars(),
+        "best_val_acc": state.best["val_acc"],
+        **_seed_spread(models, ds, test_idx, config),
+    }
     mlflow.log_metrics(scalars)
-    log_artifacts(metrics, job.work, job.run_name, job.arch, data, job.manifest, scalars, untrained_any, config,
-                  recipe=_recipe_words(config, state, len(models), refit_epochs, final))  # fmt: skip
-    model_uri = log_model(final.float().cpu().eval(), data, job.arch, job.family, untrained) if config.log_model else ""
+    log_artifacts(
+        metrics,
+        job.work,
+        job.run_name,
+        job.arch,
+        data,
+        job.manifest,
+        scalars,
+        untrained_any,
+        config,
+        recipe=_recipe_words(config, state, len(models), refit_epochs, final),
+    )
+    model_uri = (
+        log_model(final.float().cpu().eval(), data, job.arch, job.family, untrained)
+        if config.log_model
+        else ""
+    )
     checkpoint_uri = storage.key_uri(job.checkpoint)
     refit_models = len(models) if refit_epochs else 0
-    mlflow.set_tags({"ar.model_uri": model_uri, "ar.epochs_run": str(len(state.history)),
-                     "ar.best_epoch": str(state.best["epoch"]), "ar.checkpoint_uri": checkpoint_uri,
-                     "ar.recipe": config.recipe if refit_epochs else "early_stop",
-                     "ar.refit_epochs": str(refit_epochs), "ar.refit_models": str(refit_models)})  # fmt: skip
-    log.info("trained %s: test top-1 %.3f, mean class acc %.3f (run %s)", job.run_name, metrics.top1,
-             metrics.mean_class_acc, info.run_id)  # fmt: skip
+    mlflow.set_tags(
+        {
+            "ar.model_uri": model_uri,
+            "ar.epochs_run": str(len(state.history)),
+            "ar.best_epoch": str(state.best["epoch"]),
+            "ar.checkpoint_uri": checkpoint_uri,
+            "ar.recipe": config.recipe if refit_epochs else "early_stop",
+            "ar.refit_epochs": str(refit_epochs),
+            "ar.refit_models": str(refit_models),
+        }
+    )
+    log.info(
+        "trained %s: test top-1 %.3f, mean class acc %.3f (run %s)",
+        job.run_name,
+        metrics.top1,
+        metrics.mean_class_acc,
+        info.run_id,
+    )
     return TrainResult(
-        run_id=info.run_id, model_uri=model_uri, arch=job.arch, family=job.family, metrics=scalars,
-        epochs_run=len(state.history), best_epoch=int(state.best["epoch"]), seconds=time.monotonic() - job.began,
-        checkpoint_uri=checkpoint_uri, fingerprint=job.fingerprint, registered_model=job.registered,
-        untrained=untrained_any, test_set_sha256=job.test_sha256, history=state.history,
-        experiment_id=info.experiment_id, refit_epochs=refit_epochs, refit_models=refit_models,
-    )  # fmt: skip
+        run_id=info.run_id,
+        model_uri=model_uri,
+        arch=job.arch,
+        family=job.family,
+        metrics=scalars,
+        epochs_run=len(state.history),
+        best_epoch=int(state.best["epoch"]),
+        seconds=time.monotonic() - job.began,
+        checkpoint_uri=checkpoint_uri,
+        fingerprint=job.fingerprint,
+        registered_model=job.registered,
+        untrained=untrained_any,
+        test_set_sha256=job.test_sha256,
+        history=state.history,
+        experiment_id=info.experiment_id,
+        refit_epochs=refit_epochs,
+        refit_models=refit_models,
+    )
 
 
 def _recipe_words(config: TrainConfig, state: TrainState, models: int, refit_epochs: int, final: Any) -> str:
@@ -372,34 +503,58 @@ def _recipe_words(config: TrainConfig, state: TrainState, models: int, refit_epo
     from action_recognition.models.skeleton import FlipAverage
 
     best = state.best
-    chosen = f"epoch {int(best['epoch']) + 1} of {len(state.history)} had the best val top-1 ({best['val_acc']:.3f})"
+    epoch = f"epoch {int(best['epoch']) + 1} of {len(state.history)}"
+    chosen = f"{epoch} had the best val top-1 ({best['val_acc']:.3f})"
     if refit_epochs:
-        words = (f"- Recipe `refit`: {chosen}; then {models} model(s) (seeds {config.seed}-{config.seed + models - 1}) "
-                 f"trained from scratch on train + val for {refit_epochs} epochs, their logits averaged.")  # fmt: skip
+        words = (
+            f"- Recipe `refit`: {chosen}; then {models} model(s) (seeds "
+            f"{config.seed}-{config.seed + models - 1}) "
+            f"trained from scratch on train + val for {refit_epochs} epochs, their logits averaged."
+        )
     else:
         words = f"- Recipe `early_stop`: {chosen} on train alone; those weights are the model."
     if config.ema_decay:
-        words += f"\n- Weights: their moving average (decay {config.ema_decay}) is what was validated and kept."
+        words += (
+            f"\n- Weights: their moving average (decay {config.ema_decay}) is what was validated and kept."
+        )
     if isinstance(final, FlipAverage):
         words += "\n- Test-time flip: the logits of the clip and of its left-right mirror are averaged."
     return words
 
 
 def _with_test_time_flip(model: Any, data: Any) -> Any:
-    """A keypoint model of a layout with left/right pairs answers the mean of the clip's and its mirror's logits."""
-    from action_recognition.models.skeleton import FlipAverage, layout_for
+    """A keypoint model of a layout with left/right pairs answers the mean of the clip's and its mirror's
+    logits."""
+    from action_recognition.models.skeleton import FlipAverage
+    from action_recognition.skeletons import layout_for
 
     known = layout_for(data.layout, data.data.shape[2]) if data.kind == "keypoints" else None
     return FlipAverage(model, known.flip_index()) if known is not None and known.flip_pairs else model
 
 
-def _seed_spread(models: list[Any], ds: EpochData, test_idx: np.ndarray, config: TrainConfig) -> dict[str, float]:
+def _seed_spread(
+    models: list[Any], ds: EpochData, test_idx: np.ndarray, config: TrainConfig
+) -> dict[str, float]:
     """Each refit seed's own test top-1, their mean and standard deviation (nothing for a single model)."""
     if len(models) < 2:
         return {}
     labels = ds.data.labels[test_idx]
-    tops = [float((predict_logits(_with_test_time_flip(m, ds.data), ds.x, test_idx, config.batch_size * 2, ds.device,
-                                  ds.crop).argmax(1) == labels).mean()) for m in models]  # fmt: skip
+    tops = [
+        float(
+            (
+                predict_logits(
+                    _with_test_time_flip(m, ds.data),
+                    ds.x,
+                    test_idx,
+                    config.batch_size * 2,
+                    ds.device,
+                    ds.crop,
+                ).argmax(1)
+                == labels
+            ).mean()
+        )
+        for m in models
+    ]
     return {
         **{f"test_top1_seed{i}": t for i, t in enumerate(tops)},
         "test_top1_seed_mean": float(np.mean(tops)),

@@ -1,5 +1,6 @@
-"""Pydantic validation errors as people read them: one line per problem, naming the dotted key, the value given
-and what would be valid (the range of a number, the known keys beside an unknown one). Works for any model."""
+"""Pydantic validation errors as people read them: one line per problem, naming the dotted key, the value
+given and what would be valid (the range of a number, the known keys beside an unknown one). Works for any
+model."""
 
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     current = model
     for part in loc[:-1]:
         field = current.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
             return []
         current = field.annotation
     return sorted(current.model_fields)

@@ -1,14 +1,15 @@
 """``<dataset>-video``: a registered model that takes a video and answers with labels and probabilities.
 
 - :func:`log_video_model`: once per training run, into that run (tag ``ar.video_model_uri``), a
-  :class:`VideoClassifier` wrapping the run's network with the settings that made its
-  data pinned: the clip profile, and for keypoint models the pose settings with the pose weights as an artifact
-  (untrained weights are saved as a file, so every load of the model sees the same ones, and the model says
-  untrained). The code is :func:`action_recognition.predict.video_input`, the same as ``action-recognition predict``.
-- :func:`register_video`: registers it under ``<dataset>-video`` (one version per run), tagged ``ar.wraps`` with the
-  family model version it wraps; ``register`` does this after registering the family model.
+  :class:`VideoClassifier` wrapping the run's network with the settings that made its data pinned: the clip
+  profile, and for keypoint models the pose settings with the pose weights as an artifact (untrained weights
+  are saved as a file, so every load of the model sees the same ones, and the model says untrained). The code
+  is :func:`action_recognition.predict.video_input`, the same as ``action-recognition predict``.
+- :func:`register_video`: registers it under ``<dataset>-video`` (one version per run), tagged ``ar.wraps``
+  with the family model version it wraps; ``register`` does this after registering the family model.
 - :func:`sync_video_champion`: ``<dataset>-video@champion`` is the video version that wraps the better of the
-  family champions (the promotion metric); ``promote`` calls it, so the video model moves with the champion it wraps.
+  family champions (the promotion metric); ``promote`` calls it, so the video model moves with the champion it
+  wraps.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 from action_recognition.config import ClipConfig, PoseConfig, RegistryConfig
-from action_recognition.registry import CHAMPION, Registration, RegistryError, register_run, set_alias, with_retries
+from action_recognition.registry import (
+    CHAMPION,
+    Registration,
+    RegistryError,
+    register_run,
+    set_alias,
+    with_retries,
+)
+from action_recognition.services import mlflow_tracking
 from action_recognition.serving import POSE_ARTIFACT, TORCH_ARTIFACT
 
 log = logging.getLogger(__name__)
@@ -34,8 +43,8 @@ VIDEO_TAG = "ar.video_model_uri"
 
 
 class VideoClassifier(PythonModel):
-    """A video in (column ``video``: a path or a storage URI; or ``video_bytes``: the file), answers out. The clip,
-    pose and frame settings are those of the wrapped model's pipeline, pinned here; see
+    """A video in (column ``video``: a path or a storage URI; or ``video_bytes``: the file), answers out. The
+    clip, pose and frame settings are those of the wrapped model's pipeline, pinned here; see
     :mod:`action_recognition.video_model`."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -53,8 +62,9 @@ class VideoClassifier(PythonModel):
         if self.spec["family"] == "keypoint":
             from action_recognition.pose.extract import load_pose_model
 
-            self.pose_config = PoseConfig.model_validate({**self.spec["pose"],
-                                                         "weights": context.artifacts[POSE_ARTIFACT]})  # fmt: skip
+            self.pose_config = PoseConfig.model_validate(
+                {**self.spec["pose"], "weights": context.artifacts[POSE_ARTIFACT]}
+            )
             self.pose = load_pose_model(self.pose_config)
 
     def predict(self, context, model_input, params=None):
@@ -75,7 +85,9 @@ def _signature(classes: list[str]) -> Any:
 
     from action_recognition.serving import answers
 
-    inputs = Schema([ColSpec("string", "video", required=False), ColSpec("binary", "video_bytes", required=False)])
+    inputs = Schema(
+        [ColSpec("string", "video", required=False), ColSpec("binary", "video_bytes", required=False)]
+    )
     outputs = infer_signature(None, answers(np.zeros((1, len(classes))), classes)).outputs
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -99,18 +111,29 @@ def _pose_weights(pose: PoseConfig, folder: Path) -> tuple[Path, str]:
 
 
 def log_video_model(
-    run_id: str, model_uri: str, *, pose: PoseConfig, clip: ClipConfig, config: RegistryConfig,
+    run_id: str,
+    model_uri: str,
+    *,
+    pose: PoseConfig,
+    clip: ClipConfig,
+    config: RegistryConfig,
     tracking_uri: str | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """Log the video model of ``run_id`` (whose network is ``model_uri``) once; its ``models:/`` URI."""
+    with mlflow_tracking(tracking_uri):
+        return _log_video_model(run_id, model_uri, pose=pose, clip=clip, config=config)
+
+
+def _log_video_model(
+    run_id: str, model_uri: str, *, pose: PoseConfig, clip: ClipConfig, config: RegistryConfig
+) -> str:
+    """:func:`log_video_model` at the tracking URI already chosen."""
     import mlflow
     import mlflow.pytorch
 
     from action_recognition.predict import _input_shape
     from action_recognition.serving import load_module
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()
     run = with_retries(lambda: client.get_run(run_id), f"read run {run_id}", config)
     if run.data.tags.get(VIDEO_TAG):
@@ -121,9 +144,15 @@ def log_video_model(
     if family not in FAMILIES or not meta.get("classes"):
         raise RegistryError(f"{model_uri} lacks the classes/family metadata that action-recognition logs")
     untrained = bool(meta.get("untrained")) or (family == "keypoint" and pose.untrained)
-    spec: dict[str, Any] = {"family": family, "classes": list(meta["classes"]), "input_shape": _input_shape(info),
-                            "clip": clip.model_dump(mode="json"), "max_mb": config.video_max_mb, "wraps": model_uri,
-                            "untrained": untrained}  # fmt: skip
+    spec: dict[str, Any] = {
+        "family": family,
+        "classes": list(meta["classes"]),
+        "input_shape": _input_shape(info),
+        "clip": clip.model_dump(mode="json"),
+        "max_mb": config.video_max_mb,
+        "wraps": model_uri,
+        "untrained": untrained,
+    }
     with tempfile.TemporaryDirectory(prefix="ar-video-model-") as tmp:
         torch_dir = Path(tmp) / TORCH_ARTIFACT
         mlflow.pytorch.save_model(load_module(model_uri), str(torch_dir), serialization_format="pickle")
@@ -131,16 +160,23 @@ def log_video_model(
         if family == "keypoint":
             weights, sha = _pose_weights(pose, Path(tmp))
             artifacts[POSE_ARTIFACT] = str(weights)
-            spec["pose"] = {**pose.model_dump(mode="json", exclude={"config_dir"}), "untrained": False,
-                            "weights": weights.name, "weights_sha256": sha}  # fmt: skip
+            spec["pose"] = {
+                **pose.model_dump(mode="json", exclude={"config_dir"}),
+                "untrained": False,
+                "weights": weights.name,
+                "weights_sha256": sha,
+            }
         requirements = _requirements(family)
         mlflow.start_run(run_id=run_id)
         try:
             logged = mlflow.pyfunc.log_model(
-                name="video-model", python_model=VideoClassifier(spec), artifacts=artifacts,
-                signature=_signature(spec["classes"]), pip_requirements=requirements,
+                name="video-model",
+                python_model=VideoClassifier(spec),
+                artifacts=artifacts,
+                signature=_signature(spec["classes"]),
+                pip_requirements=requirements,
                 metadata={**meta, "family": "video", "wraps_family": family, "untrained": spec["untrained"]},
-            )  # fmt: skip
+            )
         finally:  # the training run stays FINISHED (a failed upload here must not mark the training FAILED)
             mlflow.end_run("FINISHED")
     uri = str(logged.model_uri)
@@ -166,24 +202,35 @@ def _requirements(family: str) -> list[str]:
 
 
 def register_video(
-    run_id: str, registered: Registration, *, pose: PoseConfig, clip: ClipConfig, config: RegistryConfig,
+    run_id: str,
+    registered: Registration,
+    *,
+    pose: PoseConfig,
+    clip: ClipConfig,
+    config: RegistryConfig,
     tracking_uri: str | None = None,
-) -> Registration:  # fmt: skip
+) -> Registration:
     """Log (once) and register the video model of ``run_id`` beside its family model ``registered``."""
     import mlflow
 
-    uri = log_video_model(run_id, registered.model_uri, pose=pose, clip=clip, config=config, tracking_uri=tracking_uri)
+    uri = log_video_model(
+        run_id, registered.model_uri, pose=pose, clip=clip, config=config, tracking_uri=tracking_uri
+    )
     name = video_name(registered.name)
     video = register_run(run_id, name, config, tracking_uri=tracking_uri, model_uri=uri)
     client = mlflow.MlflowClient(tracking_uri)
     wraps = f"{registered.name}/{registered.version}"
-    with_retries(lambda: client.set_model_version_tag(name, video.version, "ar.wraps", wraps), "tag ar.wraps", config)
+    with_retries(
+        lambda: client.set_model_version_tag(name, video.version, "ar.wraps", wraps), "tag ar.wraps", config
+    )
     return video
 
 
-def sync_video_champion(model_name: str, config: RegistryConfig, *, tracking_uri: str | None = None) -> str | None:
-    """Point ``<dataset>-video@champion`` at the video version of the better family champion; its version, or None
-    when no family champion has a video version (models registered before video models existed)."""
+def sync_video_champion(
+    model_name: str, config: RegistryConfig, *, tracking_uri: str | None = None
+) -> str | None:
+    """Point ``<dataset>-video@champion`` at the video version of the better family champion; its version, or
+    None when no family champion has a video version (models registered before video models existed)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -195,20 +242,30 @@ def sync_video_champion(model_name: str, config: RegistryConfig, *, tracking_uri
     best: tuple[float, str, str] | None = None
     for family in FAMILIES:
         try:
-            champion = with_retries(lambda: client.get_model_version_by_alias(f"{dataset}-{family}", CHAMPION),  # noqa: B023
-                                    f"read {dataset}-{family}@{CHAMPION}", config)  # fmt: skip
+            champion = with_retries(
+                lambda: client.get_model_version_by_alias(f"{dataset}-{family}", CHAMPION),  # noqa: B023
+                f"read {dataset}-{family}@{CHAMPION}",
+                config,
+            )
         except RegistryError as exc:
             cause = exc.__cause__
             if isinstance(cause, MlflowException) and cause.error_code in MISSING:
                 continue  # no such model or no champion yet
             raise
         run = champion.run_id
-        videos = with_retries(lambda: client.search_model_versions(f"name='{name}' and run_id='{run}'"),  # noqa: B023
-                              f"search {name}", config)  # fmt: skip
+        videos = with_retries(
+            lambda: client.search_model_versions(f"name='{name}' and run_id='{run}'"),  # noqa: B023
+            f"search {name}",
+            config,
+        )
         if not videos:
             continue
         score = _score(champion, config.promotion_metric)
-        candidate = (score if score is not None else float("-inf"), family, str(min(int(v.version) for v in videos)))
+        candidate = (
+            score if score is not None else float("-inf"),
+            family,
+            str(min(int(v.version) for v in videos)),
+        )
         if best is None or candidate[0] > best[0]:
             best = candidate
     if best is None:
@@ -219,33 +276,41 @@ def sync_video_champion(model_name: str, config: RegistryConfig, *, tracking_uri
 
 
 def classify_file(model: Any, path: Path, work: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The logits (1, K) of a loaded :class:`VideoClassifier` for one local video, and the people seen (keypoint
-    models; for an overlay). The normalised clip is ``work/clip.mp4``. A file that is not a readable video is
-    refused as bad input."""
+    """The logits (1, K) of a loaded :class:`VideoClassifier` for one local video, and the people seen
+    (keypoint models; for an overlay). The normalised clip is ``work/clip.mp4``. A file that is not a readable
+    video is refused as bad input."""
     from action_recognition.media import MediaError
     from action_recognition.predict import video_input
     from action_recognition.serving import bad_input, logits_of
 
     spec = model.spec
     try:
-        x, people = video_input(path, spec["family"], spec["input_shape"], work,
-                                clip_config=ClipConfig.model_validate(spec["clip"]), pose=model.pose,
-                                pose_config=model.pose_config)  # fmt: skip
+        x, people = video_input(
+            path,
+            spec["family"],
+            spec["input_shape"],
+            work,
+            clip_config=ClipConfig.model_validate(spec["clip"]),
+            pose=model.pose,
+            pose_config=model.pose_config,
+        )
     except MediaError as exc:
         raise bad_input(f"not a video that can be read: {str(exc)[:300]}") from None
     return logits_of(model.module, x), people
 
 
 def classify_videos(model: Any, model_input: Any) -> Any:
-    """The :class:`VideoClassifier`'s answers for each row of ``model_input``: a DataFrame with ``video`` (a path or
-    storage URI) or ``video_bytes`` (the file)."""
+    """The :class:`VideoClassifier`'s answers for each row of ``model_input``: a DataFrame with ``video`` (a
+    path or storage URI) or ``video_bytes`` (the file)."""
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
     from action_recognition.serving import answers, bad_input
 
     if not isinstance(model_input, pd.DataFrame) or model_input.empty:
-        raise bad_input("give one row per video: a column `video` (a path or s3:// URI) or `video_bytes` (the file)")
+        raise bad_input(
+            "give one row per video: a column `video` (a path or s3:// URI) or `video_bytes` (the file)"
+        )
     logits = []
     for i, row in enumerate(model_input.to_dict("records")):
         with tempfile.TemporaryDirectory(prefix="ar-video-") as tmp:
@@ -271,7 +336,9 @@ def _materialise(row: dict[str, Any], i: int, folder: Path, max_mb: int) -> Path
         if not isinstance(data, bytes | bytearray) or len(data) == 0:
             raise bad_input(f"row {i}: video_bytes is empty")
         if len(data) > limit:
-            raise bad_input(f"row {i}: video_bytes is {len(data) / 2**20:.1f} MB, more than this model's {max_mb} MB")
+            raise bad_input(
+                f"row {i}: video_bytes is {len(data) / 2**20:.1f} MB, more than this model's {max_mb} MB"
+            )
         path = folder / "input.video"
         path.write_bytes(bytes(data))
         return path

@@ -1,12 +1,13 @@
 """Weights are data: fetched once into storage, read by every step through a local, hash-checked cache.
 
-``pull`` copies a file (an https URL such as the Ultralytics release asset or a torchvision weights URL, or a local
-file) into storage under ``weights/NAME`` and records its sha256 next to it (``weights/NAME.sha256``); given a hash,
-it refuses a file with another one, and it refuses a download shorter than the server announced. ``resolve`` turns a
-``pose.weights`` / ``train.backbone_weights`` value into a local file: a plain path as it is; a storage URI
-(``s3://bucket/prefix/weights/NAME``, or ``<local storage root>/weights/NAME``) through the cache
-``<cache>/weights/<sha256>/NAME``, downloaded once per machine (a file lock: two workers' first use at once downloads
-once) and checked against the recorded hash every time. No step downloads weights from the internet at run time.
+``pull`` copies a file (an https URL such as the Ultralytics release asset or a torchvision weights URL, or a
+local file) into storage under ``weights/NAME`` and records its sha256 next to it (``weights/NAME.sha256``);
+given a hash, it refuses a file with another one, and it refuses a download shorter than the server announced.
+``resolve`` turns a ``pose.weights`` / ``train.backbone_weights`` value into a local file: a plain path as it
+is; a storage URI (``s3://bucket/prefix/weights/NAME``, or ``<local storage root>/weights/NAME``) through the
+cache ``<cache>/weights/<sha256>/NAME``, downloaded once per machine (a file lock: two workers' first use at
+once downloads once) and checked against the recorded hash every time. No step downloads weights from the
+internet at run time.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ class WeightsRef:
 
 def _check_name(name: str) -> str:
     if not NAME.match(name) or ".." in name:
-        raise ConfigError(f"weights name {name!r}: letters, digits, '_', '-', '.' only (e.g. yolo11n-pose.pt)")
+        raise ConfigError(
+            f"weights name {name!r}: letters, digits, '_', '-', '.' only (e.g. yolo11n-pose.pt)"
+        )
     return name
 
 
@@ -106,11 +109,14 @@ def _copy_hashing(src: BinaryIO, dest: BinaryIO, expected_length: int | None, wh
     return digest.hexdigest(), size
 
 
-def pull(source: str, name: str, storage: Storage, *, sha256: str | None = None, timeout: float = 60.0) -> WeightsRef:
+def pull(
+    source: str, name: str, storage: Storage, *, sha256: str | None = None, timeout: float = 60.0
+) -> WeightsRef:
     """Copy ``source`` into ``storage`` as ``weights/NAME`` once; its URI and sha256.
 
-    Idempotent: when storage already holds ``NAME`` with a recorded hash (equal to ``sha256`` when one is given),
-    nothing is fetched. Raises WeightsMismatch for a file with another hash, WeightsError for a truncated download.
+    Idempotent: when storage already holds ``NAME`` with a recorded hash (equal to ``sha256`` when one is
+    given), nothing is fetched. Raises WeightsMismatch for a file with another hash, WeightsError for a
+    truncated download.
     """
     _check_name(name)
     if sha256 is not None and not SHA256.match(sha256):
@@ -120,7 +126,8 @@ def pull(source: str, name: str, storage: Storage, *, sha256: str | None = None,
     if recorded is not None and storage.exists(key):
         if sha256 is not None and recorded != sha256:
             raise WeightsMismatch(
-                f"storage already holds {key} with sha256 {recorded}, not {sha256}: pull it under another name"
+                f"storage already holds {key} with sha256 {recorded}, not {sha256}: pull it under another "
+                "name"
             )
         return WeightsRef(storage.key_uri(key), recorded, storage.size(key) or 0, fetched=False)
     stream, length = _open_source(source, timeout)
@@ -137,8 +144,8 @@ def pull(source: str, name: str, storage: Storage, *, sha256: str | None = None,
 
 
 def pull_defaults(storage: Storage, *, if_online: bool = False) -> dict[str, dict[str, Any]]:
-    """:data:`DEFAULTS` into storage. With ``if_online``, a source that cannot be reached is reported, not raised
-    (an offline deployment starts anyway; the README gives the command to run once it is online)."""
+    """:data:`DEFAULTS` into storage. With ``if_online``, a source that cannot be reached is reported, not
+    raised (an offline deployment starts anyway; the README gives the command to run once it is online)."""
     out: dict[str, dict[str, Any]] = {}
     for name, url in DEFAULTS.items():
         try:
@@ -164,7 +171,8 @@ def recorded_sha256(storage: Storage, key: str) -> str | None:
 
 
 def is_storage_uri(value: str) -> bool:
-    """``s3://.../weights/NAME``, or a local storage's ``.../weights/NAME`` that ``pull`` recorded a hash for."""
+    """``s3://.../weights/NAME``, or a local storage's ``.../weights/NAME`` that ``pull`` recorded a hash
+    for."""
     if value.startswith("s3://"):
         return True
     path = Path(value).expanduser()
@@ -175,7 +183,9 @@ def _split(uri: str) -> tuple[str, str]:
     """``s3://b/p/weights/NAME`` -> (``s3://b/p``, ``weights/NAME``)."""
     root, sep, name = uri.rpartition("/" + PREFIX)
     if not sep or not root or "/" in name:
-        raise ConfigError(f"weights {uri!r}: a storage URI names <storage root>/weights/<name> (see `weights pull`)")
+        raise ConfigError(
+            f"weights {uri!r}: a storage URI names <storage root>/weights/<name> (see `weights pull`)"
+        )
     return root, PREFIX + _check_name(name)
 
 
@@ -201,8 +211,8 @@ def resolve(
 ) -> tuple[Path, bool]:
     """A local file for a weights value, and whether this call downloaded it.
 
-    A storage URI goes through the cache (one download per machine, under a file lock), a plain path is used as it
-    is; either is checked against ``expected_sha256`` and, for storage, the hash ``pull`` recorded.
+    A storage URI goes through the cache (one download per machine, under a file lock), a plain path is used
+    as it is; either is checked against ``expected_sha256`` and, for storage, the hash ``pull`` recorded.
     """
     if not is_storage_uri(value):
         path = Path(value).expanduser()
@@ -213,8 +223,10 @@ def resolve(
     storage = opener(root)
     recorded = recorded_sha256(storage, key)
     if recorded is None:
-        raise WeightsError(f"{value}: no recorded sha256 next to it; put weights there with `action-recognition "
-                           "weights pull`")  # fmt: skip
+        raise WeightsError(
+            f"{value}: no recorded sha256 next to it; put weights there with `action-recognition "
+            "weights pull`"
+        )
     if expected_sha256 and recorded != expected_sha256:
         raise WeightsMismatch(f"{value} is recorded with sha256 {recorded}, expected {expected_sha256}")
     folder = (cache or default_cache()) / "weights" / recorded
@@ -229,7 +241,9 @@ def resolve(
             storage.get_file(key, part)
             digest = _file_sha256(part)
             if digest != recorded:
-                raise WeightsMismatch(f"{value}: the stored file has sha256 {digest}, its record says {recorded}")
+                raise WeightsMismatch(
+                    f"{value}: the stored file has sha256 {digest}, its record says {recorded}"
+                )
             os.replace(part, target)
         finally:
             part.unlink(missing_ok=True)

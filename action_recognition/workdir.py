@@ -1,8 +1,8 @@
 """Job folders and temporary files that a killed process cannot leave behind for long.
 
-Every temporary name carries the id of the process that made it. A process killed with SIGKILL cannot clean up,
-so the next process that works in the same place removes what dead processes left (``sweep_*``): a retry of a
-killed task ends with no leftover temporary file or folder.
+Every temporary name carries the id of the process that made it. A process killed with SIGKILL cannot clean
+up, so the next process that works in the same place removes what dead processes left (``sweep_*``): a retry
+of a killed task ends with no leftover temporary file or folder.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """How the pose step's decoding threads read ffmpeg's frames, and what that costs the thread beside them.
 
-The pose step decodes in threads while its inference thread runs Python (Ultralytics' pre- and post-processing); a
-reader that holds the GIL often slows inference down. Two readers of the same 10 s of raw 320x241 BGR frames (58 MB,
-written by ``cat`` so that decoding itself costs nothing), each in two threads beside a pure-Python loop:
+The pose step decodes in threads while its inference thread runs Python (Ultralytics' pre- and
+post-processing); a reader that holds the GIL often slows inference down. Two readers of the same 10 s of raw
+320x241 BGR frames (58 MB, written by ``cat`` so that decoding itself costs nothing), each in two threads
+beside a pure-Python loop:
 
-- baseline: ``subprocess.run(capture_output=True)``, the usual way (a poll loop over 64 KiB pipe reads, then a join);
+- baseline: ``subprocess.run(capture_output=True)``, the usual way (a poll loop over 64 KiB pipe reads, then a
+  join);
 - ``media.read_frames``: ``readinto`` one preallocated buffer through a 1 MiB pipe.
 
 Printed: clips read per second and the Python loop's speed beside them (1.0 = undisturbed). Run:
@@ -58,7 +60,9 @@ def beside(read: Callable[[], object], threads: int, seconds: float) -> tuple[fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -68,15 +72,20 @@ def main() -> None:
         argv = ["cat", str(raw)]
         readers = {
             "capture_output": lambda: subprocess.run(argv, capture_output=True, check=True).stdout,
-            "read_frames": lambda: read_frames(argv, frame_bytes=FRAME, expected=FRAMES, timeout_s=60, what="cat"),
+            "read_frames": lambda: read_frames(
+                argv, frame_bytes=FRAME, expected=FRAMES, timeout_s=60, what="cat"
+            ),
         }
         alone = _loop_speed(args.seconds)
         figures = {}
         for name, read in readers.items():
             rate, loops = beside(read, 2, args.seconds)
             figures[name] = {"clips_per_s": round(rate, 2), "python_loop_speed": round(loops / alone, 3)}
-            print(f"{name:<15} {rate:6.2f} clips/s read by 2 threads; a Python loop beside them runs at "
-                  f"{loops / alone:.2f}x", flush=True)  # fmt: skip
+            print(
+                f"{name:<15} {rate:6.2f} clips/s read by 2 threads; a Python loop beside them runs at "
+                f"{loops / alone:.2f}x",
+                flush=True,
+            )
     ratio = figures["read_frames"]["clips_per_s"] / max(figures["capture_output"]["clips_per_s"], 1e-9)
     print(f"read_frames reads {ratio:.1f}x the clips of capture_output")
     if args.json:

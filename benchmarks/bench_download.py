@@ -1,8 +1,9 @@
 """Bytes and seconds of a segment download against a whole-video download, measured in the same run.
 
 A generated 5-minute 360p video is served by the local Range-capable server; the project's ``download`` step
-fetches a 10 s window the default way (segment) and the baseline way (the whole video, as the original study did).
-The server counts the bytes it sends. Run: ``make bench-download`` (or ``python -m benchmarks.bench_download``).
+fetches a 10 s window the default way (segment) and the baseline way (the whole video, as the original study
+did). The server counts the bytes it sends. Run: ``make bench-download`` (or ``python -m
+benchmarks.bench_download``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,21 @@ def measure(method: str, video: Path, work: Path, windows: list[tuple[int, int]]
     lines = [f"tap dancing,{v},{s},{e},train\n" for v, (s, e) in zip(ids, windows, strict=True)]
     csv_path.write_text("label,youtube_id,time_start,time_end,split\n" + "".join(lines))
     store = LocalStorage(work / method)
-    plan_dataset(PlanConfig(annotations=[str(csv_path)], classes=["tap dancing"], class_contains=None,
-                            dataset="bench", carve_missing_splits=False), store)  # fmt: skip
+    plan_dataset(
+        PlanConfig(
+            annotations=[str(csv_path)],
+            classes=["tap dancing"],
+            class_contains=None,
+            dataset="bench",
+            carve_missing_splits=False,
+        ),
+        store,
+    )
     with VideoServer(dict.fromkeys(ids, video)) as srv:
         began = time.perf_counter()
-        result = download_shard("bench", store, DownloadConfig(url_template=srv.url_template, method=method, workers=1))
+        result = download_shard(
+            "bench", store, DownloadConfig(url_template=srv.url_template, method=method, workers=1)
+        )
         seconds = time.perf_counter() - began
         sent = sum(srv.bytes_sent.values())
     assert result.counts == {"ok": len(ids)}, result.counts

@@ -1,5 +1,6 @@
-"""How long the scheduler's DAG processor takes to parse the DAG folder, against a one-task DAG parsed in the same
-process (Airflow's own cost per file): a ratio, because machines here are shared and absolute times wander.
+"""How long the scheduler's DAG processor takes to parse the DAG folder, against a one-task DAG parsed in the
+same process (Airflow's own cost per file): a ratio, because machines here are shared and absolute times
+wander.
 
 Each parse runs in a fresh process with a database URL that cannot work (parsing must need none), best of 5.
 Run: ``python -m benchmarks.bench_parse [--json]``.
@@ -49,7 +50,9 @@ def parse_seconds(folder: Path, home: Path, repeats: int = 5) -> dict[str, float
     code = CODE.format(plugins=str(ROOT / "plugins"), folder=str(folder))
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
         if out.returncode != 0:
             raise SystemExit(f"parsing {folder} failed:\n{out.stderr[-3000:]}")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -64,10 +67,16 @@ def main() -> None:
         baseline = parse_seconds(base, Path(tmp) / "home")
         ours = parse_seconds(ROOT / "dags", Path(tmp) / "home")
     per_dag = ours["seconds"] / ours["dags"]
-    result = {"dags_folder_s": round(ours["seconds"], 4), "dags": ours["dags"], "one_task_dag_s": round(
-        baseline["seconds"], 4), "per_dag_ratio": round(per_dag / baseline["seconds"], 2)}  # fmt: skip
-    print(f"DAG folder ({ours['dags']} DAGs): {ours['seconds'] * 1000:.0f} ms; a one-task DAG: "
-          f"{baseline['seconds'] * 1000:.0f} ms; per DAG {result['per_dag_ratio']}x the one-task DAG")  # fmt: skip
+    result = {
+        "dags_folder_s": round(ours["seconds"], 4),
+        "dags": ours["dags"],
+        "one_task_dag_s": round(baseline["seconds"], 4),
+        "per_dag_ratio": round(per_dag / baseline["seconds"], 2),
+    }
+    print(
+        f"DAG folder ({ours['dags']} DAGs): {ours['seconds'] * 1000:.0f} ms; a one-task DAG: "
+        f"{baseline['seconds'] * 1000:.0f} ms; per DAG {result['per_dag_ratio']}x the one-task DAG"
+    )
     if "--json" in sys.argv:
         print(json.dumps(result))
 

@@ -1,17 +1,18 @@
 """Pose extraction speed, every figure from the same clips in one run:
 
-1. each stage of the pipelined pose step *alone* (:mod:`action_recognition.pose.pipeline`): decode (ffmpeg at the
-   inference size, ``pose.workers`` at once), infer (YOLO pose, batches filled across clips), track (ByteTrack and the
-   main-person choice, where ``pose.track_in`` puts it), write (the npz of each clip);
+1. each stage of the pipelined pose step *alone* (:mod:`action_recognition.pose.pipeline`): decode (ffmpeg at
+   the inference size, ``pose.workers`` at once), infer (YOLO pose, batches filled across clips), track
+   (ByteTrack and the main-person choice, where ``pose.track_in`` puts it), write (the npz of each clip);
 2. the pipelined step over the same clips: wall time per frame;
-3. the step it replaces, measured here as the baseline: one clip at a time, OpenCV decoding at the file's size,
-   ``model.track`` batch after batch (tracking inside the inference loop);
-4. the original study's extractor: torchvision ``keypointrcnn_resnet50_fpn`` on each frame (random weights: the
-   speed is the architecture's).
+3. the step it replaces, measured here as the baseline: one clip at a time, OpenCV decoding at the file's
+   size, ``model.track`` batch after batch (tracking inside the inference loop);
+4. the original study's extractor: torchvision ``keypointrcnn_resnet50_fpn`` on each frame (random weights:
+   the speed is the architecture's).
 
 Goals: wall per frame <= 1.15x the slowest stage alone; the step >= 10x faster per frame than (4). Weights are
 untrained everywhere (shapes and speed only). ``--json`` ends with one JSON line (``stages_ms_per_frame``,
-``wall_ms_per_frame``, the ratios). Run: ``python -m benchmarks.bench_pose [--device cuda] [--batch 64] [--json]``.
+``wall_ms_per_frame``, the ratios). Run: ``python -m benchmarks.bench_pose [--device cuda] [--batch 64]
+[--json]``.
 """
 
 from __future__ import annotations
@@ -62,20 +63,31 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - began
 
 
-def stages_alone(pose: PoseModel, cfg: PoseConfig, clips: list[Path], out: Path, tracking: Any) -> dict[str, float]:
+def stages_alone(
+    pose: PoseModel, cfg: PoseConfig, clips: list[Path], out: Path, tracking: Any
+) -> dict[str, float]:
     """Seconds of each stage run by itself over the clips (with its own parallelism)."""
     decoded: list[Any] = []
     with ThreadPoolExecutor(cfg.workers) as pool:
-        seconds = {"decode": _timed(lambda: decoded.extend(pool.map(lambda p: decode_clip(p, cfg.fps, cfg.imgsz),
-                                                                     clips)))}  # fmt: skip
+        seconds = {
+            "decode": _timed(
+                lambda: decoded.extend(pool.map(lambda p: decode_clip(p, cfg.fps, cfg.imgsz), clips))
+            )
+        }
     frames = [(ci, f) for ci, d in enumerate(decoded) for f in d.frames]
     raws: list[list[Any]] = [[] for _ in decoded]
 
     def infer() -> None:
         for start in range(0, len(frames), cfg.batch):
             chunk = frames[start : start + cfg.batch]
-            results = pose.model.predict([f for _, f in chunk], imgsz=cfg.imgsz, conf=cfg.conf, device=pose.device,
-                                         half=pose.half, verbose=False)  # fmt: skip
+            results = pose.model.predict(
+                [f for _, f in chunk],
+                imgsz=cfg.imgsz,
+                conf=cfg.conf,
+                device=pose.device,
+                half=pose.half,
+                verbose=False,
+            )
             for (ci, _), raw in zip(chunk, batch_detections(results), strict=True):
                 raws[ci].append(raw)
 
@@ -87,9 +99,15 @@ def stages_alone(pose: PoseModel, cfg: PoseConfig, clips: list[Path], out: Path,
     seconds["infer"] = _timed(infer_in_a_thread)
     settings, weights = tracker_settings(cfg.tracker), Weights()
     tracked: list[Any] = []
-    seconds["track"] = _timed(lambda: tracked.extend(f.result() for f in [
-        tracking.submit(track_clip, raw, d.frames.shape[1:3], settings, weights, cfg.top_m)
-        for raw, d in zip(raws, decoded, strict=True)]))  # fmt: skip
+    seconds["track"] = _timed(
+        lambda: tracked.extend(
+            f.result()
+            for f in [
+                tracking.submit(track_clip, raw, d.frames.shape[1:3], settings, weights, cfg.top_m)
+                for raw, d in zip(raws, decoded, strict=True)
+            ]
+        )
+    )
 
     def write() -> None:
         for i, (people, stats, _) in enumerate(tracked):
@@ -110,21 +128,27 @@ def keypoint_rcnn(frames: list[Any], device: str, count: int) -> float:
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
     rcnn = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval().to(device)
-    tensors = [torch.from_numpy(f[:, :, ::-1].copy()).permute(2, 0, 1).float().div(255) for f in frames[: count + 1]]
+    tensors = [
+        torch.from_numpy(f[:, :, ::-1].copy()).permute(2, 0, 1).float().div(255) for f in frames[: count + 1]
+    ]
     with torch.inference_mode():
         rcnn([tensors[0].to(device)])  # warm-up
         return _timed(lambda: [rcnn([t.to(device)]) for t in tensors[1 : count + 1]]) / count
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clips", type=int, default=4, help="clips in the run")
     parser.add_argument("--seconds", type=float, default=4.0, help="clip length (25 fps)")
     parser.add_argument("--batch", type=int, default=16, help="pose.batch: frames per inference call")
     parser.add_argument("--workers", type=int, default=2, help="pose.workers: decoding threads")
     parser.add_argument("--track-in", default="auto", choices=["auto", "thread", "process"])
-    parser.add_argument("--rcnn-frames", type=int, default=3, help="frames timed for the Keypoint R-CNN (0: skip)")
+    parser.add_argument(
+        "--rcnn-frames", type=int, default=3, help="frames timed for the Keypoint R-CNN (0: skip)"
+    )
     parser.add_argument("--clip", type=Path, default=None, help="a normalised clip to use (no ffmpeg encode)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args()
@@ -133,12 +157,28 @@ def main() -> None:
         clip = args.clip or work / "clip.mp4"
         if args.clip is None:
             c = ClipConfig()
-            encode_clip(VIDEO, clip, start_s=0, duration_s=args.seconds, short_side=c.short_side, fps=c.fps,
-                        crf=c.crf, preset=c.preset, threads=2, timeout_s=120)  # fmt: skip
+            encode_clip(
+                VIDEO,
+                clip,
+                start_s=0,
+                duration_s=args.seconds,
+                short_side=c.short_side,
+                fps=c.fps,
+                crf=c.crf,
+                preset=c.preset,
+                threads=2,
+                timeout_s=120,
+            )
         clips = [clip] * args.clips
         # The default threshold, as a trained model runs (untrained alone would keep every random detection).
-        cfg = PoseConfig(untrained=True, conf=0.25, device=args.device, batch=args.batch, workers=args.workers,
-                         track_in=args.track_in)  # fmt: skip
+        cfg = PoseConfig(
+            untrained=True,
+            conf=0.25,
+            device=args.device,
+            batch=args.batch,
+            workers=args.workers,
+            track_in=args.track_in,
+        )
         pose = load_pose_model(cfg)
         tracking = track_executor(cfg, pose.device)
 
@@ -169,29 +209,47 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu ({cores} cores)"
     figures: dict[str, Any] = {
-        "device": device, "weights": "untrained", "clips": args.clips, "frames": frames, "imgsz": cfg.imgsz,
-        "batch": cfg.batch, "workers": cfg.workers, "track_in": args.track_in,
-        "stages_ms_per_frame": stages, "slowest_stage": slowest, "wall_ms_per_frame": wall,
+        "device": device,
+        "weights": "untrained",
+        "clips": args.clips,
+        "frames": frames,
+        "imgsz": cfg.imgsz,
+        "batch": cfg.batch,
+        "workers": cfg.workers,
+        "track_in": args.track_in,
+        "stages_ms_per_frame": stages,
+        "slowest_stage": slowest,
+        "wall_ms_per_frame": wall,
         "wall_vs_slowest_stage": round(wall / stages[slowest], 3),
         "busy_ms_per_frame_in_pipeline": clock.ms_per_frame(),
-        "sequential_ms_per_frame": round(1000 * old, 3), "speedup_vs_sequential": round(1000 * old / wall, 2),
+        "sequential_ms_per_frame": round(1000 * old, 3),
+        "speedup_vs_sequential": round(1000 * old / wall, 2),
         "clips_per_s_10s": round(1000 / (wall * 250), 2),
-        "goals": {"wall_vs_slowest_stage_at_most": GOAL_WALL_VS_SLOWEST,
-                  "speedup_vs_original_at_least": GOAL_VS_ORIGINAL},
-    }  # fmt: skip
+        "goals": {
+            "wall_vs_slowest_stage_at_most": GOAL_WALL_VS_SLOWEST,
+            "speedup_vs_original_at_least": GOAL_VS_ORIGINAL,
+        },
+    }
     if rcnn is not None:
         figures["ms_per_frame_keypoint_rcnn"] = round(rcnn * 1000, 1)
         figures["speedup_vs_original"] = round(rcnn * 1000 / wall, 1)
-    print(f"{device}: {frames} frames in {args.clips} clips, batch {cfg.batch}, {cfg.workers} decoders, "
-          f"tracking in {args.track_in}")  # fmt: skip
+    print(
+        f"{device}: {frames} frames in {args.clips} clips, batch {cfg.batch}, {cfg.workers} decoders, "
+        f"tracking in {args.track_in}"
+    )
     for name, ms in stages.items():
         print(f"  {name:<7} alone {ms:8.3f} ms/frame" + ("  <- slowest" if name == slowest else ""))
-    print(f"  pipelined step {wall:.3f} ms/frame = {figures['wall_vs_slowest_stage']}x the slowest stage "
-          f"(goal <= {GOAL_WALL_VS_SLOWEST}); the sequential step {figures['sequential_ms_per_frame']} ms/frame "
-          f"({figures['speedup_vs_sequential']}x slower)")  # fmt: skip
+    print(
+        f"  pipelined step {wall:.3f} ms/frame = {figures['wall_vs_slowest_stage']}x the slowest stage "
+        f"(goal <= {GOAL_WALL_VS_SLOWEST}); the sequential step {figures['sequential_ms_per_frame']} "
+        "ms/frame "
+        f"({figures['speedup_vs_sequential']}x slower)"
+    )
     if rcnn is not None:
-        print(f"  Keypoint R-CNN {figures['ms_per_frame_keypoint_rcnn']} ms/frame: the step is "
-              f"{figures['speedup_vs_original']}x faster (goal >= {GOAL_VS_ORIGINAL})")  # fmt: skip
+        print(
+            f"  Keypoint R-CNN {figures['ms_per_frame_keypoint_rcnn']} ms/frame: the step is "
+            f"{figures['speedup_vs_original']}x faster (goal >= {GOAL_VS_ORIGINAL})"
+        )
     if args.json:
         print(json.dumps(figures))
 

@@ -1,16 +1,17 @@
 """The keypoint model's default recipe against a simple reference, on generated datasets made hard on purpose.
 
-The reference is the one issue 14 measured on real skeletons (0.844 mean top-1 where the old default had 0.784),
-written here from its description and with its hyperparameters fixed in advance: joint-collection distances plus
-motion at two scales, 1D conv blocks with BatchNorm and LeakyReLU, frames resampled to 32, the skeleton centred and
-scaled per clip, AdamW lr 1e-3 wd 1e-4 with cosine decay, label smoothing 0.1, random scale augmentation, 150
-epochs, batch 64, every training clip (train + val) used, no early stopping.
+The reference is the one issue 14 measured on real skeletons (0.844 mean top-1 where the old default had
+0.784), written here from its description and with its hyperparameters fixed in advance: joint-collection
+distances plus motion at two scales, 1D conv blocks with BatchNorm and LeakyReLU, frames resampled to 32, the
+skeleton centred and scaled per clip, AdamW lr 1e-3 wd 1e-4 with cosine decay, label smoothing 0.1, random
+scale augmentation, 150 epochs, batch 64, every training clip (train + val) used, no early stopping.
 
-The default is ``action-recognition train`` with every default (``train_model`` with a default ``TrainConfig``,
-tracked into a throwaway SQLite MLflow). Both see the same generated datasets (few clips per class, confusable class
-pairs, missing frames and jitter, a layout the file does not name) and the same seeds; each prints top-1 on the
-test split and seconds, mean and spread over the seeds, and whether the default wins or ties (within one point).
-Generated data, named so in every line. Run: ``python -m benchmarks.bench_skeleton [--seeds N] [--quick] [--json]``.
+The default is ``action-recognition train`` with every default (``train_model`` with a default
+``TrainConfig``, tracked into a throwaway SQLite MLflow). Both see the same generated datasets (few clips per
+class, confusable class pairs, missing frames and jitter, a layout the file does not name) and the same seeds;
+each prints top-1 on the test split and seconds, mean and spread over the seeds, and whether the default wins
+or ties (within one point). Generated data, named so in every line. Run: ``python -m benchmarks.bench_skeleton
+[--seeds N] [--quick] [--json]``.
 """
 
 from __future__ import annotations
@@ -36,13 +37,20 @@ DATASETS: dict[str, dict[str, Any]] = {
     "few-clips": {"num_classes": 10, "per_class": 15, "noise": 0.02, "missing": 0.1},
     "confusable-pairs": {"num_classes": 8, "per_class": 25, "confusable": True, "noise": 0.02},
     "missing-and-jitter": {"num_classes": 8, "per_class": 25, "missing": 0.3, "noise": 0.025},
-    "unknown-layout": {"num_classes": 8, "per_class": 25, "joints": 15, "unknown_layout": True, "noise": 0.02},
+    "unknown-layout": {
+        "num_classes": 8,
+        "per_class": 25,
+        "joints": 15,
+        "unknown_layout": True,
+        "noise": 0.02,
+    },
 }
 #: A tie: the default's mean within this of the reference's.
 TIE = 0.01
 
 
-# ----------------------------------------------------------------------------------------------- the reference
+# ----------------------------------------------------------------------------------------------- the
+# reference
 
 
 def _block(cin: int, cout: int, k: int) -> nn.Sequential:
@@ -50,7 +58,8 @@ def _block(cin: int, cout: int, k: int) -> nn.Sequential:
 
 
 class Reference(nn.Module):
-    """DD-Net-like: JCD and two-scale motion embedded by 1D convolutions, then a 1D conv body and a small head."""
+    """DD-Net-like: JCD and two-scale motion embedded by 1D convolutions, then a 1D conv body and a small
+    head."""
 
     def __init__(self, joints: int, classes: int, f: int = 32) -> None:
         super().__init__()
@@ -59,10 +68,20 @@ class Reference(nn.Module):
         self.jcd = nn.Sequential(_block(pairs, 2 * f, 1), _block(2 * f, f, 3), _block(f, f, 1))
         self.slow = nn.Sequential(_block(2 * joints, 2 * f, 1), _block(2 * f, f, 3), _block(f, f, 1))
         self.fast = nn.Sequential(_block(2 * joints, 2 * f, 1), _block(2 * f, f, 3), _block(f, f, 1))
-        self.body = nn.Sequential(_block(3 * f, 2 * f, 3), nn.MaxPool1d(2), _block(2 * f, 4 * f, 3), nn.MaxPool1d(2),
-                                  _block(4 * f, 8 * f, 3))  # fmt: skip
-        self.head = nn.Sequential(nn.Linear(8 * f, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.2), nn.Dropout(0.5),
-                                  nn.Linear(128, classes))  # fmt: skip
+        self.body = nn.Sequential(
+            _block(3 * f, 2 * f, 3),
+            nn.MaxPool1d(2),
+            _block(2 * f, 4 * f, 3),
+            nn.MaxPool1d(2),
+            _block(4 * f, 8 * f, 3),
+        )
+        self.head = nn.Sequential(
+            nn.Linear(8 * f, 128),
+            nn.BatchNorm1d(128),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(0.5),
+            nn.Linear(128, classes),
+        )
 
     def forward(self, xy: torch.Tensor) -> torch.Tensor:  # (B, T, J, 2), centred and scaled
         b, t, j, _ = xy.shape
@@ -126,8 +145,13 @@ def train_default(path: Path, seed: int, work: Path, arch: str | None = None) ->
     from action_recognition.storage import LocalStorage
     from action_recognition.train import train_model
 
-    config = TrainConfig(arch=arch, seed=seed, tracking_uri=f"sqlite:///{work}/mlflow.db", system_metrics=False,
-                         log_model=False)  # fmt: skip
+    config = TrainConfig(
+        arch=arch,
+        seed=seed,
+        tracking_uri=f"sqlite:///{work}/mlflow.db",
+        system_metrics=False,
+        log_model=False,
+    )
     return float(train_model(config, str(path), storage=LocalStorage(work / "store")).metrics["test_top1"])
 
 
@@ -141,7 +165,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="two datasets, one seed (a smoke run)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
-    parser.add_argument("--arch", default=None, help="train the default recipe with this architecture instead")
+    parser.add_argument(
+        "--arch", default=None, help="train the default recipe with this architecture instead"
+    )
     parser.add_argument("--only", default=None, help="one dataset: " + ", ".join(DATASETS))
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -156,21 +182,38 @@ def main() -> None:
             for seed in seeds:
                 default.append(_timed(train_default, path, seed, Path(tmp) / f"{name}-{seed}", args.arch))
                 reference.append(_timed(train_reference, data, seed))
-            row = {"dataset": f"synthetic {name}", "clips": len(data["labels"]), "classes": len(data["classes"]),
-                   "default_top1": [round(a, 3) for a, _ in default],
-                   "reference_top1": [round(a, 3) for a, _ in reference],
-                   "default_s": round(statistics.mean(s for _, s in default), 1),
-                   "reference_s": round(statistics.mean(s for _, s in reference), 1)}  # fmt: skip
+            row = {
+                "dataset": f"synthetic {name}",
+                "clips": len(data["labels"]),
+                "classes": len(data["classes"]),
+                "default_top1": [round(a, 3) for a, _ in default],
+                "reference_top1": [round(a, 3) for a, _ in reference],
+                "default_s": round(statistics.mean(s for _, s in default), 1),
+                "reference_s": round(statistics.mean(s for _, s in reference), 1),
+            }
             d, r = statistics.mean(row["default_top1"]), statistics.mean(row["reference_top1"])
             row["verdict"] = "win" if d > r + TIE else ("tie" if d >= r - TIE else "LOSS")
             rows.append(row)
             spread = lambda v: statistics.pstdev(v) if len(v) > 1 else 0.0  # noqa: E731
-            print(f"{row['dataset']:<32} default {d:.3f} +- {spread(row['default_top1']):.3f} ({row['default_s']} s)"
-                  f"   reference {r:.3f} +- {spread(row['reference_top1']):.3f} ({row['reference_s']} s)"
-                  f"   {row['verdict']}", flush=True)  # fmt: skip
+            print(
+                f"{row['dataset']:<32} default {d:.3f} +- {spread(row['default_top1']):.3f} "
+                f"({row['default_s']} s)"
+                f"   reference {r:.3f} +- {spread(row['reference_top1']):.3f} ({row['reference_s']} s)"
+                f"   {row['verdict']}",
+                flush=True,
+            )
     if args.json:
-        print(json.dumps({"bench": "skeleton", "arch": args.arch or "default", "seeds": len(seeds), "rows": rows,
-                          "default_wins_or_ties_everywhere": all(r["verdict"] != "LOSS" for r in rows)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "bench": "skeleton",
+                    "arch": args.arch or "default",
+                    "seeds": len(seeds),
+                    "rows": rows,
+                    "default_wins_or_ties_everywhere": all(r["verdict"] != "LOSS" for r in rows),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -2,14 +2,15 @@
 ### kinetics_pipeline: Kinetics annotations to registered action-recognition models
 
 Plans a dataset from the official Kinetics CSVs (by default the 15 *dancing* classes of the original study),
-downloads just the annotated 10 s of each video, clips and normalises it, extracts the main person's pose, builds a
-keypoint and an RGB dataset, trains a model of each family, registers both in MLflow as `@challenger` and promotes
-each to `@champion` when it beats the current one on the same test set (optionally after a person approves).
+downloads just the annotated 10 s of each video, clips and normalises it, extracts the main person's pose,
+builds a keypoint and an RGB dataset, trains a model of each family, registers both in MLflow as `@challenger`
+and promotes each to `@champion` when it beats the current one on the same test set (optionally after a person
+approves).
 
-Each step is one `action-recognition` CLI call: in the worker image (`runner=docker`, GPU for pose and training) or
-as a local subprocess (`runner=local`). Download, clip and pose are mapped over shards of the manifest (at most 64
-tasks each); downloads share the `youtube_downloads` pool. XCom carries URIs, run ids and counts only.
-Re-running a finished run creates no new object and no new model version.
+Each step is one `action-recognition` CLI call: in the worker image (`runner=docker`, GPU for pose and
+training) or as a local subprocess (`runner=local`). Download, clip and pose are mapped over shards of the
+manifest (at most 64 tasks each); downloads share the `youtube_downloads` pool. XCom carries URIs, run ids and
+counts only. Re-running a finished run creates no new object and no new model version.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from ar_provider.defaults import (
     runner_kwargs,
     train_args,
     url_template_param,
-)  # fmt: skip
+)
 from ar_provider.operators import StepOperator
 
 from action_recognition.names import DEFAULT_PER_CLASS
@@ -53,11 +54,11 @@ APPROVAL_BODY = """
 | test top-1 | test top-5 | mean class accuracy | test clips | epochs | MLflow run |
 |---|---|---|---|---|---|
 | {{ "%.3f" % r.test_top1 }} | {{ "%.3f" % r.test_top5 }} | {{ "%.3f" % r.mean_class_acc }} \
-| {{ r.test_samples | int }} | {{ r.epochs_run }}{% if r.refit_models %} + {{ r.refit_models }} x {{ r.refit_epochs }} \
-refit{% endif %} | `{{ r.run_id }}` |
+| {{ r.test_samples | int }} | {{ r.epochs_run }}{% if r.refit_models %} \
++ {{ r.refit_models }} x {{ r.refit_epochs }} refit{% endif %} | `{{ r.run_id }}` |
 {% endif %}{% endfor %}
-Approving promotes each challenger that beats its current champion by `{{ params.promotion_margin }}` (test top-1 on
-the same test set); rejecting keeps the champions.
+Approving promotes each challenger that beats its current champion by `{{ params.promotion_margin }}`
+(test top-1 on the same test set); rejecting keeps the champions.
 """
 
 
@@ -68,8 +69,8 @@ the same test set); rejecting keeps the champions.
     catchup=False,
     max_active_runs=1,
     default_args=LOST_TRY_RETRY,
-    # No schedule: it runs only when someone triggers it. Paused (Airflow's default for a new DAG), a run triggered
-    # through the REST API would wait in `queued` for ever; only the UI's trigger button unpauses.
+    # No schedule: it runs only when someone triggers it. Paused (Airflow's default for a new DAG), a run
+    # triggered through the REST API would wait in `queued` for ever; only the UI's trigger button unpauses.
     is_paused_upon_creation=False,
     doc_md=__doc__,
     tags=["action-recognition", "kinetics", "training"],
@@ -80,7 +81,12 @@ the same test set); rejecting keeps the champions.
             type="array",
             minItems=1,
             maxItems=100,
-            items={"type": "string", "minLength": 1, "maxLength": 2048, "pattern": "^(https?://|file://|[^:]*$)"},
+            items={
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 2048,
+                "pattern": "^(https?://|file://|[^:]*$)",
+            },
             description="Kinetics annotation CSVs: paths or http(s) URLs.",
         ),
         # "null" in the type: the form shows these as optional, so its defaults can be submitted as they are.
@@ -95,10 +101,13 @@ the same test set); rejecting keeps the champions.
             "dancing",
             **param_schema(
                 "class_contains",
-                description="Every class whose name contains this word (used when classes is empty; both empty: all).",
+                description="Every class whose name contains this word (used when classes is empty; both "
+                "empty: all).",
             ),
         ),
-        "per_class": Param(int(env_default("AR_PER_CLASS", str(DEFAULT_PER_CLASS))), **param_schema("per_class")),
+        "per_class": Param(
+            int(env_default("AR_PER_CLASS", str(DEFAULT_PER_CLASS))), **param_schema("per_class")
+        ),
         "clips_per_shard": Param(
             25,
             type="integer",
@@ -143,9 +152,10 @@ def kinetics_pipeline() -> None:
         shards = shard_plan(int(plan_result["planned"]), int(params["clips_per_shard"]), MAX_SHARDS)
         return [["--shard", s] for s in shards]  # dataset and storage: the validated Params (config_from)
 
-    # The checks of `action-recognition doctor`, on the runner that will do the work (inside the worker image for
-    # runner=docker): a missing JavaScript runtime, weights not in storage, a storage key that cannot write, a wrong
-    # MLflow password or an annotation URL that moved fails here in seconds, every failure named.
+    # The checks of `action-recognition doctor`, on the runner that will do the work (inside the worker image
+    # for runner=docker): a missing JavaScript runtime, weights not in storage, a storage key that cannot
+    # write, a wrong MLflow password or an annotation URL that moved fails here in seconds, every failure
+    # named.
     checks = preflight(run, pools=(DOWNLOAD_POOL,))
 
     shards = shard_manifest(plan.output)
@@ -163,26 +173,51 @@ def kinetics_pipeline() -> None:
         args=["--kind", "keypoints"],
     )
     build_frames = StepOperator(
-        **run, task_id="build_frames_dataset", step="build-dataset",
+        **run,
+        task_id="build_frames_dataset",
+        step="build-dataset",
         args=["--kind", "frames"],
-    )  # fmt: skip
+    )
     train_keypoint = StepOperator(
-        **run, task_id="train_keypoint", step="train", gpu=True, skip_unless="keypoint",
+        **run,
+        task_id="train_keypoint",
+        step="train",
+        gpu=True,
+        skip_unless="keypoint",
         args=train_args("keypoint", "{{ ti.xcom_pull(task_ids='build_keypoint_dataset')['dataset_uri'] }}"),
-    )  # fmt: skip
+    )
     train_rgb = StepOperator(
-        **run, task_id="train_rgb", step="train", gpu=True, skip_unless="rgb",
+        **run,
+        task_id="train_rgb",
+        step="train",
+        gpu=True,
+        skip_unless="rgb",
         args=train_args("rgb", "{{ ti.xcom_pull(task_ids='build_frames_dataset')['dataset_uri'] }}"),
-    )  # fmt: skip
+    )
     register_keypoint = StepOperator(
-        **run, **NETWORK_RETRY, task_id="register_keypoint", step="register",
-        args=["--run-id", "{{ ti.xcom_pull(task_ids='train_keypoint')['run_id'] }}",
-              "--name", "{{ params.dataset }}-keypoint"],
-    )  # fmt: skip
+        **run,
+        **NETWORK_RETRY,
+        task_id="register_keypoint",
+        step="register",
+        args=[
+            "--run-id",
+            "{{ ti.xcom_pull(task_ids='train_keypoint')['run_id'] }}",
+            "--name",
+            "{{ params.dataset }}-keypoint",
+        ],
+    )
     register_rgb = StepOperator(
-        **run, **NETWORK_RETRY, task_id="register_rgb", step="register",
-        args=["--run-id", "{{ ti.xcom_pull(task_ids='train_rgb')['run_id'] }}", "--name", "{{ params.dataset }}-rgb"],
-    )  # fmt: skip
+        **run,
+        **NETWORK_RETRY,
+        task_id="register_rgb",
+        step="register",
+        args=[
+            "--run-id",
+            "{{ ti.xcom_pull(task_ids='train_rgb')['run_id'] }}",
+            "--name",
+            "{{ params.dataset }}-rgb",
+        ],
+    )
 
     @task.branch(trigger_rule="none_failed_min_one_success")
     def choose_promotion_path(**context: Any) -> list[str]:
@@ -196,36 +231,53 @@ def kinetics_pipeline() -> None:
         retries=0,  # a person's answer is not asked twice
     )
     no_approval = EmptyOperator(task_id="no_approval_needed")
-    promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote", "trigger_rule": "none_failed_min_one_success"}
+    promote_kwargs = {
+        **run,
+        **NETWORK_RETRY,
+        "step": "promote",
+        "trigger_rule": "none_failed_min_one_success",
+    }
     promote_keypoint = StepOperator(
-        task_id="promote_keypoint", skip_unless="keypoint", args=["--name", "{{ params.dataset }}-keypoint"],
+        task_id="promote_keypoint",
+        skip_unless="keypoint",
+        args=["--name", "{{ params.dataset }}-keypoint"],
         **promote_kwargs,
-    )  # fmt: skip
+    )
     promote_rgb = StepOperator(
-        task_id="promote_rgb", skip_unless="rgb", args=["--name", "{{ params.dataset }}-rgb"],
+        task_id="promote_rgb",
+        skip_unless="rgb",
+        args=["--name", "{{ params.dataset }}-rgb"],
         **promote_kwargs,
-    )  # fmt: skip
+    )
 
-    # The datasets are announced (the assets kinetics_retrain listens to) once this run has trained on them: announced
-    # when built, the retrain would train the same data at the same time as this run, in a second MLflow run.
+    # The datasets are announced (the assets kinetics_retrain listens to) once this run has trained on them:
+    # announced when built, the retrain would train the same data at the same time as this run, in a second
+    # MLflow run.
     @task(trigger_rule="none_failed", outlets=[KEYPOINT_DATASET, FRAMES_DATASET])
     def summarise(**context: Any) -> dict[str, Any]:
         """Counts per ledger state, metrics, promoted or not."""
-        from action_recognition.airflow_adapter import apply_connection_env
         from action_recognition.health import publish_health
         from action_recognition.pipeline import pipeline_summary
-        from action_recognition.storage import open_storage
+        from action_recognition.services import storage_for
 
-        apply_connection_env(STORAGE_CONN_ID)
+        storage = storage_for(context["params"]["storage_uri"], STORAGE_CONN_ID)
         ti = context["ti"]
-        names = ["train_keypoint", "train_rgb", "register_keypoint", "register_rgb", "promote_keypoint", "promote_rgb"]
+        names = [
+            "train_keypoint",
+            "train_rgb",
+            "register_keypoint",
+            "register_rgb",
+            "promote_keypoint",
+            "promote_rgb",
+        ]
         summary = pipeline_summary(
-            context["params"]["storage_uri"], context["params"]["dataset"],
+            storage,
+            context["params"]["dataset"],
             {name: ti.xcom_pull(task_ids=name) for name in names},
-        )  # fmt: skip
+        )
         # The dataset health page (Browse > Dataset health, and this run's tab) reads what this writes.
         summary["health_uri"] = publish_health(
-            open_storage(context["params"]["storage_uri"]),
+            storage,
             context["params"]["dataset"],
             dag_id=ti.dag_id,
             run_id=ti.run_id,

@@ -26,22 +26,24 @@ from ar_provider.defaults import (
     preflight,
     runner_kwargs,
     train_args,
-)  # fmt: skip
+)
 from ar_provider.operators import StepOperator
 
 
 @dag(
     dag_id="kinetics_retrain",
-    # No start_date, run_immediately=False: a new deployment waits for the next Monday (or the asset) instead of
-    # starting a retrain for the last missed Monday at once, before any dataset exists.
+    # No start_date, run_immediately=False: a new deployment waits for the next Monday (or the asset) instead
+    # of starting a retrain for the last missed Monday at once, before any dataset exists.
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC", run_immediately=False), assets=KEYPOINT_DATASET
+        timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC", run_immediately=False),
+        assets=KEYPOINT_DATASET,
     ),
     catchup=False,
     max_active_runs=1,
     default_args=LOST_TRY_RETRY,
-    # Airflow pauses new DAGs by default: then neither the schedule nor the asset would ever start a retrain on a
-    # fresh deployment. It only acts on data kinetics_pipeline publishes, so it is safe to run from the start.
+    # Airflow pauses new DAGs by default: then neither the schedule nor the asset would ever start a retrain
+    # on a fresh deployment. It only acts on data kinetics_pipeline publishes, so it is safe to run from the
+    # start.
     is_paused_upon_creation=False,
     doc_md=__doc__,
     tags=["action-recognition", "training", "retraining"],
@@ -53,14 +55,18 @@ def kinetics_retrain() -> None:
     @task(**NETWORK_RETRY)
     def find_latest_dataset(kind: str, **context: Any) -> dict[str, Any]:
         """The dataset file ``build-dataset`` last pointed ``latest-<kind>.json`` at."""
-        from action_recognition.airflow_adapter import apply_connection_env
         from action_recognition.pipeline import latest_dataset
+        from action_recognition.services import storage_for
 
-        apply_connection_env(STORAGE_CONN_ID)
         params = context["params"]
-        found = latest_dataset(params["storage_uri"], params["dataset"], kind)
-        if found is None:  # e.g. the weekly schedule before the first kinetics_pipeline run: nothing to retrain
-            raise AirflowSkipException(f"no {kind} dataset of {params['dataset']} in {params['storage_uri']} yet")
+        storage = storage_for(params["storage_uri"], STORAGE_CONN_ID)
+        found = latest_dataset(storage, params["dataset"], kind)
+        if (
+            found is None
+        ):  # e.g. the weekly schedule before the first kinetics_pipeline run: nothing to retrain
+            raise AirflowSkipException(
+                f"no {kind} dataset of {params['dataset']} in {params['storage_uri']} yet"
+            )
         return found
 
     keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
@@ -73,14 +79,12 @@ def kinetics_retrain() -> None:
     @task(trigger_rule="none_failed", **NETWORK_RETRY)
     def publish_health(**context: Any) -> str | None:
         """The dataset health page's champions after this retrain (nothing when no dataset was found)."""
-        from action_recognition.airflow_adapter import apply_connection_env
         from action_recognition.health import publish_health as publish
         from action_recognition.manifest import read_plan_info
-        from action_recognition.storage import open_storage
+        from action_recognition.services import storage_for
 
-        apply_connection_env(STORAGE_CONN_ID)
         params, ti = context["params"], context["ti"]
-        storage = open_storage(params["storage_uri"])
+        storage = storage_for(params["storage_uri"], STORAGE_CONN_ID)
         if read_plan_info(storage, params["dataset"]) is None:
             raise AirflowSkipException(f"{params['dataset']} was never planned in {params['storage_uri']}")
         return publish(storage, params["dataset"], dag_id=ti.dag_id, run_id=ti.run_id)
@@ -89,18 +93,31 @@ def kinetics_retrain() -> None:
     for family, found in (("keypoint", keypoints), ("rgb", frames)):
         source = f"find_{'keypoint' if family == 'keypoint' else 'frames'}_dataset"
         train = StepOperator(
-            **run, task_id=f"train_{family}", step="train", gpu=True, skip_unless=family,
+            **run,
+            task_id=f"train_{family}",
+            step="train",
+            gpu=True,
+            skip_unless=family,
             args=train_args(family, "{{ ti.xcom_pull(task_ids='" + source + "')['dataset_uri'] }}"),
-        )  # fmt: skip
+        )
         register = StepOperator(
-            **run, **NETWORK_RETRY, task_id=f"register_{family}", step="register",
-            args=["--run-id", "{{ ti.xcom_pull(task_ids='train_" + family + "')['run_id'] }}",
-                  "--name", "{{ params.dataset }}-" + family],
-        )  # fmt: skip
+            **run,
+            **NETWORK_RETRY,
+            task_id=f"register_{family}",
+            step="register",
+            args=[
+                "--run-id",
+                "{{ ti.xcom_pull(task_ids='train_" + family + "')['run_id'] }}",
+                "--name",
+                "{{ params.dataset }}-" + family,
+            ],
+        )
         promote = StepOperator(
-            task_id=f"promote_{family}", skip_unless=family, **promote_kwargs,
+            task_id=f"promote_{family}",
+            skip_unless=family,
+            **promote_kwargs,
             args=["--name", "{{ params.dataset }}-" + family],
-        )  # fmt: skip
+        )
         found >> train >> register >> promote >> health
 
 

@@ -1,16 +1,18 @@
-"""Write requirements/lock.txt with a sha256 for every pin, from the pins already in it (or a fresh `pip freeze`).
+"""Write requirements/lock.txt with a sha256 for every pin, from the pins already in it (or a fresh `pip
+freeze`).
 
-pip resolves each pin exactly as `make venv` would (same indexes, same platform: CPython 3.11, Linux x86_64) without
-installing anything (`pip install --dry-run --report`), and the report carries the hash of the file it chose. The
-lock is then installed with `--require-hashes`, so a file that changed upstream is refused instead of installed.
+pip resolves each pin exactly as `make venv` would (same indexes, same platform: CPython 3.11, Linux x86_64)
+without installing anything (`pip install --dry-run --report`), and the report carries the hash of the file it
+chose. The lock is then installed with `--require-hashes`, so a file that changed upstream is refused instead
+of installed.
 
     python scripts/lock.py                 # re-hash the pins in requirements/lock.txt
     python scripts/lock.py --freeze        # take the pins from this venv's `pip freeze` first
     python scripts/lock.py --constraints --exclude '^(torch|nvidia-)'   # the pins as a pip constraints file
     python scripts/lock.py --bump 'yt-dlp[default,deno]'   # newest yt-dlp, yt-dlp-ejs and deno pins, re-hashed
 
-The Docker images build on bases that bring their own torch/CUDA (worker) or Airflow (airflow): they install with
-the lock's pins as constraints (same versions), not its hashes, which are for this platform's wheels.
+The Docker images build on bases that bring their own torch/CUDA (worker) or Airflow (airflow): they install
+with the lock's pins as constraints (same versions), not its hashes, which are for this platform's wheels.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ def read_pins(text: str) -> list[tuple[str, str]]:
 
 def freeze(python: str) -> list[tuple[str, str]]:
     out = subprocess.run(
-        [python, "-m", "pip", "freeze", "--all", "--exclude-editable"], check=True, capture_output=True, text=True
+        [python, "-m", "pip", "freeze", "--all", "--exclude-editable"],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return [(n, v) for n, v in read_pins(out) if _canonical(n) != "action-recognition"]
 
@@ -88,18 +93,33 @@ def newest(python: str, requirement: str) -> tuple[dict[str, str], list[str]]:
     ``Requires-Dist`` lines (for its extras)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        subprocess.run([python, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", "--report",
-                        str(report), requirement], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--dry-run",
+                "--ignore-installed",
+                "--report",
+                str(report),
+                requirement,
+            ],
+            check=True,
+        )
         chosen = json.loads(report.read_text())["install"]
     versions = {_canonical(i["metadata"]["name"]): i["metadata"]["version"] for i in chosen}
     base = _canonical(re.split(r"[\[=<>!~ ]", requirement, maxsplit=1)[0])
-    requires = next(i["metadata"].get("requires_dist", []) for i in chosen if _canonical(i["metadata"]["name"]) == base)
+    requires = next(
+        i["metadata"].get("requires_dist", []) for i in chosen if _canonical(i["metadata"]["name"]) == base
+    )
     return versions, requires
 
 
 def moved_with(requirement: str, requires: list[str], pinned: dict[str, str]) -> set[str]:
-    """The package and what its requested extras need that the lock cannot keep: an exact pin (``==``), or a lower
-    bound the locked version no longer meets."""
+    """The package and what its requested extras need that the lock cannot keep: an exact pin (``==``), or a
+    lower bound the locked version no longer meets."""
     from packaging.requirements import Requirement
     from packaging.version import Version
 
@@ -117,7 +137,8 @@ def moved_with(requirement: str, requires: list[str], pinned: dict[str, str]) ->
 
 
 def bump(pins: list[tuple[str, str]], versions: dict[str, str], names: set[str]) -> list[tuple[str, str]]:
-    """``pins`` with each of ``names`` (canonical) at its version in ``versions``; a name not pinned yet is added."""
+    """``pins`` with each of ``names`` (canonical) at its version in ``versions``; a name not pinned yet is
+    added."""
     out = [(n, versions[_canonical(n)] if _canonical(n) in names else v) for n, v in pins]
     have = {_canonical(n) for n, _ in pins}
     out += [(n, versions[n]) for n in sorted(names - have)]
@@ -125,12 +146,18 @@ def bump(pins: list[tuple[str, str]], versions: dict[str, str], names: set[str])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--freeze", action="store_true", help="take the pins from `pip freeze` of --python")
     parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--lock", type=Path, default=LOCK, help="the lock file (default: requirements/lock.txt)")
+    parser.add_argument(
+        "--lock", type=Path, default=LOCK, help="the lock file (default: requirements/lock.txt)"
+    )
     parser.add_argument("--constraints", action="store_true", help="print the pins without hashes and stop")
-    parser.add_argument("--exclude", default=None, help="with --constraints: leave out names matching this regex")
+    parser.add_argument(
+        "--exclude", default=None, help="with --constraints: leave out names matching this regex"
+    )
     parser.add_argument(
         "--bump",
         action="append",
@@ -153,7 +180,8 @@ def main() -> None:
         pins = bump(pins, versions, names)
         for name in sorted(names):
             print(f"{name}: {before.get(name, '-')} -> {versions[name]}")
-    # The installer itself is locked too (pip, setuptools and wheel are what `pip freeze` leaves out by default).
+    # The installer itself is locked too (pip, setuptools and wheel are what `pip freeze` leaves out by
+    # default).
     pins.sort(key=lambda p: _canonical(p[0]))
     digests = hashes(args.python, pins)
     missing = [n for n, _ in pins if _canonical(n) not in digests]

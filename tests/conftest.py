@@ -45,8 +45,10 @@ def s3_server() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
-                                            "AWS_DEFAULT_REGION")}  # fmt: skip
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+    }
     os.environ.update(
         AWS_ACCESS_KEY_ID="test-access-key",
         AWS_SECRET_ACCESS_KEY="test-secret-key",
@@ -93,7 +95,8 @@ def k600_val(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server (SQLite backend) whose artifacts go to the S3 test server; yields its URI."""
+    """A real MLflow tracking server (SQLite backend) whose artifacts go to the S3 test server; yields its
+    URI."""
     import subprocess
     import sys
     import time
@@ -106,11 +109,26 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=s3_server, MLFLOW_DISABLE_TELEMETRY="true")
     log_file = (root / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", "s3://mlflow-artifacts/", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        env=env, stdout=log_file, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination",
+            "s3://mlflow-artifacts/",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while not _healthy(f"{uri}/health"):
@@ -154,17 +172,20 @@ def worker_image() -> str:
 
 @pytest.fixture
 def reliability(request: pytest.FixtureRequest) -> Reliability:
-    """Record fault, bad-input and security outcomes for the reliability report (tests/support/reliability.py)."""
+    """Record fault, bad-input and security outcomes for the reliability report
+    (tests/support/reliability.py)."""
     return Reliability(request.node.nodeid.split("::", 1)[-1])
 
 
-#: Test tiers that use real services, a real browser or the compose stack: each test there says so (its marker).
+# : Test tiers that use real services, a real browser or the compose stack: each test there says so (its
+# marker).
 MARKED_TIERS = {"integration": "integration", "stack": "stack", "ui": "ui"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that records into the reliability report is in `make reliability` (``-m reliability``); a test in
-    an integration, stack or UI folder without its tier's marker stops the collection, named (``-m`` would miss it)."""
+    """Every test that records into the reliability report is in `make reliability` (``-m reliability``); a
+    test in an integration, stack or UI folder without its tier's marker stops the collection, named (``-m``
+    would miss it)."""
     unmarked = []
     for item in items:
         if "reliability" in getattr(item, "fixturenames", ()):

@@ -44,14 +44,20 @@ def plan(
 
     given = classes is not None or class_contains is not None or all_classes
     # More than one selector given: the config refuses it, naming each (the one rule, in PlanConfig).
-    selector = class_selector(classes.split(",") if classes is not None else None, class_contains,
-                              all_classes) if given else {}  # fmt: skip
+    selector = (
+        class_selector(classes.split(",") if classes is not None else None, class_contains, all_classes)
+        if given
+        else {}
+    )
 
     def step() -> Any:
         extra = nested(
-            plan__annotations=annotations or None, plan__per_class=per_class, plan__seed=seed,
-            plan__dataset=dataset, plan__allow_mixed_versions=allow_mixed_versions or None,
-            )  # fmt: skip
+            plan__annotations=annotations or None,
+            plan__per_class=per_class,
+            plan__seed=seed,
+            plan__dataset=dataset,
+            plan__allow_mixed_versions=allow_mixed_versions or None,
+        )
         extra.setdefault("plan", {}).update(selector)
         cfg = common.load(extra)
         return plan_dataset(cfg.plan, open_storage(cfg.storage))
@@ -74,7 +80,8 @@ def download(
     dataset: DatasetOpt = None,
     shard: ShardOpt = "0/1",
     url_template: Annotated[
-        str | None, typer.Option("--url-template", help="Video URL with {youtube_id}; default YouTube watch URL.")
+        str | None,
+        typer.Option("--url-template", help="Video URL with {youtube_id}; default YouTube watch URL."),
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Concurrent downloads.")] = None,
 ) -> None:
@@ -84,19 +91,28 @@ def download(
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = common.load(nested(
-                  plan__dataset=dataset, download__url_template=url_template,
-                  download__workers=workers,
-        ))  # fmt: skip
+        cfg = common.load(
+            nested(
+                plan__dataset=dataset,
+                download__url_template=url_template,
+                download__workers=workers,
+            )
+        )
         part = parse_shard(shard)
         with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "download", not common.as_json) as bar:
-            return download_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.download, part,
-                                  progress=bar.update)  # fmt: skip
+            return download_shard(
+                cfg.plan.dataset, open_storage(cfg.storage), cfg.download, part, progress=bar.update
+            )
 
-    common.run(step, summarise=lambda r: r.summary(),
-               human=lambda r: f"download {r.dataset} shard {r.shard[0]}/{r.shard[1]}: {r.counts}, "
-                               f"{r.downloaded} fetched ({r.bytes / 1e6:.1f} MB), {r.skipped} already done"
-                               + (" - circuit breaker OPEN, rerun later" if r.breaker_open else ""))  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda r: r.summary(),
+        human=lambda r: (
+            f"download {r.dataset} shard {r.shard[0]}/{r.shard[1]}: {r.counts}, "
+            f"{r.downloaded} fetched ({r.bytes / 1e6:.1f} MB), {r.skipped} already done"
+            + (" - circuit breaker OPEN, rerun later" if r.breaker_open else "")
+        ),
+    )
 
 
 @step_command()
@@ -114,11 +130,18 @@ def clip(
         cfg = common.load(nested(plan__dataset=dataset))
         part = parse_shard(shard)
         with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "clip", not common.as_json) as bar:
-            return clip_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.clip, part, progress=bar.update)
+            return clip_shard(
+                cfg.plan.dataset, open_storage(cfg.storage), cfg.clip, part, progress=bar.update
+            )
 
-    common.run(step, summarise=lambda r: r.summary(),
-               human=lambda r: f"clip {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.profile}): {r.counts}, "
-                               f"{r.skipped} already done, {r.waiting} not downloaded")  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda r: r.summary(),
+        human=lambda r: (
+            f"clip {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.profile}): {r.counts}, "
+            f"{r.skipped} already done, {r.waiting} not downloaded"
+        ),
+    )
 
 
 @step_command(log_level="WARNING")
@@ -146,21 +169,28 @@ def health(
     ] = False,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """A dataset's health: status per class and stage, failure reasons, top-ups, the champions' per-class accuracy."""
+    """A dataset's health: status per class and stage, failure reasons, top-ups, the champions' per-class
+    accuracy."""
     from action_recognition.health import champion_accuracy, dataset_health, write_health
     from action_recognition.storage import open_storage
 
     def step() -> Any:
         cfg = common.load(nested(plan__dataset=dataset))
         store = open_storage(cfg.storage)
-        report = dataset_health(store, cfg.plan.dataset, champions=champion_accuracy(
-            cfg.plan.dataset, tracking_uri or cfg.train.tracking_uri))  # fmt: skip
+        report = dataset_health(
+            store,
+            cfg.plan.dataset,
+            champions=champion_accuracy(cfg.plan.dataset, tracking_uri or cfg.train.tracking_uri),
+        )
         return report, (write_health(store, report) if write else "")
 
     def human(result: Any) -> str:
         report, uri = result
-        lines = [f"{c['class']}: {c['usable']} usable of {c['planned']} planned (target {c['target']}), "
-                 f"{c['states']}" for c in report.classes]  # fmt: skip
+        lines = [
+            f"{c['class']}: {c['usable']} usable of {c['planned']} planned (target {c['target']}), "
+            f"{c['states']}"
+            for c in report.classes
+        ]
         lines += [f"{f}: {c['model']} test top-1 {c['test_top1']}" for f, c in report.champions.items()]
         return "\n".join(lines + ([f"written: {uri}"] if uri else []))
 
@@ -172,7 +202,8 @@ def top_up_cmd(
     common: Common,
     dataset: DatasetOpt = None,
 ) -> None:
-    """Replace clips that failed for good with each class's next planned candidates (a new manifest version)."""
+    """Replace clips that failed for good with each class's next planned candidates (a new manifest
+    version)."""
     from action_recognition.ledger import PERMANENT, final_states
     from action_recognition.storage import open_storage
     from action_recognition.topup import top_up
@@ -184,7 +215,9 @@ def top_up_cmd(
 
     def human(r: Any) -> str:
         exhausted = f"; candidates exhausted for {', '.join(r.exhausted)}" if r.exhausted else ""
-        return (f"top-up {r.dataset}: added {r.added or 'nothing'}; manifest version "
-                f"{r.previous_manifest_sha256[:12]} -> {r.manifest_sha256[:12]}{exhausted}")  # fmt: skip
+        return (
+            f"top-up {r.dataset}: added {r.added or 'nothing'}; manifest version "
+            f"{r.previous_manifest_sha256[:12]} -> {r.manifest_sha256[:12]}{exhausted}"
+        )
 
     common.run(step, summarise=lambda r: r.summary(), human=human)

@@ -24,7 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file (sections as top-level keys).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML config file (sections as top-level keys).")
+]
 
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override one config value: section.key=value (repeatable).")
@@ -49,8 +51,13 @@ def setup_logging(level: str) -> None:
     )
 
 
-def run_step(step: Callable[[], T], *, as_json: bool, summarise: Callable[[T], dict[str, Any]],
-         human: Callable[[T], str]) -> None:  # fmt: skip
+def run_step(
+    step: Callable[[], T],
+    *,
+    as_json: bool,
+    summarise: Callable[[T], dict[str, Any]],
+    human: Callable[[T], str],
+) -> None:
     """Run a step; print its human summary or its JSON line; turn known errors into exit status 2."""
     try:
         result = step()
@@ -66,8 +73,11 @@ def fail(exc: ActionRecognitionError, as_json: bool) -> NoReturn:
     """A known error: one line on stderr, the JSON failure summary with --json, exit status 2."""
     typer.echo(f"error: {exc}", err=True)
     if as_json:
-        typer.echo(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
-                               "retryable": exc.retryable}))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {"ok": False, "error": str(exc), "error_type": type(exc).__name__, "retryable": exc.retryable}
+            )
+        )
     raise typer.Exit(2) from None
 
 
@@ -116,7 +126,8 @@ TrackingOpt = Annotated[
 @dataclass(frozen=True)
 class Common:
     """What every step command shares, given once: ``--storage``, ``--config``, ``--set``, ``--json`` (and
-    ``--log-level``, applied before the command runs). :func:`step_command` adds these options to a command."""
+    ``--log-level``, applied before the command runs). :func:`step_command` adds these options to a
+    command."""
 
     storage: str | None = None
     config: Path | None = None
@@ -124,15 +135,16 @@ class Common:
     as_json: bool = False
 
     def load(self, extra: dict[str, Any] | None = None) -> Any:
-        """The one validated config: ``--config``, the environment, ``--set``, ``--storage`` and ``extra`` (the
-        command's own flags, :func:`nested`)."""
+        """The one validated config: ``--config``, the environment, ``--set``, ``--storage`` and ``extra``
+        (the command's own flags, :func:`nested`)."""
         tree = dict(extra or {})
         if self.storage is not None:
             tree["storage"] = {**tree.get("storage", {}), "uri": self.storage}
         return load_config_from(self.config, self.pairs, tree)
 
-    def run(self, step: Callable[[], T], *, summarise: Callable[[T], dict[str, Any]],
-            human: Callable[[T], str]) -> None:  # fmt: skip
+    def run(
+        self, step: Callable[[], T], *, summarise: Callable[[T], dict[str, Any]], human: Callable[[T], str]
+    ) -> None:
         run_step(step, as_json=self.as_json, summarise=summarise, human=human)
 
 
@@ -141,10 +153,15 @@ def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
 
 
 def step_command(
-    name: str | None = None, *, log_level: str = "INFO", storage: bool = True, config: bool = True, group: Any = None
+    name: str | None = None,
+    *,
+    log_level: str = "INFO",
+    storage: bool = True,
+    config: bool = True,
+    group: Any = None,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register a command (on ``app``, or ``group``) whose first parameter is a :class:`Common`: the shared options
-    are added to its signature here, once, instead of in every command."""
+    """Register a command (on ``app``, or ``group``) whose first parameter is a :class:`Common`: the shared
+    options are added to its signature here, once, instead of in every command."""
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
@@ -156,12 +173,17 @@ def step_command(
         @functools.wraps(fn)
         def command(**kwargs: Any) -> None:
             setup_logging(kwargs.pop("log_level"))
-            common = Common(storage=kwargs.pop("storage", None), config=kwargs.pop("config", None),
-                            pairs=kwargs.pop("set_", None), as_json=kwargs.pop("as_json"))  # fmt: skip
+            common = Common(
+                storage=kwargs.pop("storage", None),
+                config=kwargs.pop("config", None),
+                pairs=kwargs.pop("set_", None),
+                as_json=kwargs.pop("as_json"),
+            )
             fn(common, **kwargs)
 
         params = [*own, *shared]
-        command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        signature = inspect.Signature(params, return_annotation=None)
+        command.__signature__ = signature  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
         (group or app).command(name)(command)
         return command

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from action_recognition.cli.common import Common, DatasetOpt, ShardOpt, TrackingOpt, nested, progress_bar, step_command
+from action_recognition.cli.common import (
+    Common,
+    DatasetOpt,
+    ShardOpt,
+    TrackingOpt,
+    nested,
+    progress_bar,
+    step_command,
+)
 
 KeyOpt = Annotated[str, typer.Option("--key", help="The inference, as infer-plan named it.")]
 
@@ -18,7 +26,8 @@ def infer_plan(
         str | None, typer.Option("--prefix", help="Storage prefix of the videos, e.g. incoming/.")
     ] = None,
     youtube_csv: Annotated[
-        str | None, typer.Option("--youtube-csv", help="Or a CSV of youtube_id,time_start,time_end[,label] (path/URL).")
+        str | None,
+        typer.Option("--youtube-csv", help="Or a CSV of youtube_id,time_start,time_end[,label] (path/URL)."),
     ] = None,
     model: Annotated[
         str | None,
@@ -36,39 +45,59 @@ def infer_plan(
     def step() -> Any:
         cfg = common.load(nested(plan__dataset=dataset))
         name = cfg.plan.dataset
-        return plan_inference(open_storage(cfg.storage), name, model or f"models:/{name}-video@champion",
-                              prefix=prefix, youtube_csv=youtube_csv, clip_profile=cfg.clip.profile,
-                              cache_dir=cfg.plan.cache_dir, videos_per_shard=videos_per_shard,
-                              tracking_uri=tracking_uri or cfg.train.tracking_uri)  # fmt: skip
+        return plan_inference(
+            open_storage(cfg.storage),
+            name,
+            model or f"models:/{name}-video@champion",
+            prefix=prefix,
+            youtube_csv=youtube_csv,
+            clip_profile=cfg.clip.profile,
+            cache_dir=cfg.plan.cache_dir,
+            videos_per_shard=videos_per_shard,
+            tracking_uri=tracking_uri or cfg.train.tracking_uri,
+        )
 
-    common.run(step, summarise=lambda p: p.summary(),
-               human=lambda p: f"inference {p.key}: {p.videos} videos with {p.model_uri}, "
-                               f"{len(p.shards)} shard(s)")  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda p: p.summary(),
+        human=lambda p: f"inference {p.key}: {p.videos} videos with {p.model_uri}, {len(p.shards)} shard(s)",
+    )
 
 
 @step_command("infer")
 def infer(
     common: Common,
     key: KeyOpt,
-    model: Annotated[str, typer.Option("--model", help="The resolved model, models:/NAME/N (from infer-plan).")],
+    model: Annotated[
+        str, typer.Option("--model", help="The resolved model, models:/NAME/N (from infer-plan).")
+    ],
     shard: ShardOpt = "0/1",
-    overlays: Annotated[bool, typer.Option("--overlays", help="Also write a labelled overlay mp4 per video.")] = False,
+    overlays: Annotated[
+        bool, typer.Option("--overlays", help="Also write a labelled overlay mp4 per video.")
+    ] = False,
     dataset: DatasetOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Classify one shard of an inference's videos: answers and one ledger record per video."""
-    import mlflow
 
     from action_recognition.infer import infer_shard
     from action_recognition.ledger import parse_shard
+    from action_recognition.services import mlflow_tracking
     from action_recognition.storage import open_storage
 
     def step() -> Any:
         cfg = common.load(nested(plan__dataset=dataset))
-        mlflow.set_tracking_uri(tracking_uri or cfg.train.tracking_uri)
-        with progress_bar(0, "infer", not common.as_json) as bar:
-            return infer_shard(open_storage(cfg.storage), cfg.plan.dataset, key, parse_shard(shard), model_uri=model,
-                               overlays=overlays, progress=bar.update)  # fmt: skip
+        tracking = mlflow_tracking(tracking_uri or cfg.train.tracking_uri)
+        with tracking, progress_bar(0, "infer", not common.as_json) as bar:
+            return infer_shard(
+                open_storage(cfg.storage),
+                cfg.plan.dataset,
+                key,
+                parse_shard(shard),
+                model_uri=model,
+                overlays=overlays,
+                progress=bar.update,
+            )
 
     common.run(
         step,

@@ -23,9 +23,12 @@ def pose(
     common: Common,
     dataset: DatasetOpt = None,
     shard: ShardOpt = "0/1",
-    weights: Annotated[str | None, typer.Option("--weights", help="Ultralytics pose weights (.pt path).")] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Ultralytics pose weights (.pt path).")
+    ] = None,
     untrained: Annotated[
-        bool, typer.Option("--untrained", help="Random weights from the model yaml: tests and benchmarks only.")
+        bool,
+        typer.Option("--untrained", help="Random weights from the model yaml: tests and benchmarks only."),
     ] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
 ) -> None:
@@ -35,19 +38,28 @@ def pose(
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = common.load(nested(
-            plan__dataset=dataset, pose__weights=weights, pose__untrained=untrained or None,
-            pose__device=device,
-        ))  # fmt: skip
+        cfg = common.load(
+            nested(
+                plan__dataset=dataset,
+                pose__weights=weights,
+                pose__untrained=untrained or None,
+                pose__device=device,
+            )
+        )
         part = parse_shard(shard)
         with progress_bar(shard_size(cfg, cfg.plan.dataset, part), "pose", not common.as_json) as bar:
-            return pose_shard(cfg.plan.dataset, open_storage(cfg.storage), cfg.pose, cfg.clip, part,
-                              progress=bar.update)  # fmt: skip
+            return pose_shard(
+                cfg.plan.dataset, open_storage(cfg.storage), cfg.pose, cfg.clip, part, progress=bar.update
+            )
 
-    common.run(step, summarise=lambda r: r.summary(),
-               human=lambda r: f"pose {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.pose_tag}): {r.counts}, "
-                               f"{r.frames} frames in {r.seconds:.1f} s"
-                               + (" [UNTRAINED WEIGHTS]" if r.untrained else ""))  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda r: r.summary(),
+        human=lambda r: (
+            f"pose {r.dataset} shard {r.shard[0]}/{r.shard[1]} ({r.pose_tag}): {r.counts}, "
+            f"{r.frames} frames in {r.seconds:.1f} s" + (" [UNTRAINED WEIGHTS]" if r.untrained else "")
+        ),
+    )
 
 
 @step_command("build-dataset")
@@ -65,9 +77,13 @@ def build_dataset(
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = common.load(nested(
-            plan__dataset=dataset, build__kind=kind, build__frames=frames,
-        ))  # fmt: skip
+        cfg = common.load(
+            nested(
+                plan__dataset=dataset,
+                build__kind=kind,
+                build__frames=frames,
+            )
+        )
         store = open_storage(cfg.storage)
         if cfg.build.kind == "frames":
             return build_frames_dataset(cfg.plan.dataset, store, cfg.build, cfg.clip)
@@ -75,16 +91,23 @@ def build_dataset(
 
         return build_keypoint_dataset(cfg.plan.dataset, store, cfg.build, pose_tag or pose_tag_of(cfg.pose))
 
-    common.run(step, summarise=lambda r: r.summary(),
-               human=lambda r: f"{r.kind} dataset {r.dataset_uri}: {r.samples} clips {r.splits}, excluded {r.excluded}"
-                               + (" (already built)" if not r.built else ""))  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda r: r.summary(),
+        human=lambda r: (
+            f"{r.kind} dataset {r.dataset_uri}: {r.samples} clips {r.splits}, excluded {r.excluded}"
+            + (" (already built)" if not r.built else "")
+        ),
+    )
 
 
 @step_command(storage=False, config=False)
 def render(
     common: Common,
     video: Annotated[Path, typer.Argument(help="A clip (normalised or not).")],
-    keypoints: Annotated[Path, typer.Option("--keypoints", help="Per-clip keypoints .npz from the pose step.")],
+    keypoints: Annotated[
+        Path, typer.Option("--keypoints", help="Per-clip keypoints .npz from the pose step.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output mp4 with skeletons drawn.")],
     label: Annotated[str | None, typer.Option("--label", help="Text to draw in the corner.")] = None,
 ) -> None:

@@ -25,20 +25,27 @@ def train(
     common: Common,
     dataset: Annotated[str, typer.Option("--dataset", help="Keypoint or frames .npz: a path or s3:// URI.")],
     arch: Annotated[
-        str | None, typer.Option("--arch", help=f"One of {', '.join(ARCH_NAMES)} (default: by the dataset's kind).")
+        str | None,
+        typer.Option("--arch", help=f"One of {', '.join(ARCH_NAMES)} (default: by the dataset's kind)."),
     ] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Epochs at most (early stopping may end sooner).")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of sampling, augmentation and init.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of sampling, augmentation and init.")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Dataset name for run and model names.")] = None,
     allow_untrained: Annotated[
         bool,
-        typer.Option("--allow-untrained", help="RGB: train from random weights when pretrained ones cannot be had."),
+        typer.Option(
+            "--allow-untrained", help="RGB: train from random weights when pretrained ones cannot be had."
+        ),
     ] = False,
     resume: Annotated[
         bool | None,
-        typer.Option("--resume/--no-resume", help="Continue a killed try from its last checkpoint (default: on)."),
+        typer.Option(
+            "--resume/--no-resume", help="Continue a killed try from its last checkpoint (default: on)."
+        ),
     ] = None,
     manifest_uri: Annotated[
         str | None, typer.Option("--manifest-uri", help="Manifest the dataset came from (model card).")
@@ -50,9 +57,16 @@ def train(
     from action_recognition.train import train_model
 
     def step() -> Any:
-        cfg = common.load(nested(
-            train__arch=arch, train__epochs=epochs, train__seed=seed, train__allow_untrained=allow_untrained or None,
-            train__resume=resume, train__tracking_uri=tracking_uri, ))  # fmt: skip
+        cfg = common.load(
+            nested(
+                train__arch=arch,
+                train__epochs=epochs,
+                train__seed=seed,
+                train__allow_untrained=allow_untrained or None,
+                train__resume=resume,
+                train__tracking_uri=tracking_uri,
+            )
+        )
         from action_recognition.pipeline import manifest_for
 
         store = open_storage(cfg.storage)
@@ -64,16 +78,23 @@ def train(
                 if "val_acc" in row:
                     shown["val_acc"] = f"{row['val_acc']:.3f}"
                 bar.set_postfix(shown)
-                if row["stage"] == "select":  # the bar counts the selection's epochs; each refit restarts the count
+                if (
+                    row["stage"] == "select"
+                ):  # the bar counts the selection's epochs; each refit restarts the count
                     bar.update(1)
 
-            return train_model(cfg.train, dataset, storage=store, dataset_name=name, manifest=manifest, progress=tick)
+            return train_model(
+                cfg.train, dataset, storage=store, dataset_name=name, manifest=manifest, progress=tick
+            )
 
     def human(r: Any) -> str:
         m = r.metrics
-        return (f"{r.arch}: test top-1 {m['test_top1']:.3f}, top-5 {m['test_top5']:.3f}, mean class acc "
-                f"{m['mean_class_acc']:.3f}; run {r.run_id}" + (" (reused a finished run)" if r.reused else "")
-                + (" [UNTRAINED BACKBONE]" if r.untrained else ""))  # fmt: skip
+        return (
+            f"{r.arch}: test top-1 {m['test_top1']:.3f}, top-5 {m['test_top5']:.3f}, mean class acc "
+            f"{m['mean_class_acc']:.3f}; run {r.run_id}"
+            + (" (reused a finished run)" if r.reused else "")
+            + (" [UNTRAINED BACKBONE]" if r.untrained else "")
+        )
 
     common.run(step, summarise=lambda r: r.summary(), human=human)
 
@@ -81,7 +102,9 @@ def train(
 @step_command(storage=False, config=False)
 def evaluate(
     common: Common,
-    model: Annotated[str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/3 or runs:/ID/model.")],
+    model: Annotated[
+        str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/3 or runs:/ID/model.")
+    ],
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset .npz with the same classes.")],
     split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
     tracking_uri: TrackingOpt = None,
@@ -92,11 +115,15 @@ def evaluate(
     def step() -> Any:
         return evaluate_model(model, dataset, tracking_uri=tracking_uri, split=split)
 
-    common.run(step,
-               summarise=lambda m: {**m.scalars(f"{split}_"), "per_class_acc": m.per_class_acc, "model": model},
-               human=lambda m: f"{model} on {split}: top-1 {m.top1:.3f}, top-5 {m.top5:.3f}, "
-                               f"mean class acc {m.mean_class_acc:.3f}, macro-F1 {m.macro_f1:.3f} "
-                               f"({m.samples} clips)")  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda m: {**m.scalars(f"{split}_"), "per_class_acc": m.per_class_acc, "model": model},
+        human=lambda m: (
+            f"{model} on {split}: top-1 {m.top1:.3f}, top-5 {m.top5:.3f}, "
+            f"mean class acc {m.mean_class_acc:.3f}, macro-F1 {m.macro_f1:.3f} "
+            f"({m.samples} clips)"
+        ),
+    )
 
 
 @step_command(storage=False)
@@ -104,10 +131,13 @@ def register(
     common: Common,
     run_id: Annotated[str, typer.Option("--run-id", help="MLflow run whose model to register.")],
     name: Annotated[str, typer.Option("--name", help="Registered model name (one per model family).")],
-    video: Annotated[bool, typer.Option("--video/--no-video", help="Also log and register <dataset>-video.")] = True,
+    video: Annotated[
+        bool, typer.Option("--video/--no-video", help="Also log and register <dataset>-video.")
+    ] = True,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Register a run's model (once per run) and set alias @challenger; with it the video model that wraps it."""
+    """Register a run's model (once per run) and set alias @challenger; with it the video model that wraps
+    it."""
     from action_recognition.registry import register_run
     from action_recognition.video_model import register_video
     from action_recognition.weights import WeightsError
@@ -118,23 +148,33 @@ def register(
         registered = register_run(run_id, name, cfg.registry, tracking_uri=uri)
         if video:
             try:
-                wrapper = register_video(run_id, registered, pose=cfg.pose, clip=cfg.clip, config=cfg.registry,
-                                         tracking_uri=uri)  # fmt: skip
+                wrapper = register_video(
+                    run_id, registered, pose=cfg.pose, clip=cfg.clip, config=cfg.registry, tracking_uri=uri
+                )
                 registered.video = f"models:/{wrapper.name}/{wrapper.version}"
-            except WeightsError as exc:  # the family model stands on its own; say why no video model came with it
+            except (
+                WeightsError
+            ) as exc:  # the family model stands on its own; say why no video model came with it
                 log.warning("no video model for %s: %s", name, exc)
         return registered
 
-    common.run(step, summarise=lambda r: r.summary(),
-               human=lambda r: f"{'registered' if r.created else 'already registered'}: models:/{r.name}/{r.version} "
-                               f"(aliases {', '.join(r.aliases)})")  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda r: r.summary(),
+        human=lambda r: (
+            f"{'registered' if r.created else 'already registered'}: models:/{r.name}/{r.version} "
+            f"(aliases {', '.join(r.aliases)})"
+        ),
+    )
 
 
 @step_command(storage=False)
 def promote(
     common: Common,
     name: Annotated[str, typer.Option("--name", help="Registered model name.")],
-    margin: Annotated[float | None, typer.Option("--margin", help="How much better the challenger must be.")] = None,
+    margin: Annotated[
+        float | None, typer.Option("--margin", help="How much better the challenger must be.")
+    ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Move @champion to @challenger when it beats the champion on the same test set by the margin."""
@@ -147,35 +187,57 @@ def promote(
         decision = do_promote(name, cfg.registry, tracking_uri=uri)
         if name.endswith(("-keypoint", "-rgb")):
             version = sync_video_champion(name, cfg.registry, tracking_uri=uri)
-            decision.video_champion = f"models:/{name.rpartition('-')[0]}-video/{version}" if version else None
+            decision.video_champion = (
+                f"models:/{name.rpartition('-')[0]}-video/{version}" if version else None
+            )
         return decision
 
-    common.run(step, summarise=lambda r: r.summary(),
-               human=lambda r: f"{r.name}: {'PROMOTED' if r.promoted else 'kept the champion'} "
-                               f"(challenger v{r.challenger_version}): {r.reason}")  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda r: r.summary(),
+        human=lambda r: (
+            f"{r.name}: {'PROMOTED' if r.promoted else 'kept the champion'} "
+            f"(challenger v{r.challenger_version}): {r.reason}"
+        ),
+    )
 
 
 @step_command(storage=False)
 def predict(
     common: Common,
     video: Annotated[Path, typer.Argument(help="Any video file.")],
-    model: Annotated[str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/N or runs:/ID/model.")],
+    model: Annotated[
+        str, typer.Option("--model", help="models:/NAME@champion, models:/NAME/N or runs:/ID/model.")
+    ],
     overlay: Annotated[
         Path | None, typer.Option("--overlay", help="Also write the skeleton overlay mp4 with the label.")
     ] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Pose weights for keypoint models.")] = None,
-    untrained: Annotated[bool, typer.Option("--untrained", help="Untrained pose weights (tests only).")] = False,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Pose weights for keypoint models.")
+    ] = None,
+    untrained: Annotated[
+        bool, typer.Option("--untrained", help="Untrained pose weights (tests only).")
+    ] = False,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Clip, pose and classify a video; print the top-5 labels with probabilities."""
     from action_recognition.predict import predict_video
 
     def step() -> Any:
-        cfg = common.load(nested(
-            pose__weights=weights, pose__untrained=untrained or None,
-        ))  # fmt: skip
-        return predict_video(video, model, pose_config=cfg.pose, clip_config=cfg.clip,
-                             tracking_uri=tracking_uri or cfg.train.tracking_uri, overlay=overlay)  # fmt: skip
+        cfg = common.load(
+            nested(
+                pose__weights=weights,
+                pose__untrained=untrained or None,
+            )
+        )
+        return predict_video(
+            video,
+            model,
+            pose_config=cfg.pose,
+            clip_config=cfg.clip,
+            tracking_uri=tracking_uri or cfg.train.tracking_uri,
+            overlay=overlay,
+        )
 
     def human(p: Any) -> str:
         lines = [f"{p.video} ({p.model}){' [UNTRAINED]' if p.untrained else ''}:"]

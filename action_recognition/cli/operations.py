@@ -1,5 +1,5 @@
-"""Running it: ``demo``, ``smoke``, ``doctor``, ``weights``, ``demo-site``, ``serve-videos``, ``docker-guard``,
-``version``, ``capacity``."""
+"""Running it: ``demo``, ``smoke``, ``doctor``, ``weights``, ``demo-site``, ``serve-videos``,
+``docker-guard``, ``version``, ``capacity``."""
 
 from __future__ import annotations
 
@@ -28,47 +28,61 @@ from action_recognition.errors import ActionRecognitionError, ConfigError
 @step_command(storage=False, config=False)
 def demo(
     common: Common,
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo keeps everything.")] = Path(".demo"),
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo keeps everything.")] = Path(
+        ".demo"
+    ),
     videos: Annotated[Path, typer.Option("--videos", help="Folder of the bundled real videos.")] = Path(
         "tests/fixtures/videos"
     ),
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Training epochs of each model (default: the profile's).", min=1)
+        int | None,
+        typer.Option("--epochs", help="Training epochs of each model (default: the profile's).", min=1),
     ] = None,
     training: Annotated[
-        str, typer.Option("--training", help="short: one model a family, few epochs; full: the product's recipe.")
+        str,
+        typer.Option("--training", help="short: one model a family, few epochs; full: the product's recipe."),
     ] = "short",
 ) -> None:
-    """Run the whole kinetics_pipeline DAG offline on the embedded defaults (SQLite, local folder, local MLflow)."""
+    """Run the whole kinetics_pipeline DAG offline on the embedded defaults (SQLite, local folder, local
+    MLflow)."""
     from action_recognition.demo import run_demo
 
     def human(r: Any) -> str:
-        lines = [f"demo finished in {r.workdir}: {r.summary.get('rows')} clips, states {r.summary.get('states')}"]
+        lines = [
+            f"demo finished in {r.workdir}: {r.summary.get('rows')} clips, states {r.summary.get('states')}"
+        ]
         for info in (r.summary.get("models") or {}).values():
             flag = ", UNTRAINED" if info["untrained"] else ""
             top1 = info["metrics"].get("test_top1", float("nan"))
             lines.append(f"  {info['champion']} (version {info['version']}{flag}): test top-1 {top1:.3f}")
         inference = r.summary.get("inference")
         if inference:
-            lines.append(f"  kinetics_infer: {inference['videos']} videos with {inference['model_uri']}: "
-                         f"{inference['counts']} -> {inference['predictions_uri']}")  # fmt: skip
+            lines.append(
+                f"  kinetics_infer: {inference['videos']} videos with {inference['model_uri']}: "
+                f"{inference['counts']} -> {inference['predictions_uri']}"
+            )
         lines.append(f"training: {r.summary.get('training')}")
-        lines.append(f"storage: {r.storage}  (action-recognition status --storage {r.storage} --dataset demo)")
+        lines.append(
+            f"storage: {r.storage}  (action-recognition status --storage {r.storage} --dataset demo)"
+        )
         video = (videos / "demo.mp4").resolve()
         lines += [
             "next:",
             f"  1. the runs and the registry:  mlflow ui --backend-store-uri {r.tracking_uri} --port 5000"
             "   (then http://127.0.0.1:5000)",
-            f"  2. predict with the champion:  action-recognition predict {video} --model models:/demo-rgb@champion"
+            f"  2. predict with the champion:  action-recognition predict {video} --model "
+            "models:/demo-rgb@champion"
             f" --tracking-uri {r.tracking_uri}",
             "  3. the deployed shape, trigger it from the Airflow UI:  make stack-up",
-        ]  # fmt: skip
+        ]
         return "\n".join(lines)
 
     def step() -> Any:
         if not (videos / "demo.mp4").is_file():
-            raise ConfigError(f"--videos {videos}: no demo.mp4 there; the bundled videos are in a checkout's "
-                              "tests/fixtures/videos (run from the checkout, or pass --videos)")  # fmt: skip
+            raise ConfigError(
+                f"--videos {videos}: no demo.mp4 there; the bundled videos are in a checkout's "
+                "tests/fixtures/videos (run from the checkout, or pass --videos)"
+            )
         try:
             if training not in ("short", "full"):
                 raise ConfigError(f"--training {training!r}: short or full")
@@ -82,23 +96,35 @@ def demo(
 @step_command(config=False)
 def smoke(
     common: Common,
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where the smoke run keeps everything.")] = Path(".smoke"),
-    annotations: Annotated[str | None, typer.Option("--annotations", help="Kinetics CSV (default: K700 val).")] = None,
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the smoke run keeps everything.")] = Path(
+        ".smoke"
+    ),
+    annotations: Annotated[
+        str | None, typer.Option("--annotations", help="Kinetics CSV (default: K700 val).")
+    ] = None,
     url_template: Annotated[str | None, typer.Option("--url-template", help="Default: YouTube.")] = None,
-    pose_source: Annotated[str | None, typer.Option("--pose-weights-from", help="Pose weights URL or file.")] = None,
+    pose_source: Annotated[
+        str | None, typer.Option("--pose-weights-from", help="Pose weights URL or file.")
+    ] = None,
     backbone_source: Annotated[
         str | None, typer.Option("--backbone-weights-from", help="RGB backbone state dict URL or file.")
     ] = None,
-    classes: Annotated[list[str] | None, typer.Option("--class", help="A class to use (repeat; default 3).")] = None,
+    classes: Annotated[
+        list[str] | None, typer.Option("--class", help="A class to use (repeat; default 3).")
+    ] = None,
     per_class: Annotated[int, typer.Option("--per-class", min=1)] = 3,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
     tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help="An MLflow server (default: a SQLite store in WORKDIR).")
+        str | None,
+        typer.Option("--tracking-uri", help="An MLflow server (default: a SQLite store in WORKDIR)."),
     ] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name (storage keys, model names).")] = "smoke",
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="Dataset name (storage keys, model names).")
+    ] = "smoke",
 ) -> None:
-    """A networked machine's first real run (make smoke-online): the real Kinetics CSV, 3 classes x 3 clips, real
-    YouTube, real weights pulled into storage, real training; per-step seconds, the ledger and the champions."""
+    """A networked machine's first real run (make smoke-online): the real Kinetics CSV, 3 classes x 3 clips,
+    real YouTube, real weights pulled into storage, real training; per-step seconds, the ledger and the
+    champions."""
     from action_recognition import smoke as s
 
     options: dict[str, Any] = {
@@ -110,7 +136,7 @@ def smoke(
         "storage_uri": common.storage,  # --storage (default: WORKDIR/storage)
         "tracking_uri": tracking_uri,
     }
-    kwargs = {k: v for k, v in options.items() if v is not None}  # fmt: skip
+    kwargs = {k: v for k, v in options.items() if v is not None}
 
     def step() -> Any:
         try:
@@ -127,15 +153,20 @@ def demo_site(
     videos: Annotated[Path, typer.Option("--videos", help="Folder of the bundled real videos.")] = Path(
         "tests/fixtures/videos"
     ),
-    per_class: Annotated[int, typer.Option("--per-class", help="Generated videos per demo class.", min=1)] = 6,
+    per_class: Annotated[
+        int, typer.Option("--per-class", help="Generated videos per demo class.", min=1)
+    ] = 6,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the demo's "YouTube" (videos, annotation CSV, routes) for `serve-videos`."""
     from action_recognition.demo import build_demo_site
 
-    run_step(lambda: build_demo_site(folder, videos, per_class), as_json=as_json,
-             summarise=lambda r: {"folder": str(folder), "videos": len(r)},
-             human=lambda r: f"demo site in {folder}: {len(r)} videos")  # fmt: skip
+    run_step(
+        lambda: build_demo_site(folder, videos, per_class),
+        as_json=as_json,
+        summarise=lambda r: {"folder": str(folder), "videos": len(r)},
+        human=lambda r: f"demo site in {folder}: {len(r)} videos",
+    )
 
 
 @app.command("serve-videos")
@@ -145,7 +176,8 @@ def serve_videos(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
     log_level: LogOpt = "INFO",
 ) -> None:
-    """Serve a demo site over HTTP with Range support: /v/<youtube_id>.mp4 and the annotation CSVs at /<name>.csv."""
+    """Serve a demo site over HTTP with Range support: /v/<youtube_id>.mp4 and the annotation CSVs at
+    /<name>.csv."""
     setup_logging(log_level)
     import time
 
@@ -154,37 +186,46 @@ def serve_videos(
 
     routes, files = load_demo_site(folder)
     with VideoServer(routes, host=host, port=port, files=files) as server:  # type: ignore[arg-type]
-        logging.getLogger(__name__).info("serving %d videos and %s at %s", len(routes), sorted(files), server.base_url)
+        logging.getLogger(__name__).info(
+            "serving %d videos and %s at %s", len(routes), sorted(files), server.base_url
+        )
         while True:
             time.sleep(3600)
 
 
 @app.command("docker-guard")
 def docker_guard(
-    listen: Annotated[str, typer.Option("--listen", help="host:port to serve the Docker API on.")] = "127.0.0.1:2375",
+    listen: Annotated[
+        str, typer.Option("--listen", help="host:port to serve the Docker API on.")
+    ] = "127.0.0.1:2375",
     engine: Annotated[
         str, typer.Option("--engine", help="The real engine: unix:///var/run/docker.sock or tcp://host:port.")
     ] = "unix:///var/run/docker.sock",
     allow_image: Annotated[
-        list[str] | None, typer.Option("--allow-image", help="Image pattern a container may run (repeatable).")
+        list[str] | None,
+        typer.Option("--allow-image", help="Image pattern a container may run (repeatable)."),
     ] = None,
     allow_bind: Annotated[
-        list[str] | None, typer.Option("--allow-bind", help="Host folder that may be bind-mounted (repeatable).")
+        list[str] | None,
+        typer.Option("--allow-bind", help="Host folder that may be bind-mounted (repeatable)."),
     ] = None,
     allow_network: Annotated[
-        list[str] | None, typer.Option("--allow-network", help="Network mode a container may use (repeatable).")
+        list[str] | None,
+        typer.Option("--allow-network", help="Network mode a container may use (repeatable)."),
     ] = None,
     writable_binds: Annotated[
         bool, typer.Option("--writable-binds", help="Allow read-write bind mounts (default: read-only only).")
     ] = False,
     instance: Annotated[
         str,
-        typer.Option("--instance", help="Labels what this guard creates; it acts on nothing else (the stack's name)."),
+        typer.Option(
+            "--instance", help="Labels what this guard creates; it acts on nothing else (the stack's name)."
+        ),
     ] = "default",
     log_level: LogOpt = "INFO",
 ) -> None:
-    """Serve the Docker API to Airflow, refusing privileged containers, host mounts and every call a step never
-    makes (see action_recognition/dockerguard.py)."""
+    """Serve the Docker API to Airflow, refusing privileged containers, host mounts and every call a step
+    never makes (see action_recognition/dockerguard.py)."""
     import asyncio
 
     from action_recognition.dockerguard import Engine, Policy, serve
@@ -208,10 +249,12 @@ def docker_guard(
 def doctor(
     common: Common,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU is required (gpu_enabled).")] = False,
-    skip: Annotated[list[str] | None, typer.Option("--skip", help="A check to leave out (repeatable).")] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", help="A check to leave out (repeatable).")
+    ] = None,
 ) -> None:
-    """Can this machine do the job? ffmpeg, JavaScript runtime + EJS, yt-dlp's age, weights, GPU, storage, MLflow,
-    annotation sources. A table (or one JSON line); exit status 2 naming every failure."""
+    """Can this machine do the job? ffmpeg, JavaScript runtime + EJS, yt-dlp's age, weights, GPU, storage,
+    MLflow, annotation sources. A table (or one JSON line); exit status 2 naming every failure."""
     from action_recognition.doctor import run_checks
 
     try:
@@ -222,8 +265,11 @@ def doctor(
     failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
     if common.as_json:
         extra = {"error": f"preflight failed: {failed}", "error_type": "DoctorError", "retryable": False}
-        typer.echo(json.dumps({"ok": not report.failed, **report.summary(), **(extra if failed else {})},
-                              sort_keys=True))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {"ok": not report.failed, **report.summary(), **(extra if failed else {})}, sort_keys=True
+            )
+        )
     else:
         typer.echo(report.table())
     if report.failed:
@@ -231,8 +277,9 @@ def doctor(
         raise typer.Exit(2)
 
 
-weights_app = typer.Typer(help="Weights are data: pull a file into storage once; steps read it from there.",
-                          no_args_is_help=True)  # fmt: skip
+weights_app = typer.Typer(
+    help="Weights are data: pull a file into storage once; steps read it from there.", no_args_is_help=True
+)
 
 
 app.add_typer(weights_app, name="weights")
@@ -241,12 +288,17 @@ app.add_typer(weights_app, name="weights")
 @step_command("pull", group=weights_app)
 def weights_pull(
     common: Common,
-    source: Annotated[str, typer.Argument(help="https URL (e.g. the Ultralytics release asset) or a local file.")],
-    name: Annotated[str, typer.Option("--name", help="Name under weights/ in storage, e.g. yolo11n-pose.pt.")],
+    source: Annotated[
+        str, typer.Argument(help="https URL (e.g. the Ultralytics release asset) or a local file.")
+    ],
+    name: Annotated[
+        str, typer.Option("--name", help="Name under weights/ in storage, e.g. yolo11n-pose.pt.")
+    ],
     sha256: Annotated[str | None, typer.Option("--sha256", help="Refuse a file with another sha256.")] = None,
 ) -> None:
-    """Fetch SOURCE into storage as weights/NAME once (its sha256 recorded): use the printed URI as pose.weights or
-    train.backbone_weights. Defaults: yolo11n-pose.pt and resnet18-f37072fd.pth (action_recognition.weights)."""
+    """Fetch SOURCE into storage as weights/NAME once (its sha256 recorded): use the printed URI as
+    pose.weights or train.backbone_weights. Defaults: yolo11n-pose.pt and resnet18-f37072fd.pth
+    (action_recognition.weights)."""
     from action_recognition.storage import open_storage
     from action_recognition.weights import pull
 
@@ -254,9 +306,13 @@ def weights_pull(
         cfg = common.load(nested())
         return pull(source, name, open_storage(cfg.storage), sha256=sha256)
 
-    common.run(step, summarise=lambda r: r.summary(),
-               human=lambda r: f"{r.uri} sha256 {r.sha256} ({r.bytes} bytes, "
-                               f"{'fetched' if r.fetched else 'already in storage'})")  # fmt: skip
+    common.run(
+        step,
+        summarise=lambda r: r.summary(),
+        human=lambda r: (
+            f"{r.uri} sha256 {r.sha256} ({r.bytes} bytes, {'fetched' if r.fetched else 'already in storage'})"
+        ),
+    )
 
 
 @step_command("pull-defaults", group=weights_app)
@@ -270,20 +326,18 @@ def weights_pull_defaults(
     ] = None,
 ) -> None:
     """Pull the default pose model and RGB backbone (the stack's init runs this with --if-online)."""
-    from action_recognition.storage import open_storage
+    from action_recognition.services import storage_for
     from action_recognition.weights import pull_defaults
 
     def step() -> Any:
-        if aws_conn_id:
-            from action_recognition.airflow_adapter import apply_connection_env
-
-            apply_connection_env(aws_conn_id)
         cfg = common.load(nested())
-        return pull_defaults(open_storage(cfg.storage), if_online=if_online)
+        return pull_defaults(storage_for(cfg.storage, aws_conn_id), if_online=if_online)
 
     def human(r: dict[str, Any]) -> str:
-        return "\n".join(f"{name}: {info.get('uri') or 'NOT PULLED (' + info['skipped'] + '); later: ' + info['later']}"
-                         for name, info in r.items())  # fmt: skip
+        return "\n".join(
+            f"{name}: {info.get('uri') or 'NOT PULLED (' + info['skipped'] + '); later: ' + info['later']}"
+            for name, info in r.items()
+        )
 
     common.run(step, summarise=lambda r: {"weights": r}, human=human)
 
@@ -303,13 +357,17 @@ def capacity(
         str | None, typer.Option("--dataset", help="Take the per-clip figures from this dataset's ledgers.")
     ] = None,
     rate_per_hour: Annotated[
-        float, typer.Option("--rate-per-hour", min=1, help="Stated: downloads an hour one IP gets from YouTube.")
+        float,
+        typer.Option("--rate-per-hour", min=1, help="Stated: downloads an hour one IP gets from YouTube."),
     ] = 300.0,
     ips: Annotated[int, typer.Option("--ips", min=1, help="Egress IPs downloading.")] = 1,
-    download_slots: Annotated[int, typer.Option("--download-slots", min=1, help="The download pool's slots.")] = 4,
+    download_slots: Annotated[
+        int, typer.Option("--download-slots", min=1, help="The download pool's slots.")
+    ] = 4,
     pose_ms: Annotated[float | None, typer.Option("--pose-ms-per-frame", help="Measured elsewhere.")] = None,
 ) -> None:
-    """What a dataset of N clips costs: download days, storage per layer, pose and training GPU-hours, workers."""
+    """What a dataset of N clips costs: download days, storage per layer, pose and training GPU-hours,
+    workers."""
     from action_recognition.capacity import CapacityInputs, from_ledger
     from action_recognition.capacity import capacity as cost
     from action_recognition.storage import open_storage
@@ -317,9 +375,15 @@ def capacity(
     def step() -> Any:
         cfg = common.load()
         trainings = 1 + cfg.train.seeds if cfg.train.recipe == "refit" else 1
-        inputs = CapacityInputs(clips=clips, classes=classes, rate_per_hour_per_ip=rate_per_hour, ips=ips,
-                                download_slots=download_slots, epochs=cfg.train.epochs,
-                                trainings_per_model=trainings)  # fmt: skip
+        inputs = CapacityInputs(
+            clips=clips,
+            classes=classes,
+            rate_per_hour_per_ip=rate_per_hour,
+            ips=ips,
+            download_slots=download_slots,
+            epochs=cfg.train.epochs,
+            trainings_per_model=trainings,
+        )
         if pose_ms is not None:
             inputs.pose_ms_per_frame = pose_ms
             inputs.sources["pose_ms_per_frame"] = "given with --pose-ms-per-frame"
@@ -328,13 +392,16 @@ def capacity(
         return cost(inputs)
 
     def human(r: dict[str, Any]) -> str:
-        return "\n".join([
-            f"{r['clips']:,} clips, {r['classes']} classes ({r['usable_clips']:,} usable)",
-            f"download: {r['download_days']} days (bound by the {r['download_bound_by']}); "
-            f"{r['ips_for_a_week']} IP(s) for a week",
-            f"storage GB: {r['storage_gb']}",
-            f"pose: {r['pose_gpu_hours']} GPU-hours; training GPU-hours: {r['train_gpu_hours']}",
-            f"Celery workers for a week: {r['celery_workers_for_a_week']}; GPUs for a week: {r['gpus_for_a_week']}",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                f"{r['clips']:,} clips, {r['classes']} classes ({r['usable_clips']:,} usable)",
+                f"download: {r['download_days']} days (bound by the {r['download_bound_by']}); "
+                f"{r['ips_for_a_week']} IP(s) for a week",
+                f"storage GB: {r['storage_gb']}",
+                f"pose: {r['pose_gpu_hours']} GPU-hours; training GPU-hours: {r['train_gpu_hours']}",
+                f"Celery workers for a week: {r['celery_workers_for_a_week']}; GPUs for a week: "
+                f"{r['gpus_for_a_week']}",
+            ]
+        )
 
     common.run(step, summarise=lambda r: r, human=human)

@@ -1,4 +1,5 @@
-"""Models whose logits are averaged: the refit recipe's seeds, or the streams of a multi-stream skeleton model."""
+"""Models whose logits are averaged: the refit recipe's seeds, or the streams of a multi-stream skeleton
+model."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """RGB models. Each takes ``(B, T, H, W, 3)`` uint8 frames and returns ``(B, K)`` logits.
 
-Pretrained weights (ImageNet for the ResNet18s, Kinetics-400 for R(2+1)D) are downloaded by torchvision when the
-network allows; ``pretrained=False`` builds random weights, which the trainer allows only with an explicit flag and
-tags the run ``untrained``.
+Pretrained weights (ImageNet for the ResNet18s, Kinetics-400 for R(2+1)D) are downloaded by torchvision when
+the network allows; ``pretrained=False`` builds random weights, which the trainer allows only with an explicit
+flag and tags the run ``untrained``.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class FrameResNet18(nn.Module):
 class TSNResNet18(nn.Module):
     """Temporal Segment Network: a ResNet18 on each of T segment frames, logits averaged (consensus)."""
 
-    def __init__(self, num_classes: int, frames: int, pretrained: bool = True, dropout: float = 0.5,
-                 **_: object) -> None:  # fmt: skip
+    def __init__(
+        self, num_classes: int, frames: int, pretrained: bool = True, dropout: float = 0.5, **_: object
+    ) -> None:
         super().__init__()
         self.net = _resnet18(num_classes, pretrained)
         in_features = int(self.net.fc.in_features)  # type: ignore[union-attr,arg-type]

@@ -1,17 +1,19 @@
 """The ``pose`` step: Ultralytics YOLO pose on each normalised clip, the main person tracked through it.
 
-Per clip: frames decoded once by ffmpeg at the inference size (every frame, or sampled at ``pose.fps``), inferred in
-batches filled across clips, tracked with ByteTrack exactly as ``model.track`` would, the main person chosen
-(:mod:`.tracking`): the stages overlap (:mod:`.pipeline`). ``keypoints/<pose_tag>/<clip_id>.npz`` is published with:
+Per clip: frames decoded once by ffmpeg at the inference size (every frame, or sampled at ``pose.fps``),
+inferred in batches filled across clips, tracked with ByteTrack exactly as ``model.track`` would, the main
+person chosen (:mod:`.tracking`): the stages overlap (:mod:`.pipeline`).
+``keypoints/<pose_tag>/<clip_id>.npz`` is published with:
 
     keypoints  float32 (T, 17, 3): x, y in [0, 1] of the frame and the keypoint score; 0 where nobody is seen.
     people     float32 (M, T, 17, 3): the top M people (M = ``pose.top_m``), the first being ``keypoints``.
-    meta       JSON: schema version, model, weights sha256, untrained flag, fps, frame size, persons seen, fraction
-               of frames with the main person, mean keypoint confidence.
+    meta       JSON: schema version, model, weights sha256, untrained flag, fps, frame size, persons seen,
+               fraction of frames with the main person, mean keypoint confidence.
 
-``pose_tag`` names the model, its weights hash and the settings, so other weights never overwrite these keypoints;
-untrained weights say ``untrained`` in the tag and the metadata. Clips with no person are published too (zeros,
-``main_fraction`` 0) and recorded as ``no_person`` in the pose ledger; nothing NaN is ever written.
+``pose_tag`` names the model, its weights hash and the settings, so other weights never overwrite these
+keypoints; untrained weights say ``untrained`` in the tag and the metadata. Clips with no person are published
+too (zeros, ``main_fraction`` 0) and recorded as ``no_person`` in the pose ledger; nothing NaN is ever
+written.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,17 +49,22 @@ class PoseError(ActionRecognitionError):
     """Pose extraction cannot run as configured (no weights, a hash mismatch, no such device)."""
 
 
-def prepare_ultralytics(config_dir: Path | None) -> None:
-    """Offline settings, applied before ``ultralytics`` is imported: no downloads, no installs, no telemetry."""
+@contextmanager
+def ultralytics_offline(config_dir: Path | None) -> Iterator[None]:
+    """Ultralytics imported and used offline inside the block: no downloads, no installs, no telemetry, its
+    settings in ``config_dir``. Ultralytics reads these from the environment only, when it is first imported
+    (and ``YOLO_OFFLINE`` again before any download), so they are in the environment for the block alone
+    (:func:`action_recognition.services.environment`); what the import fixed stays fixed after it."""
+    from action_recognition.services import environment
+
     folder = config_dir or default_cache_dir() / "ultralytics"
     folder.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(folder))
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ["YOLO_AUTOINSTALL"] = "false"
-    os.environ.setdefault("YOLO_VERBOSE", "false")
-    from ultralytics import settings
+    offline = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"}
+    with environment(offline, defaults={"YOLO_CONFIG_DIR": str(folder), "YOLO_VERBOSE": "false"}):
+        from ultralytics import settings
 
-    settings.update({"sync": False})
+        settings.update({"sync": False})
+        yield
 
 
 @dataclass
@@ -80,7 +87,11 @@ class PoseModel:
 
 def load_pose_model(config: PoseConfig) -> PoseModel:
     """Load the weights (checking their sha256 when configured), or build an untrained model when asked to."""
-    prepare_ultralytics(config.config_dir)
+    with ultralytics_offline(config.config_dir):
+        return _load_pose_model(config)
+
+
+def _load_pose_model(config: PoseConfig) -> PoseModel:
     import torch
     from ultralytics import YOLO
 
@@ -95,14 +106,17 @@ def load_pose_model(config: PoseConfig) -> PoseModel:
         yaml_name = f"{name}.yaml"
         model = YOLO(yaml_name)
         sha = hashlib.sha256(f"untrained:{yaml_name}".encode()).hexdigest()
-        log.warning("pose: UNTRAINED %s (random weights): keypoints are for tests and benchmarks only", yaml_name)
+        log.warning(
+            "pose: UNTRAINED %s (random weights): keypoints are for tests and benchmarks only", yaml_name
+        )
         return PoseModel(model, name, sha, True, device, half)
     from action_recognition.weights import resolve
 
     weights, _ = resolve(config.weights, expected_sha256=config.weights_sha256)  # storage URIs via the cache
     if not weights.is_file():
         raise PoseError(
-            f"pose weights {weights} not found. Download {weights.name} from Ultralytics (with network access) and "
+            f"pose weights {weights} not found. Download {weights.name} from Ultralytics (with network "
+            "access) and "
             "pass its path with --weights, or use --untrained for tests (random weights, tagged untrained)"
         )
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -144,13 +158,23 @@ def decode_frames(path: Path, fps: float | None) -> tuple[list[np.ndarray], floa
 
 def _meta(pose: PoseModel, config: PoseConfig, clip: ClipPose) -> dict[str, Any]:
     return {
-        "schema_version": SCHEMA_VERSION, "model": pose.name, "weights_sha256": pose.weights_sha256,
-        "untrained": pose.untrained, "fps": clip.fps, "frame_size": list(clip.frame_size), "frames": clip.frames,
-        "imgsz": config.imgsz, "tracker": config.tracker, "layout": "coco17", **clip.stats,
-    }  # fmt: skip
+        "schema_version": SCHEMA_VERSION,
+        "model": pose.name,
+        "weights_sha256": pose.weights_sha256,
+        "untrained": pose.untrained,
+        "fps": clip.fps,
+        "frame_size": list(clip.frame_size),
+        "frames": clip.frames,
+        "imgsz": config.imgsz,
+        "tracker": config.tracker,
+        "layout": "coco17",
+        **clip.stats,
+    }
 
 
-def extract_clip(pose: PoseModel, path: Path, config: PoseConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def extract_clip(
+    pose: PoseModel, path: Path, config: PoseConfig
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Keypoint arrays and metadata of one clip file (the pipelined step with one clip in it)."""
     (clip,) = extract_stream(pose, [PoseItem(path.name, lambda: path)], config, lambda _, c: c)
     if clip.people is None:
@@ -181,7 +205,8 @@ def load_people(data: bytes) -> tuple[np.ndarray, float | None]:
 
 
 def pose_tag_of(config: PoseConfig) -> str:
-    """The tag under which ``config``'s model writes keypoints (loads the model: the tag names its weights)."""
+    """The tag under which ``config``'s model writes keypoints (loads the model: the tag names its
+    weights)."""
     return load_pose_model(config).tag(config)
 
 
@@ -204,13 +229,21 @@ class PoseResult:
 
     def summary(self) -> dict[str, object]:
         return {
-            "dataset": self.dataset, "shard": f"{self.shard[0]}/{self.shard[1]}", "pose_tag": self.pose_tag,
-            "states": self.counts, "extracted": self.extracted, "skipped": self.skipped, "frames": self.frames,
+            "dataset": self.dataset,
+            "shard": f"{self.shard[0]}/{self.shard[1]}",
+            "pose_tag": self.pose_tag,
+            "states": self.counts,
+            "extracted": self.extracted,
+            "skipped": self.skipped,
+            "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "frames_per_s": round(self.frames / self.seconds, 2) if self.seconds else 0.0,
-            "stages_ms_per_frame": self.clock.ms_per_frame(), "wall_ms_per_frame": self.clock.wall_ms_per_frame(),
-            "untrained": self.untrained, "keypoints_prefix": self.keypoints_prefix, "ledger_uri": self.ledger_uri,
-        }  # fmt: skip
+            "stages_ms_per_frame": self.clock.ms_per_frame(),
+            "wall_ms_per_frame": self.clock.wall_ms_per_frame(),
+            "untrained": self.untrained,
+            "keypoints_prefix": self.keypoints_prefix,
+            "ledger_uri": self.ledger_uri,
+        }
 
 
 def pose_shard(
@@ -240,7 +273,9 @@ def pose_shard(
 
     def item(row: dict[str, str]) -> PoseItem:
         cid = row["clip_id"]
-        return PoseItem(cid, lambda: storage.get_file(clip_key(clip_config.profile, cid), work / f"{cid}.mp4"))
+        return PoseItem(
+            cid, lambda: storage.get_file(clip_key(clip_config.profile, cid), work / f"{cid}.mp4")
+        )
 
     def finish(row: dict[str, str], clip: ClipPose) -> LedgerRecord:
         cid = clip.key
@@ -250,9 +285,10 @@ def pose_shard(
             rec.state, rec.reason = "bad_media", (clip.error or "")[:300]
             return rec
         meta = _meta(pose, config, clip)
-        storage.put_file(keypoints_key(tag, cid), save_keypoints(work / f"{cid}.npz",
-                                                                  {"keypoints": clip.people[0], "people": clip.people},
-                                                                  meta))  # fmt: skip
+        storage.put_file(
+            keypoints_key(tag, cid),
+            save_keypoints(work / f"{cid}.npz", {"keypoints": clip.people[0], "people": clip.people}, meta),
+        )
         (work / f"{cid}.npz").unlink(missing_ok=True)
         rec.frames, rec.persons_seen = int(meta["frames"]), float(meta["persons_seen"])
         rec.main_fraction, rec.mean_conf = float(meta["main_fraction"]), float(meta["mean_conf"])
@@ -262,8 +298,9 @@ def pose_shard(
 
     def stream(rows: list[dict[str, str]]) -> Iterator[LedgerRecord]:
         by_id = {r["clip_id"]: r for r in rows}
-        return extract_stream(pose, [item(r) for r in rows], config, lambda it, c: finish(by_id[it.key], c),
-                              clock=clock)  # fmt: skip
+        return extract_stream(
+            pose, [item(r) for r in rows], config, lambda it, c: finish(by_id[it.key], c), clock=clock
+        )
 
     work = Path(tempfile.mkdtemp(prefix="ar-pose-"))
     try:
@@ -271,8 +308,16 @@ def pose_shard(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return PoseResult(
-        dataset=dataset, shard=shard, pose_tag=tag, counts=run.counts, extracted=len(run.fresh),
-        skipped=run.skipped, frames=sum(r.frames for r in run.fresh), seconds=run.seconds,
-        untrained=pose.untrained, keypoints_prefix=storage.prefix_uri(keypoints_prefix(tag)),
-        ledger_uri=storage.key_uri(run.ledger_key), clock=clock,
-    )  # fmt: skip
+        dataset=dataset,
+        shard=shard,
+        pose_tag=tag,
+        counts=run.counts,
+        extracted=len(run.fresh),
+        skipped=run.skipped,
+        frames=sum(r.frames for r in run.fresh),
+        seconds=run.seconds,
+        untrained=pose.untrained,
+        keypoints_prefix=storage.prefix_uri(keypoints_prefix(tag)),
+        ledger_uri=storage.key_uri(run.ledger_key),
+        clock=clock,
+    )

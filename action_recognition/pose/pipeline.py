@@ -1,18 +1,19 @@
 """The pose step as a pipeline: decoding, inference, tracking and writing overlap, several clips in flight.
 
-    decode  ``pose.workers`` threads, each an ffmpeg process that decodes a clip straight to the inference size
-            (long side ``pose.imgsz``; never upscaled), BGR, a bounded number of clips ahead
-    infer   one thread; batches of ``pose.batch`` frames filled across clip boundaries, so the accelerator never
-            sees the short last batch of every clip
+    decode  ``pose.workers`` threads, each an ffmpeg process that decodes a clip straight to the inference
+            size (long side ``pose.imgsz``; never upscaled), BGR, a bounded number of clips ahead
+    infer   one thread; batches of ``pose.batch`` frames filled across clip boundaries, so the accelerator
+            never sees the short last batch of every clip
     track   per clip, once its last frame is inferred: ByteTrack (a fresh tracker per clip, exactly as
             ``model.track`` runs it) and the main-person choice, off the inference thread: in a thread, or in
-            worker processes (``pose.track_in``; ``auto`` = processes on CUDA, where the GIL would otherwise be shared
-            with the inference thread's pre- and post-processing)
+            worker processes (``pose.track_in``; ``auto`` = processes on CUDA, where the GIL would otherwise
+            be shared with the inference thread's pre- and post-processing)
     write   the caller's ``finish`` (the npz and its upload), in one thread, in clip order
 
-Queues between the stages are bounded, so memory holds a few clips whatever the shard's size. Every stage's busy
-seconds are kept in a :class:`StageClock`: per-stage ms per frame beside the wall time say which stage bounds the
-step. A clip that cannot be decoded ends as an error for that clip; anything else (storage, CUDA) stops the step.
+Queues between the stages are bounded, so memory holds a few clips whatever the shard's size. Every stage's
+busy seconds are kept in a :class:`StageClock`: per-stage ms per frame beside the wall time say which stage
+bounds the step. A clip that cannot be decoded ends as an error for that clip; anything else (storage, CUDA)
+stops the step.
 """
 
 from __future__ import annotations
@@ -75,25 +76,51 @@ def _video_props(path: Path) -> tuple[int, int, float, int]:
 
 def decode_clip(path: Path, fps: float | None, imgsz: int, *, timeout_s: float = 600.0) -> Decoded:
     """Every frame (or frames sampled at ``fps``), decoded by ffmpeg at the inference size: the long side
-    ``imgsz`` (never upscaled), aspect kept; local files only (protocol and format whitelists). Raw video output has
-    no timestamps, so ffmpeg passes every decoded frame through once (no frame dropped or duplicated)."""
+    ``imgsz`` (never upscaled), aspect kept; local files only (protocol and format whitelists). Raw video
+    output has no timestamps, so ffmpeg passes every decoded frame through once (no frame dropped or
+    duplicated)."""
     w, h, native, count = _video_props(path)
     scale = min(1.0, imgsz / max(w, h))
     sw, sh = max(2, round(w * scale)), max(2, round(h * scale))
     argv = [
-        "ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", LOCAL_PROTOCOLS, "-format_whitelist",
-        INPUT_FORMATS, "-threads", "1", "-i", str(path), "-an", "-sn", "-dn", "-map", "0:v:0",
-        "-vf", f"scale={sw}:{sh}:flags=area", "-f", "rawvideo", "-pix_fmt", "bgr24",
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        LOCAL_PROTOCOLS,
+        "-format_whitelist",
+        INPUT_FORMATS,
+        "-threads",
+        "1",
+        "-i",
+        str(path),
+        "-an",
+        "-sn",
+        "-dn",
+        "-map",
+        "0:v:0",
+        "-vf",
+        f"scale={sw}:{sh}:flags=area",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
         "pipe:1",
-    ]  # fmt: skip
+    ]
     try:
         size = sw * sh * 3
-        raw = read_frames(argv, frame_bytes=size, expected=count, timeout_s=timeout_s, what=f"decode {path.name}")
+        raw = read_frames(
+            argv, frame_bytes=size, expected=count, timeout_s=timeout_s, what=f"decode {path.name}"
+        )
     except MediaError as exc:
         raise DecodeError(str(exc)) from exc
     if not len(raw) or len(raw) % size:
-        raise DecodeError(f"{path.name} decodes to no frames" if not len(raw) else
-                          f"{path.name}: decoded {len(raw)} bytes, not whole {sw}x{sh} frames")  # fmt: skip
+        raise DecodeError(
+            f"{path.name} decodes to no frames"
+            if not len(raw)
+            else f"{path.name}: decoded {len(raw)} bytes, not whole {sw}x{sh} frames"
+        )
     frames = raw.reshape(-1, sh, sw, 3)
     step = max(1.0, native / fps) if fps else 1.0
     if step > 1.0:  # the same rule as ever: keep frame i when i reaches the next multiple of step
@@ -138,7 +165,8 @@ class PoseItem:
 
 @dataclass
 class ClipPose:
-    """What one clip ended as: the people (M, T, 17, 3) and their statistics, or the reason it could not be read."""
+    """What one clip ended as: the people (M, T, 17, 3) and their statistics, or the reason it could not be
+    read."""
 
     key: str
     people: np.ndarray | None = None
@@ -165,8 +193,8 @@ def _with_scores(kpts: np.ndarray) -> np.ndarray:
 
 
 def batch_detections(results: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`raw_detections` of a whole batch with one copy from the device (not two per frame): the boxes and
-    keypoints of every frame concatenated where they are, copied once, and split by the counts."""
+    """:func:`raw_detections` of a whole batch with one copy from the device (not two per frame): the boxes
+    and keypoints of every frame concatenated where they are, copied once, and split by the counts."""
     import torch
 
     found = [r for r in results if r.boxes is not None and len(r.boxes) and r.keypoints is not None]
@@ -183,38 +211,47 @@ def batch_detections(results: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def to_detections(xyxy: np.ndarray, conf: np.ndarray, ids: np.ndarray | None, kpts: np.ndarray,
-                   w: int, h: int) -> list[Detection]:  # fmt: skip
+def to_detections(
+    xyxy: np.ndarray, conf: np.ndarray, ids: np.ndarray | None, kpts: np.ndarray, w: int, h: int
+) -> list[Detection]:
     scale = np.array([w, h, 1.0], dtype=np.float32)
     out = []
     for i in range(len(conf)):
         norm = np.nan_to_num(kpts[i] / scale, nan=0.0, posinf=0.0, neginf=0.0).clip(0, 1).astype(np.float32)
         norm[norm[:, 2] <= 0] = 0.0
         box = tuple(float(v) for v in (xyxy[i] / np.array([w, h, w, h])).clip(0, 1))
-        out.append(Detection(box, norm, float(conf[i]), None if ids is None else int(ids[i])))  # type: ignore[arg-type]
+        track = None if ids is None else int(ids[i])
+        out.append(Detection(box, norm, float(conf[i]), track))  # type: ignore[arg-type]
     return out
 
 
 def tracker_settings(tracker: str) -> dict[str, Any]:
-    """The tracker's YAML (a name Ultralytics ships or a path), checked: tracking runs without the frames, which
-    ByteTrack never needs (BoT-SORT's camera-motion compensation would)."""
+    """The tracker's YAML (a name Ultralytics ships or a path), checked: tracking runs without the frames,
+    which ByteTrack never needs (BoT-SORT's camera-motion compensation would)."""
     from ultralytics.utils import YAML
     from ultralytics.utils.checks import check_yaml
 
     settings = dict(YAML.load(check_yaml(tracker)))
     if settings.get("tracker_type") != "bytetrack":
         raise ConfigError(
-            f"pose.tracker={tracker}: tracker_type {settings.get('tracker_type')!r} is not supported; the pose step "
+            f"pose.tracker={tracker}: tracker_type {settings.get('tracker_type')!r} is not supported; the "
+            "pose step "
             "tracks off the inference path, without the frames: use a bytetrack tracker config"
         )
     return settings
 
 
-def track_clip(raw: list[tuple[np.ndarray, np.ndarray]], size: tuple[int, int], settings: dict[str, Any],
-               weights: Weights, top_m: int) -> tuple[np.ndarray, dict[str, float], float]:  # fmt: skip
-    """ByteTrack over a clip's raw detections, as ``model.track`` does it (a fresh tracker; a frame whose tracker
-    output is empty keeps its detections without ids, or none while a new track is unconfirmed), then the main
-    people. Returns (people, stats, seconds). Top level and plain data in and out: it runs in worker processes."""
+def track_clip(
+    raw: list[tuple[np.ndarray, np.ndarray]],
+    size: tuple[int, int],
+    settings: dict[str, Any],
+    weights: Weights,
+    top_m: int,
+) -> tuple[np.ndarray, dict[str, float], float]:
+    """ByteTrack over a clip's raw detections, as ``model.track`` does it (a fresh tracker; a frame whose
+    tracker output is empty keeps its detections without ids, or none while a new track is unconfirmed), then
+    the main people. Returns (people, stats, seconds). Top level and plain data in and out: it runs in worker
+    processes."""
     from ultralytics.engine.results import Boxes
     from ultralytics.trackers.byte_tracker import BYTETracker
     from ultralytics.utils import IterableSimpleNamespace
@@ -352,9 +389,13 @@ class _Run(Generic[R]):
         use_all_cores()
         began = time.perf_counter()
         results = self.pose.model.predict(
-            [clip.decoded.frames[i] for clip, i in batch], imgsz=self.config.imgsz, conf=self.config.conf,
-            device=self.pose.device, half=self.pose.half, verbose=False,
-        )  # fmt: skip
+            [clip.decoded.frames[i] for clip, i in batch],
+            imgsz=self.config.imgsz,
+            conf=self.config.conf,
+            device=self.pose.device,
+            half=self.pose.half,
+            verbose=False,
+        )
         for (clip, i), raw in zip(batch, batch_detections(results), strict=True):
             clip.raw[i] = raw
             clip.left -= 1
@@ -362,18 +403,27 @@ class _Run(Generic[R]):
         self.release()
 
     def release(self) -> None:
-        """Hand the clips at the head of the queue that are done (inferred, or unreadable) to tracking, in order."""
-        weights = Weights(self.config.weight_length, self.config.weight_area, self.config.weight_centre,
-                          self.config.weight_conf)  # fmt: skip
+        """Hand the clips at the head of the queue that are done (inferred, or unreadable) to tracking, in
+        order."""
+        weights = Weights(
+            self.config.weight_length,
+            self.config.weight_area,
+            self.config.weight_centre,
+            self.config.weight_conf,
+        )
         while self.pending and (isinstance(head := self.pending[0], tuple) or head.left == 0):
             self.pending.popleft()
             if isinstance(head, tuple):
                 _put(self.finishing, (head[0], None, head[1]), self.stop)
                 continue
             h, w = head.decoded.frames.shape[1:3]
-            future = self.tracking.submit(track_clip, head.raw, (h, w), self.settings, weights, self.config.top_m)
+            future = self.tracking.submit(
+                track_clip, head.raw, (h, w), self.settings, weights, self.config.top_m
+            )
             _put(self.finishing, (head.item, (head.decoded.fps, head.decoded.frame_size), future), self.stop)
-            head.decoded.frames = head.decoded.frames[:0]  # the frames are done with: memory holds a few clips
+            head.decoded.frames = head.decoded.frames[
+                :0
+            ]  # the frames are done with: memory holds a few clips
 
     def write(self) -> None:
         """The write thread: tracking's results in clip order, handed to ``finish``."""
@@ -401,18 +451,33 @@ class _Run(Generic[R]):
             self.out.put(_Failure(exc))
 
 
-def extract_stream(pose: Any, items: Iterable[PoseItem], config: PoseConfig,
-                   finish: Callable[[PoseItem, ClipPose], R], *, clock: StageClock | None = None,
-                   tracking: Executor | None = None) -> Iterator[R]:  # fmt: skip
+def extract_stream(
+    pose: Any,
+    items: Iterable[PoseItem],
+    config: PoseConfig,
+    finish: Callable[[PoseItem, ClipPose], R],
+    *,
+    clock: StageClock | None = None,
+    tracking: Executor | None = None,
+) -> Iterator[R]:
     """``finish``'s result for every item, in item order, the stages overlapping. ``pose`` is a loaded
-    :class:`~action_recognition.pose.extract.PoseModel`; ``tracking`` an executor to reuse (else one per call)."""
+    :class:`~action_recognition.pose.extract.PoseModel`; ``tracking`` an executor to reuse (else one per
+    call)."""
     clock = clock or StageClock()
     own = tracking is None
-    run = _Run(pose, config, finish, clock, tracking or track_executor(config, pose.device),
-               tracker_settings(config.tracker))  # fmt: skip
+    run = _Run(
+        pose,
+        config,
+        finish,
+        clock,
+        tracking or track_executor(config, pose.device),
+        tracker_settings(config.tracker),
+    )
     began = time.perf_counter()
-    threads = [threading.Thread(target=run.infer, args=(items,), name="pose-infer", daemon=True),
-               threading.Thread(target=run.write, name="pose-write", daemon=True)]  # fmt: skip
+    threads = [
+        threading.Thread(target=run.infer, args=(items,), name="pose-infer", daemon=True),
+        threading.Thread(target=run.write, name="pose-write", daemon=True),
+    ]
     for t in threads:
         t.start()
     try:

@@ -1,4 +1,5 @@
-"""Skeleton overlays: the clip with the main person's keypoints (and optionally a label) drawn on it, as H.264 mp4."""
+"""Skeleton overlays: the clip with the main person's keypoints (and optionally a label) drawn on it, as H.264
+mp4."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from action_recognition.media import MediaError
-from action_recognition.models.skeleton import COCO17
 from action_recognition.pose.extract import decode_frames
+from action_recognition.skeletons import COCO17
 
 _COLOURS = [(0, 200, 255), (255, 120, 0), (0, 255, 120), (255, 0, 200)]
 
@@ -30,19 +31,50 @@ def draw_skeleton(
             cv2.circle(frame, (x, y), 3, (255, 255, 255), -1, cv2.LINE_AA)
 
 
-def render_overlay(video: Path, people: np.ndarray, out: Path, *, fps: float | None = None, label: str | None = None,
-                   timeout_s: float = 300) -> Path:  # fmt: skip
-    """Write ``out`` (H.264 mp4): ``video``'s frames with ``people`` (M, T, 17, 3) or (T, 17, 3) drawn on them."""
+def render_overlay(
+    video: Path,
+    people: np.ndarray,
+    out: Path,
+    *,
+    fps: float | None = None,
+    label: str | None = None,
+    timeout_s: float = 300,
+) -> Path:
+    """Write ``out`` (H.264 mp4): ``video``'s frames with ``people`` (M, T, 17, 3) or (T, 17, 3) drawn on
+    them."""
     import cv2
 
     frames, rate, (h, w) = decode_frames(video, fps)
     if people.ndim == 3:
         people = people[None]
     argv = [
-        "ffmpeg", "-nostdin", "-v", "error", "-y", "-protocol_whitelist", "pipe,file", "-f", "rawvideo",
-        "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{rate:.3f}", "-i", "pipe:0", "-c:v", "libx264",
-        "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart", str(out),
-    ]  # fmt: skip
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-protocol_whitelist",
+        "pipe,file",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        f"{rate:.3f}",
+        "-i",
+        "pipe:0",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-vf",
+        "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+        "-movflags",
+        "+faststart",
+        str(out),
+    ]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None
     try:
@@ -53,7 +85,9 @@ def render_overlay(video: Path, people: np.ndarray, out: Path, *, fps: float | N
                     draw_skeleton(canvas, people[m, t], _COLOURS[m % len(_COLOURS)])
             if label:
                 cv2.putText(canvas, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-                cv2.putText(canvas, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+                cv2.putText(
+                    canvas, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA
+                )
             proc.stdin.write(canvas.tobytes())
         _, err = proc.communicate(timeout=timeout_s)  # closes stdin: ffmpeg finishes the file
     except (BrokenPipeError, subprocess.TimeoutExpired) as exc:
@@ -62,5 +96,7 @@ def render_overlay(video: Path, people: np.ndarray, out: Path, *, fps: float | N
             f"render {out.name}: ffmpeg failed", (proc.stderr.read() if proc.stderr else b"").decode()[-500:]
         ) from exc
     if proc.returncode != 0:
-        raise MediaError(f"render {out.name}: exit status {proc.returncode}", err.decode(errors="replace")[-500:])
+        raise MediaError(
+            f"render {out.name}: exit status {proc.returncode}", err.decode(errors="replace")[-500:]
+        )
     return out

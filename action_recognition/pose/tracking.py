@@ -1,8 +1,9 @@
 """Choosing the main person of a clip from tracked detections (pure functions, no model).
 
-A clip's detections are a list per frame of :class:`Detection`. With track ids, each track is scored by how long it
-lasts, how big it is, how near the frame centre it stays and how confident its keypoints are; the best track is the
-main person. Without ids (the tracker found nothing), each frame's best detection by the same criteria is taken.
+A clip's detections are a list per frame of :class:`Detection`. With track ids, each track is scored by how
+long it lasts, how big it is, how near the frame centre it stays and how confident its keypoints are; the best
+track is the main person. Without ids (the tracker found nothing), each frame's best detection by the same
+criteria is taken.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Detection:
-    """One person in one frame. ``box`` is (x1, y1, x2, y2) and ``keypoints`` (J, 3) x, y, score, all normalised
-    to [0, 1] of the frame; ``track_id`` is None when the tracker did not assign one."""
+    """One person in one frame. ``box`` is (x1, y1, x2, y2) and ``keypoints`` (J, 3) x, y, score, all
+    normalised to [0, 1] of the frame; ``track_id`` is None when the tracker did not assign one."""
 
     box: tuple[float, float, float, float]
     keypoints: np.ndarray
@@ -50,7 +51,9 @@ class Weights:
 
 
 def _detection_score(det: Detection, w: Weights) -> float:
-    return w.area * float(np.sqrt(det.area)) + w.centre * (1 - det.centre_distance) + w.conf * det.keypoint_conf
+    return (
+        w.area * float(np.sqrt(det.area)) + w.centre * (1 - det.centre_distance) + w.conf * det.keypoint_conf
+    )
 
 
 def rank_tracks(frames: list[list[Detection]], weights: Weights) -> list[tuple[int, float]]:

@@ -7,12 +7,14 @@ from typing import Any
 
 
 def augment_keypoints(x: Any, layout: str | None, gen: Any) -> Any:
-    """Skeleton-respecting augmentation of a batch (B, T, J, 3): left-right flip with joint swap (known layouts
-    only), scale, small rotation about the sequence centre, and a temporal crop resampled back to T. The random
-    numbers come from ``gen`` on the CPU whatever the batch's device; nothing here waits for the device."""
+    """Skeleton-respecting augmentation of a batch (B, T, J, 3): left-right flip with joint swap (known
+    layouts only), scale, small rotation about the sequence centre, and a temporal crop resampled back to T.
+    The random numbers come from ``gen`` on the CPU whatever the batch's device; nothing here waits for the
+    device."""
     import torch
 
-    from action_recognition.models.skeleton import flip_keypoints, layout_for
+    from action_recognition.models.skeleton import flip_keypoints
+    from action_recognition.skeletons import layout_for
 
     def rand(n: int) -> Any:
         return torch.rand(n, generator=gen).to(x.device, non_blocking=True)
@@ -42,7 +44,8 @@ def augment_keypoints(x: Any, layout: str | None, gen: Any) -> Any:
 
 
 def frame_draws(gen: Any, batch: int, h: int, w: int, crop: int) -> tuple[int, int, Any]:
-    """The random numbers of a frames batch, in their order: the crop's top and left, then who is flipped (CPU)."""
+    """The random numbers of a frames batch, in their order: the crop's top and left, then who is flipped
+    (CPU)."""
     import torch
 
     top = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
@@ -51,8 +54,8 @@ def frame_draws(gen: Any, batch: int, h: int, w: int, crop: int) -> tuple[int, i
 
 
 def augment_frames(x: Any, gen: Any, crop: int) -> Any:
-    """Random crop to ``crop`` and horizontal flip of a uint8 batch (B, T, H, W, 3) (for a GPU the training loop
-    draws the same numbers and flips on the device)."""
+    """Random crop to ``crop`` and horizontal flip of a uint8 batch (B, T, H, W, 3) (for a GPU the training
+    loop draws the same numbers and flips on the device)."""
 
     top, left, flip = frame_draws(gen, x.shape[0], x.shape[2], x.shape[3], crop)
     x = x[:, :, top : top + crop, left : left + crop]

@@ -1,5 +1,5 @@
-"""What evaluation, prediction and training share: a dataset file fetched to a local path, logits in batches, and
-the square crop an RGB model takes."""
+"""What evaluation, prediction and training share: a dataset file fetched to a local path, logits in batches,
+and the square crop an RGB model takes."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def batches(indices: np.ndarray, batch: int) -> list[np.ndarray]:
     return [indices[i : i + batch] for i in range(0, len(indices), batch)]
 
 
-def predict_logits(model: Any, x: Any, indices: np.ndarray, batch: int, device: Any, crop: int = 0) -> np.ndarray:
+def predict_logits(
+    model: Any, x: Any, indices: np.ndarray, batch: int, device: Any, crop: int = 0
+) -> np.ndarray:
     """Logits (len(indices), K) in eval mode, in batches."""
     import torch
 

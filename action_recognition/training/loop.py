@@ -19,9 +19,9 @@ from action_recognition.training.state import TrainState, amp_dtype
 MAX_GRAD_NORM = 5.0
 
 
-#: Keypoint datasets up to this size live on the accelerator for the whole training (40 x 17 x 3 float32 is 8 KB a
-#: clip: about 260,000 clips); batches are indexed and augmented there, nothing crosses per step. Larger ones stream
-#: from host memory, a batch ahead, as frames do.
+# : Keypoint datasets up to this size live on the accelerator for the whole training (40 x 17 x 3 float32 is 8
+# KB a : clip: about 260,000 clips); batches are indexed and augmented there, nothing crosses per step. Larger
+# ones stream : from host memory, a batch ahead, as frames do.
 ON_DEVICE_MAX_BYTES = 2 << 30
 
 
@@ -47,7 +47,8 @@ class EpochData:
 
     @property
     def streams(self) -> bool:
-        """True when batches come from host memory to an accelerator: worth preparing one ahead, in a thread."""
+        """True when batches come from host memory to an accelerator: worth preparing one ahead, in a
+        thread."""
         return self.device.type != "cpu" and not self.x.is_cuda
 
     def train_batch(self, idx: np.ndarray, augment: bool, gen: Any) -> Any:
@@ -66,9 +67,9 @@ class EpochData:
         return xb.to(self.device, non_blocking=True)
 
     def _frames_to_device(self, idx: np.ndarray, augment: bool, gen: Any) -> Any:
-        """A frames batch for a GPU, with the random draws of the CPU path in the same order: the crop (and the
-        frame for frame-resnet18) chosen first, then one gather of just those pixels into pinned memory, the copy,
-        and the flip on the device."""
+        """A frames batch for a GPU, with the random draws of the CPU path in the same order: the crop (and
+        the frame for frame-resnet18) chosen first, then one gather of just those pixels into pinned memory,
+        the copy, and the flip on the device."""
         import torch
 
         _, t, h, w, _ = self.x.shape
@@ -89,8 +90,11 @@ class EpochData:
         return torch.where(flip.to(self.device, non_blocking=True)[:, None, None, None, None], xb.flip(3), xb)
 
 
-def epoch_order(state: TrainState, train_idx: np.ndarray, config: TrainConfig, labels: np.ndarray, k: int) -> Any:
-    """The epoch's sample order: a permutation, or class-balanced draws (each class equally likely per draw)."""
+def epoch_order(
+    state: TrainState, train_idx: np.ndarray, config: TrainConfig, labels: np.ndarray, k: int
+) -> Any:
+    """The epoch's sample order: a permutation, or class-balanced draws (each class equally likely per
+    draw)."""
     import torch
 
     if config.balanced_sampling:
@@ -101,8 +105,8 @@ def epoch_order(state: TrainState, train_idx: np.ndarray, config: TrainConfig, l
 
 
 def train_step(state: TrainState, xb: Any, yb: Any, config: TrainConfig) -> tuple[Any, Any]:
-    """One optimiser step on a batch already on the device (AMP on CUDA, clipped gradients, the LR schedule stepped).
-    Returns the loss and the correct count as device tensors: nothing here waits for the device."""
+    """One optimiser step on a batch already on the device (AMP on CUDA, clipped gradients, the LR schedule
+    stepped). Returns the loss and the correct count as device tensors: nothing here waits for the device."""
     import torch
     import torch.nn.functional as F
 
@@ -120,22 +124,28 @@ def train_step(state: TrainState, xb: Any, yb: Any, config: TrainConfig) -> tupl
     return loss.detach(), (logits.argmax(1) == yb).sum()
 
 
-def train_one_epoch(state: TrainState, ds: EpochData, train_idx: np.ndarray, config: TrainConfig) -> dict[str, float]:
-    """One pass over ``train_idx``. On an accelerator the input path overlaps it: keypoints live on the device, and
-    frames are prepared a batch ahead in a thread (the crop gathered into pinned memory, copied, flipped there), in
-    the same order and with the same random draws as one thread would; losses stay on the device until the end."""
+def train_one_epoch(
+    state: TrainState, ds: EpochData, train_idx: np.ndarray, config: TrainConfig
+) -> dict[str, float]:
+    """One pass over ``train_idx``. On an accelerator the input path overlaps it: keypoints live on the
+    device, and frames are prepared a batch ahead in a thread (the crop gathered into pinned memory, copied,
+    flipped there), in the same order and with the same random draws as one thread would; losses stay on the
+    device until the end."""
     import torch
 
     state.model.train()
     order = epoch_order(state, train_idx, config, ds.data.labels, ds.data.num_classes)
-    todo = [b for b in batches(train_idx[order], config.batch_size) if len(b) >= 2]  # BatchNorm needs two samples
+    todo = [
+        b for b in batches(train_idx[order], config.batch_size) if len(b) >= 2
+    ]  # BatchNorm needs two samples
 
     def prepare(batch: np.ndarray) -> tuple[Any, Any]:
         return ds.train_batch(batch, config.augment, state.gen), ds.y[torch.as_tensor(batch)].to(ds.device)
 
     total_loss, correct, seen = torch.zeros((), device=ds.device), torch.zeros((), device=ds.device), 0
-    # Only batches that stream from host memory to an accelerator are prepared ahead: on the CPU a second thread only
-    # contends for the same cores (measured: 2x slower), and data on the device needs no preparing.
+    # Only batches that stream from host memory to an accelerator are prepared ahead: on the CPU a second
+    # thread only contends for the same cores (measured: 2x slower), and data on the device needs no
+    # preparing.
     pool = ThreadPoolExecutor(1, thread_name_prefix="train-input") if ds.streams else None
     with pool or nullcontext():
         ahead = (pool.submit(prepare, todo[0]) if pool else None) if todo else None
@@ -147,8 +157,11 @@ def train_one_epoch(state: TrainState, ds: EpochData, train_idx: np.ndarray, con
             total_loss += loss * len(batch)
             correct += right
             seen += len(batch)
-    return {"train_loss": float(total_loss) / max(seen, 1), "train_acc": int(correct) / max(seen, 1),
-            "lr": float(state.scheduler.get_last_lr()[0])}  # fmt: skip
+    return {
+        "train_loss": float(total_loss) / max(seen, 1),
+        "train_acc": int(correct) / max(seen, 1),
+        "lr": float(state.scheduler.get_last_lr()[0]),
+    }
 
 
 def validate(model: Any, ds: EpochData, idx: np.ndarray, batch_size: int) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""Before the first epoch: the device, the seeds, and the model with its weights (an RGB backbone from storage or
-torchvision, never silently random)."""
+"""Before the first epoch: the device, the seeds, and the model with its weights (an RGB backbone from storage
+or torchvision, never silently random)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def pick_device(choice: str) -> Any:
 def bone_tree(data: LabeledArrays) -> list[int]:
     """Each joint's parent: from the layout when known, else the nearest-neighbour tree of the training clips'
     mean pose (train split only: the test clips never shape the model)."""
-    from action_recognition.models.skeleton import bone_parents, layout_for
+    from action_recognition.skeletons import bone_parents, layout_for
 
     train = data.data[data.split == "train"]
     seen = train[..., 2:3] > 0
@@ -70,9 +70,10 @@ def build_model(arch: str, data: LabeledArrays, config: TrainConfig) -> tuple[An
             raise  # the wrong file is never replaced by random weights
         except WeightsError as exc:
             if not config.allow_untrained:
-                raise TrainError(f"cannot read the backbone weights of {arch} ({exc}); pull them with "
-                                 "`action-recognition weights pull`, or pass --allow-untrained (tagged untrained)"
-                                 ) from exc  # fmt: skip
+                raise TrainError(
+                    f"cannot read the backbone weights of {arch} ({exc}); pull them with "
+                    "`action-recognition weights pull`, or pass --allow-untrained (tagged untrained)"
+                ) from exc
             log.warning("backbone weights of %s unavailable (%s): training from random weights", arch, exc)
             return model, True
     if config.pretrained:
@@ -81,18 +82,22 @@ def build_model(arch: str, data: LabeledArrays, config: TrainConfig) -> tuple[An
         except OSError as exc:  # URLError, HTTP errors and offline DNS failures are all OSErrors
             if not config.allow_untrained:
                 raise TrainError(
-                    f"cannot download the pretrained weights of {arch} ({exc}); connect to the network, put the "
-                    "weights in TORCH_HOME, or pass --allow-untrained to train from random weights (tagged untrained)"
+                    f"cannot download the pretrained weights of {arch} ({exc}); connect to the network, put "
+                    "the "
+                    "weights in TORCH_HOME, or pass --allow-untrained to train from random weights (tagged "
+                    "untrained)"
                 ) from exc
             log.warning("pretrained weights of %s unavailable (%s): training from random weights", arch, exc)
     elif not config.allow_untrained:
-        raise TrainError(f"{arch} with pretrained=false trains from random weights: pass --allow-untrained to do so")
+        raise TrainError(
+            f"{arch} with pretrained=false trains from random weights: pass --allow-untrained to do so"
+        )
     return spec.build(num_classes=k, frames=data.data.shape[1], pretrained=False), True
 
 
 def with_backbone(model: Any, value: str) -> Any:
-    """Load a pretrained backbone state dict (from storage through the weights cache, or a path) into an RGB model:
-    every backbone tensor must match; the classifier head (``fc``) stays new."""
+    """Load a pretrained backbone state dict (from storage through the weights cache, or a path) into an RGB
+    model: every backbone tensor must match; the classifier head (``fc``) stays new."""
     import torch
 
     from action_recognition.weights import WeightsError, WeightsMismatch, resolve
@@ -110,7 +115,9 @@ def with_backbone(model: Any, value: str) -> Any:
         raise WeightsMismatch(f"backbone weights {value} do not fit {type(model).__name__}: {exc}") from exc
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise WeightsMismatch(f"backbone weights {value} do not fit {type(model).__name__}: missing {missing[:5]}, "
-                           f"unexpected {unexpected[:5]}")  # fmt: skip
+        raise WeightsMismatch(
+            f"backbone weights {value} do not fit {type(model).__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
     log.info("RGB backbone loaded from %s", value)
     return model

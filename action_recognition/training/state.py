@@ -1,6 +1,6 @@
-"""Everything a training needs to continue where a killed try stopped: model, optimiser, LR schedule, AMP scaler,
-the sampler's random generator, the best weights so far and the history; saved to storage after every epoch as one
-checkpoint that loads with ``weights_only=True`` (a checkpoint is data, never code)."""
+"""Everything a training needs to continue where a killed try stopped: model, optimiser, LR schedule, AMP
+scaler, the sampler's random generator, the best weights so far and the history; saved to storage after every
+epoch as one checkpoint that loads with ``weights_only=True`` (a checkpoint is data, never code)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ class Ema:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         with torch.no_grad():
-            for mine, theirs in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+            for mine, theirs in zip(
+                self.module.state_dict().values(), model.state_dict().values(), strict=True
+            ):
                 if mine.dtype.is_floating_point:
                     mine.mul_(d).add_(theirs.detach(), alpha=1 - d)
                 else:
@@ -52,7 +54,8 @@ class Ema:
 
 
 def amp_dtype(device: Any) -> Any:
-    """Autocast's dtype on CUDA: bfloat16 where the GPU has it (no loss scaling, so no per-step sync), else float16."""
+    """Autocast's dtype on CUDA: bfloat16 where the GPU has it (no loss scaling, so no per-step sync), else
+    float16."""
     import torch
 
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
@@ -76,11 +79,20 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, model: Any, config: TrainConfig, arch: str, steps_per_epoch: int, device: Any, *,
-               epochs: int | None = None, seed: int | None = None) -> TrainState:  # fmt: skip
-        """AdamW (the config's learning rate and weight decay, else the architecture's); a linear warm-up over the
-        first 1/30 of the steps of ``epochs`` (default ``config.epochs``), then cosine decay to 0 at the last; the
-        sampler seeded with ``seed`` (default ``config.seed``)."""
+    def create(
+        cls,
+        model: Any,
+        config: TrainConfig,
+        arch: str,
+        steps_per_epoch: int,
+        device: Any,
+        *,
+        epochs: int | None = None,
+        seed: int | None = None,
+    ) -> TrainState:
+        """AdamW (the config's learning rate and weight decay, else the architecture's); a linear warm-up over
+        the first 1/30 of the steps of ``epochs`` (default ``config.epochs``), then cosine decay to 0 at the
+        last; the sampler seeded with ``seed`` (default ``config.seed``)."""
         import torch
 
         from action_recognition.models import ARCHS
@@ -91,17 +103,23 @@ class TrainState:
         total = steps_per_epoch * (epochs or config.epochs)
         warmup = max(1, total // 30)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+            optimizer,
+            lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))),
         )
-        return cls(model=model, optimizer=optimizer, scheduler=scheduler,
-                   scaler=torch.amp.GradScaler(enabled=device.type == "cuda" and amp_dtype(device) == torch.float16),
-                   gen=torch.Generator().manual_seed(config.seed if seed is None else seed),
-                   ema=Ema(model, config.ema_decay) if config.ema_decay > 0 else None,
-                   best_state=copy.deepcopy(model.state_dict()))  # fmt: skip
+        return cls(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=torch.amp.GradScaler(enabled=device.type == "cuda" and amp_dtype(device) == torch.float16),
+            gen=torch.Generator().manual_seed(config.seed if seed is None else seed),
+            ema=Ema(model, config.ema_decay) if config.ema_decay > 0 else None,
+            best_state=copy.deepcopy(model.state_dict()),
+        )
 
     @property
     def eval_model(self) -> Any:
-        """The weights a validation, the best-so-far copy and the final model use: the average when there is one."""
+        """The weights a validation, the best-so-far copy and the final model use: the average when there is
+        one."""
         return self.ema.module if self.ema is not None else self.model
 
     def after_step(self) -> None:
@@ -109,11 +127,14 @@ class TrainState:
             self.ema.update(self.model)
 
     def observe(self, row: dict[str, float]) -> bool:
-        """Record a finished epoch's metrics; True when it is the best so far (val accuracy, then val loss)."""
+        """Record a finished epoch's metrics; True when it is the best so far (val accuracy, then val
+        loss)."""
         self.history.append(row)
         epoch, val_acc, val_loss = int(row["epoch"]), row["val_acc"], row["val_loss"]
         self.epoch = epoch + 1
-        if val_acc > self.best["val_acc"] or (val_acc == self.best["val_acc"] and val_loss < self.best["val_loss"]):
+        if val_acc > self.best["val_acc"] or (
+            val_acc == self.best["val_acc"] and val_loss < self.best["val_loss"]
+        ):
             self.best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch}
             self.best_state = copy.deepcopy(self.eval_model.state_dict())
             self.stale = 0
@@ -122,20 +143,28 @@ class TrainState:
         return False
 
     def advance(self, row: dict[str, float]) -> None:
-        """Record a finished epoch of a training without validation (a refit): its weights are the last ones."""
+        """Record a finished epoch of a training without validation (a refit): its weights are the last
+        ones."""
         self.history.append(row)
         self.epoch = int(row["epoch"]) + 1
 
     def save(self, storage: Storage, key: str, work: Path, meta: dict[str, Any]) -> None:
-        """The checkpoint after the last finished epoch, with ``meta`` (config, arch, classes...) beside it."""
+        """The checkpoint after the last finished epoch, with ``meta`` (config, arch, classes...) beside
+        it."""
         import torch
 
         ckpt = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch - 1,
-            "best": self.best, "best_model": self.best_state, "history": self.history,
-            "rng": {"sampler": self.gen.get_state(), "torch": torch.get_rng_state()}, **meta,
-        }  # fmt: skip
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch - 1,
+            "best": self.best,
+            "best_model": self.best_state,
+            "history": self.history,
+            "rng": {"sampler": self.gen.get_state(), "torch": torch.get_rng_state()},
+            **meta,
+        }
         if self.ema is not None:
             ckpt["ema"] = self.ema.state_dict()
         path = work / Path(key).name
@@ -143,14 +172,17 @@ class TrainState:
         storage.put_file(key, path)
 
     def load(self, storage: Storage, key: str, device: Any) -> None:
-        """Continue from the checkpoint at ``key``: the resumed try trains exactly as an unbroken one would."""
+        """Continue from the checkpoint at ``key``: the resumed try trains exactly as an unbroken one
+        would."""
         import torch
 
         try:  # weights_only: a checkpoint is data, never code, even one that someone planted in the bucket
             ckpt = torch.load(io.BytesIO(storage.get_bytes(key)), map_location=device, weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise TrainError(f"refusing checkpoint {storage.key_uri(key)}: it holds more than tensors and plain "
-                             f"values ({str(exc).splitlines()[0][:200]})") from exc  # fmt: skip
+            raise TrainError(
+                f"refusing checkpoint {storage.key_uri(key)}: it holds more than tensors and plain "
+                f"values ({str(exc).splitlines()[0][:200]})"
+            ) from exc
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -158,7 +190,9 @@ class TrainState:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
             if "ema" not in ckpt:
-                raise TrainError(f"checkpoint {storage.key_uri(key)} has no weight average; train.ema_decay is on")
+                raise TrainError(
+                    f"checkpoint {storage.key_uri(key)} has no weight average; train.ema_decay is on"
+                )
             self.ema.load_state_dict(ckpt["ema"])
         self.best_state, self.best, self.history = ckpt["best_model"], ckpt["best"], ckpt["history"]
         self.epoch = int(ckpt["epoch"]) + 1

@@ -17,7 +17,7 @@ from action_recognition import __version__
 from action_recognition.config import TrainConfig
 from action_recognition.datasets import LabeledArrays
 from action_recognition.errors import TrainError
-from action_recognition.evaluate import Metrics
+from action_recognition.metrics import Metrics
 from action_recognition.storage import Storage
 from action_recognition.training.augment import centre_crop
 from action_recognition.training.card import model_card
@@ -25,9 +25,18 @@ from action_recognition.training.inference import rgb_crop
 
 #: Settings that change where or how fast a training runs, not its weights: not part of the fingerprint.
 FINGERPRINT_EXCLUDE = {
-    "tracking_uri", "experiment", "resume", "log_model", "system_metrics", "registered_model", "device", "threads",
-    "num_workers", "max_minutes", "checkpoint_interval_s",
-}  # fmt: skip
+    "tracking_uri",
+    "experiment",
+    "resume",
+    "log_model",
+    "system_metrics",
+    "registered_model",
+    "device",
+    "threads",
+    "num_workers",
+    "max_minutes",
+    "checkpoint_interval_s",
+}
 
 
 def fingerprint(config: TrainConfig, arch: str, dataset_sha256: str) -> str:
@@ -40,26 +49,37 @@ def fingerprint(config: TrainConfig, arch: str, dataset_sha256: str) -> str:
 
 def test_set_sha256(data: LabeledArrays) -> str:
     """Identity of the test split (clip ids and labels): promotion compares models only on the same one."""
-    rows = sorted(zip(data.clip_ids[data.split == "test"].tolist(), data.labels[data.split == "test"].tolist(),
-                      strict=True))  # fmt: skip
+    rows = sorted(
+        zip(
+            data.clip_ids[data.split == "test"].tolist(),
+            data.labels[data.split == "test"].tolist(),
+            strict=True,
+        )
+    )
     return hashlib.sha256(json.dumps([rows, data.classes]).encode()).hexdigest()
 
 
 def run_of(experiment_id: str, fp: str, status: str) -> Any | None:
-    """The newest run of this fingerprint with ``status`` (FINISHED: reuse it; RUNNING: its try was killed)."""
+    """The newest run of this fingerprint with ``status`` (FINISHED: reuse it; RUNNING: its try was
+    killed)."""
     import mlflow
 
     runs = mlflow.search_runs(
-        [experiment_id], filter_string=f"tags.`ar.fingerprint` = '{fp}' and attributes.status = '{status}'",
-        order_by=["attributes.start_time DESC"], output_format="list", max_results=1,
-    )  # fmt: skip
+        [experiment_id],
+        filter_string=f"tags.`ar.fingerprint` = '{fp}' and attributes.status = '{status}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
 @contextmanager
-def tracking_errors(storage: Storage, checkpoint: str, fp: str, history: list[dict[str, float]]) -> Iterator[None]:
-    """The tracking server went away (after MLflow's own HTTP retries) or refused: a TrainError that says where the
-    checkpoint is, since the next try resumes from it in the same run."""
+def tracking_errors(
+    storage: Storage, checkpoint: str, fp: str, history: list[dict[str, float]]
+) -> Iterator[None]:
+    """The tracking server went away (after MLflow's own HTTP retries) or refused: a TrainError that says
+    where the checkpoint is, since the next try resumes from it in the same run."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -68,8 +88,10 @@ def tracking_errors(storage: Storage, checkpoint: str, fp: str, history: list[di
     except MlflowException as exc:
         ckpt = storage.key_uri(checkpoint) if storage.exists(checkpoint) else "none yet"
         raise TrainError(
-            f"MLflow at {mlflow.get_tracking_uri()} failed during training {fp[:12]} after {len(history)} epoch(s): "
-            f"{str(exc).splitlines()[0][:300]}. Checkpoint: {ckpt}; the next try resumes from it in the same run."
+            f"MLflow at {mlflow.get_tracking_uri()} failed during training {fp[:12]} after {len(history)} "
+            "epoch(s): "
+            f"{str(exc).splitlines()[0][:300]}. Checkpoint: {ckpt}; the next try resumes from it in the same "
+            "run."
         ) from None
 
 
@@ -83,21 +105,36 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_dataset_input(dataset_uri: str, data: LabeledArrays, name: str, manifest: dict[str, Any] | None) -> None:
+def log_dataset_input(
+    dataset_uri: str, data: LabeledArrays, name: str, manifest: dict[str, Any] | None
+) -> None:
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     source_uri = dataset_uri if "://" in dataset_uri else str(Path(dataset_uri).resolve())
-    dataset = MetaDataset(source=resolve_dataset_source(source_uri), name=name, digest=data.sha256[:16])  # type: ignore[abstract]
-    tags = {"manifest_uri": (manifest or {}).get("uri", ""), "manifest_sha256": (manifest or {}).get("sha256", "")}
+    source = resolve_dataset_source(source_uri)
+    dataset = MetaDataset(source=source, name=name, digest=data.sha256[:16])  # type: ignore[abstract]
+    tags = {
+        "manifest_uri": (manifest or {}).get("uri", ""),
+        "manifest_sha256": (manifest or {}).get("sha256", ""),
+    }
     mlflow.log_input(dataset, context="training", tags={k: v for k, v in tags.items() if v})
 
 
 def log_artifacts(
-    metrics: Metrics, work: Path, run_name: str, arch: str, data: LabeledArrays, manifest: dict[str, Any] | None,
-    scalars: dict[str, float], untrained: bool, config: TrainConfig, *, recipe: str = "",
-) -> None:  # fmt: skip
+    metrics: Metrics,
+    work: Path,
+    run_name: str,
+    arch: str,
+    data: LabeledArrays,
+    manifest: dict[str, Any] | None,
+    scalars: dict[str, float],
+    untrained: bool,
+    config: TrainConfig,
+    *,
+    recipe: str = "",
+) -> None:
     import mlflow
 
     out = work / "artifacts"
@@ -106,14 +143,15 @@ def log_artifacts(
     (out / "confusion_matrix.csv").write_text(metrics.confusion_csv())
     (out / "per_class.csv").write_text(metrics.per_class_csv())
     (out / "classes.json").write_text(json.dumps(data.classes))
-    (out / "model_card.md").write_text(model_card(run_name, arch, data, manifest, scalars, untrained, config,
-                                                          recipe=recipe))  # fmt: skip
+    (out / "model_card.md").write_text(
+        model_card(run_name, arch, data, manifest, scalars, untrained, config, recipe=recipe)
+    )
     mlflow.log_artifacts(str(out))
 
 
 def log_model(model: Any, data: LabeledArrays, arch: str, family: str, untrained: bool) -> str:
-    """The model as a pyfunc that answers with labels and probabilities (:mod:`action_recognition.serving`), with
-    its signature, an input example and its metadata (classes, arch, layout, untrained)."""
+    """The model as a pyfunc that answers with labels and probabilities (:mod:`action_recognition.serving`),
+    with its signature, an input example and its metadata (classes, arch, layout, untrained)."""
     import torch
 
     from action_recognition.serving import log_classifier
@@ -126,7 +164,14 @@ def log_model(model: Any, data: LabeledArrays, arch: str, family: str, untrained
         import torchvision
 
         requirements.append(f"torchvision=={torchvision.__version__.split('+')[0]}")
-    metadata = {"classes": data.classes, "arch": arch, "family": family, "layout": data.layout or "",
-                "untrained": untrained or bool(data.meta.get("untrained_pose")), "input_kind": data.kind}  # fmt: skip
-    return log_classifier(model, np.ascontiguousarray(example), data.classes, metadata=metadata,
-                          requirements=requirements)  # fmt: skip
+    metadata = {
+        "classes": data.classes,
+        "arch": arch,
+        "family": family,
+        "layout": data.layout or "",
+        "untrained": untrained or bool(data.meta.get("untrained_pose")),
+        "input_kind": data.kind,
+    }
+    return log_classifier(
+        model, np.ascontiguousarray(example), data.classes, metadata=metadata, requirements=requirements
+    )

@@ -1,16 +1,17 @@
 """The local stack's stand-in for MinIO: moto's S3 and IAM servers with request authentication on.
 
-MinIO cannot be had on this machine (no image pull, no Debian or PyPI package). moto's server speaks the same S3
-API and evaluates IAM policies on every request once authentication is on, so the stack's least-privilege keys
-(docker/minio/*.json) are enforced for real. What MinIO does and moto does not, this adds:
+MinIO cannot be had on this machine (no image pull, no Debian or PyPI package). moto's server speaks the same
+S3 API and evaluates IAM policies on every request once authentication is on, so the stack's least-privilege
+keys (docker/minio/*.json) are enforced for real. What MinIO does and moto does not, this adds:
 
 - the root user from ``MINIO_ROOT_USER`` / ``MINIO_ROOT_PASSWORD`` (an IAM user with an allow-all policy);
 - service keys whose id and secret the administrator chooses (``mc admin user add``): ``PUT
-  /minio/admin/v3/add-user?accessKey=ID`` with ``{"secretKey": ...}``, HTTP basic auth with the root credentials;
+  /minio/admin/v3/add-user?accessKey=ID`` with ``{"secretKey": ...}``, HTTP basic auth with the root
+  credentials;
 - ``/minio/health/live`` and ``/minio/health/ready``.
 
-Data lives in memory: a restart of this container empties it (unlike MinIO's volume). Run as the MinIO image is
-run: ``s3server.py server /data --console-address :9001`` (the console is not provided).
+Data lives in memory: a restart of this container empties it (unlike MinIO's volume). Run as the MinIO image
+is run: ``s3server.py server /data --console-address :9001`` (the console is not provided).
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ import sys
 from typing import Any
 from urllib.parse import parse_qs
 
-os.environ.setdefault("INITIAL_NO_AUTH_ACTION_COUNT", "0")  # before moto is imported: every request is checked
+os.environ.setdefault(
+    "INITIAL_NO_AUTH_ACTION_COUNT", "0"
+)  # before moto is imported: every request is checked
 os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
 
-ALLOW_ALL = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
 ACCOUNT = "123456789012"
 
 
@@ -77,7 +82,9 @@ def admin_app(moto_app: Any, root_user: str, root_password: str) -> Any:
             except (ValueError, KeyError) as exc:
                 return _answer(start_response, "400 Bad Request", {"error": f"body needs secretKey: {exc}"})
             if not key or not secret or len(key) > 128:
-                return _answer(start_response, "400 Bad Request", {"error": "accessKey and secretKey are required"})
+                return _answer(
+                    start_response, "400 Bad Request", {"error": "accessKey and secretKey are required"}
+                )
             set_user_key(key, key, secret)
             return _answer(start_response, "200 OK", {"accessKey": key})
         return moto_app(environ, start_response)
@@ -90,9 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["server"])
     parser.add_argument("data", help="MinIO's data folder (unused: moto keeps data in memory)")
     parser.add_argument("--address", default=":9000")
-    parser.add_argument("--console-address", default=None, help="accepted for MinIO compatibility; no console")
+    parser.add_argument(
+        "--console-address", default=None, help="accepted for MinIO compatibility; no console"
+    )
     args = parser.parse_args(argv)
-    root_user, root_password = os.environ.get("MINIO_ROOT_USER", ""), os.environ.get("MINIO_ROOT_PASSWORD", "")
+    root_user, root_password = (
+        os.environ.get("MINIO_ROOT_USER", ""),
+        os.environ.get("MINIO_ROOT_PASSWORD", ""),
+    )
     if len(root_user) < 3 or len(root_password) < 8:
         print("MINIO_ROOT_USER (3+ characters) and MINIO_ROOT_PASSWORD (8+) must be set", file=sys.stderr)
         return 2
@@ -101,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
 
     set_user_key(root_user, root_user, root_password, admin=True)
     host, _, port = args.address.rpartition(":")
-    print(f"S3-compatible server (moto, IAM auth on) on {host or '0.0.0.0'}:{port}; data in memory", flush=True)
+    print(
+        f"S3-compatible server (moto, IAM auth on) on {host or '0.0.0.0'}:{port}; data in memory", flush=True
+    )
     app = admin_app(DomainDispatcherApplication(create_backend_app), root_user, root_password)
     run_simple(host or "0.0.0.0", int(port), app, threaded=True)
     return 0

@@ -1,5 +1,5 @@
-"""What both DAGs share: defaults read from the environment at parse time (no Variables, no I/O), the trigger-form
-Params, and a factory for step tasks with the runner settings filled in."""
+"""What both DAGs share: defaults read from the environment at parse time (no Variables, no I/O), the
+trigger-form Params, and a factory for step tasks with the runner settings filled in."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ MAX_SHARDS = 64
 
 #: The official Kinetics-700-2020 annotations (the original study used Kinetics-700 training clips).
 K700 = "https://s3.amazonaws.com/kinetics/700_2020/annotations"
-DEFAULT_ANNOTATIONS = [a for a in env_default("AR_ANNOTATIONS", f"{K700}/train.csv,{K700}/val.csv").split(",") if a]
+DEFAULT_ANNOTATIONS = [
+    a for a in env_default("AR_ANNOTATIONS", f"{K700}/train.csv,{K700}/val.csv").split(",") if a
+]
 
 #: Retries with exponential backoff for steps that talk to the network (YouTube, S3, MLflow); none elsewhere.
 NETWORK_RETRY: dict[str, Any] = {
@@ -38,35 +40,45 @@ NETWORK_RETRY: dict[str, Any] = {
     "max_retry_delay": timedelta(minutes=30),
 }
 
-#: Every other task (the DAGs' default_args): one more try when a try was lost rather than failed: its Celery worker
-#: killed, its container OOM-killed, the api-server unreachable for longer than the heartbeat allows. Steps are
-#: idempotent and a retry first removes the lost try's container; an error a step reports as not retryable (bad
-#: configuration, bad input) still fails at once (AirflowFailException), so this never repeats a real failure.
+# : Every other task (the DAGs' default_args): one more try when a try was lost rather than failed: its Celery
+# worker : killed, its container OOM-killed, the api-server unreachable for longer than the heartbeat allows.
+# Steps are : idempotent and a retry first removes the lost try's container; an error a step reports as not
+# retryable (bad : configuration, bad input) still fails at once (AirflowFailException), so this never repeats
+# a real failure.
 LOST_TRY_RETRY: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=20)}
 
 
 #: Arguments telling a step that RGB models may start from random weights (the rgb_allow_untrained Param).
-ALLOW_UNTRAINED = ["{{ '--set' if params.rgb_allow_untrained else '' }}",
-                   "{{ 'train.allow_untrained=true' if params.rgb_allow_untrained else '' }}"]  # fmt: skip
+ALLOW_UNTRAINED = [
+    "{{ '--set' if params.rgb_allow_untrained else '' }}",
+    "{{ 'train.allow_untrained=true' if params.rgb_allow_untrained else '' }}",
+]
 
 
 def preflight(
     run: dict[str, Any], *, skip: tuple[str, ...] = (), pools: tuple[str, ...] = (), trains: bool = True
 ) -> Any:
-    """The ``preflight`` task every DAG starts with: ``doctor`` on the runner that does the work (``skip``: checks
-    the DAG does not need) and the ``pools`` its tasks use, through Airflow's REST API (PreflightOperator).
-    ``trains``: the DAG has the rgb_allow_untrained Param (the backbone check then allows random weights)."""
+    """The ``preflight`` task every DAG starts with: ``doctor`` on the runner that does the work (``skip``:
+    checks the DAG does not need) and the ``pools`` its tasks use, through Airflow's REST API
+    (PreflightOperator). ``trains``: the DAG has the rgb_allow_untrained Param (the backbone check then allows
+    random weights)."""
     from ar_provider.operators import PreflightOperator
 
     return PreflightOperator(
-        **run, task_id="preflight", pools=pools,
-        args=["{{ '--gpu' if params.gpu_enabled else '' }}",
-              *(a for name in skip for a in ("--skip", name)), *(ALLOW_UNTRAINED if trains else [])],
-    )  # fmt: skip
+        **run,
+        task_id="preflight",
+        pools=pools,
+        args=[
+            "{{ '--gpu' if params.gpu_enabled else '' }}",
+            *(a for name in skip for a in ("--skip", name)),
+            *(ALLOW_UNTRAINED if trains else []),
+        ],
+    )
 
 
 def _mounts() -> list[Any]:
-    """``AR_DOCKER_MOUNTS=/host/path:/container/path[:ro],...`` (e.g. a local storage folder for the docker runner)."""
+    """``AR_DOCKER_MOUNTS=/host/path:/container/path[:ro],...`` (e.g. a local storage folder for the docker
+    runner)."""
     spec = env_default("AR_DOCKER_MOUNTS", "")
     if not spec:
         return []
@@ -95,49 +107,89 @@ def runner_kwargs() -> dict[str, Any]:
 def common_params() -> dict[str, Param]:
     """Params both DAGs show: where data lives, how steps run, what to train and promote."""
     return {
-        "dataset": Param(env_default("AR_DATASET", "dance15"), **param_schema(
-            "dataset", description="Dataset name: storage keys and registered model names derive from it.")),
-        "storage_uri": Param(env_default("AR__STORAGE__URI", "./ar-data"), **param_schema(
-            "storage_uri", description="Storage root: s3://bucket/prefix (MinIO) or a local folder.")),
-        "runner": Param(env_default("AR_RUNNER", "local"), enum=["local", "docker"],
-                        description="docker: each step in the worker image (production); local: a subprocess."),
-        "gpu_enabled": Param(env_default("AR_GPU", "false").lower() == "true", type="boolean",
-                             description="Request a GPU for pose and training containers (off where there is none)."),
-        "models": Param(list(names.FAMILIES), type="array", items={"enum": list(names.FAMILIES)},
-                        description="Which model families to train."),
-        "keypoint_arch": Param(names.DEFAULT_KEYPOINT_ARCH, enum=list(names.KEYPOINT_ARCHS),
-                               description="Keypoint architecture."),
-        "rgb_arch": Param(names.DEFAULT_RGB_ARCH, enum=list(names.RGB_ARCHS), description="RGB architecture."),
+        "dataset": Param(
+            env_default("AR_DATASET", "dance15"),
+            **param_schema(
+                "dataset", description="Dataset name: storage keys and registered model names derive from it."
+            ),
+        ),
+        "storage_uri": Param(
+            env_default("AR__STORAGE__URI", "./ar-data"),
+            **param_schema(
+                "storage_uri", description="Storage root: s3://bucket/prefix (MinIO) or a local folder."
+            ),
+        ),
+        "runner": Param(
+            env_default("AR_RUNNER", "local"),
+            enum=["local", "docker"],
+            description="docker: each step in the worker image (production); local: a subprocess.",
+        ),
+        "gpu_enabled": Param(
+            env_default("AR_GPU", "false").lower() == "true",
+            type="boolean",
+            description="Request a GPU for pose and training containers (off where there is none).",
+        ),
+        "models": Param(
+            list(names.FAMILIES),
+            type="array",
+            items={"enum": list(names.FAMILIES)},
+            description="Which model families to train.",
+        ),
+        "keypoint_arch": Param(
+            names.DEFAULT_KEYPOINT_ARCH, enum=list(names.KEYPOINT_ARCHS), description="Keypoint architecture."
+        ),
+        "rgb_arch": Param(
+            names.DEFAULT_RGB_ARCH, enum=list(names.RGB_ARCHS), description="RGB architecture."
+        ),
         "epochs": Param(int(env_default("AR_EPOCHS", "80")), **param_schema("epochs")),
         "seed": Param(0, **param_schema("seed", description="Seed of the plan's sampling and of training.")),
-        "rgb_allow_untrained": Param(env_default("AR_RGB_ALLOW_UNTRAINED", "false").lower() == "true",
-                                     type="boolean", description="Train RGB from random weights if none can be had."),
-        "promotion_margin": Param(0.0, **param_schema(
-            "promotion_margin", description="How much better (test top-1) a challenger must be to become champion.")),
-        "require_approval": Param(False, type="boolean", description="A person approves each promotion in the UI."),
-    }  # fmt: skip
+        "rgb_allow_untrained": Param(
+            env_default("AR_RGB_ALLOW_UNTRAINED", "false").lower() == "true",
+            type="boolean",
+            description="Train RGB from random weights if none can be had.",
+        ),
+        "promotion_margin": Param(
+            0.0,
+            **param_schema(
+                "promotion_margin",
+                description="How much better (test top-1) a challenger must be to become champion.",
+            ),
+        ),
+        "require_approval": Param(
+            False, type="boolean", description="A person approves each promotion in the UI."
+        ),
+    }
 
 
 def url_template_param() -> Param:
     """Where videos come from (YouTube; a local server in tests and the demo)."""
-    return Param(env_default("AR_URL_TEMPLATE", "https://www.youtube.com/watch?v={youtube_id}"), type="string",
-                 maxLength=2048, pattern="^https?://[^{}\\s]*[{]youtube_id[}][^{}\\s]*$",
-                 description="Where videos come from.")  # fmt: skip
+    return Param(
+        env_default("AR_URL_TEMPLATE", "https://www.youtube.com/watch?v={youtube_id}"),
+        type="string",
+        maxLength=2048,
+        pattern="^https?://[^{}\\s]*[{]youtube_id[}][^{}\\s]*$",
+        description="Where videos come from.",
+    )
 
 
 def train_args(family: str, dataset_xcom: str) -> list[str]:
     """Arguments of a train step; ``dataset_xcom`` is a template that renders the dataset URI."""
     arch = "{{ params.keypoint_arch }}" if family == "keypoint" else "{{ params.rgb_arch }}"
     return [
-        "--dataset", dataset_xcom, "--arch", arch, "--name", "{{ params.dataset }}",
+        "--dataset",
+        dataset_xcom,
+        "--arch",
+        arch,
+        "--name",
+        "{{ params.dataset }}",
         "{{ '--allow-untrained' if params.rgb_allow_untrained else '' }}" if family == "rgb" else "",
-    ]  # fmt: skip
+    ]
 
 
 @task
 def check_params(**context: Any) -> dict[str, Any]:
-    """Every Param through the one validated config before any work: a value the form's schema let through but the
-    steps would refuse (a storage scheme, a weights path) fails here, named, instead of hours later."""
+    """Every Param through the one validated config before any work: a value the form's schema let through but
+    the steps would refuse (a storage scheme, a weights path) fails here, named, instead of hours later."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from action_recognition.airflow_adapter import config_from_params, overrides_from_params
@@ -148,5 +200,8 @@ def check_params(**context: Any) -> dict[str, Any]:
     except ConfigError as exc:  # the same Params fail the same way: no retry
         raise AirflowFailException(str(exc)) from exc
     # Steps receive exactly these overrides (StepOperator config_from): what was validated here is what runs.
-    return {"dataset": cfg.plan.dataset, "storage_uri": cfg.storage.uri,
-            "overrides": overrides_from_params(context["params"])}  # fmt: skip
+    return {
+        "dataset": cfg.plan.dataset,
+        "storage_uri": cfg.storage.uri,
+        "overrides": overrides_from_params(context["params"]),
+    }

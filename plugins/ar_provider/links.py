@@ -10,7 +10,14 @@ from airflow.sdk import BaseOperatorLink
 from airflow.sdk.bases.xcom import BaseXCom as XCom
 
 # The keys of a step's JSON summary that name where its output went, most specific first.
-STORAGE_KEYS = ("dataset_uri", "keypoints_prefix", "clips_prefix", "manifest_uri", "ledger_uri", "checkpoint_uri")
+STORAGE_KEYS = (
+    "dataset_uri",
+    "keypoints_prefix",
+    "clips_prefix",
+    "manifest_uri",
+    "ledger_uri",
+    "checkpoint_uri",
+)
 
 
 def _result(ti_key: Any) -> dict[str, Any]:

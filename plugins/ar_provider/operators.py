@@ -1,13 +1,15 @@
-"""``StepOperator``: one ``action-recognition`` step, as a local subprocess or a container of the worker image.
+"""``StepOperator``: one ``action-recognition`` step, as a local subprocess or a container of the worker
+image.
 
-The runner is a template field (``{{ params.runner }}``), so one DAG serves both: ``local`` for the embedded default
-and tests, ``docker`` for production. GPU steps ask for a GPU through ``device_requests`` unless the ``gpu_enabled``
-switch (a DAG Param, default ``AR_GPU``) turns the request off on machines without one. The step's JSON summary (the
-last line of its stdout, DESIGN.md contract 1) is the task's XCom: references and counts, never data.
+The runner is a template field (``{{ params.runner }}``), so one DAG serves both: ``local`` for the embedded
+default and tests, ``docker`` for production. GPU steps ask for a GPU through ``device_requests`` unless the
+``gpu_enabled`` switch (a DAG Param, default ``AR_GPU``) turns the request off on machines without one. The
+step's JSON summary (the last line of its stdout, DESIGN.md contract 1) is the task's XCom: references and
+counts, never data.
 
-Secrets reach the step only through its environment: S3 keys from the Airflow connection ``aws_conn_id`` (if it
-exists) and anything in ``AR_SECRET_ENV_KEYS`` are passed as DockerOperator ``private_environment``, never as
-arguments and never in the rendered template fields.
+Secrets reach the step only through its environment: S3 keys from the Airflow connection ``aws_conn_id`` (if
+it exists) and anything in ``AR_SECRET_ENV_KEYS`` are passed as DockerOperator ``private_environment``, never
+as arguments and never in the rendered template fields.
 """
 
 from __future__ import annotations
@@ -34,8 +36,13 @@ from ar_provider.links import MLflowRunLink, StoragePrefixLink
 
 #: Variables passed from the scheduler's environment to every step (values never logged).
 PASS_ENV_PREFIXES = ("AR__", "AWS_", "MLFLOW_", "YOLO_", "TORCH_HOME", "HF_")
-SECRET_NAMES = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD",
-                "MLFLOW_TRACKING_TOKEN")  # fmt: skip
+SECRET_NAMES = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 
 
 def _last_summary(lines: Any) -> str:
@@ -53,15 +60,18 @@ def _last_summary(lines: Any) -> str:
 
 
 def step_failure(step: str, detail: str, summary: str) -> AirflowException:
-    """The exception for a failed step: ``AirflowFailException`` (no retry) when the step's JSON summary says its
-    error is not retryable (bad configuration, bad input: the same try fails the same way), else a retryable one."""
+    """The exception for a failed step: ``AirflowFailException`` (no retry) when the step's JSON summary says
+    its error is not retryable (bad configuration, bad input: the same try fails the same way), else a
+    retryable one."""
     try:
         parsed = json.loads(summary) if summary else {}
     except json.JSONDecodeError:
         parsed = {}
     if isinstance(parsed, dict) and parsed.get("retryable") is False:
         kind = parsed.get("error_type", "error")
-        return AirflowFailException(f"action-recognition {step}: {kind} that no retry can fix: {parsed.get('error')}")
+        return AirflowFailException(
+            f"action-recognition {step}: {kind} that no retry can fix: {parsed.get('error')}"
+        )
     return AirflowException(f"action-recognition {step} {detail}; last line: {summary}")
 
 
@@ -84,8 +94,9 @@ class StepOperator(BaseOperator):
     :param aws_conn_id: Airflow AWS connection with the storage keys; skipped when it does not exist.
     :param mounts: Extra docker mounts (``docker.types.Mount``), e.g. a local storage folder.
     :param skip_unless: A model family; the task is skipped unless the ``models`` Param lists it.
-    :param config_from: The task whose XCom holds the validated Params (``check_params``): they reach the step as
-        ``--set`` pairs, so every step loads the one config that task validated. None: the step's own args only.
+    :param config_from: The task whose XCom holds the validated Params (``check_params``): they reach the step
+        as ``--set`` pairs, so every step loads the one config that task validated. None: the step's own args
+        only.
     """
 
     template_fields: Sequence[str] = ("args", "runner", "gpu_enabled", "image", "docker_url", "network_mode")
@@ -170,7 +181,9 @@ class StepOperator(BaseOperator):
         public, secret = self._environment()
         self.log.info("action-recognition %s (runner=%s)", " ".join(argv), self.runner)
         if self.runner == "local":
-            last = self._run_local(argv, {**os.environ, **public, **secret})  # a local step keeps the whole env
+            last = self._run_local(
+                argv, {**os.environ, **public, **secret}
+            )  # a local step keeps the whole env
         elif self.runner == "docker":
             last = self._run_docker(argv, public, secret, context)
         else:
@@ -178,7 +191,9 @@ class StepOperator(BaseOperator):
         try:
             result: dict[str, Any] = json.loads(last)
         except (TypeError, json.JSONDecodeError) as exc:
-            raise AirflowException(f"{self.step}: the last stdout line is not the JSON summary: {last!r}") from exc
+            raise AirflowException(
+                f"{self.step}: the last stdout line is not the JSON summary: {last!r}"
+            ) from exc
         if not result.get("ok", True):
             raise step_failure(self.step, "failed", last)
         return result
@@ -218,7 +233,9 @@ class StepOperator(BaseOperator):
         finally:
             client.close()
 
-    def _run_docker(self, argv: list[str], public: dict[str, str], secret: dict[str, str], context: Any) -> str:
+    def _run_docker(
+        self, argv: list[str], public: dict[str, str], secret: dict[str, str], context: Any
+    ) -> str:
         from airflow.providers.docker.exceptions import DockerContainerFailedException
         from airflow.providers.docker.operators.docker import DockerOperator
         from docker.types import DeviceRequest
@@ -243,7 +260,8 @@ class StepOperator(BaseOperator):
             device_requests=device_requests,
             mounts=self.mounts,
             tty=False,
-            xcom_all=True,  # every line: stderr and stdout interleave, so the summary is found, not assumed last
+            # Every line: stderr and stdout interleave, so the summary is found, not assumed last.
+            xcom_all=True,
         )
         self._container = container
         try:
@@ -263,18 +281,20 @@ class StepOperator(BaseOperator):
 
 
 class PreflightOperator(StepOperator):
-    """``action-recognition doctor`` on the runner that will do the work, plus what only Airflow's side can ask:
-    whether the pools the DAG's tasks use exist (a task in a missing pool is never scheduled, silently).
+    """``action-recognition doctor`` on the runner that will do the work, plus what only Airflow's side can
+    ask: whether the pools the DAG's tasks use exist (a task in a missing pool is never scheduled, silently).
 
     The pool check asks Airflow's REST API with the credentials of the connection ``api_conn_id`` (an ``http``
-    connection to the api-server: host, port, login, password). Without that connection the pools go unchecked and
-    the task log says so.
+    connection to the api-server: host, port, login, password). Without that connection the pools go unchecked
+    and the task log says so.
 
     :param pools: Pools the DAG's tasks use.
     :param api_conn_id: The connection to Airflow's own REST API.
     """
 
-    def __init__(self, *, pools: Sequence[str] = (), api_conn_id: str = "ar_airflow_api", **kwargs: Any) -> None:
+    def __init__(
+        self, *, pools: Sequence[str] = (), api_conn_id: str = "ar_airflow_api", **kwargs: Any
+    ) -> None:
         kwargs.setdefault("step", "doctor")
         super().__init__(**kwargs)
         self.pools = list(pools)

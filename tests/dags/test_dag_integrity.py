@@ -1,4 +1,5 @@
-"""DAG integrity: imports, nothing heavy or stateful at parse, the task graph, the Params, parse time, the links."""
+"""DAG integrity: imports, nothing heavy or stateful at parse, the task graph, the Params, parse time, the
+links."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_dags_import_cleanly(bag: Any) -> None:
 
 def test_parse_is_light_and_stateless(tmp_path: Path) -> None:
     """In a fresh process, with a database URL that cannot work: parsing needs no DB, no connection, no torch.
-    (How long it takes is a benchmark's question, against a one-task DAG: ``python -m benchmarks.bench_parse``.)"""
+    (How long it takes is a benchmark's question, against a one-task DAG: ``python -m
+    benchmarks.bench_parse``.)"""
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT / "plugins")!r})
@@ -47,11 +49,20 @@ bag = DagBag(dag_folder={str(ROOT / "dags")!r})
 heavy = sorted(m for m in ("torch", "ultralytics", "mlflow", "yt_dlp", "cv2", "boto3", "pandas") if m in sys.modules)
 print(json.dumps({{"errors": list(bag.import_errors), "dags": sorted(bag.dags), "heavy": heavy}}))
 """
-    env = airflow_env(tmp_path, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:////nonexistent/dir/airflow.db",
-                      AIRFLOW_CONN_AR_STORAGE="")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    env = airflow_env(
+        tmp_path,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:////nonexistent/dir/airflow.db",
+        AIRFLOW_CONN_AR_STORAGE="",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["errors"] == [] and report["dags"] == ["kinetics_infer", "kinetics_pipeline", "kinetics_retrain"]
+    assert report["errors"] == [] and report["dags"] == [
+        "kinetics_infer",
+        "kinetics_pipeline",
+        "kinetics_retrain",
+    ]
     assert report["heavy"] == [], f"heavy modules imported at parse: {report['heavy']}"
 
 
@@ -73,7 +84,10 @@ def test_infer_graph(bag: Any) -> None:
     assert type(dag.get_task("infer_videos")).__name__ == "MappedOperator", "mapped over shards of the videos"
     assert _upstream(dag, "collect_predictions") == {"infer_videos"}
     assert _upstream(dag, "summarise") == {"collect_predictions"}
-    assert not dag.get_task("plan_inference").args[-1] or "params.model" in dag.get_task("plan_inference").args[-1]
+    assert (
+        not dag.get_task("plan_inference").args[-1]
+        or "params.model" in dag.get_task("plan_inference").args[-1]
+    )
     assert dag.params["model"] is None and dag.params["input_prefix"] == "incoming/"
     assert dag.is_paused_upon_creation is False, "triggered from the UI or the API, never left queued"
 
@@ -95,14 +109,20 @@ def test_pipeline_graph(bag: Any) -> None:
     assert _upstream(dag, "promote_keypoint") == {"approve_promotion", "no_approval_needed"}
     assert _upstream(dag, "summarise") == {"promote_keypoint", "promote_rgb"}
     for task_id in ("download_clips", "clip_videos", "download_top_up", "clip_top_up", "extract_pose"):
-        assert type(dag.get_task(task_id)).__name__ == "MappedOperator", f"{task_id} is mapped over the shards"
+        assert type(dag.get_task(task_id)).__name__ == "MappedOperator", (
+            f"{task_id} is mapped over the shards"
+        )
     download = dag.get_task("download_clips")
     assert download.partial_kwargs["pool"] == "youtube_downloads"
     assert download.partial_kwargs["retry_exponential_backoff"] is True
     train = dag.get_task("train_keypoint")
-    assert (train.retries, train.retry_exponential_backoff) == (1, False), "one more try for a lost try, no backoff"
+    assert (train.retries, train.retry_exponential_backoff) == (1, False), (
+        "one more try for a lost try, no backoff"
+    )
     assert dag.get_task("approve_promotion").retries == 0, "a person is not asked twice"
-    assert dag.is_paused_upon_creation is False, "a run triggered through the REST API must not wait in queued"
+    assert dag.is_paused_upon_creation is False, (
+        "a run triggered through the REST API must not wait in queued"
+    )
     assert dag.get_task("plan_dataset").retry_exponential_backoff
     assert dag.get_task("extract_pose").partial_kwargs["gpu"] is True
     assert dag.get_task("train_rgb").gpu is True
@@ -125,7 +145,8 @@ def test_retrain_is_scheduled_and_asset_triggered(bag: Any) -> None:
     from airflow.timetables.base import TimeRestriction
 
     first = timetable.next_dagrun_info(
-        last_automated_data_interval=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False)
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
     )
     now = datetime.now(UTC)
     assert first is not None and now < first.run_after <= now + timedelta(days=7), (
@@ -135,15 +156,17 @@ def test_retrain_is_scheduled_and_asset_triggered(bag: Any) -> None:
 
 @pytest.mark.parametrize("dag_id", ["kinetics_pipeline", "kinetics_retrain"])
 def test_the_form_can_be_submitted_with_its_defaults(bag: Any, dag_id: str) -> None:
-    """Airflow's trigger form marks a Param required unless its type allows null; an empty default ("" or []) of
-    a required Param keeps the Trigger button disabled. Every default must also pass its own schema."""
+    """Airflow's trigger form marks a Param required unless its type allows null; an empty default ("" or [])
+    of a required Param keeps the Trigger button disabled. Every default must also pass its own schema."""
     params = bag.dags[dag_id].params
     for name in params:
         param = params.get_param(name)
         types = param.schema.get("type", [])
         types = [types] if isinstance(types, str) else types
         if param.value in ("", [], None):
-            assert "null" in types, f"{dag_id}.{name}: empty default {param.value!r} but the form requires a value"
+            assert "null" in types, (
+                f"{dag_id}.{name}: empty default {param.value!r} but the form requires a value"
+            )
         param.resolve()  # raises ParamValidationError when the default breaks the schema
 
 
@@ -180,22 +203,34 @@ def test_links(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AR_MLFLOW_UI_URL", "http://mlflow:5000")
     monkeypatch.setenv("AR_STORAGE_UI_URL", "http://minio:9001")
     assert links.MLflowRunLink().get_link(None, ti_key=None) == "http://mlflow:5000/#/experiments/7/runs/abc"
-    assert links.StoragePrefixLink().get_link(None, ti_key=None) == "http://minio:9001/browser/bkt/ar/datasets/d"
+    assert (
+        links.StoragePrefixLink().get_link(None, ti_key=None) == "http://minio:9001/browser/bkt/ar/datasets/d"
+    )
     values.clear()
     assert links.MLflowRunLink().get_link(None, ti_key=None) == ""
 
 
 def test_steps_get_the_params_once_through_check_params(bag: Any) -> None:
-    """Config-bearing Params reach a step only as check_params' validated overrides (config_from), never again as
-    Jinja arguments; what templates may still name: identifiers (the dataset in a registered model's name) and
-    per-family choices the config has no key for (architectures, RGB from random weights, the GPU switch), and the
-    inference DAG's own inputs (which videos, which model, how many per task)."""
+    """Config-bearing Params reach a step only as check_params' validated overrides (config_from), never again
+    as Jinja arguments; what templates may still name: identifiers (the dataset in a registered model's name)
+    and per-family choices the config has no key for (architectures, RGB from random weights, the GPU switch),
+    and the inference DAG's own inputs (which videos, which model, how many per task)."""
     import re
 
     from action_recognition.airflow_adapter import PARAM_KEYS
 
-    allowed = {"dataset", "keypoint_arch", "rgb_arch", "rgb_allow_untrained", "gpu_enabled", "runner",
-               "input_prefix", "youtube_csv", "model", "videos_per_shard"}  # fmt: skip
+    allowed = {
+        "dataset",
+        "keypoint_arch",
+        "rgb_arch",
+        "rgb_allow_untrained",
+        "gpu_enabled",
+        "runner",
+        "input_prefix",
+        "youtube_csv",
+        "model",
+        "videos_per_shard",
+    }
     checked: list[str] = []
     for dag in bag.dags.values():
         for task in dag.tasks:
@@ -209,18 +244,32 @@ def test_steps_get_the_params_once_through_check_params(bag: Any) -> None:
             named = set(re.findall(r"params\.(\w+)", " ".join(map(str, args or ()))))
             assert named <= allowed, f"{dag.dag_id}.{task.task_id} passes {named - allowed} a second way"
             assert not (named - {"dataset"}) & set(PARAM_KEYS), named
-    assert {"download_clips", "extract_pose", "train_rgb", "preflight", "plan_dataset"} <= set(checked), checked
+    assert {"download_clips", "extract_pose", "train_rgb", "preflight", "plan_dataset"} <= set(checked), (
+        checked
+    )
 
 
 #: The rules a Param must share with the config field it sets (the DAG may add only what the form needs).
-RULES = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern",
-         "enum", "maxItems", "items")  # fmt: skip
+RULES = (
+    "type",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "enum",
+    "maxItems",
+    "items",
+)
 
 
 @pytest.mark.parametrize("dag_id", ["kinetics_pipeline", "kinetics_retrain", "kinetics_infer"])
 def test_every_param_agrees_with_its_config_field(bag: Any, dag_id: str) -> None:
-    """Each Param that sets a config key (airflow_adapter.PARAM_KEYS) states the field's rules, the same values:
-    bounds, lengths, pattern, choices, item rules. A nullable Param may add "null" to the field's type."""
+    """Each Param that sets a config key (airflow_adapter.PARAM_KEYS) states the field's rules, the same
+    values: bounds, lengths, pattern, choices, item rules. A nullable Param may add "null" to the field's
+    type."""
     from action_recognition.airflow_adapter import PARAM_KEYS, field_schema
 
     params = bag.dags[dag_id].params
@@ -235,13 +284,17 @@ def test_every_param_agrees_with_its_config_field(bag: Any, dag_id: str) -> None
                 if rule not in field:
                     continue
                 got, want = schema.get(rule), field[rule]
-                if rule == "items" and isinstance(got, dict):  # the form may add an item rule, never change one
+                if rule == "items" and isinstance(
+                    got, dict
+                ):  # the form may add an item rule, never change one
                     got = {k: v for k, v in got.items() if k in want}
                 if rule == "type" and isinstance(got, list):
                     got = [t for t in got if t != "null"]
                     want = [t for t in (want if isinstance(want, list) else [want]) if t != "null"]
                     got, want = got[0] if len(got) == 1 else got, want[0] if len(want) == 1 else want
-                assert got == want, f"{dag_id} Param {name!r}: {rule} {got!r}, but config field {key} says {want!r}"
+                assert got == want, (
+                    f"{dag_id} Param {name!r}: {rule} {got!r}, but config field {key} says {want!r}"
+                )
             checked += 1
     assert checked >= 3, f"{dag_id}: only {checked} Params checked"
 
@@ -249,7 +302,11 @@ def test_every_param_agrees_with_its_config_field(bag: Any, dag_id: str) -> None
 def test_a_param_cannot_restate_its_fields_rules() -> None:
     from action_recognition.airflow_adapter import param_schema
 
-    assert param_schema("per_class") == {"type": "integer", "minimum": 1, "maximum": 1_000_000,
-                                         "description": "Clips per class at most."}  # fmt: skip
+    assert param_schema("per_class") == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1_000_000,
+        "description": "Clips per class at most.",
+    }
     with pytest.raises(ValueError, match="config field's to say"):
         param_schema("per_class", maximum=100_000)

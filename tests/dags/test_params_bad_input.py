@@ -1,9 +1,10 @@
 """Bad values from the trigger form: each refused with a reason naming the Param, before any task runs.
 
-Two layers, the ones a real trigger goes through: Airflow validates the form against each Param's JSON schema (the
-UI refuses to trigger), and what the schema cannot express is refused by the same validated config every step
-loads (``config_from_params``), whose error names the config key. The ``dagrun`` tests do the same in whole
-`airflow dags test` runs (a metadata DB each, 12-37 s apiece): `make test` runs them, `make test-fast` leaves them out.
+Two layers, the ones a real trigger goes through: Airflow validates the form against each Param's JSON schema
+(the UI refuses to trigger), and what the schema cannot express is refused by the same validated config every
+step loads (``config_from_params``), whose error names the config key. The ``dagrun`` tests do the same in
+whole `airflow dags test` runs (a metadata DB each, 12-37 s apiece): `make test` runs them, `make test-fast`
+leaves them out.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ BAD: dict[str, tuple[str, Any, str]] = {
     "gpu_enabled as text": ("gpu_enabled", "yes", "gpu_enabled"),
     "pose_untrained as text": ("pose_untrained", "true", "pose_untrained"),
     "pose_weights with ..": ("pose_weights", "../../etc/passwd", "pose"),
-}  # fmt: skip
+}
 
 
 class Rejected(Exception):
@@ -110,11 +111,14 @@ def test_bad_params_are_refused_naming_the_param(case: str, pipeline: Any, relia
 
 @pytest.mark.dagrun
 def test_a_real_trigger_with_a_bad_param_runs_nothing(tmp_path: Path, reliability: Reliability) -> None:
-    """`airflow dags test -c` with a bad value: refused before any task, naming the Param; no storage written."""
+    """`airflow dags test -c` with a bad value: refused before any task, naming the Param; no storage
+    written."""
     env = airflow_env(tmp_path / "airflow")
     init_airflow(env)
     store = tmp_path / "store"
-    returncode, out = run_dag("kinetics_pipeline", {"per_class": -1, "storage_uri": str(store)}, env, tmp_path, 300)
+    returncode, out = run_dag(
+        "kinetics_pipeline", {"per_class": -1, "storage_uri": str(store)}, env, tmp_path, 300
+    )
     reason = next(
         (ln for ln in out.splitlines() if ln.startswith("airflow.sdk.exceptions.ParamValidationError")),
         None,
@@ -126,7 +130,8 @@ def test_a_real_trigger_with_a_bad_param_runs_nothing(tmp_path: Path, reliabilit
 
 @pytest.mark.dagrun
 def test_a_value_past_the_schema_stops_at_check_params(tmp_path: Path, reliability: Reliability) -> None:
-    """A storage scheme the schema cannot judge: the first task, check_params, fails naming it; plan never runs."""
+    """A storage scheme the schema cannot judge: the first task, check_params, fails naming it; plan never
+    runs."""
     env = airflow_env(tmp_path / "airflow")
     init_airflow(env)
     returncode, out = run_dag("kinetics_pipeline", {"storage_uri": "ftp://host/data"}, env, tmp_path, 300)
@@ -144,22 +149,38 @@ def test_both_selectors_from_the_form_plan_what_check_params_validated(tmp_path:
     env = airflow_env(tmp_path / "airflow")
     init_airflow(env)
     store = tmp_path / "store"
-    conf = {"classes": ["tap dancing", "salsa dancing"], "class_contains": "dancing", "per_class": 2,
-            "annotations": [str(ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv")], "storage_uri": str(store),
-            "dataset": "selectors", "models": [], "pose_untrained": True}  # fmt: skip
-    _, out = run_dag("kinetics_pipeline", conf, env, tmp_path, 300)  # later steps fail offline: not this test's
+    conf = {
+        "classes": ["tap dancing", "salsa dancing"],
+        "class_contains": "dancing",
+        "per_class": 2,
+        "annotations": [str(ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv")],
+        "storage_uri": str(store),
+        "dataset": "selectors",
+        "models": [],
+        "pose_untrained": True,
+    }
+    _, out = run_dag(
+        "kinetics_pipeline", conf, env, tmp_path, 300
+    )  # later steps fail offline: not this test's
     assert '"class_names": ["salsa dancing", "tap dancing"]' in out, out[-4000:]
     assert "choose exactly one class selector" not in out
 
 
 @pytest.mark.dagrun
-def test_a_configuration_error_fails_at_once_without_retries(tmp_path: Path, reliability: Reliability) -> None:
-    """A class no source has is a PlanError: no retry can change it, so the task fails on its first try even with
-    network retries configured (they once took 4.5 minutes to fail such a run)."""
+def test_a_configuration_error_fails_at_once_without_retries(
+    tmp_path: Path, reliability: Reliability
+) -> None:
+    """A class no source has is a PlanError: no retry can change it, so the task fails on its first try even
+    with network retries configured (they once took 4.5 minutes to fail such a run)."""
     env = airflow_env(tmp_path / "airflow", AR_NETWORK_RETRIES="3")
     init_airflow(env)
-    conf = {"classes": ["no such class"], "annotations": [str(ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv")],
-            "storage_uri": str(tmp_path / "store"), "dataset": "nope", "pose_untrained": True}  # fmt: skip
+    conf = {
+        "classes": ["no such class"],
+        "annotations": [str(ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv")],
+        "storage_uri": str(tmp_path / "store"),
+        "dataset": "nope",
+        "pose_untrained": True,
+    }
     returncode, out = run_dag("kinetics_pipeline", conf, env, tmp_path, 300)
     reason = next((ln for ln in out.splitlines() if "that no retry can fix" in ln), None)
     reliability.rejected("params: a class no source has, in a real run", reason if returncode != 0 else None)

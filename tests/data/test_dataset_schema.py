@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from action_recognition.datasets import DatasetError, carve_validation, load_dataset, save_dataset, synthetic_skeletons
+from action_recognition.datasets import (
+    DatasetError,
+    carve_validation,
+    load_dataset,
+    save_dataset,
+    synthetic_skeletons,
+)
 from tests.support.reliability import Reliability
 
 
@@ -18,7 +24,12 @@ def _write(path: Path, **arrays: object) -> Path:
 
 def _good() -> dict[str, object]:
     d = synthetic_skeletons(num_classes=3, per_class=10, frames=8)
-    return {"keypoints": d["keypoints"], "labels": d["labels"], "split": d["split"], "classes": np.array(d["classes"])}
+    return {
+        "keypoints": d["keypoints"],
+        "labels": d["labels"],
+        "split": d["split"],
+        "classes": np.array(d["classes"]),
+    }
 
 
 def test_synthetic_dataset_holds_the_contract(tmp_path: Path) -> None:

@@ -28,9 +28,17 @@ from tests.support.reliability import Reliability
 pytestmark = pytest.mark.integration
 
 LONG, DEMO, NTU, SHORT, TRUNC_END, TRUNC_MOOV, AUDIO, HTML, GONE, BUSY = (
-    "longvideo01", "-demovideo1", "ntu_sample1", "shortvid_01", "truncEnd_01", "truncMoov01",
-    "audioOnly01", "htmlpage_01", "missing0001", "ratelimit01",
-)  # fmt: skip
+    "longvideo01",
+    "-demovideo1",
+    "ntu_sample1",
+    "shortvid_01",
+    "truncEnd_01",
+    "truncMoov01",
+    "audioOnly01",
+    "htmlpage_01",
+    "missing0001",
+    "ratelimit01",
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +75,15 @@ ROWS = [
 def _plan(tmp_path: Path, store: Storage, rows: list[tuple[str, str, int, int, str]], **kw: object) -> None:
     csv_path = tmp_path / "kinetics-600_mini.csv"
     csv_path.write_text(
-        "label,youtube_id,time_start,time_end,split\n" + "".join(f"{r[0]},{r[1]},{r[2]},{r[3]},train\n" for r in rows)
+        "label,youtube_id,time_start,time_end,split\n"
+        + "".join(f"{r[0]},{r[1]},{r[2]},{r[3]},train\n" for r in rows)
     )
-    cfg = {"annotations": [str(csv_path)], "class_contains": "danc", "dataset": "mini", "carve_missing_splits": False}
+    cfg = {
+        "annotations": [str(csv_path)],
+        "class_contains": "danc",
+        "dataset": "mini",
+        "carve_missing_splits": False,
+    }
     cfg.update(kw)
     plan_dataset(PlanConfig.model_validate(cfg), store)
 
@@ -151,12 +165,16 @@ def test_shards_partition_the_manifest(tmp_path: Path, server: VideoServer) -> N
     assert status(store, "mini").states == {"pending": len(rows)}  # downloaded, not clipped yet
 
 
-def test_circuit_breaker_stops_the_shard_and_the_rest_stays_retryable(tmp_path: Path, media: dict[str, Path]) -> None:
+def test_circuit_breaker_stops_the_shard_and_the_rest_stays_retryable(
+    tmp_path: Path, media: dict[str, Path]
+) -> None:
     ids = [f"busy{i:07d}" for i in range(8)]
     store = LocalStorage(tmp_path / "store")
     _plan(tmp_path, store, [("tap dancing", i, 0, 5, "") for i in ids])
     with VideoServer(dict.fromkeys(ids, 429)) as srv:  # type: ignore[arg-type]
-        result = download_shard("mini", store, _dl_config(srv, workers=1, max_attempts=3, breaker_threshold=4))
+        result = download_shard(
+            "mini", store, _dl_config(srv, workers=1, max_attempts=3, breaker_threshold=4)
+        )
         assert result.breaker_open
         assert sum(srv.requests.values()) <= 4 + 1, "the shard must stop soon after the breaker opens"
     records = read_stage(store, "mini", "download")
@@ -171,8 +189,11 @@ def test_circuit_breaker_stops_the_shard_and_the_rest_stays_retryable(tmp_path: 
 def test_connection_refused_is_retried_then_recorded(tmp_path: Path) -> None:
     store = LocalStorage(tmp_path / "store")
     _plan(tmp_path, store, [("tap dancing", "abcdefghijk", 0, 5, "")])
-    cfg = DownloadConfig(url_template=f"http://127.0.0.1:{free_port()}/v/{{youtube_id}}.mp4", backoff_base_s=0.01,
-                         max_attempts=3)  # fmt: skip
+    cfg = DownloadConfig(
+        url_template=f"http://127.0.0.1:{free_port()}/v/{{youtube_id}}.mp4",
+        backoff_base_s=0.01,
+        max_attempts=3,
+    )
     result = download_shard("mini", store, cfg)
     rec = read_stage(store, "mini", "download")["abcdefghijk_000000_000005"]
     assert result.counts == {"retries_exhausted": 1}
@@ -181,7 +202,8 @@ def test_connection_refused_is_retried_then_recorded(tmp_path: Path) -> None:
 
 
 def test_fallback_to_whole_video(tmp_path: Path, server: VideoServer, media: dict[str, Path]) -> None:
-    """A segment download that fails in ffmpeg is retried as a whole download, cut locally, and recorded so."""
+    """A segment download that fails in ffmpeg is retried as a whole download, cut locally, and recorded
+    so."""
     from yt_dlp.utils import DownloadError, PostProcessingError
 
     store = LocalStorage(tmp_path / "store")
@@ -258,11 +280,20 @@ def test_top_up_replaces_lost_clips(tmp_path: Path, server: VideoServer, media: 
 
 def test_cli_download_clip_status_json(tmp_path: Path, server: VideoServer) -> None:
     store_dir = tmp_path / "store"
-    _plan(tmp_path, open_storage(str(store_dir)), [("tap dancing", DEMO, 2, 7, ""), ("tap dancing", GONE, 0, 5, "")])
+    _plan(
+        tmp_path,
+        open_storage(str(store_dir)),
+        [("tap dancing", DEMO, 2, 7, ""), ("tap dancing", GONE, 0, 5, "")],
+    )
     base = [sys.executable, "-m", "action_recognition"]
     common = ["--dataset", "mini", "--storage", str(store_dir), "--json"]
-    out = subprocess.run([*base, "download", *common, "--shard", "0/1", "--url-template", server.url_template],
-                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    out = subprocess.run(
+        [*base, "download", *common, "--shard", "0/1", "--url-template", server.url_template],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     down = json.loads(out.stdout.strip().splitlines()[-1])
     assert down["states"] == {"ok": 1, "unavailable": 1}
     out = subprocess.run([*base, "clip", *common], capture_output=True, text=True, timeout=120, check=True)
@@ -270,8 +301,15 @@ def test_cli_download_clip_status_json(tmp_path: Path, server: VideoServer) -> N
     out = subprocess.run([*base, "status", *common], capture_output=True, text=True, timeout=60, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["rows"] == 2 and report["states"] == {"ok": 1, "unavailable": 1}
-    human = subprocess.run([*base, "status", "--dataset", "mini", "--storage", str(store_dir)],
-                           capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    human = subprocess.run(
+        [*base, "status", "--dataset", "mini", "--storage", str(store_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert "rows 2 = sum of states 2" in human
-    bad = subprocess.run([*base, "download", *common, "--shard", "3/2"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*base, "download", *common, "--shard", "3/2"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "need 0 <= I < N" in bad.stderr

@@ -31,8 +31,26 @@ def _html_named_mp4(d: Path) -> Path:
 
 def _zero_frames(d: Path) -> Path:
     path = d / "zero.mp4"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-                    "-frames:v", "0", "-c:v", "libx264", str(path)], check=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-frames:v",
+            "0",
+            "-c:v",
+            "libx264",
+            str(path),
+        ],
+        check=True,
+        timeout=60,
+    )
     return path
 
 
@@ -64,15 +82,21 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
 def test_bad_media_is_rejected_with_a_reason(case: str, tmp_path: Path, reliability: Reliability) -> None:
     make, words = CASES[case]
     src = make(tmp_path)
-    with reliability.bad_input(f"media: {case}", rejects=MediaError, match=f"(?i){re.escape(words)}") as caught:
+    with reliability.bad_input(
+        f"media: {case}", rejects=MediaError, match=f"(?i){re.escape(words)}"
+    ) as caught:
         make_clip(src, tmp_path / "out.mp4", offset_s=0.0, window_s=10.0, config=ClipConfig())
     assert len(caught.message) > 15, caught.message
 
 
 def test_huge_resolution_is_refused_before_decoding(tmp_path: Path, reliability: Reliability) -> None:
     src = VIDEOS / "S001C001P001R001A001_rgb.avi"  # 1920x1080: above a limit of 1280x720 pixels
-    with reliability.bad_input("media: huge resolution", MediaError, r"1920x1080 is above clip\.max_input_pixels"):
-        make_clip(src, tmp_path / "o.mp4", offset_s=0, window_s=3, config=ClipConfig(max_input_pixels=1280 * 720))
+    with reliability.bad_input(
+        "media: huge resolution", MediaError, r"1920x1080 is above clip\.max_input_pixels"
+    ):
+        make_clip(
+            src, tmp_path / "o.mp4", offset_s=0, window_s=3, config=ClipConfig(max_input_pixels=1280 * 720)
+        )
 
 
 def test_wrong_extension_but_real_video_is_accepted(tmp_path: Path, reliability: Reliability) -> None:
@@ -91,9 +115,11 @@ def _playlist(d: Path, name: str, target: str) -> Path:
 
 
 @pytest.mark.parametrize("case", ["hls to http", "hls to a local file", "concat script", "image sequence"])
-def test_ffmpeg_reads_nothing_but_the_file_itself(case: str, tmp_path: Path, reliability: Reliability) -> None:
-    """A download that is really a playlist or a script naming other files or URLs (SSRF, local file read): the
-    clip gate refuses it, and nothing named inside it is fetched."""
+def test_ffmpeg_reads_nothing_but_the_file_itself(
+    case: str, tmp_path: Path, reliability: Reliability
+) -> None:
+    """A download that is really a playlist or a script naming other files or URLs (SSRF, local file read):
+    the clip gate refuses it, and nothing named inside it is fetched."""
     import http.server
     import threading
 

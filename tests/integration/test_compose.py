@@ -16,26 +16,50 @@ from tests.support.airflow import ROOT
 pytestmark = [pytest.mark.integration]
 
 SECRETS = {
-    "POSTGRES_PASSWORD": "pg-secret", "MLFLOW_DB_PASSWORD": "mlflow-db-secret", "AIRFLOW_FERNET_KEY": "fernet",
-    "AIRFLOW_JWT_SECRET": "jwt", "AIRFLOW_ADMIN_PASSWORD": "airflow-admin-secret", "MINIO_ROOT_USER": "root",
+    "POSTGRES_PASSWORD": "pg-secret",
+    "MLFLOW_DB_PASSWORD": "mlflow-db-secret",
+    "AIRFLOW_FERNET_KEY": "fernet",
+    "AIRFLOW_JWT_SECRET": "jwt",
+    "AIRFLOW_ADMIN_PASSWORD": "airflow-admin-secret",
+    "MINIO_ROOT_USER": "root",
     "MINIO_ROOT_PASSWORD": "root-secret",
-    "AR_S3_ACCESS_KEY": "pipeline-key", "AR_S3_SECRET_KEY": "pipeline-secret", "MLFLOW_S3_ACCESS_KEY": "mlflow-key",
-    "MLFLOW_S3_SECRET_KEY": "mlflow-secret", "MLFLOW_ADMIN_PASSWORD": "admin-secret", "MLFLOW_SECRET_KEY": "flask",
-}  # fmt: skip
+    "AR_S3_ACCESS_KEY": "pipeline-key",
+    "AR_S3_SECRET_KEY": "pipeline-secret",
+    "MLFLOW_S3_ACCESS_KEY": "mlflow-key",
+    "MLFLOW_S3_SECRET_KEY": "mlflow-secret",
+    "MLFLOW_ADMIN_PASSWORD": "admin-secret",
+    "MLFLOW_SECRET_KEY": "flask",
+}
 
 
-def _config(tmp_path: Path, values: dict[str, str], *extra: str,
-            project: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def _config(
+    tmp_path: Path, values: dict[str, str], *extra: str, project: str | None = None
+) -> subprocess.CompletedProcess[str]:
     if shutil.which("docker-compose") is None:
-        pytest.fail("docker-compose is not installed: `make test` installs it (apt-get install docker-compose)")
+        pytest.fail(
+            "docker-compose is not installed: `make test` installs it (apt-get install docker-compose)"
+        )
     env_file = tmp_path / "test.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     env = {k: v for k, v in os.environ.items() if k != "COMPOSE_PROJECT_NAME"}
     if project:
         env["COMPOSE_PROJECT_NAME"] = project
-    return subprocess.run(["docker-compose", "--env-file", str(env_file), "-f", str(ROOT / "docker-compose.yaml"),
-                           *extra, "config"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env=env)  # fmt: skip
+    return subprocess.run(
+        [
+            "docker-compose",
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(ROOT / "docker-compose.yaml"),
+            *extra,
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
 
 
 def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
@@ -43,31 +67,58 @@ def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(out.stdout)
     services = config["services"]
-    assert {"postgres", "minio", "minio-init", "mlflow", "docker-proxy", "airflow-init", "airflow-apiserver",
-            "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"} <= set(services)  # fmt: skip
+    assert {
+        "postgres",
+        "minio",
+        "minio-init",
+        "mlflow",
+        "docker-proxy",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    } <= set(services)
     scheduler = services["airflow-scheduler"]["environment"]
     assert scheduler["AR_DOCKER_URL"] == "tcp://docker-proxy:2375", "Airflow reaches Docker through the proxy"
     assert all(
-        "/var/run/docker.sock" not in str(s.get("volumes", [])) for n, s in services.items() if n != "docker-proxy"
+        "/var/run/docker.sock" not in str(s.get("volumes", []))
+        for n, s in services.items()
+        if n != "docker-proxy"
     )
     guard = services["docker-proxy"]
-    assert guard["entrypoint"][:2] == ["action-recognition", "docker-guard"], "the body-reading guard, not a URL filter"
+    assert guard["entrypoint"][:2] == ["action-recognition", "docker-guard"], (
+        "the body-reading guard, not a URL filter"
+    )
     assert "--allow-bind" not in guard["entrypoint"] and "--writable-binds" not in guard["entrypoint"]
     assert guard["read_only"] is True and guard["cap_drop"] == ["ALL"]
     for name in ("postgres", "minio", "mlflow", "airflow-apiserver", "airflow-scheduler"):
         assert "healthcheck" in services[name], name
     assert "basic-auth" in str(services["mlflow"]["command"])
-    # The admin password of .env is the UI's (the api-server writes the passwords file from it) and the preflight's.
+    # The admin password of .env is the UI's (the api-server writes the passwords file from it) and the
+    # preflight's.
     api = services["airflow-apiserver"]
     assert api["environment"]["AIRFLOW_ADMIN_PASSWORD"] == "airflow-admin-secret"
-    assert "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in " ".join(api["command"]) and "api-server" in api["command"][-1]
+    assert (
+        "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in " ".join(api["command"])
+        and "api-server" in api["command"][-1]
+    )
     conn = json.loads(scheduler["AIRFLOW_CONN_AR_AIRFLOW_API"])
-    assert (conn["host"], conn["login"], conn["password"]) == ("airflow-apiserver", "admin", "airflow-admin-secret")
-    assert "AIRFLOW_ADMIN_PASSWORD" not in scheduler, "the plain password only where the passwords file is written"
-    # a running task outlasts an api-server restart (the Task SDK's retries: tenacity's random exponential wait),
-    # and its heartbeat lands soon after the api-server is back, well inside the scheduler's heartbeat timeout
-    tries, low, high = (float(scheduler[f"AIRFLOW__WORKERS__EXECUTION_API_{k}"])
-                        for k in ("RETRIES", "RETRY_WAIT_MIN", "RETRY_WAIT_MAX"))  # fmt: skip
+    assert (conn["host"], conn["login"], conn["password"]) == (
+        "airflow-apiserver",
+        "admin",
+        "airflow-admin-secret",
+    )
+    assert "AIRFLOW_ADMIN_PASSWORD" not in scheduler, (
+        "the plain password only where the passwords file is written"
+    )
+    # a running task outlasts an api-server restart (the Task SDK's retries: tenacity's random exponential
+    # wait), and its heartbeat lands soon after the api-server is back, well inside the scheduler's heartbeat
+    # timeout
+    tries, low, high = (
+        float(scheduler[f"AIRFLOW__WORKERS__EXECUTION_API_{k}"])
+        for k in ("RETRIES", "RETRY_WAIT_MIN", "RETRY_WAIT_MAX")
+    )
     widest = sum(max(low, min(2.0**n, high)) for n in range(int(tries) - 1))
     assert (tries - 1) * low >= 60 and widest >= 300 and high <= 15, (tries, low, high)
     celery = _config(tmp_path, SECRETS, "--profile", "celery")
@@ -76,9 +127,9 @@ def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("project", [None, "ar-second-stack"])
 def test_each_stack_has_its_own_network_and_guard(tmp_path: Path, project: str | None) -> None:
-    """Two stacks on one engine (two project names) must not share a network, or ``minio`` and ``mlflow`` resolve
-    to either stack's container (seen in CI: the init job met the other stack's S3 server, SignatureDoesNotMatch);
-    nor may one stack's guard act on the other's step containers."""
+    """Two stacks on one engine (two project names) must not share a network, or ``minio`` and ``mlflow``
+    resolve to either stack's container (seen in CI: the init job met the other stack's S3 server,
+    SignatureDoesNotMatch); nor may one stack's guard act on the other's step containers."""
     out = _config(tmp_path, SECRETS, project=project)
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(out.stdout)
@@ -113,8 +164,9 @@ def test_env_example_names_every_secret() -> None:
 
 
 def test_the_local_override_swaps_images_only() -> None:
-    """docker/compose.local.yaml may change nothing but images of the services docker-compose.yaml defines, so a
-    mistake in their commands, environment, healthchecks, depends_on or networks shows up in the stack test."""
+    """docker/compose.local.yaml may change nothing but images of the services docker-compose.yaml defines, so
+    a mistake in their commands, environment, healthchecks, depends_on or networks shows up in the stack
+    test."""
     base = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["services"]
     local = yaml.safe_load((ROOT / "docker" / "compose.local.yaml").read_text())["services"]
     swapped = {name: spec for name, spec in local.items() if name in base}

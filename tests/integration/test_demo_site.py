@@ -25,7 +25,9 @@ def test_a_demo_site_serves_its_csv_and_videos_by_range(tmp_path: Path) -> None:
             csv_text = resp.read().decode()
         ids = [line.split(",")[1] for line in csv_text.splitlines()[1:]]
         assert set(ids) - set(routes) == {"gone0000404"}, "every id but the lost one is served"
-        req = urllib.request.Request(server.url_template.format(youtube_id=ids[0]), headers={"Range": "bytes=0-99"})
+        req = urllib.request.Request(
+            server.url_template.format(youtube_id=ids[0]), headers={"Range": "bytes=0-99"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 206 and len(resp.read()) == 100
         with pytest.raises(urllib.error.HTTPError, match="404"):

@@ -1,7 +1,8 @@
-"""The Docker guard against the real Docker engine: what a step needs goes through, everything else is refused.
+"""The Docker guard against the real Docker engine: what a step needs goes through, everything else is
+refused.
 
-Each probe is a call an attacker holding Airflow's Docker URL would try; it must end in a 403 from the guard and
-create nothing on the engine.
+Each probe is a call an attacker holding Airflow's Docker URL would try; it must end in a 403 from the guard
+and create nothing on the engine.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ def guard(worker_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def test_a_step_container_runs_through_the_guard(guard: Any, worker_image: str) -> None:
     assert guard.ping()
-    out = guard.containers.run(worker_image, ["sh", "-c", "echo step-ran"], remove=True, network_mode="host",
-                               volumes={str(ROOT): {"bind": "/opt/src", "mode": "ro"}})  # fmt: skip
+    out = guard.containers.run(
+        worker_image,
+        ["sh", "-c", "echo step-ran"],
+        remove=True,
+        network_mode="host",
+        volumes={str(ROOT): {"bind": "/opt/src", "mode": "ro"}},
+    )
     assert out.strip() == b"step-ran"
     # streamed attach (what DockerOperator reads logs with) through the guard
     container = guard.containers.create(worker_image, ["sh", "-c", "echo one; echo two"], network_mode="host")
@@ -61,18 +67,39 @@ def _probes(guard: Any, worker_image: str) -> dict[str, tuple[Callable[[], objec
     folder = guard.allowed_folder
     return {
         "privileged container": (run(privileged=True), "privileged"),
-        "bind mount of /": (run(volumes={"/": {"bind": "/host", "mode": "ro"}}), "outside the allowed folders"),
+        "bind mount of /": (
+            run(volumes={"/": {"bind": "/host", "mode": "ro"}}),
+            "outside the allowed folders",
+        ),
         "bind mount of the Docker socket": (
-            run(volumes={"/var/run/docker.sock": {"bind": "/s", "mode": "ro"}}), "Docker socket"),
+            run(volumes={"/var/run/docker.sock": {"bind": "/s", "mode": "ro"}}),
+            "Docker socket",
+        ),
         "bind mount of /etc (Mounts API)": (
-            run(mounts=[Mount("/x", "/etc", type="bind", read_only=True)]), "outside the allowed folders"),
+            run(mounts=[Mount("/x", "/etc", type="bind", read_only=True)]),
+            "outside the allowed folders",
+        ),
         "writable bind of an allowed folder": (
-            run(volumes={folder: {"bind": "/data", "mode": "rw"}}), "read-only"),
+            run(volumes={folder: {"bind": "/data", "mode": "rw"}}),
+            "read-only",
+        ),
         "bind with .. out of an allowed folder": (
-            run(volumes={f"{folder}/../../etc": {"bind": "/x", "mode": "ro"}}), "without '..'"),
+            run(volumes={f"{folder}/../../etc": {"bind": "/x", "mode": "ro"}}),
+            "without '..'",
+        ),
         "volume that binds / through driver options": (
-            run(mounts=[Mount("/x", "evil", type="volume", driver_config=DriverConfig(
-                "local", {"type": "none", "o": "bind", "device": "/"}))]), "driver options"),
+            run(
+                mounts=[
+                    Mount(
+                        "/x",
+                        "evil",
+                        type="volume",
+                        driver_config=DriverConfig("local", {"type": "none", "o": "bind", "device": "/"}),
+                    )
+                ]
+            ),
+            "driver options",
+        ),
         "added capability SYS_ADMIN": (run(cap_add=["SYS_ADMIN"]), "CapAdd"),
         "host device": (run(devices=["/dev/mem:/dev/mem:rwm"]), "Devices"),
         "host PID namespace": (run(pid_mode="host"), "PidMode"),
@@ -89,17 +116,34 @@ def _probes(guard: Any, worker_image: str) -> dict[str, tuple[Callable[[], objec
         "volume create": (lambda: guard.volumes.create("ar-probe"), "not an allowed"),
         "network create": (lambda: guard.networks.create("ar-probe"), "not an allowed"),
         "system prune": (lambda: guard.containers.prune(), "not an allowed"),
-    }  # fmt: skip
+    }
 
 
 PROBES = [
-    "privileged container", "bind mount of /", "bind mount of the Docker socket", "bind mount of /etc (Mounts API)",
-    "writable bind of an allowed folder", "bind with .. out of an allowed folder",
-    "volume that binds / through driver options", "added capability SYS_ADMIN", "host device", "host PID namespace",
-    "host IPC namespace", "host user namespace", "seccomp unconfined", "apparmor unconfined", "sysctl",
-    "cgroup parent", "another image", "a network not allowed", "pull of an image not allowed", "image build",
-    "volume create", "network create", "system prune",
-]  # fmt: skip
+    "privileged container",
+    "bind mount of /",
+    "bind mount of the Docker socket",
+    "bind mount of /etc (Mounts API)",
+    "writable bind of an allowed folder",
+    "bind with .. out of an allowed folder",
+    "volume that binds / through driver options",
+    "added capability SYS_ADMIN",
+    "host device",
+    "host PID namespace",
+    "host IPC namespace",
+    "host user namespace",
+    "seccomp unconfined",
+    "apparmor unconfined",
+    "sysctl",
+    "cgroup parent",
+    "another image",
+    "a network not allowed",
+    "pull of an image not allowed",
+    "image build",
+    "volume create",
+    "network create",
+    "system prune",
+]
 
 
 @pytest.mark.parametrize("probe", PROBES)
@@ -116,19 +160,25 @@ def test_the_guard_refuses(probe: str, guard: Any, worker_image: str, reliabilit
         assert containers("") == before, "a refused call created nothing"
 
 
-def test_exec_and_foreign_containers_are_refused(guard: Any, worker_image: str, reliability: Reliability) -> None:
+def test_exec_and_foreign_containers_are_refused(
+    guard: Any, worker_image: str, reliability: Reliability
+) -> None:
     """A container the guard made cannot be exec'ed into; one it did not make cannot even be inspected."""
     import docker
 
     mine = guard.containers.run(worker_image, ["sleep", "60"], detach=True, network_mode="host")
     name, other = "ar-guard-foreign", "ar-guard-other-stack"
     subprocess.run(["docker", "rm", "-f", name, other], capture_output=True)
-    subprocess.run(["docker", "create", "--name", name, "-e", "SECRET=x", worker_image, "true"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["docker", "create", "--name", name, "-e", "SECRET=x", worker_image, "true"],
+        check=True,
+        capture_output=True,
+    )
     # made by another stack's guard on the same engine: labelled, but with another instance
     labels = ["--label", f"{LABEL}=1", "--label", f"{INSTANCE_LABEL}=another-stack"]
-    subprocess.run(["docker", "create", "--name", other, *labels, worker_image, "true"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["docker", "create", "--name", other, *labels, worker_image, "true"], check=True, capture_output=True
+    )
     try:
         with (
             reliability.probe("docker: exec into a step container"),
@@ -136,7 +186,9 @@ def test_exec_and_foreign_containers_are_refused(guard: Any, worker_image: str, 
         ):
             mine.exec_run(["id"])
         for what, call in {
-            "inspect a container the guard did not make (its environment)": lambda: guard.containers.get(name),
+            "inspect a container the guard did not make (its environment)": lambda: guard.containers.get(
+                name
+            ),
             "remove a container the guard did not make": lambda: guard.api.remove_container(name, force=True),
             "logs of a container the guard did not make": lambda: guard.api.logs(name),
             "stop a container another stack's guard made": lambda: guard.api.stop(other),
@@ -154,21 +206,44 @@ def test_exec_and_foreign_containers_are_refused(guard: Any, worker_image: str, 
 
 def test_policy_and_routes_without_an_engine() -> None:
     policy = Policy(images=("w:*",), bind_roots=("/srv/ar",), networks=("ar",))
-    policy.check_create({"Image": "w:1", "HostConfig": {"NetworkMode": "ar", "Binds": ["/srv/ar/data:/d:ro"],
-                         "DeviceRequests": [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]}})  # fmt: skip
+    policy.check_create(
+        {
+            "Image": "w:1",
+            "HostConfig": {
+                "NetworkMode": "ar",
+                "Binds": ["/srv/ar/data:/d:ro"],
+                "DeviceRequests": [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}],
+            },
+        }
+    )
     for body, words in [
         ({"Image": "w:1", "HostConfig": {"NetworkMode": "host"}}, "network 'host'"),
         ({"Image": "w:1", "HostConfig": {"NetworkMode": "ar", "Binds": ["/srv/arx:/d:ro"]}}, "outside"),
-        ({"Image": "w:1", "HostConfig": {"NetworkMode": "ar", "DeviceRequests": [
-            {"Driver": "", "DeviceIDs": ["0"], "Capabilities": [["gpu"]], "Options": {"x": "y"}}]}}, "device request"),
+        (
+            {
+                "Image": "w:1",
+                "HostConfig": {
+                    "NetworkMode": "ar",
+                    "DeviceRequests": [
+                        {"Driver": "", "DeviceIDs": ["0"], "Capabilities": [["gpu"]], "Options": {"x": "y"}}
+                    ],
+                },
+            },
+            "device request",
+        ),
         ({"Image": "w:1", "HostConfig": {"NetworkMode": "ar", "Runtime": "kata-fc"}}, "runtime"),
         ({"Image": "w:1", "HostConfig": {"NetworkMode": "ar", "PidMode": "container:abc"}}, "PidMode"),
-    ]:  # fmt: skip
+    ]:
         with pytest.raises(Refused, match=words):
             policy.check_create(body)
     assert route("GET", "/v1.44/containers/abc/json") == (True, {"id": "abc"})
     assert route("GET", "/images/ghcr.io/x/worker:1/json")[1] == {"image": "ghcr.io/x/worker:1"}
-    for method, path in [("POST", "/containers/abc/exec"), ("POST", "/build"), ("PUT", "/containers/abc/archive"),
-                         ("POST", "/containers/abc/update"), ("GET", "/containers/../../json")]:  # fmt: skip
+    for method, path in [
+        ("POST", "/containers/abc/exec"),
+        ("POST", "/build"),
+        ("PUT", "/containers/abc/archive"),
+        ("POST", "/containers/abc/update"),
+        ("GET", "/containers/../../json"),
+    ]:
         with pytest.raises(Refused):
             route(method, path)

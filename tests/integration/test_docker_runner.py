@@ -1,8 +1,9 @@
-"""The docker runner for real, on one step: a step in a container of a locally built worker image (Debian base made
-with debootstrap, the host's venv and source mounted read-only), started by StepOperator's DockerOperator against the
-real Docker engine that ``make test`` starts, through the Docker guard; S3 and MLflow are the test servers on the host
-network. Then a training container SIGKILLed and retried. The whole pipeline in worker containers is the compose
-stack's (tests/stack/); the operator's every branch without an engine, tests/unit/test_operators.py."""
+"""The docker runner for real, on one step: a step in a container of a locally built worker image (Debian base
+made with debootstrap, the host's venv and source mounted read-only), started by StepOperator's DockerOperator
+against the real Docker engine that ``make test`` starts, through the Docker guard; S3 and MLflow are the test
+servers on the host network. Then a training container SIGKILLed and retried. The whole pipeline in worker
+containers is the compose stack's (tests/stack/); the operator's every branch without an engine,
+tests/unit/test_operators.py."""
 
 from __future__ import annotations
 
@@ -43,12 +44,18 @@ def guard_url(worker_image: str) -> Iterator[str]:
 
 
 def test_a_step_runs_in_a_container_through_the_guard(
-    worker_image: str, guard_url: str, s3_server: str, mlflow_server: str, synthetic_dataset: Path,
-    capfd: pytest.CaptureFixture[str], reliability: Reliability,
-) -> None:  # fmt: skip
-    """StepOperator with ``runner=docker``, as a DAG task runs it: DockerOperator starts the train step in the worker
-    image through the guard (host venv and source mounted read-only), the storage keys travel as private
-    environment, the step's JSON summary comes back as the task's result, and the container is removed."""
+    worker_image: str,
+    guard_url: str,
+    s3_server: str,
+    mlflow_server: str,
+    synthetic_dataset: Path,
+    capfd: pytest.CaptureFixture[str],
+    reliability: Reliability,
+) -> None:
+    """StepOperator with ``runner=docker``, as a DAG task runs it: DockerOperator starts the train step in the
+    worker image through the guard (host venv and source mounted read-only), the storage keys travel as
+    private environment, the step's JSON summary comes back as the task's result, and the container is
+    removed."""
     from docker.types import Mount
     from mlflow import MlflowClient
 
@@ -58,18 +65,44 @@ def test_a_step_runs_in_a_container_through_the_guard(
     s3 = boto3.client("s3", endpoint_url=s3_server)
     s3.create_bucket(Bucket="docker-runner")
     s3.upload_file(str(synthetic_dataset), "docker-runner", "ds/synth6-keypoints.npz")
-    mounts = [Mount(target="/opt/venv-site", source=str(SITE), type="bind", read_only=True),
-              Mount(target="/opt/src", source=str(ROOT), type="bind", read_only=True)]  # fmt: skip
+    mounts = [
+        Mount(target="/opt/venv-site", source=str(SITE), type="bind", read_only=True),
+        Mount(target="/opt/src", source=str(ROOT), type="bind", read_only=True),
+    ]
     step = StepOperator(
-        task_id="train_keypoint", step="train", runner="docker", gpu=True, gpu_enabled=False, image=worker_image,
-        docker_url=guard_url, network_mode="host", mounts=mounts, aws_conn_id=None,
-        args=["--dataset", "s3://docker-runner/ds/synth6-keypoints.npz", "--arch", "ddnet", "--name", "dockerrun",
-              "--storage", "s3://docker-runner/ar", "--set", "train.experiment=docker-runner"],
-    )  # fmt: skip
-    ti = SimpleNamespace(dag_id="kinetics_pipeline", task_id="train_keypoint", run_id="manual__test", map_index=-1)
+        task_id="train_keypoint",
+        step="train",
+        runner="docker",
+        gpu=True,
+        gpu_enabled=False,
+        image=worker_image,
+        docker_url=guard_url,
+        network_mode="host",
+        mounts=mounts,
+        aws_conn_id=None,
+        args=[
+            "--dataset",
+            "s3://docker-runner/ds/synth6-keypoints.npz",
+            "--arch",
+            "ddnet",
+            "--name",
+            "dockerrun",
+            "--storage",
+            "s3://docker-runner/ar",
+            "--set",
+            "train.experiment=docker-runner",
+        ],
+    )
+    ti = SimpleNamespace(
+        dag_id="kinetics_pipeline", task_id="train_keypoint", run_id="manual__test", map_index=-1
+    )
     before = set(containers())
-    env = {"MLFLOW_TRACKING_URI": mlflow_server, "AWS_ENDPOINT_URL": s3_server, **short_training_env(),
-           "AR__TRAIN__SYSTEM_METRICS": "false"}  # fmt: skip
+    env = {
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "AWS_ENDPOINT_URL": s3_server,
+        **short_training_env(),
+        "AR__TRAIN__SYSTEM_METRICS": "false",
+    }
     with mock.patch.dict(os.environ, env):
         result = step.execute({"ti": ti, "params": {"models": ["keypoint", "rgb"]}})
     captured = capfd.readouterr()
@@ -84,23 +117,37 @@ def test_a_step_runs_in_a_container_through_the_guard(
     assert set(containers()) == before, "step containers are removed after they run"
 
 
-def _train_in_container(guard: Any, image: str, name: str, dataset: str, store: str, experiment: str,
-                        env: dict[str, str]) -> Any:  # fmt: skip
-    """The train step as DockerOperator starts it: through the guard, host venv and source mounted read-only."""
+def _train_in_container(
+    guard: Any, image: str, name: str, dataset: str, store: str, experiment: str, env: dict[str, str]
+) -> Any:
+    """The train step as DockerOperator starts it: through the guard, host venv and source mounted
+    read-only."""
     argv = ["python3", "-m", "action_recognition", *train_args(dataset, store, experiment)]
     return guard.containers.run(
-        image, argv, name=name, detach=True, network_mode="host", environment=env,
-        volumes={str(SITE): {"bind": "/opt/venv-site", "mode": "ro"}, str(ROOT): {"bind": "/opt/src", "mode": "ro"}},
-    )  # fmt: skip
+        image,
+        argv,
+        name=name,
+        detach=True,
+        network_mode="host",
+        environment=env,
+        volumes={
+            str(SITE): {"bind": "/opt/venv-site", "mode": "ro"},
+            str(ROOT): {"bind": "/opt/src", "mode": "ro"},
+        },
+    )
 
 
 def test_killed_training_container_then_retry_equals_a_clean_run(
-    worker_image: str, guard_url: str, s3_server: str, mlflow_server: str, synthetic_dataset: Path,
+    worker_image: str,
+    guard_url: str,
+    s3_server: str,
+    mlflow_server: str,
+    synthetic_dataset: Path,
     reliability: Reliability,
-) -> None:  # fmt: skip
-    """SIGKILL of a training container (docker kill: what an OOM kill or a lost host does). The retry removes the
-    dead try's container (StepOperator._remove_leftover), starts its own under the same name, resumes the checkpoint
-    and the MLflow run, and ends where an unbroken container run ends; no container is left."""
+) -> None:
+    """SIGKILL of a training container (docker kill: what an OOM kill or a lost host does). The retry removes
+    the dead try's container (StepOperator._remove_leftover), starts its own under the same name, resumes the
+    checkpoint and the MLflow run, and ends where an unbroken container run ends; no container is left."""
     from mlflow import MlflowClient
 
     import docker
@@ -133,12 +180,15 @@ def test_killed_training_container_then_retry_equals_a_clean_run(
         assert left.info.status == "RUNNING"
 
         StepOperator(task_id="retry", step="train", docker_url=guard_url)._remove_leftover(name)
-        retry = _train_in_container(guard, worker_image, name, dataset, "s3://docker-kill/killed", "dkill", env)
+        retry = _train_in_container(
+            guard, worker_image, name, dataset, "s3://docker-kill/killed", "dkill", env
+        )
         assert retry.wait(timeout=600)["StatusCode"] == 0, retry.logs()[-3000:]
         after = json.loads(retry.logs(stderr=False).decode().strip().splitlines()[-1])
         retry.remove()
-        clean = _train_in_container(guard, worker_image, "ar-train-clean", dataset, "s3://docker-kill/clean",
-                                    "dclean", env)  # fmt: skip
+        clean = _train_in_container(
+            guard, worker_image, "ar-train-clean", dataset, "s3://docker-kill/clean", "dclean", env
+        )
         assert clean.wait(timeout=600)["StatusCode"] == 0, clean.logs()[-3000:]
         unbroken = json.loads(clean.logs(stderr=False).decode().strip().splitlines()[-1])
         clean.remove()

@@ -1,7 +1,7 @@
-"""`action-recognition doctor`: each failure it exists to catch, caused for real where it can be (a missing ffmpeg on
-PATH, weights not in storage or with another hash, a bucket that does not exist, an MLflow server that is down or
-refuses the password, annotation URLs that answer 404 or something that is not a Kinetics CSV), then the CLI's table,
-JSON and exit status naming every failure at once."""
+"""`action-recognition doctor`: each failure it exists to catch, caused for real where it can be (a missing
+ffmpeg on PATH, weights not in storage or with another hash, a bucket that does not exist, an MLflow server
+that is down or refuses the password, annotation URLs that answer 404 or something that is not a Kinetics
+CSV), then the CLI's table, JSON and exit status naming every failure at once."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ CSV = ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv"
 
 
 def _answer(path: str, headers: Message) -> tuple[int, bytes, int | None]:
-    """/kinetics.csv (a real Kinetics CSV), /other.csv (not one), 404 elsewhere; /api/2.0/mlflow/... answers 401
-    unless the basic-auth password is "right", as MLflow's basic-auth app does."""
+    """/kinetics.csv (a real Kinetics CSV), /other.csv (not one), 404 elsewhere; /api/2.0/mlflow/... answers
+    401 unless the basic-auth password is "right", as MLflow's basic-auth app does."""
     if path.startswith("/api/2.0/mlflow/"):
         good = "Basic " + base64.b64encode(b"admin:right").decode()
         return (200 if headers.get("Authorization") == good else 401), b"{}", None
@@ -50,8 +50,11 @@ def _by_name(checks: list[Check]) -> dict[str, Check]:
 
 
 def _config(tmp_path: Path, **sets: object) -> object:
-    base = {"storage.uri": str(tmp_path / "store"), "plan.annotations": json.dumps([str(CSV)]),
-            "pose.untrained": "true"}  # fmt: skip
+    base = {
+        "storage.uri": str(tmp_path / "store"),
+        "plan.annotations": json.dumps([str(CSV)]),
+        "pose.untrained": "true",
+    }
     return load_config(overrides=[f"{k}={v}" for k, v in {**base, **sets}.items()])
 
 
@@ -61,7 +64,9 @@ def test_a_healthy_machine_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert report.failed == [], report.table()
     checks = _by_name(report.checks)
     assert checks["javascript"].status == "ok" and "deno" in checks["javascript"].detail
-    assert checks["storage"].status == "ok" and not list((tmp_path / "store").rglob("probe-*")), "probe deleted"
+    assert checks["storage"].status == "ok" and not list((tmp_path / "store").rglob("probe-*")), (
+        "probe deleted"
+    )
 
 
 def test_ffmpeg_missing_from_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +88,9 @@ def test_no_javascript_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_no_ejs_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import yt_dlp.dependencies
 
-    monkeypatch.setattr(yt_dlp.dependencies, "yt_dlp_ejs", None)  # yt-dlp installed without its [default] extra
+    monkeypatch.setattr(
+        yt_dlp.dependencies, "yt_dlp_ejs", None
+    )  # yt-dlp installed without its [default] extra
     checks = _by_name(run_checks(_config(tmp_path), skip=("mlflow",)).checks)  # type: ignore[arg-type]
     assert checks["javascript"].status == "fail" and "yt-dlp-ejs" in checks["javascript"].detail
 
@@ -98,12 +105,18 @@ def test_weights_absent_or_with_another_hash(tmp_path: Path, s3_server: str) -> 
     src = tmp_path / "w.pt"
     src.write_bytes(b"weights")
     ref = pull(str(src), "w.pt", open_storage("s3://doctor-weights/ar"))
-    absent = _config(tmp_path, **{"pose.untrained": "false", "pose.weights": "s3://doctor-weights/ar/weights/x.pt"})
+    absent = _config(
+        tmp_path, **{"pose.untrained": "false", "pose.weights": "s3://doctor-weights/ar/weights/x.pt"}
+    )
     assert _by_name(run_checks(absent, skip=("mlflow",)).checks)["pose-weights"].status == "fail"  # type: ignore[arg-type]
-    other = _config(tmp_path, **{"pose.untrained": "false", "pose.weights": ref.uri, "pose.weights_sha256": "e" * 64})
+    other = _config(
+        tmp_path, **{"pose.untrained": "false", "pose.weights": ref.uri, "pose.weights_sha256": "e" * 64}
+    )
     check = _by_name(run_checks(other, skip=("mlflow",)).checks)["pose-weights"]  # type: ignore[arg-type]
     assert check.status == "fail" and ref.sha256 in check.detail
-    good = _config(tmp_path, **{"pose.untrained": "false", "pose.weights": ref.uri, "train.backbone_weights": ref.uri})
+    good = _config(
+        tmp_path, **{"pose.untrained": "false", "pose.weights": ref.uri, "train.backbone_weights": ref.uri}
+    )
     checks = _by_name(run_checks(good, skip=("mlflow",)).checks)  # type: ignore[arg-type]
     assert checks["pose-weights"].status == checks["backbone-weights"].status == "ok"
 
@@ -123,7 +136,9 @@ def test_storage_that_cannot_be_written(tmp_path: Path, s3_server: str) -> None:
     assert check.status == "fail" and "no-such-bucket" in check.detail
 
 
-def test_mlflow_down_or_refusing_the_password(tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_down_or_refusing_the_password(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     check = _by_name(run_checks(_config(tmp_path)).checks)["mlflow"]  # type: ignore[arg-type]
     assert check.status == "fail" and "unreachable" in check.detail
@@ -137,7 +152,12 @@ def test_mlflow_down_or_refusing_the_password(tmp_path: Path, site: Site, monkey
 
 
 def test_annotation_sources_that_moved_or_are_not_kinetics(tmp_path: Path, site: Site) -> None:
-    sources = [f"{site.url}/kinetics.csv", f"{site.url}/validate.csv", f"{site.url}/other.csv", str(tmp_path / "x.csv")]
+    sources = [
+        f"{site.url}/kinetics.csv",
+        f"{site.url}/validate.csv",
+        f"{site.url}/other.csv",
+        str(tmp_path / "x.csv"),
+    ]
     cfg = _config(tmp_path, **{"plan.annotations": json.dumps(sources)})
     checks = [c for c in run_checks(cfg, skip=("mlflow",)).checks if c.name.startswith("annotations")]  # type: ignore[arg-type]
     assert [c.status for c in checks] == ["ok", "fail", "fail", "fail"], checks
@@ -145,13 +165,22 @@ def test_annotation_sources_that_moved_or_are_not_kinetics(tmp_path: Path, site:
 
 
 def test_the_cli_names_every_failure_and_exits_2(tmp_path: Path, site: Site) -> None:
-    sets = ["--set", f"plan.annotations=[{site.url}/validate.csv]", "--set", "pose.weights=/nowhere/yolo11n-pose.pt"]
+    sets = [
+        "--set",
+        f"plan.annotations=[{site.url}/validate.csv]",
+        "--set",
+        "pose.weights=/nowhere/yolo11n-pose.pt",
+    ]
     argv = [sys.executable, "-m", "action_recognition", "doctor", "--storage", str(tmp_path / "s"), *sets]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     table = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert table.returncode == 2
-    assert "FAIL  pose-weights" in table.stdout and "FAIL  annotations validate.csv" in table.stdout, table.stdout
-    as_json = subprocess.run([*argv, "--json"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert "FAIL  pose-weights" in table.stdout and "FAIL  annotations validate.csv" in table.stdout, (
+        table.stdout
+    )
+    as_json = subprocess.run(
+        [*argv, "--json"], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     summary = json.loads(as_json.stdout.strip().splitlines()[-1])
     assert as_json.returncode == 2 and summary["ok"] is False and summary["retryable"] is False
     assert summary["failed"] == ["pose-weights", "annotations validate.csv"], summary

@@ -1,13 +1,13 @@
-"""The suite's one whole ``kinetics_pipeline`` run (``airflow dags test``, the local runner): ``action-recognition
-smoke`` (what ``make smoke-online`` runs on a networked machine) pointed at local sources, the real S3 test server
-and the real MLflow server. Its "YouTube" and its Kinetics CSV are the local video server; its weights are files made
-here (an untrained yolo11n-pose saved as .pt, an untrained ResNet18 state dict) served over HTTP like release assets
-and pulled into storage first, then used as real weights: nothing in the run is flagged untrained. Training uses the
-suite's short profile (``SHORT_TRAINING``).
+"""The suite's one whole ``kinetics_pipeline`` run (``airflow dags test``, the local runner):
+``action-recognition smoke`` (what ``make smoke-online`` runs on a networked machine) pointed at local
+sources, the real S3 test server and the real MLflow server. Its "YouTube" and its Kinetics CSV are the local
+video server; its weights are files made here (an untrained yolo11n-pose saved as .pt, an untrained ResNet18
+state dict) served over HTTP like release assets and pulled into storage first, then used as real weights:
+nothing in the run is flagged untrained. Training uses the suite's short profile (``SHORT_TRAINING``).
 
-Then the same run again (no new object, no new model version, nothing downloaded) and ``kinetics_retrain`` on the
-unchanged datasets (it reuses the finished trainings). The demo (`make demo`, untrained weights, local storage) is
-tests/integration/test_demo.py."""
+Then the same run again (no new object, no new model version, nothing downloaded) and ``kinetics_retrain`` on
+the unchanged datasets (it reuses the finished trainings). The demo (`make demo`, untrained weights, local
+storage) is tests/integration/test_demo.py."""
 
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ def _objects(endpoint: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def smoke(s3_server: str, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def smoke(
+    s3_server: str, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """The sources served, the smoke command's argv and environment; the first run's JSON and S3 objects."""
     import torch
     from torchvision.models import resnet18
@@ -63,23 +65,53 @@ def smoke(s3_server: str, mlflow_server: str, tmp_path_factory: pytest.TempPathF
     torch.save(resnet18(weights=None).state_dict(), backbone)
     files = {"/kinetics.csv": csv_path, f"/{pose.name}": pose, f"/{backbone.name}": backbone}
     env = {
-        **os.environ, **short_training_env(), "AR__POSE__CONF": "0.0001",  # random weights score nobody by default
-        "AR_NETWORK_RETRIES": "0", "AR__DOWNLOAD__BACKOFF_BASE_S": "0.1", "AR__TRAIN__SYSTEM_METRICS": "false",
-    }  # fmt: skip
+        **os.environ,
+        **short_training_env(),
+        "AR__POSE__CONF": "0.0001",  # random weights score nobody by default
+        "AR_NETWORK_RETRIES": "0",
+        "AR__DOWNLOAD__BACKOFF_BASE_S": "0.1",
+        "AR__TRAIN__SYSTEM_METRICS": "false",
+    }
     with VideoServer(routes, files=files) as server:  # type: ignore[arg-type]
-        argv = [sys.executable, "-m", "action_recognition", "smoke", "--workdir", str(work / "smoke"),
-                "--annotations", f"{server.base_url}/kinetics.csv", "--url-template", server.url_template,
-                "--pose-weights-from", f"{server.base_url}/{pose.name}",
-                "--backbone-weights-from", f"{server.base_url}/{backbone.name}",
-                *(a for name in CLASSES for a in ("--class", name)), "--per-class", "4",
-                "--epochs", str(SHORT_TRAINING["epochs"]), "--storage", STORAGE, "--tracking-uri", mlflow_server,
-                "--dataset", DATASET, "--json"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "action_recognition",
+            "smoke",
+            "--workdir",
+            str(work / "smoke"),
+            "--annotations",
+            f"{server.base_url}/kinetics.csv",
+            "--url-template",
+            server.url_template,
+            "--pose-weights-from",
+            f"{server.base_url}/{pose.name}",
+            "--backbone-weights-from",
+            f"{server.base_url}/{backbone.name}",
+            *(a for name in CLASSES for a in ("--class", name)),
+            "--per-class",
+            "4",
+            "--epochs",
+            str(SHORT_TRAINING["epochs"]),
+            "--storage",
+            STORAGE,
+            "--tracking-uri",
+            mlflow_server,
+            "--dataset",
+            DATASET,
+            "--json",
+        ]
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1500, check=False)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         yield {
-            "work": work, "argv": argv, "env": env, "server": server, "objects": _objects(s3_server),
-            "requests": sum(server.requests.values()), "result": json.loads(proc.stdout.strip().splitlines()[-1]),
-        }  # fmt: skip
+            "work": work,
+            "argv": argv,
+            "env": env,
+            "server": server,
+            "objects": _objects(s3_server),
+            "requests": sum(server.requests.values()),
+            "result": json.loads(proc.stdout.strip().splitlines()[-1]),
+        }
 
 
 def test_smoke_runs_the_whole_dag_on_s3_and_mlflow(
@@ -90,7 +122,14 @@ def test_smoke_runs_the_whole_dag_on_s3_and_mlflow(
     result = smoke["result"]
     assert result["weights"]["pose"] == f"{STORAGE}/weights/yolo11n-pose.pt", result["weights"]
     steps = result["step_seconds"]
-    assert {"preflight", "plan_dataset", "download_clips", "extract_pose", "train_keypoint", "train_rgb"} <= set(steps)
+    assert {
+        "preflight",
+        "plan_dataset",
+        "download_clips",
+        "extract_pose",
+        "train_keypoint",
+        "train_rgb",
+    } <= set(steps)
     assert all(seconds >= 0 for seconds in steps.values())
     # 3 classes x 4 clips usable; the demo CSV's one 404 is recorded and topped up with the class's next clip.
     assert result["states"]["ok"] == 12 and sum(result["states"].values()) == result["rows"], result["states"]
@@ -106,15 +145,26 @@ def test_smoke_runs_the_whole_dag_on_s3_and_mlflow(
         assert len(client.search_model_versions(f"name='{name}'")) == 1
         champion = client.get_model_version_by_alias(name, "champion")
         assert champion.tags["ar.untrained"] == "false", "pulled weights are real weights"
-        card = Path(client.download_artifacts(champion.run_id, "model_card.md", str(smoke["work"]))).read_text()
+        card = Path(
+            client.download_artifacts(champion.run_id, "model_card.md", str(smoke["work"]))
+        ).read_text()
         assert f"{STORAGE}/datasets/{DATASET}/manifest.csv" in card and "availability" in card, card
         run = client.get_run(champion.run_id)
         assert run.inputs.dataset_inputs, "the dataset is logged as an MLflow input"
-        assert run.data.params["train.recipe"] == SHORT_TRAINING["recipe"], "the suite's short profile reached it"
+        assert run.data.params["train.recipe"] == SHORT_TRAINING["recipe"], (
+            "the suite's short profile reached it"
+        )
 
     keys = set(smoke["objects"])
-    for layer in ("raw/", "clips/", "keypoints/", f"datasets/{DATASET}/keypoints-", f"datasets/{DATASET}/frames-",
-                  f"ledger/{DATASET}/download/", "weights/yolo11n-pose.pt"):  # fmt: skip
+    for layer in (
+        "raw/",
+        "clips/",
+        "keypoints/",
+        f"datasets/{DATASET}/keypoints-",
+        f"datasets/{DATASET}/frames-",
+        f"ledger/{DATASET}/download/",
+        "weights/yolo11n-pose.pt",
+    ):
         assert any(k.startswith(f"ar/{layer}") for k in keys), f"nothing under ar/{layer}"
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     pose_sha = s3.get_object(Bucket=BUCKET, Key="ar/weights/yolo11n-pose.pt.sha256")["Body"].read().split()[0]
@@ -125,7 +175,9 @@ def test_smoke_runs_the_whole_dag_on_s3_and_mlflow(
     plan = json.loads(s3.get_object(Bucket=BUCKET, Key=f"ar/datasets/{DATASET}/plan.json")["Body"].read())
     assert plan["top_ups"], "the 404 clip was replaced by a top-up"
     report = ledger_status(open_storage(StorageConfig(uri=STORAGE)), DATASET)
-    reliability.rows("the pipeline DAG's ledger (every manifest row, top-ups included)", report.rows, report.states)
+    reliability.rows(
+        "the pipeline DAG's ledger (every manifest row, top-ups included)", report.rows, report.states
+    )
 
 
 def test_a_rerun_and_the_retrain_change_nothing(
@@ -146,15 +198,26 @@ def test_a_rerun_and_the_retrain_change_nothing(
         reliability.duplicates("objects created or rewritten by a re-run", len(changed))
         assert changed == set(), "a re-run must not create or rewrite any object"
         after = {n: len(client.search_model_versions(f"name='{n}'")) for n in NAMES}
-        reliability.duplicates("model versions added by a re-run", sum(after.values()) - sum(versions.values()))
+        reliability.duplicates(
+            "model versions added by a re-run", sum(after.values()) - sum(versions.values())
+        )
         assert after == versions
         assert sum(smoke["server"].requests.values()) == smoke["requests"], "a re-run downloads nothing"
 
     work = smoke["work"] / "smoke"  # the smoke command's Airflow home and settings
-    env = airflow_env(work / "airflow", MLFLOW_TRACKING_URI=mlflow_server,
-                      AR__TRAIN__BACKBONE_WEIGHTS=f"{STORAGE}/weights/resnet18-untrained.pth")  # fmt: skip
-    retrain = {"storage_uri": STORAGE, "dataset": DATASET, "runner": "local", "gpu_enabled": False,
-               "epochs": SHORT_TRAINING["epochs"], "rgb_allow_untrained": False}  # fmt: skip
+    env = airflow_env(
+        work / "airflow",
+        MLFLOW_TRACKING_URI=mlflow_server,
+        AR__TRAIN__BACKBONE_WEIGHTS=f"{STORAGE}/weights/resnet18-untrained.pth",
+    )
+    retrain = {
+        "storage_uri": STORAGE,
+        "dataset": DATASET,
+        "runner": "local",
+        "gpu_enabled": False,
+        "epochs": SHORT_TRAINING["epochs"],
+        "rgb_allow_untrained": False,
+    }
     dags_test("kinetics_retrain", retrain, env, work)
     assert {n: len(client.search_model_versions(f"name='{n}'")) for n in NAMES} == versions
     assert _objects(s3_server) == smoke["objects"]

@@ -44,11 +44,20 @@ def pose_store(tmp_path_factory: pytest.TempPathFactory) -> LocalStorage:
     black = make_video(root / "black.mp4", seconds=4, source="color", audio=False)
     routes = {vid: (black if f == "black" else VIDEOS / f) for vid, (f, _, _) in CLIPS.items()}
     csv_path = root / "kinetics-400_pose.csv"
-    csv_path.write_text("label,youtube_id,time_start,time_end,split\n"
-                        + "".join(f"salsa dancing,{v},{s},{e},train\n" for v, (_, s, e) in CLIPS.items()))  # fmt: skip
+    csv_path.write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        + "".join(f"salsa dancing,{v},{s},{e},train\n" for v, (_, s, e) in CLIPS.items())
+    )
     store = LocalStorage(root / "store")
-    plan_dataset(PlanConfig(annotations=[str(csv_path)], class_contains="salsa", dataset="posetest",
-                            carve_missing_splits=False), store)  # fmt: skip
+    plan_dataset(
+        PlanConfig(
+            annotations=[str(csv_path)],
+            class_contains="salsa",
+            dataset="posetest",
+            carve_missing_splits=False,
+        ),
+        store,
+    )
     with VideoServer(routes) as srv:  # type: ignore[arg-type]
         download_shard("posetest", store, DownloadConfig(url_template=srv.url_template, margin_s=0))
     clip_shard("posetest", store, ClipConfig())
@@ -58,8 +67,10 @@ def pose_store(tmp_path_factory: pytest.TempPathFactory) -> LocalStorage:
 def _loose_tracker(tmp: Path) -> str:
     """ByteTrack with thresholds low enough that untrained detections get track ids."""
     path = tmp / "bytetrack-loose.yaml"
-    path.write_text("tracker_type: bytetrack\ntrack_high_thresh: 0.0001\ntrack_low_thresh: 0.00001\n"
-                    "new_track_thresh: 0.0001\ntrack_buffer: 30\nmatch_thresh: 0.8\nfuse_score: True\n")  # fmt: skip
+    path.write_text(
+        "tracker_type: bytetrack\ntrack_high_thresh: 0.0001\ntrack_low_thresh: 0.00001\n"
+        "new_track_thresh: 0.0001\ntrack_buffer: 30\nmatch_thresh: 0.8\nfuse_score: True\n"
+    )
     return str(path)
 
 
@@ -87,8 +98,9 @@ def test_pose_on_real_videos(pose_store: LocalStorage, tmp_path: Path) -> None:
     assert again.extracted == 0 and again.skipped == len(CLIPS)
 
     # The keypoint dataset and its MMAction2 export.
-    built = build_keypoint_dataset("posetest", pose_store, BuildConfig(frames=32, min_main_fraction=0.0),
-                                   result.pose_tag)  # fmt: skip
+    built = build_keypoint_dataset(
+        "posetest", pose_store, BuildConfig(frames=32, min_main_fraction=0.0), result.pose_tag
+    )
     data = load_dataset(pose_store.path(built.dataset_uri.split(str(pose_store.root) + "/", 1)[1]))
     assert data.data.shape[1:] == (32, 17, 3) and data.layout == "coco17"
     assert built.untrained_pose
@@ -97,8 +109,9 @@ def test_pose_on_real_videos(pose_store: LocalStorage, tmp_path: Path) -> None:
     ann = mm["annotations"][0]
     assert ann["keypoint"].shape == (1, 32, 17, 2) and ann["keypoint_score"].shape == (1, 32, 17)
     assert set(mm["split"]) == {"train", "val", "test"}
-    rebuilt = build_keypoint_dataset("posetest", pose_store, BuildConfig(frames=32, min_main_fraction=0.0),
-                                     result.pose_tag)  # fmt: skip
+    rebuilt = build_keypoint_dataset(
+        "posetest", pose_store, BuildConfig(frames=32, min_main_fraction=0.0), result.pose_tag
+    )
     assert not rebuilt.built and rebuilt.dataset_uri == built.dataset_uri
 
     # The overlay: an H.264 mp4 with every frame.
@@ -106,18 +119,23 @@ def test_pose_on_real_videos(pose_store: LocalStorage, tmp_path: Path) -> None:
     with np.load(pose_store.path(keypoints_key(result.pose_tag, cid))) as npz:
         people = npz["people"]
     assert people.shape[0] == 2
-    out = render_overlay(pose_store.path(clip_key(ClipConfig().profile, cid)), people, tmp_path / "o.mp4", label="x")
+    out = render_overlay(
+        pose_store.path(clip_key(ClipConfig().profile, cid)), people, tmp_path / "o.mp4", label="x"
+    )
     info = probe(out)
     assert info.video_codec == "h264" and info.frames == 100
 
 
 def test_black_video_has_no_person(pose_store: LocalStorage, reliability: Reliability) -> None:
-    # The default threshold, given explicitly (untrained alone lowers it): random weights find nobody in black frames.
+    # The default threshold, given explicitly (untrained alone lowers it): random weights find nobody in black
+    # frames.
     cfg = PoseConfig(untrained=True, conf=PoseConfig.model_fields["conf"].default)
     result = pose_shard("posetest", pose_store, cfg, ClipConfig())
     black = read_stage(pose_store, "posetest", pose_stage(result.pose_tag))["blackVideo1_000000_000003"]
     reliability.rejected("media: black video (pose)", black.reason if black.state == "no_person" else None)
-    kp, meta = load_keypoints(pose_store.get_bytes(keypoints_key(result.pose_tag, "blackVideo1_000000_000003")))
+    kp, meta = load_keypoints(
+        pose_store.get_bytes(keypoints_key(result.pose_tag, "blackVideo1_000000_000003"))
+    )
     assert not kp.any() and meta["main_fraction"] == 0.0 and meta["persons_seen"] == 0
 
 

@@ -1,6 +1,7 @@
-"""The pipelined pose step (decode, infer, track, write overlapping) against what it replaces, on real clips with
-untrained YOLO weights: the same keypoints as ``model.track``, batches full across clips, the inference size
-decoded by ffmpeg, a bad clip recorded while the others go on, and a failure that stops the step without a hang."""
+"""The pipelined pose step (decode, infer, track, write overlapping) against what it replaces, on real clips
+with untrained YOLO weights: the same keypoints as ``model.track``, batches full across clips, the inference
+size decoded by ffmpeg, a bad clip recorded while the others go on, and a failure that stops the step without
+a hang."""
 
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ from tests.support.pose import model_track_people
 
 pytestmark = pytest.mark.integration
 
-LOOSE = ("tracker_type: bytetrack\ntrack_high_thresh: 0.0001\ntrack_low_thresh: 0.00001\nnew_track_thresh: 0.0001\n"
-         "track_buffer: 30\nmatch_thresh: 0.8\nfuse_score: True\n")  # fmt: skip
+LOOSE = (
+    "tracker_type: bytetrack\ntrack_high_thresh: 0.0001\ntrack_low_thresh: 0.00001\nnew_track_thresh: "
+    "0.0001\n"
+    "track_buffer: 30\nmatch_thresh: 0.8\nfuse_score: True\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +40,24 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Normalised clips of different lengths and sizes (as the clip step writes them)."""
     root = tmp_path_factory.mktemp("pipeline")
     out = {}
-    for name, src, start, seconds in (("demo", "demo.mp4", 0, 2.0), ("pool", "test.mp4", 3, 1.4),
-                                      ("wide", "demo_skeleton.mp4", 0, 1.0)):  # fmt: skip
+    for name, src, start, seconds in (
+        ("demo", "demo.mp4", 0, 2.0),
+        ("pool", "test.mp4", 3, 1.4),
+        ("wide", "demo_skeleton.mp4", 0, 1.0),
+    ):
         out[name] = root / f"{name}.mp4"
-        encode_clip(VIDEOS / src, out[name], start_s=start, duration_s=seconds, short_side=256, fps=25, crf=23,
-                    preset="veryfast", threads=2, timeout_s=120)  # fmt: skip
+        encode_clip(
+            VIDEOS / src,
+            out[name],
+            start_s=start,
+            duration_s=seconds,
+            short_side=256,
+            fps=25,
+            crf=23,
+            preset="veryfast",
+            threads=2,
+            timeout_s=120,
+        )
     (root / "bad.mp4").write_bytes(b"<html>not a video</html>")
     out["bad"] = root / "bad.mp4"
     return out
@@ -92,8 +109,15 @@ def test_batches_fill_across_clips(setup: tuple[PoseModel, PoseConfig], clips: d
     try:
         clock = StageClock()
         names = ["demo", "pool", "bad", "demo", "pool"]
-        got = list(extract_stream(pose, [PoseItem(f"{i}-{n}", lambda n=n: clips[n]) for i, n in enumerate(names)],
-                                  config, lambda _, c: c, clock=clock))  # fmt: skip
+        got = list(
+            extract_stream(
+                pose,
+                [PoseItem(f"{i}-{n}", lambda n=n: clips[n]) for i, n in enumerate(names)],
+                config,
+                lambda _, c: c,
+                clock=clock,
+            )
+        )
     finally:
         del pose.model.predict
     frames = 2 * (50 + 35)
@@ -106,14 +130,20 @@ def test_batches_fill_across_clips(setup: tuple[PoseModel, PoseConfig], clips: d
             np.testing.assert_allclose(clip.people, alone[name], atol=1e-5)  # type: ignore[arg-type]
     assert clock.frames == frames and clock.wall > 0
     stages = clock.ms_per_frame()
-    assert set(stages) == {"decode", "infer", "track", "write"} and stages["infer"] > 0 and stages["decode"] > 0
+    assert (
+        set(stages) == {"decode", "infer", "track", "write"} and stages["infer"] > 0 and stages["decode"] > 0
+    )
     assert clock.wall_ms_per_frame() >= max(stages["infer"], stages["track"]) * 0.99
 
 
-def test_tracking_in_processes_gives_the_same(setup: tuple[PoseModel, PoseConfig], clips: dict[str, Path]) -> None:
+def test_tracking_in_processes_gives_the_same(
+    setup: tuple[PoseModel, PoseConfig], clips: dict[str, Path]
+) -> None:
     pose, config = setup
     threaded = extract_clip(pose, clips["pool"], config)[0]["people"]
-    processes = extract_clip(pose, clips["pool"], config.model_copy(update={"track_in": "process"}))[0]["people"]
+    processes = extract_clip(pose, clips["pool"], config.model_copy(update={"track_in": "process"}))[0][
+        "people"
+    ]
     np.testing.assert_array_equal(threaded, processes)
 
 

@@ -1,6 +1,7 @@
-"""The registry's consumers: a champion answers with labels and probabilities, ``<dataset>-video`` takes a video, and
-both answer the same over HTTP from ``mlflow models serve`` (a real server, a real HTTP client) as in-process and as
-``action-recognition predict``. Bad input is a 400 with the reason, and the server keeps serving."""
+"""The registry's consumers: a champion answers with labels and probabilities, ``<dataset>-video`` takes a
+video, and both answer the same over HTTP from ``mlflow models serve`` (a real server, a real HTTP client) as
+in-process and as ``action-recognition predict``. Bad input is a 400 with the reason, and the server keeps
+serving."""
 
 from __future__ import annotations
 
@@ -32,19 +33,41 @@ COLUMNS = ["label", "probability", "top_labels", "top_probabilities", "probabili
 
 
 @pytest.fixture(scope="module")
-def registered(mlflow_server: str, synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A keypoint model trained, then registered and promoted through the CLI (which logs and registers the video
-    model too), with pose weights from a file (an untrained YOLO saved as .pt: the same weights on every load)."""
+def registered(
+    mlflow_server: str, synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """A keypoint model trained, then registered and promoted through the CLI (which logs and registers the
+    video model too), with pose weights from a file (an untrained YOLO saved as .pt: the same weights on every
+    load)."""
     work = tmp_path_factory.mktemp("serving")
-    env = dict(os.environ, AR__POSE__WEIGHTS=str(untrained_pose_pt(work / "weights")), AR__POSE__CONF="0.0001",
-               AR__REGISTRY__VIDEO_MAX_MB="1", MLFLOW_TRACKING_URI=mlflow_server)  # fmt: skip
-    cfg = TrainConfig.model_validate({"arch": "ddnet", "epochs": 3, "recipe": "early_stop", "experiment": "it-serving",
-                                      "tracking_uri": mlflow_server, "system_metrics": False})  # fmt: skip
+    env = dict(
+        os.environ,
+        AR__POSE__WEIGHTS=str(untrained_pose_pt(work / "weights")),
+        AR__POSE__CONF="0.0001",
+        AR__REGISTRY__VIDEO_MAX_MB="1",
+        MLFLOW_TRACKING_URI=mlflow_server,
+    )
+    cfg = TrainConfig.model_validate(
+        {
+            "arch": "ddnet",
+            "epochs": 3,
+            "recipe": "early_stop",
+            "experiment": "it-serving",
+            "tracking_uri": mlflow_server,
+            "system_metrics": False,
+        }
+    )
     trained = train_model(cfg, str(synthetic_dataset), storage=LocalStorage(work / "s"), dataset_name="serve")
 
     def cli(*args: str) -> dict[str, Any]:
-        out = subprocess.run([sys.executable, "-m", "action_recognition", *args, "--json"], capture_output=True,
-                             text=True, timeout=600, env=env, check=False)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "action_recognition", *args, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            check=False,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -58,13 +81,17 @@ def served(registered: dict[str, Any]) -> Iterator[dict[str, str]]:
     """``mlflow models serve`` of both champions (the project's environment: --env-manager local)."""
     work = registered["work"]
     with (
-        served_model("models:/serve-keypoint@champion", registered["env"], work / "serve-keypoint.log") as keypoint,
+        served_model(
+            "models:/serve-keypoint@champion", registered["env"], work / "serve-keypoint.log"
+        ) as keypoint,
         served_model("models:/serve-video@champion", registered["env"], work / "serve-video.log") as video,
     ):
         yield {"serve-keypoint": keypoint, "serve-video": video}
 
 
-def test_registration_logs_the_video_model_and_promotion_moves_its_champion(registered: dict[str, Any]) -> None:
+def test_registration_logs_the_video_model_and_promotion_moves_its_champion(
+    registered: dict[str, Any],
+) -> None:
     from mlflow import MlflowClient
 
     assert registered["registration"]["video"] == "models:/serve-video/1", registered["registration"]
@@ -82,11 +109,18 @@ def test_predict_in_process_and_served_give_the_same_answers(
 
     # The video model: `predict` with the keypoint champion, the video pyfunc in-process, and over HTTP.
     predicted = registered["cli"]("predict", str(VIDEO), "--model", "models:/serve-keypoint@champion")
-    local = mlflow.pyfunc.load_model("models:/serve-video@champion").predict(pd.DataFrame({"video": [str(VIDEO)]}))
+    local = mlflow.pyfunc.load_model("models:/serve-video@champion").predict(
+        pd.DataFrame({"video": [str(VIDEO)]})
+    )
     assert list(local.columns) == COLUMNS and len(local) == 1
     assert [t["label"] for t in predicted["top"]] == local["top_labels"][0]
     assert np.allclose([t["probability"] for t in predicted["top"]], local["top_probabilities"][0], atol=1e-5)
-    body = {"dataframe_split": {"columns": ["video_bytes"], "data": [[base64.b64encode(VIDEO.read_bytes()).decode()]]}}
+    body = {
+        "dataframe_split": {
+            "columns": ["video_bytes"],
+            "data": [[base64.b64encode(VIDEO.read_bytes()).decode()]],
+        }
+    }
     answer = requests.post(f"{served['serve-video']}/invocations", json=body, timeout=300)
     assert answer.status_code == 200, answer.text
     (row,) = answer.json()["predictions"]
@@ -98,7 +132,9 @@ def test_predict_in_process_and_served_give_the_same_answers(
     data = load_dataset(synthetic_dataset)
     x = data.data[:3]
     local = mlflow.pyfunc.load_model("models:/serve-keypoint@champion").predict(x)
-    answer = requests.post(f"{served['serve-keypoint']}/invocations", json={"inputs": x.tolist()}, timeout=120)
+    answer = requests.post(
+        f"{served['serve-keypoint']}/invocations", json={"inputs": x.tolist()}, timeout=120
+    )
     assert answer.status_code == 200, answer.text
     rows = answer.json()["predictions"]
     assert [r["label"] for r in rows] == list(local["label"]) and set(rows[0]) == set(COLUMNS)
@@ -109,17 +145,34 @@ def test_predict_in_process_and_served_give_the_same_answers(
 @pytest.mark.parametrize(
     ("case", "body", "reason"),
     [
-        ("not a video", {"dataframe_split": {"columns": ["video_bytes"],
-                                             "data": [[base64.b64encode(b"hello, not a video" * 50).decode()]]}},
-         "not a video that can be read"),
+        (
+            "not a video",
+            {
+                "dataframe_split": {
+                    "columns": ["video_bytes"],
+                    "data": [[base64.b64encode(b"hello, not a video" * 50).decode()]],
+                }
+            },
+            "not a video that can be read",
+        ),
         ("empty", {"dataframe_split": {"columns": ["video_bytes"], "data": [[""]]}}, "empty"),
-        ("too large", {"dataframe_split": {"columns": ["video_bytes"],
-                                           "data": [[base64.b64encode(b"\0" * (1024 * 1024 + 1)).decode()]]}},
-         "more than this model's 1 MB"),
-        ("no video at all", {"dataframe_split": {"columns": ["video"], "data": [["/nonexistent/clip.mp4"]]}},
-         "is not a file"),
+        (
+            "too large",
+            {
+                "dataframe_split": {
+                    "columns": ["video_bytes"],
+                    "data": [[base64.b64encode(b"\0" * (1024 * 1024 + 1)).decode()]],
+                }
+            },
+            "more than this model's 1 MB",
+        ),
+        (
+            "no video at all",
+            {"dataframe_split": {"columns": ["video"], "data": [["/nonexistent/clip.mp4"]]}},
+            "is not a file",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_input_to_the_served_video_model_is_a_4xx_with_the_reason(
     served: dict[str, str], case: str, body: dict[str, Any], reason: str
 ) -> None:
@@ -140,25 +193,35 @@ def test_bad_input_to_the_served_keypoint_model_is_a_4xx(served: dict[str, str])
 def test_batch_inference_of_youtube_ids_through_the_download_and_clip_steps(
     registered: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The steps of kinetics_infer for a CSV of YouTube ids (real yt-dlp against the local video server): every row
-    ends in exactly one state in one CSV: labelled, unavailable (404), or bad input that never reached the
-    network; the model version is resolved once and named in every row."""
+    """The steps of kinetics_infer for a CSV of YouTube ids (real yt-dlp against the local video server):
+    every row ends in exactly one state in one CSV: labelled, unavailable (404), or bad input that never
+    reached the network; the model version is resolved once and named in every row."""
     import csv
 
     from action_recognition.localserve import VideoServer
 
     cli = registered["cli"]
     table = tmp_path / "ids.csv"
-    table.write_text("youtube_id,time_start,time_end,label\n"
-                     "realvideo01,0,2,tap dancing\n"
-                     "gone0000404,0,3,salsa dancing\n"
-                     "bad$(id)xyz,0,3,\n"
-                     "realvideo01,0,2,tap dancing\n")  # fmt: skip
+    table.write_text(
+        "youtube_id,time_start,time_end,label\n"
+        "realvideo01,0,2,tap dancing\n"
+        "gone0000404,0,3,salsa dancing\n"
+        "bad$(id)xyz,0,3,\n"
+        "realvideo01,0,2,tap dancing\n"
+    )
     storage = str(tmp_path / "store")
     with VideoServer({"realvideo01": VIDEO, "gone0000404": 404}) as server:
-        common = ["--storage", storage, "--set", "plan.dataset=serve", "--set",
-                  f"download.url_template={server.url_template}"]  # fmt: skip
-        plan = cli("infer-plan", "--youtube-csv", str(table), "--model", "models:/serve-video@champion", *common)
+        common = [
+            "--storage",
+            storage,
+            "--set",
+            "plan.dataset=serve",
+            "--set",
+            f"download.url_template={server.url_template}",
+        ]
+        plan = cli(
+            "infer-plan", "--youtube-csv", str(table), "--model", "models:/serve-video@champion", *common
+        )
         assert plan["model_uri"] == "models:/serve-video/1" and plan["videos"] == 4, plan
         for args in plan["download_shards"]:
             cli("download", *args, *common)

@@ -59,8 +59,10 @@ def test_put_if_changed_writes_only_new_content(storage_uri: str) -> None:
     assert store.put_bytes_if_changed("k/v.json", b"{1}") is True
 
 
-@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "a/./b", "trail/", "sp ace", "a/.x.partial-1",
-                                 "semi;colon", "$(id)"])  # fmt: skip
+@pytest.mark.parametrize(
+    "key",
+    ["", "/abs", "a/../b", "a//b", "a/./b", "trail/", "sp ace", "a/.x.partial-1", "semi;colon", "$(id)"],
+)
 def test_unsafe_keys_are_refused(storage_uri: str, key: str) -> None:
     store = open_storage(storage_uri)
     with pytest.raises(StorageError, match="invalid storage key"):

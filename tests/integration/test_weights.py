@@ -1,6 +1,7 @@
-"""Weights are data: `weights pull` from a real HTTP server into local and S3 storage, the steps reading them back
-through the hash-checked cache. Offline: the files are made here (an untrained YOLO pose model saved to .pt, an
-untrained torchvision ResNet18 state dict) and served by a local HTTP server, as a release asset would be."""
+"""Weights are data: `weights pull` from a real HTTP server into local and S3 storage, the steps reading them
+back through the hash-checked cache. Offline: the files are made here (an untrained YOLO pose model saved to
+.pt, an untrained torchvision ResNet18 state dict) and served by a local HTTP server, as a release asset would
+be."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ def bucket(s3_server: str) -> str:
     return f"s3://{name}/ar"
 
 
-def test_pull_records_the_hash_and_fetches_once(server: Site, bucket: str, tmp_path: Path,
-                                                weight_files: dict[str, bytes]) -> None:  # fmt: skip
+def test_pull_records_the_hash_and_fetches_once(
+    server: Site, bucket: str, tmp_path: Path, weight_files: dict[str, bytes]
+) -> None:
     body = weight_files["yolo11n-pose.pt"]
     sha = hashlib.sha256(body).hexdigest()
     for root in (bucket, str(tmp_path / "store")):
@@ -73,12 +75,16 @@ def test_pull_records_the_hash_and_fetches_once(server: Site, bucket: str, tmp_p
         assert downloaded and path.read_bytes() == body
 
 
-def test_a_wrong_hash_or_a_truncated_download_is_refused(server: Site, bucket: str, reliability: Reliability) -> None:
+def test_a_wrong_hash_or_a_truncated_download_is_refused(
+    server: Site, bucket: str, reliability: Reliability
+) -> None:
     storage = open_storage(bucket)
     url = f"{server.url}/resnet18-untrained.pth"
     with reliability.bad_input("weights pull: another file than the pinned sha256", rejects=WeightsMismatch):
         pull(url, "resnet18.pth", storage, sha256="0" * 64)
-    with reliability.bad_input("weights pull: a download cut halfway", rejects=WeightsError, match="truncated"):
+    with reliability.bad_input(
+        "weights pull: a download cut halfway", rejects=WeightsError, match="truncated"
+    ):
         pull(url + "-truncated", "resnet18.pth", storage)
     with reliability.bad_input("weights pull: ftp source", rejects=ConfigError):
         pull("ftp://example.org/x.pt", "x.pt", storage)
@@ -100,13 +106,16 @@ def _first_use(uri: str, cache: str, endpoint: str, queue: multiprocessing.Queue
     queue.put((str(path), downloaded))
 
 
-def test_two_workers_first_use_at_once_downloads_once(server: Site, bucket: str, tmp_path: Path,
-                                                     s3_server: str) -> None:  # fmt: skip
+def test_two_workers_first_use_at_once_downloads_once(
+    server: Site, bucket: str, tmp_path: Path, s3_server: str
+) -> None:
     ref = pull(f"{server.url}/yolo11n-pose.pt", "yolo11n-pose.pt", open_storage(bucket))
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    workers = [ctx.Process(target=_first_use, args=(ref.uri, str(tmp_path / "cache"), s3_server, queue))
-               for _ in range(2)]  # fmt: skip
+    workers = [
+        ctx.Process(target=_first_use, args=(ref.uri, str(tmp_path / "cache"), s3_server, queue))
+        for _ in range(2)
+    ]
     for w in workers:
         w.start()
     results = [queue.get(timeout=120) for _ in workers]
@@ -138,8 +147,10 @@ def test_the_pose_step_and_the_rgb_trainer_read_weights_from_storage(
     rgb_ref = pull(f"{server.url}/resnet18-untrained.pth", "resnet18-untrained.pth", storage)
     assert TrainConfig(backbone_weights=rgb_ref.uri).backbone_weights == rgb_ref.uri
     net = _with_backbone(TSNResNet18(num_classes=3, frames=2, pretrained=False), rgb_ref.uri)
-    state = torch.load(tmp_path / "xdg/action-recognition/weights" / rgb_ref.sha256 / "resnet18-untrained.pth",
-                       weights_only=True)  # fmt: skip
+    state = torch.load(
+        tmp_path / "xdg/action-recognition/weights" / rgb_ref.sha256 / "resnet18-untrained.pth",
+        weights_only=True,
+    )
     assert torch.equal(net.net.conv1.weight, state["conv1.weight"]), "the backbone is the pulled one"
     with pytest.raises(WeightsMismatch, match="do not fit"):
         torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")

@@ -1,4 +1,5 @@
-"""Every architecture: shapes for any joint count, loss falls, and learning well above chance on generated data."""
+"""Every architecture: shapes for any joint count, loss falls, and learning well above chance on generated
+data."""
 
 from __future__ import annotations
 
@@ -68,9 +69,18 @@ def test_augmentation_keeps_the_contract() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", KEYPOINT_ARCHS)
 def test_learns_well_above_chance(arch: str, synthetic_dataset: Path, tmp_path: Path) -> None:
-    # One model (the early-stop recipe): what an architecture can learn; tests/model/test_recipe.py has the refit.
-    cfg = TrainConfig(arch=arch, epochs=30, batch_size=16, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-                      system_metrics=False, log_model=False, patience=30, recipe="early_stop")  # fmt: skip
+    # One model (the early-stop recipe): what an architecture can learn; tests/model/test_recipe.py has the
+    # refit.
+    cfg = TrainConfig(
+        arch=arch,
+        epochs=30,
+        batch_size=16,
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        system_metrics=False,
+        log_model=False,
+        patience=30,
+        recipe="early_stop",
+    )
     result = train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "store"))
     chance = 1 / 6
     assert result.metrics["test_top1"] >= 3 * chance, result.metrics
@@ -87,12 +97,25 @@ def test_rgb_learns_colour_classes(tmp_path: Path) -> None:
     for i, label in enumerate(labels):
         frames[i, ..., label] += 150
     split = np.array((["train"] * 8 + ["val"] * 2 + ["test"] * 2) * k)
-    path = save_dataset(tmp_path / "colours-frames.npz", frames=frames, labels=labels, split=split,
-                        classes=["red", "green", "blue"])  # fmt: skip
+    path = save_dataset(
+        tmp_path / "colours-frames.npz",
+        frames=frames,
+        labels=labels,
+        split=split,
+        classes=["red", "green", "blue"],
+    )
     for arch in ("frame-resnet18", "tsn-resnet18"):
-        cfg = TrainConfig(arch=arch, epochs=6, batch_size=8, pretrained=False, allow_untrained=True,
-                          tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", system_metrics=False,
-                          log_model=False, recipe="early_stop")  # fmt: skip
+        cfg = TrainConfig(
+            arch=arch,
+            epochs=6,
+            batch_size=8,
+            pretrained=False,
+            allow_untrained=True,
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+            system_metrics=False,
+            log_model=False,
+            recipe="early_stop",
+        )
         result = train_model(cfg, str(path), storage=LocalStorage(tmp_path / "store"))
         assert result.untrained
         assert result.metrics["test_top1"] >= 2 / 3, (arch, result.metrics)
@@ -100,8 +123,13 @@ def test_rgb_learns_colour_classes(tmp_path: Path) -> None:
 
 def test_untrained_rgb_needs_the_flag(tmp_path: Path) -> None:
     frames = np.zeros((6, 2, 32, 32, 3), np.uint8)
-    path = save_dataset(tmp_path / "f.npz", frames=frames, labels=np.array([0, 1] * 3),
-                        split=np.array(["train"] * 4 + ["test"] * 2), classes=["a", "b"])  # fmt: skip
+    path = save_dataset(
+        tmp_path / "f.npz",
+        frames=frames,
+        labels=np.array([0, 1] * 3),
+        split=np.array(["train"] * 4 + ["test"] * 2),
+        classes=["a", "b"],
+    )
     cfg = TrainConfig(arch="tsn-resnet18", pretrained=False, tracking_uri=f"sqlite:///{tmp_path}/m.db")
     with pytest.raises(TrainError, match="--allow-untrained"):
         train_model(cfg, str(path), storage=LocalStorage(tmp_path / "s"))

@@ -19,8 +19,15 @@ class Interrupted(Exception):
 
 def _cfg(tmp_path: Path, **kw: object) -> TrainConfig:
     # The selection stage alone (tests/model/test_recipe.py resumes a refit).
-    base = {"arch": "ddnet", "epochs": 5, "batch_size": 16, "system_metrics": False, "log_model": False,
-            "recipe": "early_stop", "checkpoint_interval_s": 0}  # fmt: skip
+    base = {
+        "arch": "ddnet",
+        "epochs": 5,
+        "batch_size": 16,
+        "system_metrics": False,
+        "log_model": False,
+        "recipe": "early_stop",
+        "checkpoint_interval_s": 0,
+    }
     return TrainConfig.model_validate({**base, "tracking_uri": f"sqlite:///{tmp_path}/m.db", **kw})
 
 
@@ -37,8 +44,12 @@ def test_resume_continues_from_the_last_epoch(synthetic_dataset: Path, tmp_path:
         train_model(_cfg(tmp_path), str(synthetic_dataset), storage=store, progress=stop_after_two)
     assert seen == [0, 1]
     resumed: list[int] = []
-    result = train_model(_cfg(tmp_path, resume=True), str(synthetic_dataset), storage=store,
-                         progress=lambda row: resumed.append(int(row["epoch"])))  # fmt: skip
+    result = train_model(
+        _cfg(tmp_path, resume=True),
+        str(synthetic_dataset),
+        storage=store,
+        progress=lambda row: resumed.append(int(row["epoch"])),
+    )
     assert resumed == [2, 3, 4], "epochs 0-1 came from the checkpoint"
     assert [int(h["epoch"]) for h in result.history] == [0, 1, 2, 3, 4]
 
@@ -48,7 +59,9 @@ class _Evil:
         return (print, ("pwned",))
 
 
-def test_a_planted_pickle_is_refused(synthetic_dataset: Path, tmp_path: Path, reliability: Reliability) -> None:
+def test_a_planted_pickle_is_refused(
+    synthetic_dataset: Path, tmp_path: Path, reliability: Reliability
+) -> None:
     from action_recognition.datasets import load_dataset
 
     store = LocalStorage(tmp_path / "store")

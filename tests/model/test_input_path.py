@@ -24,13 +24,21 @@ def _data(kind: str, n: int = 12) -> LabeledArrays:
     else:
         data = rng.integers(0, 255, (n, 4, 40, 48, 3), dtype=np.uint8)
     layout = "coco17" if kind == "keypoints" else None
-    return LabeledArrays(data, np.arange(n) % 3, np.array(["train"] * n), ["a", "b", "c"],
-                         np.array([f"c{i}" for i in range(n)]), kind, layout)  # fmt: skip
+    return LabeledArrays(
+        data,
+        np.arange(n) % 3,
+        np.array(["train"] * n),
+        ["a", "b", "c"],
+        np.array([f"c{i}" for i in range(n)]),
+        kind,
+        layout,
+    )
 
 
 @cuda
-@pytest.mark.parametrize(("kind", "arch"), [("keypoints", "ddnet"), ("frames", "tsn-resnet18"),
-                                            ("frames", "frame-resnet18")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "arch"), [("keypoints", "ddnet"), ("frames", "tsn-resnet18"), ("frames", "frame-resnet18")]
+)
 @pytest.mark.parametrize("augment", [True, False])
 def test_a_gpu_batch_is_the_cpu_batch(kind: str, arch: str, augment: bool) -> None:
     data = _data(kind)

@@ -1,5 +1,6 @@
-"""The small-data recipe: the epoch count chosen on val, then seeds refit on train + val and their logits averaged,
-with a moving average of the weights; resumable in every stage; and the early-stop recipe beside it."""
+"""The small-data recipe: the epoch count chosen on val, then seeds refit on train + val and their logits
+averaged, with a moving average of the weights; resumable in every stage; and the early-stop recipe beside
+it."""
 
 from __future__ import annotations
 
@@ -19,13 +20,24 @@ class Interrupted(Exception):
 
 
 def _cfg(tmp_path: Path, db: str = "m", **kw: object) -> TrainConfig:
-    base = {"arch": "ddnet", "epochs": 6, "patience": 3, "batch_size": 16, "seeds": 2, "threads": 1,
-            "checkpoint_interval_s": 0, "system_metrics": False, "log_model": False,
-            "tracking_uri": f"sqlite:///{tmp_path}/{db}.db"}  # fmt: skip
+    base = {
+        "arch": "ddnet",
+        "epochs": 6,
+        "patience": 3,
+        "batch_size": 16,
+        "seeds": 2,
+        "threads": 1,
+        "checkpoint_interval_s": 0,
+        "system_metrics": False,
+        "log_model": False,
+        "tracking_uri": f"sqlite:///{tmp_path}/{db}.db",
+    }
     return TrainConfig.model_validate({**base, **kw})
 
 
-def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_refit_trains_seeds_on_train_and_val_and_averages_them(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
     import mlflow
     from mlflow import MlflowClient
 
@@ -36,11 +48,18 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset
 
     stages: list[str] = []
     cfg = _cfg(tmp_path, log_model=True)
-    result = train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "store"),
-                         progress=lambda row: stages.append(row["stage"]))  # fmt: skip
+    result = train_model(
+        cfg,
+        str(synthetic_dataset),
+        storage=LocalStorage(tmp_path / "store"),
+        progress=lambda row: stages.append(row["stage"]),
+    )
     assert result.refit_epochs == result.best_epoch + 1 and result.refit_models == 2, result.summary()
     assert (
-        stages == ["select"] * result.epochs_run + ["refit0"] * result.refit_epochs + ["refit1"] * result.refit_epochs
+        stages
+        == ["select"] * result.epochs_run
+        + ["refit0"] * result.refit_epochs
+        + ["refit1"] * result.refit_epochs
     )
     m = result.metrics
     assert {"test_top1_seed0", "test_top1_seed1", "test_top1_seed_mean", "test_top1_seed_std"} <= set(m), m
@@ -48,7 +67,9 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset
 
     client = MlflowClient(cfg.tracking_uri)
     run = client.get_run(result.run_id)
-    assert run.data.tags["ar.recipe"] == "refit" and run.data.tags["ar.refit_epochs"] == str(result.refit_epochs)
+    assert run.data.tags["ar.recipe"] == "refit" and run.data.tags["ar.refit_epochs"] == str(
+        result.refit_epochs
+    )
     assert run.data.params["train.recipe"] == "refit" and run.data.params["train.seeds"] == "2"
     card = Path(client.download_artifacts(result.run_id, "model_card.md", str(tmp_path))).read_text()
     assert f"for {result.refit_epochs} epochs, their logits averaged" in card and "(seeds 0-1)" in card, card
@@ -56,10 +77,15 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset
     refit_steps = client.get_metric_history(result.run_id, "refit1_train_loss")
     assert [s.step for s in refit_steps] == list(range(result.refit_epochs)), "each refit's epochs are logged"
 
-    # The logged model is the average of the two refits (mirror-averaged: COCO-17) and gives the run's test accuracy.
+    # The logged model is the average of the two refits (mirror-averaged: COCO-17) and gives the run's test
+    # accuracy.
     mlflow.set_tracking_uri(cfg.tracking_uri)
     model = load_module(result.model_uri)
-    assert isinstance(model, FlipAverage) and isinstance(model.model, LogitAverage) and len(model.model.members) == 2
+    assert (
+        isinstance(model, FlipAverage)
+        and isinstance(model.model, LogitAverage)
+        and len(model.model.members) == 2
+    )
     data = load_dataset(synthetic_dataset)
     test = data.split == "test"
     import torch
@@ -69,7 +95,13 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset
     assert top1 == pytest.approx(m["test_top1"])
     # What a consumer of the registry gets: labels and probabilities, the same answers.
     answered = mlflow.pyfunc.load_model(result.model_uri).predict(data.data[test])
-    assert list(answered.columns) == ["label", "probability", "top_labels", "top_probabilities", "probabilities"]
+    assert list(answered.columns) == [
+        "label",
+        "probability",
+        "top_labels",
+        "top_probabilities",
+        "probabilities",
+    ]
     truth = [data.classes[i] for i in data.labels[test]]
     assert float(np.mean(answered["label"] == truth)) == pytest.approx(m["test_top1"])
     assert np.allclose([sum(p) for p in answered["probabilities"]], 1.0)
@@ -79,8 +111,9 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(synthetic_dataset
 def test_a_refit_killed_midway_resumes_to_the_same_model(synthetic_dataset: Path, tmp_path: Path) -> None:
     """Killed in the second refit: the retry skips the finished stages (their checkpoints, the moving average
     included) and ends with exactly the metrics of an unbroken training."""
-    unbroken = train_model(_cfg(tmp_path, "unbroken"), str(synthetic_dataset),
-                           storage=LocalStorage(tmp_path / "unbroken"))  # fmt: skip
+    unbroken = train_model(
+        _cfg(tmp_path, "unbroken"), str(synthetic_dataset), storage=LocalStorage(tmp_path / "unbroken")
+    )
     store = LocalStorage(tmp_path / "store")
     seen: list[tuple[str, int]] = []
 
@@ -92,27 +125,40 @@ def test_a_refit_killed_midway_resumes_to_the_same_model(synthetic_dataset: Path
     with pytest.raises(Interrupted):
         train_model(_cfg(tmp_path), str(synthetic_dataset), storage=store, progress=die_in_refit1)
     resumed: list[tuple[str, int]] = []
-    result = train_model(_cfg(tmp_path), str(synthetic_dataset), storage=store,
-                         progress=lambda row: resumed.append((row["stage"], int(row["epoch"]))))  # fmt: skip
+    result = train_model(
+        _cfg(tmp_path),
+        str(synthetic_dataset),
+        storage=store,
+        progress=lambda row: resumed.append((row["stage"], int(row["epoch"]))),
+    )
     assert resumed == [("refit1", e) for e in range(1, unbroken.refit_epochs)], resumed
     assert result.metrics == unbroken.metrics
     assert (result.best_epoch, result.refit_epochs) == (unbroken.best_epoch, unbroken.refit_epochs)
 
 
-def test_the_early_stop_recipe_keeps_one_model_of_the_best_val_epoch(synthetic_dataset: Path, tmp_path: Path) -> None:
-    result = train_model(_cfg(tmp_path, recipe="early_stop"), str(synthetic_dataset),
-                         storage=LocalStorage(tmp_path / "store"))  # fmt: skip
+def test_the_early_stop_recipe_keeps_one_model_of_the_best_val_epoch(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    result = train_model(
+        _cfg(tmp_path, recipe="early_stop"), str(synthetic_dataset), storage=LocalStorage(tmp_path / "store")
+    )
     assert (result.refit_epochs, result.refit_models) == (0, 0)
     assert not any(k.startswith("test_top1_seed") for k in result.metrics)
     assert result.metrics["best_val_acc"] == max(h["val_acc"] for h in result.history)
 
 
 def test_the_moving_average_is_what_validation_sees(synthetic_dataset: Path, tmp_path: Path) -> None:
-    """With the average on, the kept weights are the average's (they differ from the last raw weights); off, the
-    raw ones: the two recipes' runs differ."""
-    on = train_model(_cfg(tmp_path, "on", recipe="early_stop"), str(synthetic_dataset),
-                     storage=LocalStorage(tmp_path / "on"))  # fmt: skip
-    off = train_model(_cfg(tmp_path, "off", recipe="early_stop", ema_decay=0.0), str(synthetic_dataset),
-                      storage=LocalStorage(tmp_path / "off"))  # fmt: skip
+    """With the average on, the kept weights are the average's (they differ from the last raw weights); off,
+    the raw ones: the two recipes' runs differ."""
+    on = train_model(
+        _cfg(tmp_path, "on", recipe="early_stop"),
+        str(synthetic_dataset),
+        storage=LocalStorage(tmp_path / "on"),
+    )
+    off = train_model(
+        _cfg(tmp_path, "off", recipe="early_stop", ema_decay=0.0),
+        str(synthetic_dataset),
+        storage=LocalStorage(tmp_path / "off"),
+    )
     assert on.fingerprint != off.fingerprint
     assert [h["val_loss"] for h in on.history] != [h["val_loss"] for h in off.history]

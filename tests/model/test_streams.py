@@ -1,5 +1,5 @@
-"""Multi-stream skeletons: the bone tree from a layout or from the clips' mean pose, the bone stream, the two-stream
-model, and the test-time flip."""
+"""Multi-stream skeletons: the bone tree from a layout or from the clips' mean pose, the bone stream, the
+two-stream model, and the test-time flip."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 
 from action_recognition.datasets import LabeledArrays, synthetic_skeletons
 from action_recognition.models import ARCHS
-from action_recognition.models.skeleton import COCO17, Bones, FlipAverage, bone_parents, flip_keypoints
+from action_recognition.models.skeleton import Bones, FlipAverage, flip_keypoints
+from action_recognition.skeletons import COCO17, bone_parents
 from action_recognition.training.setup import bone_tree
 
 
@@ -28,7 +29,9 @@ def test_a_known_layout_gives_its_own_edges_as_bones() -> None:
     parents = bone_parents(COCO17, np.zeros((17, 2)))
     assert parents[COCO17.centre[0]] == COCO17.centre[0], "the centre joint is the root"
     edges = {frozenset(e) for e in COCO17.edges}
-    assert all(frozenset((j, p)) in edges for j, p in enumerate(parents) if j != p), "every bone is a layout edge"
+    assert all(frozenset((j, p)) in edges for j, p in enumerate(parents) if j != p), (
+        "every bone is a layout edge"
+    )
     assert _reaches_root(parents)
 
 
@@ -45,8 +48,17 @@ def test_an_unknown_layout_links_nearest_neighbours() -> None:
 
 def test_the_bone_tree_comes_from_the_training_clips_only() -> None:
     d = synthetic_skeletons(num_classes=3, per_class=10, joints=15, unknown_layout=True)
-    data = LabeledArrays(kind="keypoints", data=d["keypoints"], labels=d["labels"], split=d["split"],
-                         classes=d["classes"], clip_ids=d["clip_ids"], layout=None, sha256="x", meta={})  # fmt: skip
+    data = LabeledArrays(
+        kind="keypoints",
+        data=d["keypoints"],
+        labels=d["labels"],
+        split=d["split"],
+        classes=d["classes"],
+        clip_ids=d["clip_ids"],
+        layout=None,
+        sha256="x",
+        meta={},
+    )
     before = bone_tree(data)
     data.data[data.split == "test"] = np.random.default_rng(1).random(data.data[data.split == "test"].shape)
     assert bone_tree(data) == before and _reaches_root(before)
@@ -65,10 +77,21 @@ def test_the_two_stream_model_and_the_test_time_flip() -> None:
     torch.manual_seed(0)
     d = synthetic_skeletons(num_classes=4, per_class=4, frames=24)
     x = torch.from_numpy(d["keypoints"])
-    model = ARCHS["ddnet-2s"].build(num_classes=4, joints=17, frames=24, layout="coco17",
-                                    parents=bone_parents(COCO17, np.zeros((17, 2)))).eval()  # fmt: skip
+    model = (
+        ARCHS["ddnet-2s"]
+        .build(
+            num_classes=4,
+            joints=17,
+            frames=24,
+            layout="coco17",
+            parents=bone_parents(COCO17, np.zeros((17, 2))),
+        )
+        .eval()
+    )
     assert model(x).shape == (16, 4)
     tta = FlipAverage(model, COCO17.flip_index()).eval()
     with torch.inference_mode():
-        assert torch.allclose(tta(x), tta(flip_keypoints(x, COCO17.flip_index())), atol=1e-5), "mirror-invariant"
+        assert torch.allclose(tta(x), tta(flip_keypoints(x, COCO17.flip_index())), atol=1e-5), (
+            "mirror-invariant"
+        )
         assert not torch.allclose(model(x), model(flip_keypoints(x, COCO17.flip_index())), atol=1e-5)

@@ -1,19 +1,21 @@
-"""The compose stack as a person runs it, started once: `scripts/stack.sh up` (what `make stack-up CELERY_WORKERS=2`
-runs) with every image built here, the Airflow UI in a real browser, and the deployed shape's faults in the same run.
+"""The compose stack as a person runs it, started once: `scripts/stack.sh up` (what `make stack-up
+CELERY_WORKERS=2` runs) with every image built here, the Airflow UI in a real browser, and the deployed
+shape's faults in the same run.
 
-docker-compose.yaml runs unchanged but for its images (docker/compose.local.yaml): Postgres, the S3 server with IAM
-auth on (MinIO's stand-in) and its init job, MLflow behind basic auth, the Airflow api-server, scheduler,
-dag-processor and triggerer, the ``celery`` profile's Redis and two Celery workers (CeleryExecutor), and the Docker
-guard through which every step starts a worker container. The form's defaults are the demo dataset on the local
-video server, untrained weights, the short training profile.
+docker-compose.yaml runs unchanged but for its images (docker/compose.local.yaml): Postgres, the S3 server
+with IAM auth on (MinIO's stand-in) and its init job, MLflow behind basic auth, the Airflow api-server,
+scheduler, dag-processor and triggerer, the ``celery`` profile's Redis and two Celery workers
+(CeleryExecutor), and the Docker guard through which every step starts a worker container. The form's defaults
+are the demo dataset on the local video server, untrained weights, the short training profile.
 
-One story: a bad value is refused by the form; a person triggers the run from the form (approval switched on). While
-it runs, the worker running an `extract_pose` task is SIGKILLed (no goodbye: the scheduler notices the missing
-heartbeat and the task is retried on the surviving worker, which removes the lost try's step container first), the
-scheduler is restarted, then the api-server and Postgres. The person approves in the Required Action tab; the run
-succeeds with its mapped steps on both workers, every manifest row in exactly one ledger state, no object that is
-not a ledger row's and one model version per family. Then the dataset health page, the MLflow extra link, the
-asset-started retrain (unchanged data: no new version), the MLflow UI, the registry's auth and the storage keys.
+One story: a bad value is refused by the form; a person triggers the run from the form (approval switched on).
+While it runs, the worker running an `extract_pose` task is SIGKILLed (no goodbye: the scheduler notices the
+missing heartbeat and the task is retried on the surviving worker, which removes the lost try's step container
+first), the scheduler is restarted, then the api-server and Postgres. The person approves in the Required
+Action tab; the run succeeds with its mapped steps on both workers, every manifest row in exactly one ledger
+state, no object that is not a ledger row's and one model version per family. Then the dataset health page,
+the MLflow extra link, the asset-started retrain (unchanged data: no new version), the MLflow UI, the
+registry's auth and the storage keys.
 """
 
 from __future__ import annotations
@@ -55,17 +57,22 @@ DAG = "kinetics_pipeline"
 FIGURES = ROOT / ".stack-figures.json"
 #: Mapped steps, which the two workers share.
 STEPS = {"download_clips", "clip_videos", "extract_pose", "download_top_up", "clip_top_up"}
-#: Seconds without a heartbeat before the scheduler fails a task whose worker vanished (Airflow's default is 300):
-#: short, so the killed worker's task is retried soon, but longer than the api-server's restart below takes on a busy
-#: machine, or the tasks running through it lose a try too (seen with 40 s: a retried task lost its last try).
+# : Seconds without a heartbeat before the scheduler fails a task whose worker vanished (Airflow's default is
+# 300): : short, so the killed worker's task is retried soon, but longer than the api-server's restart below
+# takes on a busy : machine, or the tasks running through it lose a try too (seen with 40 s: a retried task
+# lost its last try).
 HEARTBEAT_TIMEOUT_S = 90
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    settings = {"AIRFLOW_TASK_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
-                "AIRFLOW_CELERY_WORKER_CONCURRENCY": "2"}  # fmt: skip
-    with compose_stack(tmp_path_factory.mktemp("stack"), PROJECT, celery_workers=2, settings=settings) as running:
+    settings = {
+        "AIRFLOW_TASK_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
+        "AIRFLOW_CELERY_WORKER_CONCURRENCY": "2",
+    }
+    with compose_stack(
+        tmp_path_factory.mktemp("stack"), PROJECT, celery_workers=2, settings=settings
+    ) as running:
         yield running
 
 
@@ -80,8 +87,8 @@ def test_a_bad_value_is_refused_by_the_form(browser: Any, stack: dict[str, Any])
         refuse_a_bad_value(page, stack["airflow"], "stack")
 
 
-# A whole deployment plans, trains, registers (the video models too), rides out four faults (a 90 s heartbeat timeout
-# among them), is approved and retrains: 10-15 minutes on a loaded machine.
+# A whole deployment plans, trains, registers (the video models too), rides out four faults (a 90 s heartbeat
+# timeout among them), is approved and retrains: 10-15 minutes on a loaded machine.
 @pytest.mark.timeout(1800)
 def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
     browser: Any, stack: dict[str, Any], reliability: Reliability, monkeypatch: pytest.MonkeyPatch
@@ -102,18 +109,23 @@ def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
         page.get_by_text("summarise").first.wait_for()
         page.wait_for_timeout(1500)
         shot(page, "stack-pipeline-run-grid")
-        states = {(t["task_id"], t["map_index"]): (t["state"], t["try_number"], t.get("hostname")) for t in tis}
+        states = {
+            (t["task_id"], t["map_index"]): (t["state"], t["try_number"], t.get("hostname")) for t in tis
+        }
         assert finished["state"] == "success", f"{states}\n{airflow.failure_report(DAG, run_id)}"
         hosts = {t["hostname"] for t in tis if t["task_id"] in STEPS and t["state"] == "success"}
         assert hosts == set(workers), f"the mapped steps ran on both workers: {hosts} of {set(workers)}"
         checks = airflow.preflight_checks(DAG, run_id)
-        assert checks.get("pool youtube_downloads") == "ok", f"the stack's ar_airflow_api connection works: {checks}"
+        assert checks.get("pool youtube_downloads") == "ok", (
+            f"the stack's ar_airflow_api connection works: {checks}"
+        )
         _nothing_lost_or_doubled(stack, reliability, monkeypatch)
         _the_health_page(page, airflow, run_id)
         run_uuid, href = _the_mlflow_link(page, airflow, stack, run_id)
 
-        # The scheduler alone: the asset the run published starts kinetics_retrain; unchanged data, no new version.
-        # (Waited for before the MLflow UI is loaded: the retrain's containers make the machine its busiest.)
+        # The scheduler alone: the asset the run published starts kinetics_retrain; unchanged data, no new
+        # version. (Waited for before the MLflow UI is loaded: the retrain's containers make the machine its
+        # busiest.)
         retrain = airflow.wait_first_run("kinetics_retrain", timeout=300)
         assert retrain["run_type"] == "asset_triggered", retrain
         assert airflow.wait_run("kinetics_retrain", retrain["dag_run_id"], timeout=900)["state"] == "success"
@@ -129,14 +141,17 @@ def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
     guarded = ["docker", "ps", "-aq", "--filter", f"label=ar.docker-guard.instance={PROJECT}"]
     leftovers = subprocess.run(guarded, capture_output=True, text=True, check=True).stdout.split()
     assert leftovers == [], "every step container is removed"
-    FIGURES.write_text(json.dumps({"up_to_healthy_s": stack["up_to_healthy_s"],
-                                   "trigger_to_champion_s": trigger_to_champion_s}))  # fmt: skip
+    FIGURES.write_text(
+        json.dumps(
+            {"up_to_healthy_s": stack["up_to_healthy_s"], "trigger_to_champion_s": trigger_to_champion_s}
+        )
+    )
 
 
 def _trigger_from_the_form(page: Any, airflow: AirflowAPI, values: dict[str, str]) -> tuple[str, float]:
     """The form with the deployment's own values typed in (so the retrain, which trains with the deployment's
-    defaults, sees the same recipe on the same data), two clips a shard (several mapped tasks a stage, more than one
-    worker takes at once) and approval on; submitted. The run id and when it was triggered."""
+    defaults, sees the same recipe on the same data), two clips a shard (several mapped tasks a stage, more
+    than one worker takes at once) and approval on; submitted. The run id and when it was triggered."""
     dialog = open_trigger_form(page)
     assert dialog.locator("#element_dataset").input_value() == "demo", "local mode: the demo dataset"
     set_number(dialog, "per_class", int(values["AR_PER_CLASS"]))
@@ -155,8 +170,8 @@ def _trigger_from_the_form(page: Any, airflow: AirflowAPI, values: dict[str, str
 
 
 def _four_faults(airflow: AirflowAPI, run_id: str, workers: dict[str, str], reliability: Reliability) -> int:
-    """A worker SIGKILLed while it runs extract_pose, the scheduler restarted at once; the retry on the survivor;
-    then the api-server and Postgres restarted mid-run. Returns the killed task's map index."""
+    """A worker SIGKILLed while it runs extract_pose, the scheduler restarted at once; the retry on the
+    survivor; then the api-server and Postgres restarted mid-run. Returns the killed task's map index."""
     faults = ExitStack()
     faults.enter_context(reliability.fault("celery: a worker SIGKILLed mid-task, the task retried elsewhere"))
     faults.enter_context(reliability.fault("celery stack: the scheduler restarted mid-run"))
@@ -173,8 +188,11 @@ def _four_faults(airflow: AirflowAPI, run_id: str, workers: dict[str, str], reli
         map_index = int(victim["map_index"])
         deadline = time.monotonic() + HEARTBEAT_TIMEOUT_S + 300
         while True:
-            (ti,) = [t for t in airflow.task_instances(DAG, run_id)
-                     if t["task_id"] == "extract_pose" and t["map_index"] == map_index]  # fmt: skip
+            (ti,) = [
+                t
+                for t in airflow.task_instances(DAG, run_id)
+                if t["task_id"] == "extract_pose" and t["map_index"] == map_index
+            ]
             if ti["try_number"] >= 2 and ti["state"] in ("running", "success"):
                 break
             assert time.monotonic() < deadline, f"extract_pose[{map_index}] was not retried: {ti}"
@@ -193,7 +211,9 @@ def _four_faults(airflow: AirflowAPI, run_id: str, workers: dict[str, str], reli
 
 
 def _docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.strip()
 
 
 def _one(service: str) -> str:
@@ -209,14 +229,17 @@ def _wait_healthy(cid: str, timeout: float = 240) -> None:
 
 
 def _restart(cid: str, back: Callable[[], object]) -> float:
-    """Restart a container (20 s to stop); the seconds until ``back`` returns: the outage running tasks outlived."""
+    """Restart a container (20 s to stop); the seconds until ``back`` returns: the outage running tasks
+    outlived."""
     start = time.monotonic()
     _docker("restart", "--time", "20", cid)
     back()
     return time.monotonic() - start
 
 
-def _running_on(airflow: AirflowAPI, run_id: str, task_id: str, hosts: set[str], timeout: float) -> dict[str, Any]:
+def _running_on(
+    airflow: AirflowAPI, run_id: str, task_id: str, hosts: set[str], timeout: float
+) -> dict[str, Any]:
     """The first task instance of ``task_id`` seen running on one of ``hosts``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -240,7 +263,9 @@ def _the_health_page(page: Any, airflow: AirflowAPI, run_id: str) -> None:
     computed, the page in the browser, nothing for an anonymous caller."""
     summary = airflow.xcom(DAG, run_id, "summarise")
     health = airflow.api("GET", "/dataset-health/api/demo")
-    assert (health["status"]["rows"], health["status"]["states"]) == (summary["rows"], summary["states"]), health
+    assert (health["status"]["rows"], health["status"]["states"]) == (summary["rows"], summary["states"]), (
+        health
+    )
     assert http_status(f"{airflow.url}/dataset-health/api/demo") == 401
     page.goto(f"{airflow.url}/dags/{DAG}/runs/{run_id}/plugin/dataset-health-run")
     page.frame_locator("iframe").get_by_text("Dataset health: demo").wait_for(timeout=60_000)
@@ -248,7 +273,8 @@ def _the_health_page(page: Any, airflow: AirflowAPI, run_id: str) -> None:
 
 
 def _the_mlflow_link(page: Any, airflow: AirflowAPI, stack: dict[str, Any], run_id: str) -> tuple[str, str]:
-    """The MLflow extra link of train_keypoint, as a person finds it; the MLflow run id it names and its address."""
+    """The MLflow extra link of train_keypoint, as a person finds it; the MLflow run id it names and its
+    address."""
     page.goto(f"{airflow.url}/dags/{DAG}/runs/{run_id}/tasks/train_keypoint/details")
     link = page.get_by_role("link", name="MLflow run")
     link.wait_for()
@@ -258,14 +284,16 @@ def _the_mlflow_link(page: Any, airflow: AirflowAPI, stack: dict[str, Any], run_
 
 
 def _the_mlflow_ui_shows(page: Any, href: str, run_uuid: str) -> None:
-    """MLflow's single-page UI sometimes renders "Something went wrong" under a loaded machine (seen in 2 of 4 runs,
-    and 4 loads in a row in a CI run while the retrain trained; never with an idle machine); a person reloads. Four
-    loads at most, and the run id must show; what the page met (HTTP errors, failed requests, console errors, its
-    text) is in the failure message."""
+    """MLflow's single-page UI sometimes renders "Something went wrong" under a loaded machine (seen in 2 of 4
+    runs, and 4 loads in a row in a CI run while the retrain trained; never with an idle machine); a person
+    reloads. Four loads at most, and the run id must show; what the page met (HTTP errors, failed requests,
+    console errors, its text) is in the failure message."""
     met: list[str] = []
     page.on("response", lambda r: met.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
     page.on("pageerror", lambda e: met.append(f"page error: {str(e)[:300]}"))
-    page.on("console", lambda m: met.append(f"console {m.type}: {m.text[:300]}") if m.type == "error" else None)
+    page.on(
+        "console", lambda m: met.append(f"console {m.type}: {m.text[:300]}") if m.type == "error" else None
+    )
     page.on("requestfailed", lambda r: met.append(f"failed {r.url}: {r.failure}"))
     shown = False
     for _ in range(4):
@@ -276,14 +304,17 @@ def _the_mlflow_ui_shows(page: Any, href: str, run_uuid: str) -> None:
             break
         except PlaywrightTimeout:
             met.append(f"page text: {page.evaluate('document.body.innerText')[:200]!r}")
-            page.evaluate("window.localStorage.clear(); window.sessionStorage.clear()")  # the UI's saved view state
+            page.evaluate(
+                "window.localStorage.clear(); window.sessionStorage.clear()"
+            )  # the UI's saved view state
             page.wait_for_timeout(5000)
     shot(page, "stack-mlflow-run")
     assert shown, f"the MLflow UI never showed run {run_uuid} at {href}; it met: {met[-20:]}"
 
 
 def _the_lost_try_container_is_gone(run_id: str, map_index: int, reliability: Reliability) -> None:
-    """The lost try's container (named per task instance, as StepOperator names it) was removed by the retry."""
+    """The lost try's container (named per task instance, as StepOperator names it) was removed by the
+    retry."""
     raw = f"{DAG}-extract_pose-{map_index}-{run_id}"
     name = f"ar-extract_pose-{hashlib.sha256(raw.encode()).hexdigest()[:10]}"
     leftovers = _docker("ps", "-aq", "--filter", f"name=^{name}$").split()
@@ -291,7 +322,9 @@ def _the_lost_try_container_is_gone(run_id: str, map_index: int, reliability: Re
     assert leftovers == [], f"the lost try's step container {name} outlived its retry"
 
 
-def _nothing_lost_or_doubled(stack: dict[str, Any], reliability: Reliability, monkeypatch: pytest.MonkeyPatch) -> None:
+def _nothing_lost_or_doubled(
+    stack: dict[str, Any], reliability: Reliability, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import boto3
 
     from action_recognition.config import StorageConfig
@@ -307,15 +340,27 @@ def _nothing_lost_or_doubled(stack: dict[str, Any], reliability: Reliability, mo
     reliability.rows("celery stack: the ledger after four faults", report.rows, report.states)
     assert "pending" not in report.states, f"rows without a final state: {report.states}"
 
-    s3 = boto3.client("s3", endpoint_url=stack["s3"], aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")  # fmt: skip
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="action-recognition",
-                                                                            Prefix="data/")
-            for o in page.get("Contents", [])]  # fmt: skip
-    ok = {stage: {c for c, r in read_stage(storage, "demo", stage).items() if r.state == "ok"}
-          for stage in ("download", "clip")}  # fmt: skip
-    layers = {"raw": ("data/raw/", ok["download"]), "clips": ("data/clips/", ok["clip"]),
-              "keypoints": ("data/keypoints/", ok["clip"])}  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack["s3"],
+        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="action-recognition", Prefix="data/")
+        for o in page.get("Contents", [])
+    ]
+    ok = {
+        stage: {c for c, r in read_stage(storage, "demo", stage).items() if r.state == "ok"}
+        for stage in ("download", "clip")
+    }
+    layers = {
+        "raw": ("data/raw/", ok["download"]),
+        "clips": ("data/clips/", ok["clip"]),
+        "keypoints": ("data/keypoints/", ok["clip"]),
+    }
     extra = []
     for prefix, wanted in layers.values():
         ids = [k.rsplit("/", 1)[-1].rsplit(".", 1)[0] for k in keys if k.startswith(prefix)]
@@ -365,11 +410,17 @@ def _storage_keys_reach_only_their_bucket(stack: dict[str, Any]) -> None:
     v = stack["values"]
 
     def s3(key: str, secret: str) -> Any:
-        return boto3.client("s3", endpoint_url=stack["s3"], aws_access_key_id=key, aws_secret_access_key=secret,
-                            region_name="us-east-1")  # fmt: skip
+        return boto3.client(
+            "s3",
+            endpoint_url=stack["s3"],
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+        )
 
-    listed = s3(v["AR_S3_ACCESS_KEY"], v["AR_S3_SECRET_KEY"]).list_objects_v2(Bucket="action-recognition",
-                                                                             Prefix="data/ledger/demo/")  # fmt: skip
+    listed = s3(v["AR_S3_ACCESS_KEY"], v["AR_S3_SECRET_KEY"]).list_objects_v2(
+        Bucket="action-recognition", Prefix="data/ledger/demo/"
+    )
     assert listed.get("KeyCount", 0) > 0, "the pipeline's key reads its ledger"
     with pytest.raises(ClientError, match="AccessDenied"):
         s3(v["MLFLOW_S3_ACCESS_KEY"], v["MLFLOW_S3_SECRET_KEY"]).list_objects_v2(Bucket="action-recognition")

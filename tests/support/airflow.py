@@ -1,5 +1,5 @@
-"""Running a DAG for real in tests: ``airflow dags test`` in a subprocess with its own AIRFLOW_HOME (SQLite), training
-with the suite's short profile (``SHORT_TRAINING``: one model a family, few epochs)."""
+"""Running a DAG for real in tests: ``airflow dags test`` in a subprocess with its own AIRFLOW_HOME (SQLite),
+training with the suite's short profile (``SHORT_TRAINING``: one model a family, few epochs)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "false", "PYTHONPATH": str(ROOT / "plugins"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", "AR_NETWORK_RETRIES": "0",
-        "AR__TRAIN__SYSTEM_METRICS": "false", "AR__POSE__CONF": "0.0001", "AR__DOWNLOAD__BACKOFF_BASE_S": "0.1",
-        "MLFLOW_DISABLE_TELEMETRY": "true", **short_training_env(),
-    })  # fmt: skip
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
+            "PYTHONPATH": str(ROOT / "plugins"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+            "AR_NETWORK_RETRIES": "0",
+            "AR__TRAIN__SYSTEM_METRICS": "false",
+            "AR__POSE__CONF": "0.0001",
+            "AR__DOWNLOAD__BACKOFF_BASE_S": "0.1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            **short_training_env(),
+        }
+    )
     env.update(extra)
     return env
 
@@ -32,16 +41,29 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
 def init_airflow(env: dict[str, str]) -> None:
     airflow = [sys.executable, "-m", "airflow"]
     subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    subprocess.run([*airflow, "pools", "set", "youtube_downloads", "2", "tests"], env=env, check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [*airflow, "pools", "set", "youtube_downloads", "2", "tests"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
-def run_dag(dag_id: str, conf: dict[str, Any], env: dict[str, str], cwd: Path, timeout: int = 1500) -> tuple[int, str]:
-    """``airflow dags test`` with ``conf``; its exit status and output (also written to ``cwd/<dag_id>.log``)."""
+def run_dag(
+    dag_id: str, conf: dict[str, Any], env: dict[str, str], cwd: Path, timeout: int = 1500
+) -> tuple[int, str]:
+    """``airflow dags test`` with ``conf``; its exit status and output (also written to
+    ``cwd/<dag_id>.log``)."""
     proc = subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     (cwd / f"{dag_id}.log").write_text(out)
     return proc.returncode, out

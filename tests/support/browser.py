@@ -1,6 +1,8 @@
-"""A person at the Airflow UI: Debian's Chromium driven by Playwright (its own browser download cannot work here).
+"""A person at the Airflow UI: Debian's Chromium driven by Playwright (its own browser download cannot work
+here).
 
-Screenshots go to ``$AR_SCREENSHOTS`` (default ``.screenshots/`` in the checkout); the README shows chosen ones.
+Screenshots go to ``$AR_SCREENSHOTS`` (default ``.screenshots/`` in the checkout); the README shows chosen
+ones.
 """
 
 from __future__ import annotations
@@ -87,7 +89,9 @@ def refuse_a_bad_value(page: Any, airflow: AirflowAPI, prefix: str) -> None:
     dialog = open_trigger_form(page)
     submit = dialog.get_by_test_id("trigger-dag-submit")
     assert submit.is_enabled(), "the defaults alone must be submittable"
-    assert set_number(dialog, "per_class", 0).input_value() == "1", "per_class below its minimum is clamped to 1"
+    assert set_number(dialog, "per_class", 0).input_value() == "1", (
+        "per_class below its minimum is clamped to 1"
+    )
     name = dialog.locator("#element_dataset")
     name.fill("Bad Name!")
     name.blur()
@@ -103,10 +107,11 @@ def refuse_a_bad_value(page: Any, airflow: AirflowAPI, prefix: str) -> None:
 def approve_in_the_ui(page: Any, airflow: AirflowAPI, run_id: str, prefix: str, timeout: float = 900) -> None:
     """Wait for the approval task to ask, then answer it the way a person does: its Required Action tab."""
     airflow.wait_task_state("kinetics_pipeline", run_id, "approve_promotion", "awaiting_input", timeout)
-    # Airflow 3.3.2 race, seen here: an answer within a second or two of the task parking puts it back to queued
-    # before the scheduler has processed the parking worker's exit, and the scheduler then fails the queued try as
-    # "finished externally" (scheduler_job_runner.process_executor_events handles the resume only while the task
-    # is still scheduled). A person takes longer than the scheduler's loop; so does this test.
+    # Airflow 3.3.2 race, seen here: an answer within a second or two of the task parking puts it back to
+    # queued before the scheduler has processed the parking worker's exit, and the scheduler then fails the
+    # queued try as "finished externally" (scheduler_job_runner.process_executor_events handles the resume
+    # only while the task is still scheduled). A person takes longer than the scheduler's loop; so does this
+    # test.
     time.sleep(6)
     page.goto(f"{airflow.url}/dags/kinetics_pipeline/runs/{run_id}/tasks/approve_promotion")
     page.get_by_text("Required Action").first.click()

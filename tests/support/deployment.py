@@ -1,8 +1,8 @@
 """Airflow as it is deployed, on this machine: api-server, scheduler, dag-processor and triggerer as separate
 processes (LocalExecutor), the repository's dags/ and plugins/, SimpleAuthManager with a known admin password.
 
-Unlike ``airflow dags test`` this goes through everything a person meets: the trigger form and its validation, the
-scheduler (pause state, schedules, asset events), the executor and the REST API.
+Unlike ``airflow dags test`` this goes through everything a person meets: the trigger form and its validation,
+the scheduler (pause state, schedules, asset events), the executor and the REST API.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class AirflowAPI:
 
     def token(self) -> str:
         if self._token is None:
-            body = self._request("POST", "/auth/token", {"username": self.user, "password": self.password}, auth=False)
+            body = self._request(
+                "POST", "/auth/token", {"username": self.user, "password": self.password}, auth=False
+            )
             self._token = str(body["access_token"])
         return self._token
 
@@ -72,14 +74,18 @@ class AirflowAPI:
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         quoted = urllib.request.quote(run_id, safe="")
-        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=500")[
-            "task_instances"])  # fmt: skip
+        return list(
+            self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=500")[
+                "task_instances"
+            ]
+        )
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """A task's ``return_value`` XCom, decoded."""
         quoted = urllib.request.quote(run_id, safe="")
-        value = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/"
-                                "return_value")["value"]  # fmt: skip
+        value = self.api(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value"
+        )["value"]
         return json.loads(value) if isinstance(value, str) else value
 
     def preflight_checks(self, dag_id: str, run_id: str) -> dict[str, str]:
@@ -100,8 +106,8 @@ class AirflowAPI:
             time.sleep(3)
 
     def failure_report(self, dag_id: str, run_id: str, lines: int = 40) -> str:
-        """Each failed task of the run with the last error/warning lines of its last try's log: what a person reads
-        in the UI's log tab, put into an assertion message."""
+        """Each failed task of the run with the last error/warning lines of its last try's log: what a person
+        reads in the UI's log tab, put into an assertion message."""
         try:
             return self._failure_report(dag_id, run_id, lines)
         except Exception as exc:  # a diagnostic must never hide the assertion it explains
@@ -113,16 +119,20 @@ class AirflowAPI:
         for ti in self.task_instances(dag_id, run_id):
             if ti["state"] != "failed":
                 continue
-            path = (f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/"
-                    f"{max(ti['try_number'], 1)}?full_content=true&map_index={ti['map_index']}")  # fmt: skip
+            path = (
+                f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/"
+                f"{max(ti['try_number'], 1)}?full_content=true&map_index={ti['map_index']}"
+            )
             try:
                 content = self.api("GET", path).get("content", [])
             except urllib.error.HTTPError as exc:
                 content = [{"event": f"(no log: HTTP {exc.code})"}]
             events = [e for e in content if isinstance(e, dict)]
             picked = [e for e in events if e.get("level") in ("error", "warning", "critical")] or events
-            text = "\n".join(f"    {e.get('level', '')} {e.get('event', '')} {e.get('error_detail', '')}"[:600]
-                              for e in picked[-lines:])  # fmt: skip
+            text = "\n".join(
+                f"    {e.get('level', '')} {e.get('event', '')} {e.get('error_detail', '')}"[:600]
+                for e in picked[-lines:]
+            )
             out.append(f"{ti['task_id']}[{ti['map_index']}] try {ti['try_number']} failed:\n{text}")
         return "\n".join(out) or "no failed task"
 
@@ -152,8 +162,9 @@ class AirflowAPI:
 class AirflowDeployment(AirflowAPI):
     """Start with ``with AirflowDeployment(home, port, **env) as af:``; ``af.url`` is the UI."""
 
-    def __init__(self, home: Path, port: int, *, user: str = "admin", password: str = "admin-test-pw",
-                 **extra_env: str) -> None:  # fmt: skip
+    def __init__(
+        self, home: Path, port: int, *, user: str = "admin", password: str = "admin-test-pw", **extra_env: str
+    ) -> None:
         super().__init__(f"http://127.0.0.1:{port}", user, password)
         self.home = home
         self.port = port
@@ -175,7 +186,8 @@ class AirflowDeployment(AirflowAPI):
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
-            # The preflight task asks the REST API whether the download pool exists, as the operator documents.
+            # The preflight task asks the REST API whether the download pool exists, as the operator
+            # documents.
             AIRFLOW_CONN_AR_AIRFLOW_API=json.dumps(
                 {"conn_type": "http", "host": "127.0.0.1", "port": port, "login": user, "password": password}
             ),
@@ -203,9 +215,13 @@ class AirflowDeployment(AirflowAPI):
     def start(self, name: str) -> None:
         log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (owned by the process)
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "airflow", name], env=self.env, cwd=self.home, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "airflow", name],
+            env=self.env,
+            cwd=self.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
 
     def stop_one(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.procs.pop(name, None)
@@ -227,19 +243,25 @@ class AirflowDeployment(AirflowAPI):
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
     def wait_healthy(self, timeout: float = 240) -> None:
-        """Until the api-server answers, the scheduler and dag-processor report healthy and both DAGs are parsed."""
+        """Until the api-server answers, the scheduler and dag-processor report healthy and both DAGs are
+        parsed."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+                    raise RuntimeError(
+                        f"airflow {name} exited with {proc.returncode}:\n{self.log_tail(name)}"
+                    )
             try:
                 health = self._request("GET", "/api/v2/monitor/health", auth=False)
                 dags = {d["dag_id"] for d in self.api("GET", "/api/v2/dags")["dags"]}
                 last = (health, dags)
-                if (health["scheduler"]["status"] == "healthy" and health["dag_processor"]["status"] == "healthy"
-                        and {"kinetics_pipeline", "kinetics_retrain"} <= dags):  # fmt: skip
+                if (
+                    health["scheduler"]["status"] == "healthy"
+                    and health["dag_processor"]["status"] == "healthy"
+                    and {"kinetics_pipeline", "kinetics_retrain"} <= dags
+                ):
                     return
             except (OSError, KeyError, TypeError, ValueError) as exc:
                 last = exc

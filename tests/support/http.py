@@ -1,5 +1,6 @@
 """A real HTTP server for tests whose answers are a plain function of the request: ``answer(path, headers)``
-returns (status, body, announced length). The announced length may exceed the body (a connection cut mid-body)."""
+returns (status, body, announced length). The announced length may exceed the body (a connection cut
+mid-body)."""
 
 from __future__ import annotations
 

@@ -18,11 +18,33 @@ def make_video(
     bitrate: str = "600k",
 ) -> Path:
     """An H.264 mp4 of a moving test pattern (with a tone when ``audio``)."""
-    argv = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"{source}=size={size}:rate={fps}"]
+    argv = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"{source}=size={size}:rate={fps}",
+    ]
     if audio:
         argv += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
-    argv += ["-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", str(2 * fps), "-b:v", bitrate,
-             "-pix_fmt", "yuv420p"]  # fmt: skip
+    argv += [
+        "-t",
+        str(seconds),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        str(2 * fps),
+        "-b:v",
+        bitrate,
+        "-pix_fmt",
+        "yuv420p",
+    ]
     if audio:
         argv += ["-c:a", "aac", "-b:a", "64k"]
     if faststart:
@@ -32,8 +54,22 @@ def make_video(
 
 
 def make_audio_only(path: Path, seconds: float = 5) -> Path:
-    argv = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-            "-t", str(seconds), "-c:a", "aac", str(path)]  # fmt: skip
+    argv = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        str(seconds),
+        "-c:a",
+        "aac",
+        str(path),
+    ]
     subprocess.run(argv, check=True, timeout=60)
     return path
 

@@ -13,7 +13,8 @@ from tests.support.paths import free_port
 
 
 class RestartableMlflow:
-    """``mlflow server`` (SQLite + a local artifact folder) under ``root``; :meth:`start` / :meth:`stop` at will."""
+    """``mlflow server`` (SQLite + a local artifact folder) under ``root``; :meth:`start` / :meth:`stop` at
+    will."""
 
     def __init__(self, root: Path, artifacts: str | None = None) -> None:
         self.root = root
@@ -24,11 +25,26 @@ class RestartableMlflow:
 
     def start(self) -> RestartableMlflow:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
-             "--artifacts-destination", self.artifacts, "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.root}/mlflow.db",
+                "--artifacts-destination",
+                self.artifacts,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

@@ -1,5 +1,5 @@
-"""Where the tests' real data lives, and a free port on 127.0.0.1: plain values every test and support module may
-import (support code never imports ``conftest``; pytest owns that module)."""
+"""Where the tests' real data lives, and a free port on 127.0.0.1: plain values every test and support module
+may import (support code never imports ``conftest``; pytest owns that module)."""
 
 from __future__ import annotations
 

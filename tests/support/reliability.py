@@ -1,9 +1,11 @@
-"""The reliability report: what the fault, bad-input and security tests did, counted, and printed as one block.
+"""The reliability report: what the fault, bad-input and security tests did, counted, and printed as one
+block.
 
-A test asks for the ``reliability`` fixture and records through it; the records are outcomes the test itself has
-checked, so a test that fails records the failure (a fault not survived, a bad input that crashed or was accepted)
-before pytest reports it. ``make reliability`` runs every test that uses the fixture and prints the block;
-``make test`` prints it too. The block is also written as JSON to ``$AR_RELIABILITY_REPORT`` when that is set.
+A test asks for the ``reliability`` fixture and records through it; the records are outcomes the test itself
+has checked, so a test that fails records the failure (a fault not survived, a bad input that crashed or was
+accepted) before pytest reports it. ``make reliability`` runs every test that uses the fixture and prints the
+block; ``make test`` prints it too. The block is also written as JSON to ``$AR_RELIABILITY_REPORT`` when that
+is set.
 
     with reliability.fault("SIGKILL a download mid-run, then retry"):
         ...                                    # survived when the block finishes without an exception
@@ -40,7 +42,9 @@ class Records:
     leftovers: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def empty(self) -> bool:
-        return not any((self.faults, self.bad_inputs, self.probes, self.rows, self.duplicates, self.leftovers))
+        return not any(
+            (self.faults, self.bad_inputs, self.probes, self.rows, self.duplicates, self.leftovers)
+        )
 
     def figures(self) -> dict[str, Any]:
         outcomes = Counter(self.bad_inputs.values())
@@ -50,18 +54,30 @@ class Records:
             states.update(by_state)
         return {
             "faults": {"injected": len(self.faults), "survived": sum(self.faults.values())},
-            "bad_inputs": {"tried": len(self.bad_inputs), "rejected": outcomes["rejected"],
-                           "handled": outcomes["handled"], "crashed": outcomes["crashed"],
-                           "silently_accepted": outcomes["accepted"]},
-            "rows": {"in": rows_in, "states": dict(sorted(states.items())), "lost": rows_in - sum(states.values())},
+            "bad_inputs": {
+                "tried": len(self.bad_inputs),
+                "rejected": outcomes["rejected"],
+                "handled": outcomes["handled"],
+                "crashed": outcomes["crashed"],
+                "silently_accepted": outcomes["accepted"],
+            },
+            "rows": {
+                "in": rows_in,
+                "states": dict(sorted(states.items())),
+                "lost": rows_in - sum(states.values()),
+            },
             "duplicates": sum(self.duplicates.values()),
-            "leftovers": {"temp_files": sum(t for t, _ in self.leftovers.values()),
-                          "containers": sum(c for _, c in self.leftovers.values())},
+            "leftovers": {
+                "temp_files": sum(t for t, _ in self.leftovers.values()),
+                "containers": sum(c for _, c in self.leftovers.values()),
+            },
             "probes": {"tried": len(self.probes), "blocked": sum(self.probes.values())},
-            "failed": sorted([f"fault: {k}" for k, ok in self.faults.items() if not ok]
-                             + [f"{v}: {k}" for k, v in self.bad_inputs.items() if v in ("crashed", "accepted")]
-                             + [f"probe not blocked: {k}" for k, ok in self.probes.items() if not ok]),
-        }  # fmt: skip
+            "failed": sorted(
+                [f"fault: {k}" for k, ok in self.faults.items() if not ok]
+                + [f"{v}: {k}" for k, v in self.bad_inputs.items() if v in ("crashed", "accepted")]
+                + [f"probe not blocked: {k}" for k, ok in self.probes.items() if not ok]
+            ),
+        }
 
     def block(self) -> str:
         f = self.figures()
@@ -69,13 +85,16 @@ class Records:
         b, rows, left, probes = f["bad_inputs"], f["rows"], f["leftovers"], f["probes"]
         pairs = [
             ("faults injected / survived", f"{f['faults']['injected']} / {f['faults']['survived']}"),
-            ("bad inputs tried / rejected / handled / crashed / silently accepted",
-             f"{b['tried']} / {b['rejected']} / {b['handled']} / {b['crashed']} / {b['silently_accepted']}"),
+            (
+                "bad inputs tried / rejected / handled / crashed / silently accepted",
+                f"{b['tried']} / {b['rejected']} / {b['handled']} / {b['crashed']} / "
+                f"{b['silently_accepted']}",
+            ),
             ("rows in = ok + each failure state", f"{rows['in']} = {states}  (lost {rows['lost']})"),
             ("duplicates", str(f["duplicates"])),
             ("leftover containers / temp files", f"{left['containers']} / {left['temp_files']}"),
             ("security probes tried / blocked", f"{probes['tried']} / {probes['blocked']}"),
-        ]  # fmt: skip
+        ]
         lines = ["reliability"] + [f"  {label:<68} {value}" for label, value in pairs]
         lines += [f"  NOT OK: {item}" for item in f["failed"]]
         return "\n".join(lines)
@@ -116,9 +135,13 @@ class Reliability:
 
     @contextmanager
     def bad_input(
-        self, name: str, rejects: type[BaseException] | tuple[type[BaseException], ...], match: str | None = None
+        self,
+        name: str,
+        rejects: type[BaseException] | tuple[type[BaseException], ...],
+        match: str | None = None,
     ) -> Iterator[Caught]:
-        """The block must raise ``rejects`` (with ``match`` in its message, a regex): that is a clear rejection.
+        """The block must raise ``rejects`` (with ``match`` in its message, a regex): that is a clear
+        rejection.
 
         The error is kept on the yielded object (``caught.error``) for further checks after the block.
         """
@@ -130,7 +153,9 @@ class Reliability:
             caught.error = exc
             if match is not None and not re.search(match, str(exc)):
                 RECORDS.bad_inputs[key] = "crashed"
-                raise AssertionError(f"{name}: rejected, but the reason does not say {match!r}: {exc}") from exc
+                raise AssertionError(
+                    f"{name}: rejected, but the reason does not say {match!r}: {exc}"
+                ) from exc
             RECORDS.bad_inputs[key] = "rejected"
             return
         except BaseException:
@@ -140,15 +165,18 @@ class Reliability:
         raise AssertionError(f"{name}: accepted silently, expected {rejects}")
 
     def rejected(self, name: str, reason: str | None) -> None:
-        """For inputs that are recorded, not raised (a ledger state, a CSV row's reason): ``reason`` must be set."""
+        """For inputs that are recorded, not raised (a ledger state, a CSV row's reason): ``reason`` must be
+        set."""
         RECORDS.bad_inputs[self._key(name)] = "rejected" if reason else "accepted"
         assert reason, f"{name}: accepted silently"
 
     @contextmanager
     def handled(self, name: str, how: str) -> Iterator[None]:
-        """An odd input with a right answer other than refusal (a crowd, an AVI named .mp4), ``how`` saying what.
+        """An odd input with a right answer other than refusal (a crowd, an AVI named .mp4), ``how`` saying
+        what.
 
-        The block checks that answer: handled when it finishes, crashed when it raises (a failed check included).
+        The block checks that answer: handled when it finishes, crashed when it raises (a failed check
+        included).
         """
         key = self._key(name)
         try:
@@ -169,7 +197,8 @@ class Reliability:
 
 
 def write_report() -> str | None:
-    """The block, also written as JSON to ``$AR_RELIABILITY_REPORT`` when set; None when nothing was recorded."""
+    """The block, also written as JSON to ``$AR_RELIABILITY_REPORT`` when set; None when nothing was
+    recorded."""
     if RECORDS.empty():
         return None
     path = os.environ.get("AR_RELIABILITY_REPORT")

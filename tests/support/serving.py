@@ -16,7 +16,8 @@ from tests.support.paths import free_port
 
 
 def _pings(url: str) -> bool:
-    """Whether the server answers /ping with 200 (False while it is still starting and refuses connections)."""
+    """Whether the server answers /ping with 200 (False while it is still starting and refuses
+    connections)."""
     try:
         return requests.get(f"{url}/ping", timeout=2).status_code == 200
     except requests.ConnectionError:
@@ -28,9 +29,26 @@ def served_model(uri: str, env: dict[str, str], log: Path, timeout: float = 180)
     """Serve ``uri`` on a free port of 127.0.0.1; yields its base URL; its output goes to ``log``."""
     port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-                                 "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout

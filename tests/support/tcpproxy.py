@@ -1,5 +1,6 @@
-"""A TCP proxy on 127.0.0.1 that can be cut and restored: the fault "the server is down" without stopping the server
-(restarting a server on the same port races the kernel and the rest of a busy test run for that port)."""
+"""A TCP proxy on 127.0.0.1 that can be cut and restored: the fault "the server is down" without stopping the
+server (restarting a server on the same port races the kernel and the rest of a busy test run for that
+port)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from contextlib import contextmanager, suppress
 
 
 class Proxy:
-    """``with Proxy.serving(port_of_target) as proxy``: ``proxy.url``; ``proxy.up = False`` cuts every new and open
-    connection (the client sees them closed), ``True`` forwards again."""
+    """``with Proxy.serving(port_of_target) as proxy``: ``proxy.url``; ``proxy.up = False`` cuts every new and
+    open connection (the client sees them closed), ``True`` forwards again."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -59,7 +60,8 @@ class Proxy:
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        """Copy ``src`` to ``dst`` until either side closes (a cut closes both: the OSError it raises ends the copy)."""
+        """Copy ``src`` to ``dst`` until either side closes (a cut closes both: the OSError it raises ends the
+        copy)."""
         with suppress(OSError):
             while self.up and (data := src.recv(65536)):
                 dst.sendall(data)

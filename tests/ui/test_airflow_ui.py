@@ -1,14 +1,14 @@
 """A person in front of the Airflow UI, in a real browser (Debian's Chromium driven by Playwright).
 
-The deployment is Airflow as it runs in production, minus the containers: api-server, scheduler, dag-processor and
-triggerer as separate processes with the LocalExecutor (tests/support/deployment.py). Its form defaults are the
-demo dataset, served by a local "YouTube" (the bundled real videos and generated ones, one id answering 404), with
-untrained pose and RGB weights (nothing can be downloaded here; every output says untrained). The compose stack,
-with every step in a worker container, is tests/stack/.
+The deployment is Airflow as it runs in production, minus the containers: api-server, scheduler, dag-processor
+and triggerer as separate processes with the LocalExecutor (tests/support/deployment.py). Its form defaults
+are the demo dataset, served by a local "YouTube" (the bundled real videos and generated ones, one id
+answering 404), with untrained pose and RGB weights (nothing can be downloaded here; every output says
+untrained). The compose stack, with every step in a worker container, is tests/stack/.
 
-What `airflow dags test` cannot show, and this does: the trigger form is submittable with its defaults, a bad value
-is refused by the form itself, the approval is answered in the UI, the run goes through the scheduler and the
-executor, and the retraining DAG is started by the scheduler alone from the asset the run published.
+What `airflow dags test` cannot show, and this does: the trigger form is submittable with its defaults, a bad
+value is refused by the form itself, the approval is answered in the UI, the run goes through the scheduler
+and the executor, and the retraining DAG is started by the scheduler alone from the asset the run published.
 """
 
 from __future__ import annotations
@@ -47,11 +47,18 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     with VideoServer(routes) as server:  # type: ignore[arg-type]
         # The deployment's own defaults: what the form shows (DAG Params read these at parse time).
         env = {
-            "AR_DATASET": DATASET, "AR__STORAGE__URI": str(work / "storage"), "AR_ANNOTATIONS": str(csv_path),
-            "AR_URL_TEMPLATE": server.url_template, "AR_POSE_UNTRAINED": "true", "AR_RGB_ALLOW_UNTRAINED": "true",
-            "AR_PER_CLASS": "3", "AR_EPOCHS": "3", "AR_RUNNER": "local", "MLFLOW_TRACKING_URI": tracking,
+            "AR_DATASET": DATASET,
+            "AR__STORAGE__URI": str(work / "storage"),
+            "AR_ANNOTATIONS": str(csv_path),
+            "AR_URL_TEMPLATE": server.url_template,
+            "AR_POSE_UNTRAINED": "true",
+            "AR_RGB_ALLOW_UNTRAINED": "true",
+            "AR_PER_CLASS": "3",
+            "AR_EPOCHS": "3",
+            "AR_RUNNER": "local",
+            "MLFLOW_TRACKING_URI": tracking,
             "XDG_CACHE_HOME": str(work / "cache"),
-        }  # fmt: skip
+        }
         with AirflowDeployment(work / "airflow", free_port(), **env) as airflow:
             yield {"airflow": airflow, "work": work, "tracking": tracking, "server": server}
 
@@ -72,7 +79,9 @@ def test_a_bad_value_is_refused_by_the_form(page: Any, deployment: dict[str, Any
     refuse_a_bad_value(page, deployment["airflow"], "ui")
 
 
-def test_trigger_with_the_form_defaults_runs_through_the_scheduler(page: Any, deployment: dict[str, Any]) -> None:
+def test_trigger_with_the_form_defaults_runs_through_the_scheduler(
+    page: Any, deployment: dict[str, Any]
+) -> None:
     """Trigger with the defaults as shown (approval switched on), approve in the UI; the run succeeds; both
     champions registered; then the scheduler alone starts kinetics_retrain from the published asset, which on
     unchanged data adds no model version."""
@@ -111,18 +120,22 @@ def test_trigger_with_the_form_defaults_runs_through_the_scheduler(page: Any, de
 
     # No trigger from here on: the scheduler sees the asset event and starts the (unpaused) retraining DAG.
     retrain = airflow.wait_first_run("kinetics_retrain", timeout=300)
-    assert retrain["run_type"] == "asset_triggered", f"only the asset starts it on a new deployment: {retrain}"
+    assert retrain["run_type"] == "asset_triggered", (
+        f"only the asset starts it on a new deployment: {retrain}"
+    )
     finished = airflow.wait_run("kinetics_retrain", retrain["dag_run_id"], timeout=600)
     assert finished["state"] == "success", {
         t["task_id"]: t["state"] for t in airflow.task_instances("kinetics_retrain", retrain["dag_run_id"])
     }
     for name, count in versions.items():
-        assert len(client.search_model_versions(f"name='{name}'")) == count, f"{name}: unchanged data, new version"
+        assert len(client.search_model_versions(f"name='{name}'")) == count, (
+            f"{name}: unchanged data, new version"
+        )
 
 
 def test_the_pool_check_names_a_missing_pool_and_refused_credentials(deployment: dict[str, Any]) -> None:
-    """The preflight's pool check against this real api-server: a pool that does not exist (its tasks would never be
-    scheduled) and a wrong password each fail, named; the pool the DAG uses passes."""
+    """The preflight's pool check against this real api-server: a pool that does not exist (its tasks would
+    never be scheduled) and a wrong password each fail, named; the pool the DAG uses passes."""
     from action_recognition.doctor import check_pool
 
     airflow: AirflowDeployment = deployment["airflow"]
@@ -134,9 +147,9 @@ def test_the_pool_check_names_a_missing_pool_and_refused_credentials(deployment:
 
 
 def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]) -> None:
-    """After the run above: Browse > Dataset health shows the dataset's classes and its one unavailable clip, with
-    exactly the numbers of `action-recognition status --json`; the run's own tab links to the same page; an anonymous
-    request is refused."""
+    """After the run above: Browse > Dataset health shows the dataset's classes and its one unavailable clip,
+    with exactly the numbers of `action-recognition status --json`; the run's own tab links to the same page;
+    an anonymous request is refused."""
     import json
     import subprocess
     import sys
@@ -146,12 +159,28 @@ def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]
     airflow: AirflowDeployment = deployment["airflow"]
     for path in ("/dataset-health/", f"/dataset-health/api/{DATASET}"):
         assert http_status(airflow.url + path) == 401, f"{path} answers an anonymous request"
-    status = subprocess.run([sys.executable, "-m", "action_recognition", "status", "--storage",
-                             str(deployment["work"] / "storage"), "--dataset", DATASET, "--json"],
-                            capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "action_recognition",
+            "status",
+            "--storage",
+            str(deployment["work"] / "storage"),
+            "--dataset",
+            DATASET,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     expected = json.loads(status.stdout.strip().splitlines()[-1])
     expected.pop("ok")
-    health = airflow.api("GET", f"/dataset-health/api/{DATASET}")  # with the same bearer token as the REST API
+    health = airflow.api(
+        "GET", f"/dataset-health/api/{DATASET}"
+    )  # with the same bearer token as the REST API
     assert health["status"] == expected, "the page's numbers are status --json's"
     assert expected["states"].get("unavailable") == 1, expected
 
@@ -164,7 +193,9 @@ def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]
     for label in expected["per_class"]:
         assert table.get_by_text(label, exact=True).count() == 1, label
     total = table.locator("tr").last.inner_text()
-    assert f"{expected['rows']}" in total and "1 (" in total, total  # the one unavailable clip, with its share
+    assert f"{expected['rows']}" in total and "1 (" in total, (
+        total
+    )  # the one unavailable clip, with its share
     assert "HTTP 404" in frame.locator("#failures").inner_text(), "the reason behind the unavailable clip"
     page.wait_for_timeout(500)
     shot(page, "ui-dataset-health")

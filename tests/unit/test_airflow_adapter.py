@@ -21,10 +21,15 @@ from action_recognition.errors import ConfigError
 
 def test_params_become_config() -> None:
     cfg = config_from_params(
-        {"classes": ["tap dancing"], "class_contains": "dancing", "per_class": 7, "storage_uri": "s3://bkt/x",
-         "unrelated_param": True},
+        {
+            "classes": ["tap dancing"],
+            "class_contains": "dancing",
+            "per_class": 7,
+            "storage_uri": "s3://bkt/x",
+            "unrelated_param": True,
+        },
         environ={},
-    )  # fmt: skip
+    )
     assert cfg.plan.classes == ["tap dancing"]
     assert cfg.plan.class_contains is None
     assert cfg.plan.per_class == 7
@@ -34,7 +39,10 @@ def test_params_become_config() -> None:
 def test_empty_selectors_mean_all_classes() -> None:
     cfg = config_from_params({"classes": [], "class_contains": ""}, environ={})
     assert cfg.plan.all_classes
-    assert config_from_params({"classes": [], "class_contains": "salsa"}, environ={}).plan.class_contains == "salsa"
+    assert (
+        config_from_params({"classes": [], "class_contains": "salsa"}, environ={}).plan.class_contains
+        == "salsa"
+    )
 
 
 def test_null_selectors_from_the_form_mean_the_substring() -> None:
@@ -47,10 +55,16 @@ def test_null_selectors_from_the_form_mean_the_substring() -> None:
 @pytest.mark.parametrize(
     "params",
     [
-        {"classes": ["massaging person's head", "passing American football (in game)"], "class_contains": "dancing"},
+        {
+            "classes": ["massaging person's head", "passing American football (in game)"],
+            "class_contains": "dancing",
+        },
         {"classes": None, "class_contains": "dancing", "per_class": 3, "promotion_margin": 1e-05},
         {"classes": [], "class_contains": None, "storage_uri": "s3://bkt/a b: c", "dataset": "d-1"},
-        {"annotations": ["/data/k.csv", "https://h/x.csv?a=1&b=#2"], "url_template": "http://127.0.0.1:9/{youtube_id}"},
+        {
+            "annotations": ["/data/k.csv", "https://h/x.csv?a=1&b=#2"],
+            "url_template": "http://127.0.0.1:9/{youtube_id}",
+        },
         {"pose_weights": "models/yolo11n-pose.pt", "pose_untrained": True, "epochs": 2, "seed": 0},
         {"class_contains": "123", "per_class": 1},
     ],
@@ -69,24 +83,34 @@ def test_bad_params_are_named() -> None:
 
 
 def test_connection_fields_to_env() -> None:
-    env = storage_env_from_fields("AKIA", "secret", {"endpoint_url": "http://minio:9000", "region_name": "eu-1"})
+    env = storage_env_from_fields(
+        "AKIA", "secret", {"endpoint_url": "http://minio:9000", "region_name": "eu-1"}
+    )
     assert env == {
-        "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "secret",
-        "AWS_ENDPOINT_URL": "http://minio:9000", "AWS_DEFAULT_REGION": "eu-1",
-    }  # fmt: skip
+        "AWS_ACCESS_KEY_ID": "AKIA",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "AWS_DEFAULT_REGION": "eu-1",
+    }
     env = storage_env_from_fields(None, None, {"service_config": {"s3": {"endpoint_url": "http://x:1"}}})
     assert env == {"AWS_ENDPOINT_URL": "http://x:1"}
 
 
 def test_real_airflow_connection_from_environment(tmp_path: Path) -> None:
-    """A real Airflow connection (from an AIRFLOW_CONN_* variable, no database) gives the boto3 environment."""
+    """A real Airflow connection (from an AIRFLOW_CONN_* variable, no database) gives the boto3
+    environment."""
     code = (
         "from action_recognition.airflow_adapter import storage_env_from_connection as f;"
         "import json; print(json.dumps(f('ar_storage')))"
     )
-    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path),
-               AIRFLOW_CONN_AR_STORAGE='{"conn_type": "aws", "login": "key-id", "password": "key-secret", '
-                                       '"extra": {"endpoint_url": "http://127.0.0.1:9"}}')  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
+    env = dict(
+        os.environ,
+        AIRFLOW_HOME=str(tmp_path),
+        AIRFLOW_CONN_AR_STORAGE='{"conn_type": "aws", "login": "key-id", "password": "key-secret", '
+        '"extra": {"endpoint_url": "http://127.0.0.1:9"}}',
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
     assert '"AWS_SECRET_ACCESS_KEY": "key-secret"' in out.stdout.strip().splitlines()[-1]
     assert '"AWS_ENDPOINT_URL": "http://127.0.0.1:9"' in out.stdout

@@ -46,9 +46,21 @@ def test_help_on_every_registered_command() -> None:
 
 def test_plan_json_last_line(tmp_path: Path) -> None:
     result = run_cli(
-        "plan", "--annotations", str(KINETICS / "kinetics-600_val.csv"), "--class-contains", "dancing",
-        "--per-class", "50", "--seed", "0", "--dataset", "dance15", "--storage", str(tmp_path), "--json",
-    )  # fmt: skip
+        "plan",
+        "--annotations",
+        str(KINETICS / "kinetics-600_val.csv"),
+        "--class-contains",
+        "dancing",
+        "--per-class",
+        "50",
+        "--seed",
+        "0",
+        "--dataset",
+        "dance15",
+        "--storage",
+        str(tmp_path),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True
@@ -56,10 +68,26 @@ def test_plan_json_last_line(tmp_path: Path) -> None:
     assert summary["classes"] == 15
     assert summary["rejected"] == 0
     assert summary["manifest_uri"] == f"{tmp_path}/datasets/dance15/manifest.csv"
-    again = json.loads(run_cli(
-        "plan", "--annotations", str(KINETICS / "kinetics-600_val.csv"), "--class-contains", "dancing",
-        "--per-class", "50", "--seed", "0", "--dataset", "dance15", "--storage", str(tmp_path), "--json",
-    ).stdout.strip().splitlines()[-1])  # fmt: skip
+    again = json.loads(
+        run_cli(
+            "plan",
+            "--annotations",
+            str(KINETICS / "kinetics-600_val.csv"),
+            "--class-contains",
+            "dancing",
+            "--per-class",
+            "50",
+            "--seed",
+            "0",
+            "--dataset",
+            "dance15",
+            "--storage",
+            str(tmp_path),
+            "--json",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert again["written"] == []
 
 
@@ -74,7 +102,9 @@ def test_plan_json_last_line(tmp_path: Path) -> None:
     ],
 )
 def test_plan_errors_exit_2_with_a_reason(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run_cli("plan", "--annotations", str(KINETICS / "kinetics-600_val.csv"), "--storage", str(tmp_path), *args)
+    result = run_cli(
+        "plan", "--annotations", str(KINETICS / "kinetics-600_val.csv"), "--storage", str(tmp_path), *args
+    )
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -90,8 +90,8 @@ def test_config_dumps_to_json_for_mlflow() -> None:
 
 
 def test_untrained_pose_keeps_what_it_finds_unless_told() -> None:
-    """Random weights never reach the default threshold: an untrained run with it would find nobody (the compose
-    stack's first run did exactly that), so untrained lowers conf unless conf is given."""
+    """Random weights never reach the default threshold: an untrained run with it would find nobody (the
+    compose stack's first run did exactly that), so untrained lowers conf unless conf is given."""
     from action_recognition.config import UNTRAINED_CONF, load_config
 
     assert load_config(environ={}).pose.conf == 0.25

@@ -34,8 +34,11 @@ def test_every_pin_has_a_sha256(reliability: Reliability) -> None:
     with reliability.probe("dependencies: every pin of the lock carries a sha256 (pip --require-hashes)"):
         entries = _entries()
         assert len(entries) > 200
-        bad = [n for n, (_, hashes) in entries.items() if not hashes or not all(re.fullmatch(r"[0-9a-f]{64}", h)
-                                                                              for h in hashes)]  # fmt: skip
+        bad = [
+            n
+            for n, (_, hashes) in entries.items()
+            if not hashes or not all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes)
+        ]
         assert bad == [], f"pins without a sha256: {bad}"
         assert {"pip", "setuptools", "wheel"} <= set(entries), "the installer itself is locked too"
         makefile = (ROOT / "Makefile").read_text()
@@ -50,7 +53,11 @@ def test_known_bad_versions_are_excluded(reliability: Reliability) -> None:
     with reliability.probe("dependencies: no compromised Ultralytics release (8.3.41/42/45/46)"):
         assert entries["ultralytics"][0] not in BAD_ULTRALYTICS
         extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-        spec = next(SpecifierSet(d.split("ultralytics", 1)[1]) for d in extras["worker"] if d.startswith("ultralytics"))
+        spec = next(
+            SpecifierSet(d.split("ultralytics", 1)[1])
+            for d in extras["worker"]
+            if d.startswith("ultralytics")
+        )
         assert not any(spec.contains(v) for v in BAD_ULTRALYTICS), spec
 
 
@@ -61,13 +68,20 @@ def test_the_venv_is_the_lock() -> None:
 
 
 def test_constraints_for_the_images() -> None:
-    argv = [sys.executable, str(ROOT / "scripts" / "lock.py"), "--constraints", "--exclude",
-            "^(torch|torchvision|triton|nvidia-|cuda-)"]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(ROOT / "scripts" / "lock.py"),
+        "--constraints",
+        "--exclude",
+        "^(torch|torchvision|triton|nvidia-|cuda-)",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
     lines = out.stdout.splitlines()
     assert lines and all(re.fullmatch(r"[A-Za-z0-9._-]+==[^\s]+", ln) for ln in lines)
     assert not any(ln.startswith(("torch==", "torchvision==")) for ln in lines)
     assert any(ln.startswith("ultralytics==") for ln in lines)
     for dockerfile in ("worker.Dockerfile", "airflow.Dockerfile"):
-        assert "lock.py" in (ROOT / "docker" / dockerfile).read_text() and "--constraints" in (
-            ROOT / "docker" / dockerfile).read_text()  # fmt: skip
+        assert (
+            "lock.py" in (ROOT / "docker" / dockerfile).read_text()
+            and "--constraints" in (ROOT / "docker" / dockerfile).read_text()
+        )

@@ -1,6 +1,7 @@
-"""scripts/dockerd.sh, which every test target wraps: it stops only an engine it started, and only when no container
-runs on it (a stack that `make stack-up` started meanwhile keeps its engine). Fakes of ``docker`` and ``dockerd`` on
-PATH stand in for the engine: the script's decisions are the subject, the real engine is `make test`'s."""
+"""scripts/dockerd.sh, which every test target wraps: it stops only an engine it started, and only when no
+container runs on it (a stack that `make stack-up` started meanwhile keeps its engine). Fakes of ``docker``
+and ``dockerd`` on PATH stand in for the engine: the script's decisions are the subject, the real engine is
+`make test`'s."""
 
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ def fake(tmp_path: Path) -> Iterator[dict[str, str]]:
     for name, text in (("docker", FAKE_DOCKER), ("dockerd", FAKE_DOCKERD)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    yield {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE": str(tmp_path),
-           "AR_DOCKERD_STATE": str(tmp_path / "state")}  # fmt: skip
+    yield {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE": str(tmp_path),
+        "AR_DOCKERD_STATE": str(tmp_path / "state"),
+    }
     pid_file = tmp_path / "state" / "pid"
     if pid_file.exists():  # a test that failed midway leaves no fake engine running
         with contextlib.suppress(ProcessLookupError, ValueError):
@@ -46,8 +51,14 @@ def fake(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def _script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ROOT / "scripts" / "dockerd.sh"), *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [str(ROOT / "scripts" / "dockerd.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _events(env: dict[str, str]) -> list[str]:

@@ -73,8 +73,15 @@ def test_ydl_options_are_hardened(tmp_path) -> None:  # type: ignore[no-untyped-
     assert "[height<=360]" in opts["format"]
 
 
-@pytest.mark.parametrize("template", ["https://x/{id}", "https://x/{youtube_id}/{youtube_id}", "file:///{youtube_id}",
-                                      "https://x/{youtube_id.__class__}"])  # fmt: skip
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://x/{id}",
+        "https://x/{youtube_id}/{youtube_id}",
+        "file:///{youtube_id}",
+        "https://x/{youtube_id.__class__}",
+    ],
+)
 def test_url_template_is_checked(template: str) -> None:
     from action_recognition.config import load_config
 
@@ -85,13 +92,17 @@ def test_url_template_is_checked(template: str) -> None:
 def test_yt_dlp_gets_the_javascript_runtime_by_path_and_no_remote_scripts(tmp_path) -> None:  # type: ignore[no-untyped-def]
     opts = build_ydl_options(DownloadConfig(), tmp_path, None)
     deno = opts["js_runtimes"]["deno"]["path"]
-    assert Path(deno).is_file() and Path(deno).parent == Path(sys.executable).parent, "the venv's deno, by path"
+    assert Path(deno).is_file() and Path(deno).parent == Path(sys.executable).parent, (
+        "the venv's deno, by path"
+    )
     assert opts["remote_components"] == [], "EJS scripts from the installed package, never fetched"
 
 
-def test_yt_dlp_as_configured_finds_deno_and_the_ejs_scripts_without_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What YouTube needs since yt-dlp 2025.11 (else only storyboards come back), checked offline with an empty PATH:
-    no runner may depend on a deno that happens to be on PATH."""
+def test_yt_dlp_as_configured_finds_deno_and_the_ejs_scripts_without_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What YouTube needs since yt-dlp 2025.11 (else only storyboards come back), checked offline with an
+    empty PATH: no runner may depend on a deno that happens to be on PATH."""
     monkeypatch.setenv("PATH", "")
     found = js_support()
     assert found["ok"], found

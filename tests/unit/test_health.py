@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from action_recognition.health import dataset_health, datasets_with_health, live_health, read_health, write_health
+from action_recognition.health import (
+    dataset_health,
+    datasets_with_health,
+    live_health,
+    read_health,
+    write_health,
+)
 from action_recognition.health_page import render_page
 from action_recognition.layout import manifest_key
 from action_recognition.ledger import LedgerRecord, status, write_shard
@@ -17,7 +23,9 @@ CLASSES = ["salsa dancing", "<script>alert(1)</script>"]
 
 def _dataset(tmp_path: Path) -> LocalStorage:
     store = LocalStorage(tmp_path)
-    rows = [(f"vid{i:08d}_000000_000010", f"vid{i:08d}", "0", "10", CLASSES[i % 2], "train") for i in range(6)]
+    rows = [
+        (f"vid{i:08d}_000000_000010", f"vid{i:08d}", "0", "10", CLASSES[i % 2], "train") for i in range(6)
+    ]
     store.put_bytes(manifest_key("d"), csv_bytes(MANIFEST_COLUMNS, rows))
     ids = [r[0] for r in rows]
     downloads = [LedgerRecord(c, CLASSES[i % 2], "train", "ok") for i, c in enumerate(ids[:5])]
@@ -26,15 +34,29 @@ def _dataset(tmp_path: Path) -> LocalStorage:
     clips = [LedgerRecord(c, CLASSES[i % 2], "train", "ok") for i, c in enumerate(ids[:4])]
     clips.append(LedgerRecord(ids[4], CLASSES[0], "train", "bad_media", reason="zero frames"))
     write_shard(store, "d", "clip", (0, 1), clips)
-    write_shard(store, "d", "pose/yolo-x", (0, 1), [LedgerRecord(c, CLASSES[i % 2], "train", "ok")
-                                                    for i, c in enumerate(ids[:3])])  # fmt: skip
+    write_shard(
+        store,
+        "d",
+        "pose/yolo-x",
+        (0, 1),
+        [LedgerRecord(c, CLASSES[i % 2], "train", "ok") for i, c in enumerate(ids[:3])],
+    )
     return store
 
 
 def test_health_is_status_plus_the_stages_and_reasons(tmp_path: Path) -> None:
     store = _dataset(tmp_path)
-    report = dataset_health(store, "d", champions={"keypoint": {"model": "models:/d-keypoint/1", "test_top1": 0.5,
-                                                                "per_class_acc": {CLASSES[0]: 0.75}}})  # fmt: skip
+    report = dataset_health(
+        store,
+        "d",
+        champions={
+            "keypoint": {
+                "model": "models:/d-keypoint/1",
+                "test_top1": 0.5,
+                "per_class_acc": {CLASSES[0]: 0.75},
+            }
+        },
+    )
     assert report.status == status(store, "d").summary(), "one function: the status part is status --json"
     assert report.stages["download"][CLASSES[1]] == {"ok": 2, "unavailable": 1}
     assert report.stages["clip"][CLASSES[1]] == {"ok": 2}, "the unavailable clip never reached the clip stage"
@@ -49,17 +71,34 @@ def test_health_is_status_plus_the_stages_and_reasons(tmp_path: Path) -> None:
 
     write_health(store, report, dag_id="kinetics_pipeline", run_id="manual__1")
     assert datasets_with_health(store) == ["d"] and read_health(store, "d")["run_id"] == "manual__1"
-    again = dataset_health(store, "d", champions={"keypoint": {"model": "models:/d-keypoint/1", "test_top1": 0.5,
-                                                               "per_class_acc": {CLASSES[0]: 0.75}}})  # fmt: skip
+    again = dataset_health(
+        store,
+        "d",
+        champions={
+            "keypoint": {
+                "model": "models:/d-keypoint/1",
+                "test_top1": 0.5,
+                "per_class_acc": {CLASSES[0]: 0.75},
+            }
+        },
+    )
     write_health(store, again, dag_id="kinetics_pipeline", run_id="manual__2")
-    assert read_health(store, "d")["run_id"] == "manual__1", "unchanged numbers: nothing rewritten (content-keyed)"
+    assert read_health(store, "d")["run_id"] == "manual__1", (
+        "unchanged numbers: nothing rewritten (content-keyed)"
+    )
     html = render_page(read_health(store, "d"), ["d"])
     assert "<script>alert" not in html and "&lt;script&gt;" in html and "&lt;b&gt;gone" in html
     assert "unavailable" in html and "zero frames" in html and "models:/d-keypoint/1" in html
 
-    # A run in progress: the ledgers move on, the page can recompute them now and keeps the champions' accuracy.
-    write_shard(store, "d", "pose/yolo-x", (0, 1), [LedgerRecord(f"vid{i:08d}_000000_000010", CLASSES[i % 2], "train",
-                                                                 "ok") for i in range(4)])  # fmt: skip
+    # A run in progress: the ledgers move on, the page can recompute them now and keeps the champions'
+    # accuracy.
+    write_shard(
+        store,
+        "d",
+        "pose/yolo-x",
+        (0, 1),
+        [LedgerRecord(f"vid{i:08d}_000000_000010", CLASSES[i % 2], "train", "ok") for i in range(4)],
+    )
     live = live_health(store, "d", read_health(store, "d"))
     assert live["live"] and live["stages"]["pose"][CLASSES[1]] == {"ok": 2}
     assert {c["class"]: c["test_accuracy"] for c in live["classes"]}[CLASSES[0]] == {"keypoint": 0.75}

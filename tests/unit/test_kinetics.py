@@ -29,10 +29,22 @@ from tests.support.reliability import Reliability
 K400 = str(KINETICS / "kinetics-400_val.csv")
 K600 = str(KINETICS / "kinetics-600_val.csv")
 DANCE15 = {
-    "belly dancing", "breakdancing", "country line dancing", "dancing ballet", "dancing charleston",
-    "dancing gangnam style", "dancing macarena", "jumpstyle dancing", "mosh pit dancing", "robot dancing",
-    "salsa dancing", "square dancing", "swing dancing", "tango dancing", "tap dancing",
-}  # fmt: skip
+    "belly dancing",
+    "breakdancing",
+    "country line dancing",
+    "dancing ballet",
+    "dancing charleston",
+    "dancing gangnam style",
+    "dancing macarena",
+    "jumpstyle dancing",
+    "mosh pit dancing",
+    "robot dancing",
+    "salsa dancing",
+    "square dancing",
+    "swing dancing",
+    "tango dancing",
+    "tap dancing",
+}
 
 
 def _cfg(**kw: object) -> PlanConfig:
@@ -128,8 +140,11 @@ def test_exact_classes_and_quirky_labels(tmp_path: Path) -> None:
     assert result.rows == 8
     # Labels never become paths.
     assert sorted(p.name for p in (tmp_path / "datasets" / "quirky").iterdir()) == [
-        "candidates.csv", "manifest.csv", "plan.json", "rejected.csv"
-    ]  # fmt: skip
+        "candidates.csv",
+        "manifest.csv",
+        "plan.json",
+        "rejected.csv",
+    ]
 
 
 def test_unknown_class_suggests(tmp_path: Path) -> None:
@@ -206,13 +221,27 @@ def test_malformed_csv_rejects_each_bad_row_with_a_reason(tmp_path: Path, reliab
     assert manifest_ids == {"abcdefghijk", "-bcdefghijk", "nbcdefghijk"}
     rejected = {int(r["line"]): r["reason"] for r in _csv_rows(store, "datasets/bad/rejected.csv")}
     expected = {
-        5: "not 11 characters", 6: "not 11 characters", 7: "not 11 characters", 8: "not 11 characters",
-        9: "not 11 characters", 10: "negative", 11: "not a finite number", 12: "not after time_start",
-        13: "not a finite number", 14: "expected 5 fields, found 4", 15: "expected 5 fields, found 6",
-        16: "expected 5 fields, found 6", 17: "not a Kinetics-600 class", 18: "not a Kinetics-600 class",
-        19: "split 'someday'", 20: "duplicate of line 2", 21: "same clip as line 2",
-        22: "not a whole number", 23: "longer than max_clip_seconds", 24: "empty row",
-    }  # fmt: skip
+        5: "not 11 characters",
+        6: "not 11 characters",
+        7: "not 11 characters",
+        8: "not 11 characters",
+        9: "not 11 characters",
+        10: "negative",
+        11: "not a finite number",
+        12: "not after time_start",
+        13: "not a finite number",
+        14: "expected 5 fields, found 4",
+        15: "expected 5 fields, found 6",
+        16: "expected 5 fields, found 6",
+        17: "not a Kinetics-600 class",
+        18: "not a Kinetics-600 class",
+        19: "split 'someday'",
+        20: "duplicate of line 2",
+        21: "same clip as line 2",
+        22: "not a whole number",
+        23: "longer than max_clip_seconds",
+        24: "empty row",
+    }
     for line, words in expected.items():
         reason = rejected.get(line)
         reliability.rejected(f"csv line {line}: {words}", reason if reason and words in reason else None)
@@ -227,9 +256,14 @@ def test_malformed_csv_rejects_each_bad_row_with_a_reason(tmp_path: Path, reliab
 def test_header_without_required_columns(tmp_path: Path, reliability: Reliability) -> None:
     rows, rejected = parse_annotations(
         b"name,id\nfoo,abcdefghijk\nbar,bbcdefghijk\n",
-        source="x.csv", known_labels=None, version=None, max_clip_seconds=20,
-    )  # fmt: skip
-    reliability.rejected("csv: a header without the Kinetics columns", rejected[0].reason if rejected else None)
+        source="x.csv",
+        known_labels=None,
+        version=None,
+        max_clip_seconds=20,
+    )
+    reliability.rejected(
+        "csv: a header without the Kinetics columns", rejected[0].reason if rejected else None
+    )
     assert rows == []
     assert [r.line for r in rejected] == [2, 3]
     assert all("header lacks column(s) label, youtube_id, time_start, time_end" in r.reason for r in rejected)
@@ -301,8 +335,8 @@ def test_annotations_from_url_are_cached(http_dir: tuple[str, list[str]], tmp_pa
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le-no-bom", "latin-1"])
 def test_other_encodings(encoding: str, reliability: Reliability) -> None:
-    """UTF-16 with a BOM (a spreadsheet's "Unicode text") is read; UTF-16 without one and Latin-1 are refused with
-    a reason that says what to do, never parsed as garbage."""
+    """UTF-16 with a BOM (a spreadsheet's "Unicode text") is read; UTF-16 without one and Latin-1 are refused
+    with a reason that says what to do, never parsed as garbage."""
     text = "label,youtube_id,time_start,time_end,split\ntap dancing,abcdefghijk,1,11,val\n"
     data = {
         "utf-16": text.encode("utf-16"),
@@ -311,12 +345,14 @@ def test_other_encodings(encoding: str, reliability: Reliability) -> None:
     }[encoding]
     if encoding == "utf-16":
         with reliability.handled("csv: UTF-16 with a byte-order mark", "decoded and read like UTF-8"):
-            rows, rejected = parse_annotations(data, source="k.csv", known_labels={"tap dancing"}, version=600,
-                                               max_clip_seconds=20)  # fmt: skip
+            rows, rejected = parse_annotations(
+                data, source="k.csv", known_labels={"tap dancing"}, version=600, max_clip_seconds=20
+            )
             assert [r.youtube_id for r in rows] == ["abcdefghijk"] and rejected == []
         return
-    rows, rejected = parse_annotations(data, source="k.csv", known_labels={"tap dancing"}, version=600,
-                                       max_clip_seconds=20)  # fmt: skip
+    rows, rejected = parse_annotations(
+        data, source="k.csv", known_labels={"tap dancing"}, version=600, max_clip_seconds=20
+    )
     reason = rejected[0].reason if rejected and not rows else None
     reliability.rejected(f"csv: {encoding}", reason)
     assert reason and ("UTF-8" in reason), reason
@@ -350,8 +386,8 @@ def _consistent(store: LocalStorage) -> dict[str, object]:
 
 @pytest.mark.parametrize("writes", range(6))
 def test_a_top_up_killed_between_its_writes_leaves_a_consistent_plan(tmp_path: Path, writes: int) -> None:
-    """Killed after any of its writes, a top-up leaves plan.json and the manifest steps read consistent, and the
-    next top-up ends exactly where an unbroken one does."""
+    """Killed after any of its writes, a top-up leaves plan.json and the manifest steps read consistent, and
+    the next top-up ends exactly where an unbroken one does."""
     whole = LocalStorage(tmp_path / "whole")
     plan_dataset(_cfg(classes=["tap dancing", "salsa dancing"], class_contains=None, per_class=3), whole)
     lost = {r["clip_id"]: "unavailable" for r in read_manifest(whole, "dance15")[:2]}
@@ -366,4 +402,6 @@ def test_a_top_up_killed_between_its_writes_leaves_a_consistent_plan(tmp_path: P
     info = _consistent(LocalStorage(broken))
     assert "pending_top_up" not in info and len(info["top_ups"]) == 1  # type: ignore[arg-type]
     assert LocalStorage(broken).get_bytes(manifest_key("dance15")) == whole.get_bytes(manifest_key("dance15"))
-    assert LocalStorage(broken).list("datasets/dance15/staged/") == [], "staged files are removed once in place"
+    assert LocalStorage(broken).list("datasets/dance15/staged/") == [], (
+        "staged files are removed once in place"
+    )

@@ -1,6 +1,6 @@
-"""The lint checks, in one place: ruff (rules and format) over the repository and mypy over the package. `make lint`
-runs this file and `make test` runs it with the rest; lint kept apart from CI went red unnoticed (mypy on media.py,
-after a numpy upgrade)."""
+"""The lint checks, in one place: ruff (rules and format) over the repository and mypy over the package. `make
+lint` runs this file and `make test` runs it with the rest; lint kept apart from CI went red unnoticed (mypy
+on media.py, after a numpy upgrade)."""
 
 from __future__ import annotations
 
@@ -22,5 +22,7 @@ CHECKS = {
 
 @pytest.mark.parametrize("name", CHECKS)
 def test_lint_passes(name: str) -> None:
-    out = subprocess.run([sys.executable, *CHECKS[name]], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, *CHECKS[name]], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, f"{name} (`make lint`):\n{out.stdout[-4000:]}{out.stderr[-2000:]}"

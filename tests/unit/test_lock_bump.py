@@ -1,5 +1,6 @@
-"""The yt-dlp update lane's pin logic (`scripts/lock.py --bump`, what `make update-yt-dlp` runs): the package moves,
-its extras' exact pins move with it, a lower bound the lock no longer meets moves, everything else stays."""
+"""The yt-dlp update lane's pin logic (`scripts/lock.py --bump`, what `make update-yt-dlp` runs): the package
+moves, its extras' exact pins move with it, a lower bound the lock no longer meets moves, everything else
+stays."""
 
 from __future__ import annotations
 
@@ -28,10 +29,17 @@ REQUIRES = [
 
 def test_exact_pins_and_unmet_bounds_move_with_the_package() -> None:
     lock = _lock()
-    pinned = {"yt-dlp": "2026.10.26", "yt-dlp-ejs": "0.8.0", "certifi": "2025.1.1", "requests": "2.32.5",
-              "deno": "2.9.8"}  # fmt: skip
+    pinned = {
+        "yt-dlp": "2026.10.26",
+        "yt-dlp-ejs": "0.8.0",
+        "certifi": "2025.1.1",
+        "requests": "2.32.5",
+        "deno": "2.9.8",
+    }
     moved = lock.moved_with("yt-dlp[default,deno]", REQUIRES, pinned)
-    assert moved == {"yt-dlp", "yt-dlp-ejs", "deno"}, "certifi and requests still satisfy; pyinstaller not asked"
+    assert moved == {"yt-dlp", "yt-dlp-ejs", "deno"}, (
+        "certifi and requests still satisfy; pyinstaller not asked"
+    )
     versions = {"yt-dlp": "2027.1.1", "yt-dlp-ejs": "0.9.0", "deno": "3.1.0", "certifi": "2027.1.1"}
     pins = lock.bump(list(pinned.items()), versions, moved)
     assert dict(pins) == {**pinned, "yt-dlp": "2027.1.1", "yt-dlp-ejs": "0.9.0", "deno": "3.1.0"}
@@ -41,6 +49,9 @@ def test_a_dependency_the_lock_lacks_is_added() -> None:
     lock = _lock()
     moved = lock.moved_with("yt-dlp[default]", REQUIRES, {"yt-dlp": "2026.10.26"})
     assert "yt-dlp-ejs" in moved and "certifi" in moved
-    pins = lock.bump([("yt-dlp", "2026.10.26")], {"yt-dlp": "2027.1.1", "yt-dlp-ejs": "0.9.0", "certifi": "1",
-                                                  "requests": "2.33.0"}, moved)  # fmt: skip
+    pins = lock.bump(
+        [("yt-dlp", "2026.10.26")],
+        {"yt-dlp": "2027.1.1", "yt-dlp-ejs": "0.9.0", "certifi": "1", "requests": "2.33.0"},
+        moved,
+    )
     assert ("yt-dlp-ejs", "0.9.0") in pins and ("yt-dlp", "2027.1.1") in pins

@@ -1,6 +1,7 @@
-"""``StepOperator`` and ``PreflightOperator`` without an engine, the way the Airflow Docker provider tests its own
-operator: ``docker.APIClient`` and ``docker.DockerClient`` replaced by ``mock.Mock(spec=...)`` objects, a spec'd
-task instance as the context, table-driven cases. The real engine is tests/integration/test_docker_runner.py."""
+"""``StepOperator`` and ``PreflightOperator`` without an engine, the way the Airflow Docker provider tests its
+own operator: ``docker.APIClient`` and ``docker.DockerClient`` replaced by ``mock.Mock(spec=...)`` objects, a
+spec'd task instance as the context, table-driven cases. The real engine is
+tests/integration/test_docker_runner.py."""
 
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ class FakeTI:
 
 
 def context(models: list[str] | None = None, checked: Any = CHECKED) -> dict[str, Any]:
-    return {"ti": FakeTI(checked), "params": {"models": models if models is not None else ["keypoint", "rgb"]}}
+    return {
+        "ti": FakeTI(checked),
+        "params": {"models": models if models is not None else ["keypoint", "rgb"]},
+    }
 
 
 def step(**kwargs: Any) -> StepOperator:
@@ -80,7 +84,8 @@ def engine() -> Iterator[mock.Mock]:
         yield client
 
 
-# ---------------------------------------------------------------------------------------------------------- argv
+# ----------------------------------------------------------------------------------------------------------
+# argv
 
 
 @pytest.mark.parametrize(
@@ -88,11 +93,14 @@ def engine() -> Iterator[mock.Mock]:
     [
         (["--dataset", "s3://x.npz"], None, ["train", "--dataset", "s3://x.npz", "--json"]),
         (["--kind", "", None, "keypoints"], None, ["train", "--kind", "keypoints", "--json"]),
-        (["--shard", "0/2"], "check_params",
-         ["train", "--set", "plan.per_class=4", "--set", "train.epochs=3", "--shard", "0/2", "--json"]),
+        (
+            ["--shard", "0/2"],
+            "check_params",
+            ["train", "--set", "plan.per_class=4", "--set", "train.epochs=3", "--shard", "0/2", "--json"],
+        ),
     ],
     ids=["args as given", "empty and None dropped", "validated Params first, as --set pairs"],
-)  # fmt: skip
+)
 def test_the_argv_is_built_from_args_and_the_validated_params(
     args: list[Any], config_from: str | None, expected: list[str]
 ) -> None:
@@ -105,7 +113,8 @@ def test_a_missing_params_xcom_is_an_error_naming_the_task(checked: Any) -> None
         step(config_from="check_params")._argv(context(checked=checked))
 
 
-# ---------------------------------------------------------------------------------------------------------- runners
+# ----------------------------------------------------------------------------------------------------------
+# runners
 
 
 @pytest.mark.parametrize(("runner", "called"), [("local", "_run_local"), ("docker", "_run_docker")])
@@ -131,22 +140,38 @@ def test_a_family_left_out_of_the_models_param_is_skipped() -> None:
         step(skip_unless="rgb").execute(context(models=["keypoint"]))
 
 
-# ---------------------------------------------------------------------------------------------------------- failures
+# ----------------------------------------------------------------------------------------------------------
+# failures
 
 
 @pytest.mark.parametrize(
     ("last_line", "exit_code", "error", "fails_at_once"),
     [
-        ({"ok": False, "error": "bad arch", "error_type": "ConfigError", "retryable": False}, 2,
-         AirflowFailException, True),
-        ({"ok": False, "error": "S3 down", "error_type": "StorageError", "retryable": True}, 1,
-         AirflowException, False),
+        (
+            {"ok": False, "error": "bad arch", "error_type": "ConfigError", "retryable": False},
+            2,
+            AirflowFailException,
+            True,
+        ),
+        (
+            {"ok": False, "error": "S3 down", "error_type": "StorageError", "retryable": True},
+            1,
+            AirflowException,
+            False,
+        ),
         (None, -9, AirflowException, False),
         ({"ok": False, "error": "reported, exit 0", "retryable": False}, 0, AirflowFailException, True),
     ],
-    ids=["config error: no retry", "service error: retried", "killed, no summary: retried", "ok false in the summary"],
-)  # fmt: skip
-def test_a_failed_local_step_is_classified(last_line: Any, exit_code: int, error: type, fails_at_once: bool) -> None:
+    ids=[
+        "config error: no retry",
+        "service error: retried",
+        "killed, no summary: retried",
+        "ok false in the summary",
+    ],
+)
+def test_a_failed_local_step_is_classified(
+    last_line: Any, exit_code: int, error: type, fails_at_once: bool
+) -> None:
     lines = ["a log line\n", *([json.dumps(last_line) + "\n"] if last_line else [])]
     proc = mock.Mock(spec=operators.subprocess.Popen, stdout=iter(lines))
     proc.wait.return_value = exit_code
@@ -157,9 +182,11 @@ def test_a_failed_local_step_is_classified(last_line: Any, exit_code: int, error
 
 @pytest.mark.parametrize(
     ("summary", "fails_at_once"),
-    [({"ok": False, "error": "no such dataset", "error_type": "DatasetError", "retryable": False}, True),
-     ({"ok": False, "error": "MLflow 503", "error_type": "RegistryError", "retryable": True}, False)],
-)  # fmt: skip
+    [
+        ({"ok": False, "error": "no such dataset", "error_type": "DatasetError", "retryable": False}, True),
+        ({"ok": False, "error": "MLflow 503", "error_type": "RegistryError", "retryable": True}, False),
+    ],
+)
 def test_a_failed_container_is_classified_from_its_logs(
     api: mock.Mock, engine: mock.Mock, summary: dict[str, Any], fails_at_once: bool
 ) -> None:
@@ -169,10 +196,13 @@ def test_a_failed_container_is_classified_from_its_logs(
         step(runner="docker").execute(context())
     assert isinstance(raised.value, AirflowFailException) is fails_at_once
     assert summary["error"] in str(raised.value)
-    api.remove_container.assert_called_once_with("c0ffee", force=True)  # a failed container is not left behind
+    api.remove_container.assert_called_once_with(
+        "c0ffee", force=True
+    )  # a failed container is not left behind
 
 
-# ---------------------------------------------------------------------------------------------------------- docker
+# ----------------------------------------------------------------------------------------------------------
+# docker
 
 
 def test_the_container_runs_the_step_with_secrets_kept_private(
@@ -184,7 +214,15 @@ def test_the_container_runs_the_step_with_secrets_kept_private(
     op = step(runner="docker", image="worker:test", network_mode="host", args=["--dataset", "s3://x.npz"])
     assert op.execute(context()) == SUMMARY
     created = api.create_container.call_args.kwargs
-    assert created["command"] == ["python3", "-m", "action_recognition", "train", "--dataset", "s3://x.npz", "--json"]
+    assert created["command"] == [
+        "python3",
+        "-m",
+        "action_recognition",
+        "train",
+        "--dataset",
+        "s3://x.npz",
+        "--json",
+    ]
     assert created["image"] == "worker:test" and created["name"].startswith("ar-train_keypoint-")
     assert created["environment"]["AR__TRAIN__EPOCHS"] == "3" and "UNRELATED" not in created["environment"]
     assert "AWS_SECRET_ACCESS_KEY" not in op._container.environment, "secrets travel as private_environment"
@@ -232,19 +270,26 @@ def test_the_container_name_is_stable_per_task_instance() -> None:
     assert op._container_name({"ti": ti}) != first, "each mapped task its own container"
 
 
-# ---------------------------------------------------------------------------------------------------------- links
+# ----------------------------------------------------------------------------------------------------------
+# links
 
 
 @pytest.mark.parametrize(
     ("xcom", "mlflow", "storage"),
     [
         ({"run_id": "abc", "experiment_id": "7"}, "http://mlflow:5000/#/experiments/7/runs/abc", ""),
-        ({"dataset_uri": "s3://bkt/ar/datasets/d/keypoints-1.npz"}, "", "http://minio:9001/browser/bkt/ar/datasets/d"),
+        (
+            {"dataset_uri": "s3://bkt/ar/datasets/d/keypoints-1.npz"},
+            "",
+            "http://minio:9001/browser/bkt/ar/datasets/d",
+        ),
         ({"clips_prefix": "/data/ar/clips/s256"}, "", "file:///data/ar/clips/s256"),
         ("not a dict", "", ""),
     ],
-)  # fmt: skip
-def test_the_links_read_the_steps_xcom(xcom: Any, mlflow: str, storage: str, monkeypatch: pytest.MonkeyPatch) -> None:
+)
+def test_the_links_read_the_steps_xcom(
+    xcom: Any, mlflow: str, storage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ar_provider import links
 
     monkeypatch.setattr(links.XCom, "get_value", classmethod(lambda cls, ti_key, key: xcom))
@@ -255,19 +300,27 @@ def test_the_links_read_the_steps_xcom(xcom: Any, mlflow: str, storage: str, mon
     assert by_name["Storage"].get_link(step(), ti_key=None) == storage
 
 
-# ---------------------------------------------------------------------------------------------------------- preflight
+# ----------------------------------------------------------------------------------------------------------
+# preflight
 
 
 @pytest.mark.parametrize(
     ("pool_status", "doctor_ok", "error"),
-    [("ok", True, None), ("fail", True, "preflight failed: pool youtube_downloads"),
-     ("fail", False, "pool youtube_downloads")],
-)  # fmt: skip
+    [
+        ("ok", True, None),
+        ("fail", True, "preflight failed: pool youtube_downloads"),
+        ("fail", False, "pool youtube_downloads"),
+    ],
+)
 def test_preflight_fails_at_once_naming_every_failed_check(
     pool_status: str, doctor_ok: bool, error: str | None
 ) -> None:
     op = PreflightOperator(task_id="preflight", pools=["youtube_downloads"], aws_conn_id=None)
-    pool = {"name": "pool youtube_downloads", "status": pool_status, "detail": "missing" if pool_status else ""}
+    pool = {
+        "name": "pool youtube_downloads",
+        "status": pool_status,
+        "detail": "missing" if pool_status else "",
+    }
     doctor = {"ok": doctor_ok, "checks": [{"name": "ffmpeg", "status": "ok", "detail": ""}]}
     if not doctor_ok:
         doctor.update(error="ffmpeg missing", retryable=False)
@@ -276,7 +329,10 @@ def test_preflight_fails_at_once_naming_every_failed_check(
         mock.patch.object(StepOperator, "_run_local", return_value=json.dumps(doctor)),
     ):
         if error is None:
-            assert [c["name"] for c in op.execute(context())["checks"]] == ["ffmpeg", "pool youtube_downloads"]
+            assert [c["name"] for c in op.execute(context())["checks"]] == [
+                "ffmpeg",
+                "pool youtube_downloads",
+            ]
         else:
             with pytest.raises(AirflowFailException, match=error):
                 op.execute(context())

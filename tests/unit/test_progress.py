@@ -1,5 +1,5 @@
-# ruff: noqa: E501  (log lines as Airflow prints them)
-"""The demo's progress lines, from the log lines `airflow dags test` writes (formats as Airflow 3.3 prints them)."""
+"""The demo's progress lines, from the log lines `airflow dags test` writes (formats as Airflow 3.3 prints
+them)."""
 
 from __future__ import annotations
 

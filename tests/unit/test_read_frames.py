@@ -1,5 +1,6 @@
-"""The raw-frame reader the pose step decodes through: whole output whatever the size guess, the exit status and
-stderr of a failure, a timeout that kills the process (any program writing to stdout stands in for ffmpeg)."""
+"""The raw-frame reader the pose step decodes through: whole output whatever the size guess, the exit status
+and stderr of a failure, a timeout that kills the process (any program writing to stdout stands in for
+ffmpeg)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,21 @@ def test_reads_everything_whatever_the_guess(tmp_path: Path) -> None:
 def test_a_failure_says_why() -> None:
     script = "import sys; sys.stderr.write('Invalid data found when processing input'); sys.exit(3)"
     with pytest.raises(MediaError, match="exit status 3") as info:
-        read_frames([sys.executable, "-c", script], frame_bytes=10, expected=1, timeout_s=30, what="decode x.mp4")
+        read_frames(
+            [sys.executable, "-c", script], frame_bytes=10, expected=1, timeout_s=30, what="decode x.mp4"
+        )
     assert "Invalid data" in info.value.stderr_tail
 
 
 def test_a_timeout_kills_it() -> None:
     with pytest.raises(MediaError, match=r"timed out after 0\.5 s"):
-        read_frames([sys.executable, "-c", "import time; time.sleep(30)"], frame_bytes=10, expected=1,
-                    timeout_s=0.5, what="decode slow.mp4")  # fmt: skip
+        read_frames(
+            [sys.executable, "-c", "import time; time.sleep(30)"],
+            frame_bytes=10,
+            expected=1,
+            timeout_s=0.5,
+            what="decode slow.mp4",
+        )
 
 
 def test_a_missing_program_is_named() -> None:

@@ -14,14 +14,23 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 @pytest.mark.parametrize(
     ("error_type", "retryable", "fails_at_once"),
-    [("ConfigError", False, True), ("PlanError", False, True), ("DatasetError", False, True),
-     ("StorageError", True, False), ("RegistryError", True, False)],
-)  # fmt: skip
-def test_the_summary_decides_whether_airflow_retries(error_type: str, retryable: bool, fails_at_once: bool) -> None:
+    [
+        ("ConfigError", False, True),
+        ("PlanError", False, True),
+        ("DatasetError", False, True),
+        ("StorageError", True, False),
+        ("RegistryError", True, False),
+    ],
+)
+def test_the_summary_decides_whether_airflow_retries(
+    error_type: str, retryable: bool, fails_at_once: bool
+) -> None:
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
     from ar_provider.operators import step_failure
 
-    summary = json.dumps({"ok": False, "error": "what went wrong", "error_type": error_type, "retryable": retryable})
+    summary = json.dumps(
+        {"ok": False, "error": "what went wrong", "error_type": error_type, "retryable": retryable}
+    )
     exc = step_failure("plan", "exited with status 2", summary)
     assert isinstance(exc, AirflowFailException) is fails_at_once
     assert isinstance(exc, AirflowException) and "what went wrong" in str(exc)
