@@ -29,7 +29,7 @@ def _registered() -> list[str]:
 
 
 def test_help_on_every_registered_command() -> None:
-    """Every command answers --help; the app shows each; the README's command list names exactly these."""
+    """Every command answers --help; the app shows each; docs/cli.md's command list names exactly these."""
     commands = _registered()
     assert len(commands) >= 20 and "plan" in commands and "weights pull" in commands, commands
     top = run_cli("--help")
@@ -38,10 +38,10 @@ def test_help_on_every_registered_command() -> None:
         assert command.split()[0] in top.stdout, command
         result = run_cli(*command.split(), "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, (command, result.stderr)
-    readme = (ROOT / "README.md").read_text()
-    listed = readme[readme.index("## The steps (CLI)") :].split("\n\n")[1]
+    reference = (ROOT / "docs" / "cli.md").read_text()
+    listed = reference[reference.index("# The steps (CLI)") :].split("\n\n")[1]
     missing = [c for c in commands if f"`{c}`" not in listed]
-    assert missing == [], f"the README's command list lacks {missing}"
+    assert missing == [], f"docs/cli.md's command list lacks {missing}"
 
 
 def test_plan_json_last_line(tmp_path: Path) -> None:
