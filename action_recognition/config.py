@@ -323,12 +323,12 @@ class TrainConfig(StrictModel):
         description="No early stop before this many epochs (default: half of `epochs`): a "
         "model on hard data can sit at chance for a while before it starts to learn.",
     )
-    recipe: Literal["refit", "early_stop"] = Field(
+    recipe: Literal["refit", "early_stop", "fixed"] = Field(
         "refit",
         description="refit: choose the epoch count on val (early stopping), then train `seeds` models from "
         "scratch on train+val for that many epochs and average their logits (every labelled clip trains the "
-        "model); "
-        "early_stop: keep the best val epoch's weights of one model trained on train alone.",
+        "model); early_stop: keep the best val epoch's weights of one model trained on train alone; fixed: "
+        "no validation, `seeds` models trained on train+val for `epochs` epochs (cosine), logits averaged.",
     )
     seeds: int = Field(
         3,

@@ -303,6 +303,10 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
             log_dataset_input(job.dataset_uri, data, job.name, job.manifest)
         else:
             mlflow.set_tags(tags)
+        if config.recipe == "fixed":  # no selection: every labelled clip trains each model
+            rows = train_idx if val_from_train else np.sort(np.concatenate([train_idx, val_idx]))
+            models, last = _refit(job, ds, rows, storage, progress, epochs=config.epochs)
+            return _finish(job, last, models, config.epochs, ds, test_idx, storage, untrained, run.info)
         _epochs(
             job,
             state,
@@ -318,9 +322,9 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
         state.model.load_state_dict(state.best_state)
         models, refit_epochs = [state.model], 0
         if config.recipe == "refit" and not val_from_train:
-            models, refit_epochs = _refit(
-                job, state, ds, np.sort(np.concatenate([train_idx, val_idx])), storage, progress
-            )
+            refit_epochs = int(state.best["epoch"]) + 1
+            rows = np.sort(np.concatenate([train_idx, val_idx]))
+            models, _ = _refit(job, ds, rows, storage, progress, epochs=refit_epochs)
         return _finish(job, state, models, refit_epochs, ds, test_idx, storage, untrained, run.info)
 
 
@@ -389,16 +393,17 @@ def _epochs(
 
 def _refit(
     job: Job,
-    select: TrainState,
     ds: EpochData,
     rows: np.ndarray,
     storage: Storage,
     progress: Callable[[dict[str, Any]], None] | None,
-) -> tuple[list[Any], int]:
-    """``seeds`` models trained from scratch on ``rows`` (train + val) for the selected epoch count, each
-    resumable from its own checkpoint; their averaged weights, and that epoch count."""
+    *,
+    epochs: int,
+) -> tuple[list[Any], TrainState]:
+    """``seeds`` models trained from scratch on ``rows`` (train + val) for ``epochs`` (the selected count, or
+    the ``fixed`` recipe's schedule), each resumable from its own checkpoint; their averaged weights, and the
+    last one's state."""
     config = job.config
-    epochs = int(select.best["epoch"]) + 1
     steps = max(1, math.ceil(len(rows) / config.batch_size))
     models = []
     for i in range(config.seeds):
@@ -410,8 +415,10 @@ def _refit(
             state.load(storage, key, ds.device)
         _epochs(job, state, ds, rows, None, storage, progress, stage=f"refit{i}", epochs=epochs, key=key)
         models.append(state.eval_model)
-    log.info("refit %d model(s) on %d train+val clips for %d epochs", len(models), len(rows), epochs)
-    return models, epochs
+    log.info(
+        "%s: %d model(s) on %d train+val clips for %d epochs", config.recipe, len(models), len(rows), epochs
+    )
+    return models, state
 
 
 def _finish(
@@ -434,9 +441,11 @@ def _finish(
     final = _with_test_time_flip(models[0] if len(models) == 1 else LogitAverage(models), data)
     test_logits = predict_logits(final, ds.x, test_idx, config.batch_size * 2, ds.device, ds.crop)
     metrics = compute_metrics(test_logits, data.labels[test_idx], data.classes)
+    selected = config.recipe != "fixed"  # the fixed recipe validates nothing: its model is the last epoch's
+    best_epoch = int(state.best["epoch"]) if selected else refit_epochs - 1
     scalars = {
         **metrics.scalars(),
-        "best_val_acc": state.best["val_acc"],
+        **({"best_val_acc": state.best["val_acc"]} if selected else {}),
         **_seed_spread(models, ds, test_idx, config),
     }
     mlflow.log_metrics(scalars)
@@ -463,7 +472,7 @@ def _finish(
         {
             "ar.model_uri": model_uri,
             "ar.epochs_run": str(len(state.history)),
-            "ar.best_epoch": str(state.best["epoch"]),
+            "ar.best_epoch": str(best_epoch),
             "ar.checkpoint_uri": checkpoint_uri,
             "ar.recipe": config.recipe if refit_epochs else "early_stop",
             "ar.refit_epochs": str(refit_epochs),
@@ -484,7 +493,7 @@ def _finish(
         family=job.family,
         metrics=scalars,
         epochs_run=len(state.history),
-        best_epoch=int(state.best["epoch"]),
+        best_epoch=best_epoch,
         seconds=time.monotonic() - job.began,
         checkpoint_uri=checkpoint_uri,
         fingerprint=job.fingerprint,
@@ -505,7 +514,13 @@ def _recipe_words(config: TrainConfig, state: TrainState, models: int, refit_epo
     best = state.best
     epoch = f"epoch {int(best['epoch']) + 1} of {len(state.history)}"
     chosen = f"{epoch} had the best val top-1 ({best['val_acc']:.3f})"
-    if refit_epochs:
+    if config.recipe == "fixed":
+        words = (
+            f"- Recipe `fixed`: {models} model(s) (seeds {config.seed}-{config.seed + models - 1}) trained "
+            f"from scratch on every train and val clip for {refit_epochs} epochs (warm-up, then cosine "
+            "decay), no validation carve-out, their logits averaged."
+        )
+    elif refit_epochs:
         words = (
             f"- Recipe `refit`: {chosen}; then {models} model(s) (seeds "
             f"{config.seed}-{config.seed + models - 1}) "

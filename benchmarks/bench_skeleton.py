@@ -17,6 +17,7 @@ or ties (within one point). Generated data, named so in every line. Run: ``pytho
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -49,8 +50,7 @@ DATASETS: dict[str, dict[str, Any]] = {
 TIE = 0.01
 
 
-# ----------------------------------------------------------------------------------------------- the
-# reference
+# --------------------------------------------------------------------------------------------- the reference
 
 
 def _block(cin: int, cout: int, k: int) -> nn.Sequential:
@@ -135,12 +135,12 @@ def train_reference(data: dict[str, Any], seed: int, epochs: int = 150, batch: i
         return float((model(x[test]).argmax(1) == y[test]).float().mean())
 
 
-# ------------------------------------------------------------------------------------------------ the default
+# ----------------------------------------------------------------------------------------------- the default
 
 
-def train_default(path: Path, seed: int, work: Path, arch: str | None = None) -> float:
-    """Test top-1 of ``action-recognition train --dataset PATH --seed SEED [--arch ARCH]`` with every other
-    default."""
+def train_default(path: Path, seed: int, work: Path, arch: str | None = None, **settings: Any) -> float:
+    """Test top-1 of ``action-recognition train --dataset PATH --seed SEED [--arch ARCH] [--set train.K=V
+    ...]`` with every other default."""
     from action_recognition.config import TrainConfig
     from action_recognition.storage import LocalStorage
     from action_recognition.train import train_model
@@ -151,8 +151,61 @@ def train_default(path: Path, seed: int, work: Path, arch: str | None = None) ->
         tracking_uri=f"sqlite:///{work}/mlflow.db",
         system_metrics=False,
         log_model=False,
+        **settings,
     )
     return float(train_model(config, str(path), storage=LocalStorage(work / "store")).metrics["test_top1"])
+
+
+# --------------------------------------------------------------------------- the shape of the held-out set
+
+#: Recipes compared on the articulated set: name -> ``train`` settings over the defaults.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "ddnet-2s": {"arch": "ddnet-2s"},
+    "fixed ddnet 150": {"recipe": "fixed", "epochs": 150},
+    "fixed ddnet-2s 150": {"arch": "ddnet-2s", "recipe": "fixed", "epochs": 150},
+}
+
+
+def _settings(text: str) -> dict[str, Any]:
+    """``"recipe=fixed epochs=150 arch=ddnet-2s"`` -> settings (values parsed as YAML, as ``--set`` does)."""
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in text.split())}
+
+
+def articulated(recipes: dict[str, dict[str, Any]], splits: int) -> dict[str, Any]:
+    """Each recipe and the reference on the articulated set's splits (seed 0 each, as the held-out set is run:
+    ``action-recognition train --dataset FILE.npz --seed 0``): top-1 per split, mean, seconds per split."""
+    from benchmarks.articulated import articulated_skeletons
+
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for split in range(splits):
+            data = articulated_skeletons(seed=split)
+            path = save_dataset(Path(tmp) / f"articulated{split}-keypoints.npz", **data)
+            runs = {"reference": functools.partial(train_reference, data, 0)}
+            for name, settings in recipes.items():
+                work = Path(tmp) / f"{name.replace(' ', '_')}-{split}"
+                runs[name] = functools.partial(train_default, path, 0, work, **settings)
+            for name, run in runs.items():
+                top1, seconds = _timed(run)
+                row = rows.setdefault(name, {"top1": [], "seconds": []})
+                row["top1"].append(round(top1, 3))
+                row["seconds"].append(round(seconds, 1))
+                print(
+                    f"synthetic articulated split {split}: {name:<22} top-1 {top1:.3f}  {seconds:.0f} s",
+                    flush=True,
+                )
+    for name, row in rows.items():
+        row["mean_top1"] = round(statistics.mean(row["top1"]), 3)
+        row["max_seconds"] = max(row["seconds"])
+        print(
+            f"synthetic articulated (15 joints, 14 classes, 31 train clips a class): {name:<22} "
+            f"mean top-1 {row['mean_top1']:.3f} {row['top1']}  seconds a split {row['seconds']}",
+            flush=True,
+        )
+    return rows
 
 
 def _timed(fn: Any, *args: Any) -> tuple[float, float]:
@@ -169,8 +222,28 @@ def main() -> None:
         "--arch", default=None, help="train the default recipe with this architecture instead"
     )
     parser.add_argument("--only", default=None, help="one dataset: " + ", ".join(DATASETS))
+    parser.add_argument(
+        "--articulated",
+        action="store_true",
+        help="the set shaped like the held-out benchmark (15 joints, 14 classes): recipes vs the reference",
+    )
+    parser.add_argument("--splits", type=int, default=3, help="--articulated: how many generated splits")
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="NAME:K=V ...",
+        help="--articulated: compare this recipe too, e.g. 'fixed2s:arch=ddnet-2s recipe=fixed'",
+    )
+    parser.add_argument("--only-recipes", action="store_true", help="--articulated: only the --recipe ones")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.articulated:
+        extra = {n: _settings(v) for n, v in (r.split(":", 1) for r in args.recipe)}
+        rows = articulated({**({} if args.only_recipes else RECIPES), **extra}, args.splits)
+        if args.json:
+            print(json.dumps({"bench": "skeleton-articulated", "splits": args.splits, "recipes": rows}))
+        return
     names = [args.only] if args.only else (list(DATASETS)[:2] if args.quick else list(DATASETS))
     seeds = range(1 if args.quick else args.seeds)
     rows = []

@@ -147,6 +147,32 @@ def test_the_early_stop_recipe_keeps_one_model_of_the_best_val_epoch(
     assert result.metrics["best_val_acc"] == max(h["val_acc"] for h in result.history)
 
 
+def test_the_fixed_recipe_trains_every_labelled_clip_without_validation(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    """``fixed``: no selection stage, ``seeds`` models on train + val for ``epochs`` each, logits averaged;
+    the run says so (no best_val_acc: nothing was validated)."""
+    from mlflow import MlflowClient
+
+    stages: list[str] = []
+    cfg = _cfg(tmp_path, recipe="fixed", epochs=4, log_model=True)
+    result = train_model(
+        cfg,
+        str(synthetic_dataset),
+        storage=LocalStorage(tmp_path / "store"),
+        progress=lambda row: stages.append(row["stage"]),
+    )
+    assert stages == ["refit0"] * 4 + ["refit1"] * 4, stages
+    assert (result.refit_epochs, result.refit_models, result.best_epoch) == (4, 2, 3), result.summary()
+    assert "best_val_acc" not in result.metrics and "test_top1_seed1" in result.metrics
+    run = MlflowClient(cfg.tracking_uri).get_run(result.run_id)
+    assert run.data.tags["ar.recipe"] == "fixed" and run.data.params["train.recipe"] == "fixed"
+    card = Path(
+        MlflowClient(cfg.tracking_uri).download_artifacts(result.run_id, "model_card.md", str(tmp_path))
+    )
+    assert "Recipe `fixed`" in card.read_text() and "no validation carve-out" in card.read_text()
+
+
 def test_the_moving_average_is_what_validation_sees(synthetic_dataset: Path, tmp_path: Path) -> None:
     """With the average on, the kept weights are the average's (they differ from the last raw weights); off,
     the raw ones: the two recipes' runs differ."""
