@@ -14,8 +14,8 @@ import yaml
 from action_recognition.config import Config, load_config
 from action_recognition.names import class_selector
 
-# : Trigger-form Param name -> the config key(s) it sets. The DAG declares the Params; this says what each one
-# sets, : and steps receive exactly these (validated once, by check_params), never the Params themselves.
+#: Trigger-form Param name -> the config key(s) it sets. The DAG declares the Params; this says what each one
+#: sets, and steps receive exactly these (validated once, by check_params), never the Params themselves.
 PARAM_KEYS: dict[str, str | tuple[str, ...]] = {
     "annotations": "plan.annotations",
     "classes": "plan.classes",

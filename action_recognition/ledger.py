@@ -162,9 +162,8 @@ def read_stage(storage: Storage, dataset: str, stage: str) -> dict[str, LedgerRe
     return merged
 
 
-# : What a stage decides for a shard row, given the stage's previous record of it: keep a record (done,
-# nothing to : do), process it, or wait (an earlier stage has not finished it: not recorded in this stage
-# yet).
+#: What a stage decides for a shard row, given the stage's previous record of it: keep a record (done, nothing
+#: to do), process it, or wait (an earlier stage has not finished it: not recorded in this stage yet).
 Decision = LedgerRecord | Literal["process", "wait"]
 
 

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 LOCAL_PROTOCOLS = "file"
 #: fcntl's F_SETPIPE_SZ (Linux): how much a pipe holds.
 F_SETPIPE_SZ = 1031
-# : ...and only real video containers: no playlist (HLS), concat script or image sequence demuxer, which could
-# make : ffmpeg read other files or URLs named inside a hostile download.
+#: ...and only real video containers: no playlist (HLS), concat script or image sequence demuxer, which could
+#: make ffmpeg read other files or URLs named inside a hostile download.
 INPUT_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv"
 SAFE_INPUT = {"protocol_whitelist": LOCAL_PROTOCOLS, "format_whitelist": INPUT_FORMATS}
 

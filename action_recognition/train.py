@@ -91,8 +91,8 @@ class TrainResult:
     test_set_sha256: str = ""
     experiment_id: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
-    # : The refit recipe's epoch count (0: the early-stop recipe's best epoch is the model) and models
-    # averaged.
+    #: The refit recipe's epoch count (0: the early-stop recipe's best epoch is the model) and models
+    #: averaged.
     refit_epochs: int = 0
     refit_models: int = 0
 

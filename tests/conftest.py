@@ -177,8 +177,8 @@ def reliability(request: pytest.FixtureRequest) -> Reliability:
     return Reliability(request.node.nodeid.split("::", 1)[-1])
 
 
-# : Test tiers that use real services, a real browser or the compose stack: each test there says so (its
-# marker).
+#: Test tiers that use real services, a real browser or the compose stack: each test there says so (its
+#: marker).
 MARKED_TIERS = {"integration": "integration", "stack": "stack", "ui": "ui"}
 
 

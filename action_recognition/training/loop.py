@@ -19,9 +19,9 @@ from action_recognition.training.state import TrainState, amp_dtype
 MAX_GRAD_NORM = 5.0
 
 
-# : Keypoint datasets up to this size live on the accelerator for the whole training (40 x 17 x 3 float32 is 8
-# KB a : clip: about 260,000 clips); batches are indexed and augmented there, nothing crosses per step. Larger
-# ones stream : from host memory, a batch ahead, as frames do.
+#: Keypoint datasets up to this size live on the accelerator for the whole training (40 x 17 x 3 float32 is 8
+#: KB a clip: about 260,000 clips); batches are indexed and augmented there, nothing crosses per step. Larger
+#: ones stream from host memory, a batch ahead, as frames do.
 ON_DEVICE_MAX_BYTES = 2 << 30
 
 

@@ -40,11 +40,11 @@ NETWORK_RETRY: dict[str, Any] = {
     "max_retry_delay": timedelta(minutes=30),
 }
 
-# : Every other task (the DAGs' default_args): one more try when a try was lost rather than failed: its Celery
-# worker : killed, its container OOM-killed, the api-server unreachable for longer than the heartbeat allows.
-# Steps are : idempotent and a retry first removes the lost try's container; an error a step reports as not
-# retryable (bad : configuration, bad input) still fails at once (AirflowFailException), so this never repeats
-# a real failure.
+#: Every other task (the DAGs' default_args): one more try when a try was lost rather than failed: its Celery
+#: worker killed, its container OOM-killed, the api-server unreachable for longer than the heartbeat allows.
+#: Steps are idempotent and a retry first removes the lost try's container; an error a step reports as not
+#: retryable (bad configuration, bad input) still fails at once (AirflowFailException), so this never repeats
+#: a real failure.
 LOST_TRY_RETRY: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=20)}
 
 

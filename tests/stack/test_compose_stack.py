@@ -57,10 +57,10 @@ DAG = "kinetics_pipeline"
 FIGURES = ROOT / ".stack-figures.json"
 #: Mapped steps, which the two workers share.
 STEPS = {"download_clips", "clip_videos", "extract_pose", "download_top_up", "clip_top_up"}
-# : Seconds without a heartbeat before the scheduler fails a task whose worker vanished (Airflow's default is
-# 300): : short, so the killed worker's task is retried soon, but longer than the api-server's restart below
-# takes on a busy : machine, or the tasks running through it lose a try too (seen with 40 s: a retried task
-# lost its last try).
+#: Seconds without a heartbeat before the scheduler fails a task whose worker vanished (Airflow's default is
+#: 300): short, so the killed worker's task is retried soon, but longer than the api-server's restart below
+#: takes on a busy machine, or the tasks running through it lose a try too (seen with 40 s: a retried task
+#: lost its last try).
 HEARTBEAT_TIMEOUT_S = 90
 
 
