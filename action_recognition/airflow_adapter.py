@@ -28,6 +28,9 @@ PARAM_KEYS: dict[str, str | tuple[str, ...]] = {
     "pose_weights": "pose.weights",
     "pose_untrained": "pose.untrained",
     "epochs": "train.epochs",
+    "keypoint_arch": "train.keypoint_arch",
+    "rgb_arch": "train.rgb_arch",
+    "rgb_allow_untrained": "train.allow_untrained",
     "promotion_margin": "registry.promotion_margin",
 }
 #: Params whose empty value means "the config's default".

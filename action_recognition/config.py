@@ -26,12 +26,20 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from action_recognition.errors import ConfigError
-from action_recognition.names import ARCH_NAMES, DEFAULT_KEYPOINT_ARCH, DEFAULT_PER_CLASS, DEFAULT_RGB_ARCH
+from action_recognition.names import (
+    ARCH_NAMES,
+    DEFAULT_KEYPOINT_ARCH,
+    DEFAULT_PER_CLASS,
+    DEFAULT_RGB_ARCH,
+    KEYPOINT_ARCHS,
+    RGB_ARCHS,
+)
 from action_recognition.validation import format_validation_error
 
 ENV_PREFIX = "AR__"
@@ -305,8 +313,18 @@ class TrainConfig(StrictModel):
 
     arch: str | None = Field(
         None,
-        description=f"Architecture, one of {', '.join(ARCH_NAMES)}; default: {DEFAULT_KEYPOINT_ARCH} for "
-        f"keypoints, {DEFAULT_RGB_ARCH} for frames.",
+        description=f"Architecture, one of {', '.join(ARCH_NAMES)}, whatever the dataset; default: "
+        "keypoint_arch for a keypoint dataset, rgb_arch for frames.",
+    )
+    keypoint_arch: str = Field(
+        DEFAULT_KEYPOINT_ARCH,
+        description="Keypoint architecture (a keypoint dataset, when `arch` is unset).",
+        json_schema_extra={"enum": list(KEYPOINT_ARCHS)},
+    )
+    rgb_arch: str = Field(
+        DEFAULT_RGB_ARCH,
+        description="RGB architecture (a frames dataset, when `arch` is unset).",
+        json_schema_extra={"enum": list(RGB_ARCHS)},
     )
     epochs: int = Field(80, ge=1, le=2000)
     batch_size: int = Field(32, ge=2, le=4096)
@@ -393,6 +411,18 @@ class TrainConfig(StrictModel):
         if value is not None and value not in ARCH_NAMES:
             raise ValueError(f"unknown architecture {value!r}; the architectures are {', '.join(ARCH_NAMES)}")
         return value
+
+    @field_validator("keypoint_arch", "rgb_arch")
+    @classmethod
+    def _family_arch(cls, value: str, info: ValidationInfo) -> str:
+        family = KEYPOINT_ARCHS if info.field_name == "keypoint_arch" else RGB_ARCHS
+        if value not in family:
+            raise ValueError(f"unknown architecture {value!r}; the choices are {', '.join(family)}")
+        return value
+
+    def arch_for(self, kind: str) -> str:
+        """The architecture that trains a dataset of ``kind`` (``keypoints`` or ``frames``)."""
+        return self.arch or (self.keypoint_arch if kind == "keypoints" else self.rgb_arch)
 
 
 class RegistryConfig(StrictModel):

@@ -22,7 +22,7 @@ from typing import Literal
 
 from action_recognition.config import TrainConfig
 from action_recognition.localserve import VideoServer
-from action_recognition.names import DOWNLOAD_POOL
+from action_recognition.names import DOWNLOAD_POOL, model_name
 from action_recognition.profiles import SHORT_TRAINING, short_training_env
 from action_recognition.storage import LocalStorage, Storage
 
@@ -310,7 +310,7 @@ def demo_summary(storage: Storage, tracking_uri: str, dataset: str) -> dict[str,
     client = MlflowClient(tracking_uri)
     models: dict[str, object] = {}
     for family in ("keypoint", "rgb", "video"):
-        name = f"{dataset}-{family}"
+        name = model_name(dataset, family)
         try:
             version = client.get_model_version_by_alias(name, "champion")
         except MlflowException:

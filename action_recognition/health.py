@@ -25,11 +25,11 @@ from typing import Any
 from action_recognition.layout import health_key, ledger_prefix
 from action_recognition.ledger import PENDING, LedgerRecord, read_stage, status
 from action_recognition.manifest import read_manifest, read_plan_info
+from action_recognition.names import FAMILIES, model_name
 from action_recognition.storage import Storage
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("keypoint", "rgb")
 SAMPLES_PER_STATE = 5
 
 
@@ -81,7 +81,7 @@ def champion_accuracy(dataset: str, tracking_uri: str | None = None) -> dict[str
     out: dict[str, dict[str, Any]] = {}
     client = MlflowClient(tracking_uri)
     for family in FAMILIES:
-        name = f"{dataset}-{family}"
+        name = model_name(dataset, family)
         try:
             version = client.get_model_version_by_alias(name, "champion")
             with tempfile.TemporaryDirectory(prefix="ar-health-") as tmp:

@@ -56,6 +56,15 @@ def built_key(dataset: str, kind: str, content_hash: str, suffix: str = ".npz") 
     return f"{dataset_prefix(dataset)}/{kind}-{content_hash}{suffix}"
 
 
+def dataset_name_of(uri: str) -> str:
+    """The dataset a built file belongs to: ``<dataset>`` of ``.../datasets/<dataset>/<kind>-<hash>.npz``,
+    else the file name's first ``-``-separated part (``synth6-keypoints.npz`` -> ``synth6``)."""
+    parts = uri.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-3] == "datasets":
+        return parts[-2]
+    return parts[-1].rsplit(".", 1)[0].split("-")[0]
+
+
 def latest_pointer_key(dataset: str, kind: str) -> str:
     return f"{dataset_prefix(dataset)}/latest-{kind}.json"
 

@@ -25,6 +25,19 @@ def family_of(arch: str) -> str:
     return "keypoint" if arch in KEYPOINT_ARCHS else "rgb"
 
 
+def model_name(dataset: str, family: str) -> str:
+    """The registered model of a dataset's family: ``<dataset>-<family>`` (``keypoint``, ``rgb``, or
+    ``video``, the model that takes a video and wraps the better family champion). The one naming rule."""
+    return f"{dataset}-{family}"
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """``demo-keypoint`` -> ``("demo", "keypoint")``; ``("", "")`` for a name :func:`model_name` does not
+    make."""
+    dataset, _, family = name.rpartition("-")
+    return (dataset, family) if dataset and family in (*FAMILIES, "video") else ("", "")
+
+
 def class_selector(
     classes: list[str] | None,
     class_contains: str | None,

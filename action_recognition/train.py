@@ -32,9 +32,10 @@ from action_recognition import __version__
 from action_recognition.config import TrainConfig
 from action_recognition.datasets import DatasetError, LabeledArrays, carve_validation, load_dataset
 from action_recognition.errors import TrainError
-from action_recognition.layout import checkpoint_key, refit_checkpoint_key
+from action_recognition.layout import checkpoint_key, dataset_name_of, refit_checkpoint_key
 from action_recognition.metrics import compute_metrics
 from action_recognition.models.ensemble import LogitAverage
+from action_recognition.names import model_name
 from action_recognition.services import experiment_id, mlflow_tracking
 from action_recognition.storage import Storage
 from action_recognition.training.augment import augment_keypoints
@@ -163,17 +164,17 @@ def train_model(
     """
     import torch
 
-    from action_recognition.models import ARCHS, DEFAULT_KEYPOINT_ARCH, DEFAULT_RGB_ARCH
+    from action_recognition.models import ARCHS
 
     began = time.monotonic()
     # A job folder named with this pid: one that a killed try leaves is removed by the next try's sweep.
     # MLflow's fluent API at the configured tracking URI for this training only (services.mlflow_tracking).
     with job_folder(work_base(None), "train", "run") as work, mlflow_tracking(config.tracking_uri):
         data = load_dataset(fetch_dataset(dataset_uri, work))
-        arch = config.arch or (DEFAULT_KEYPOINT_ARCH if data.kind == "keypoints" else DEFAULT_RGB_ARCH)
+        arch = config.arch_for(data.kind)
         family = ARCHS[arch].family
-        name = dataset_name or Path(dataset_uri).stem.split("-")[0]
-        registered = config.registered_model or f"{name}-{family}"
+        name = dataset_name or dataset_name_of(dataset_uri)
+        registered = config.registered_model or model_name(name, family)
         fp = fingerprint(config, arch, data.sha256)
         test_sha = test_set_sha256(data)
         if config.threads:

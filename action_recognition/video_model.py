@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 from action_recognition.config import ClipConfig, PoseConfig, RegistryConfig
+from action_recognition.names import FAMILIES, split_model_name
+from action_recognition.names import model_name as names_model_name
 from action_recognition.registry import (
     CHAMPION,
     Registration,
@@ -36,7 +39,6 @@ from action_recognition.serving import POSE_ARTIFACT, TORCH_ARTIFACT
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("keypoint", "rgb")
 #: MLflow's answers for a model or an alias that does not exist (yet).
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 VIDEO_TAG = "ar.video_model_uri"
@@ -73,10 +75,10 @@ class VideoClassifier(PythonModel):
 
 def video_name(model_name: str) -> str:
     """``demo-keypoint`` -> ``demo-video``."""
-    dataset, _, family = model_name.rpartition("-")
-    if family not in FAMILIES or not dataset:
+    dataset, family = split_model_name(model_name)
+    if family not in FAMILIES:
         raise RegistryError(f"{model_name!r} is not a <dataset>-keypoint or <dataset>-rgb model name")
-    return f"{dataset}-video"
+    return names_model_name(dataset, "video")
 
 
 def _signature(classes: list[str]) -> Any:
@@ -238,13 +240,14 @@ def sync_video_champion(
 
     client = mlflow.MlflowClient(tracking_uri)
     name = video_name(model_name)
-    dataset = name.removesuffix("-video")
+    dataset, _ = split_model_name(name)
     best: tuple[float, str, str] | None = None
     for family in FAMILIES:
+        family_model = names_model_name(dataset, family)
         try:
             champion = with_retries(
-                lambda: client.get_model_version_by_alias(f"{dataset}-{family}", CHAMPION),  # noqa: B023
-                f"read {dataset}-{family}@{CHAMPION}",
+                functools.partial(client.get_model_version_by_alias, family_model, CHAMPION),
+                f"read {family_model}@{CHAMPION}",
                 config,
             )
         except RegistryError as exc:

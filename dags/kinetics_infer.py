@@ -86,9 +86,7 @@ MODEL_URI = r"^models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_-]+|/\d+)$"
 def kinetics_infer() -> None:
     run = runner_kwargs()
     # Inference needs ffmpeg, storage and MLflow; the video model carries its own pose weights.
-    checks = preflight(
-        run, skip=("pose-weights", "backbone-weights", "annotations"), pools=(DOWNLOAD_POOL,), trains=False
-    )
+    checks = preflight(run, skip=("pose-weights", "backbone-weights", "annotations"), pools=(DOWNLOAD_POOL,))
     plan = StepOperator(
         **run,
         **NETWORK_RETRY,

@@ -35,6 +35,7 @@ from ar_provider.defaults import (
     check_params,
     common_params,
     env_default,
+    model_args,
     param_schema,
     preflight,
     runner_kwargs,
@@ -184,7 +185,7 @@ def kinetics_pipeline() -> None:
         step="train",
         gpu=True,
         skip_unless="keypoint",
-        args=train_args("keypoint", "{{ ti.xcom_pull(task_ids='build_keypoint_dataset')['dataset_uri'] }}"),
+        args=train_args("{{ ti.xcom_pull(task_ids='build_keypoint_dataset')['dataset_uri'] }}"),
     )
     train_rgb = StepOperator(
         **run,
@@ -192,7 +193,7 @@ def kinetics_pipeline() -> None:
         step="train",
         gpu=True,
         skip_unless="rgb",
-        args=train_args("rgb", "{{ ti.xcom_pull(task_ids='build_frames_dataset')['dataset_uri'] }}"),
+        args=train_args("{{ ti.xcom_pull(task_ids='build_frames_dataset')['dataset_uri'] }}"),
     )
     register_keypoint = StepOperator(
         **run,
@@ -202,8 +203,7 @@ def kinetics_pipeline() -> None:
         args=[
             "--run-id",
             "{{ ti.xcom_pull(task_ids='train_keypoint')['run_id'] }}",
-            "--name",
-            "{{ params.dataset }}-keypoint",
+            *model_args("train_keypoint", "registered_model"),
         ],
     )
     register_rgb = StepOperator(
@@ -214,8 +214,7 @@ def kinetics_pipeline() -> None:
         args=[
             "--run-id",
             "{{ ti.xcom_pull(task_ids='train_rgb')['run_id'] }}",
-            "--name",
-            "{{ params.dataset }}-rgb",
+            *model_args("train_rgb", "registered_model"),
         ],
     )
 
@@ -240,13 +239,13 @@ def kinetics_pipeline() -> None:
     promote_keypoint = StepOperator(
         task_id="promote_keypoint",
         skip_unless="keypoint",
-        args=["--name", "{{ params.dataset }}-keypoint"],
+        args=model_args("register_keypoint", "name"),
         **promote_kwargs,
     )
     promote_rgb = StepOperator(
         task_id="promote_rgb",
         skip_unless="rgb",
-        args=["--name", "{{ params.dataset }}-rgb"],
+        args=model_args("register_rgb", "name"),
         **promote_kwargs,
     )
 

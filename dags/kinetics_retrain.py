@@ -23,6 +23,7 @@ from ar_provider.defaults import (
     STORAGE_CONN_ID,
     check_params,
     common_params,
+    model_args,
     preflight,
     runner_kwargs,
     train_args,
@@ -98,7 +99,7 @@ def kinetics_retrain() -> None:
             step="train",
             gpu=True,
             skip_unless=family,
-            args=train_args(family, "{{ ti.xcom_pull(task_ids='" + source + "')['dataset_uri'] }}"),
+            args=train_args("{{ ti.xcom_pull(task_ids='" + source + "')['dataset_uri'] }}"),
         )
         register = StepOperator(
             **run,
@@ -108,15 +109,14 @@ def kinetics_retrain() -> None:
             args=[
                 "--run-id",
                 "{{ ti.xcom_pull(task_ids='train_" + family + "')['run_id'] }}",
-                "--name",
-                "{{ params.dataset }}-" + family,
+                *model_args(f"train_{family}", "registered_model"),
             ],
         )
         promote = StepOperator(
             task_id=f"promote_{family}",
             skip_unless=family,
             **promote_kwargs,
-            args=["--name", "{{ params.dataset }}-" + family],
+            args=model_args(f"register_{family}", "name"),
         )
         found >> train >> register >> promote >> health
 

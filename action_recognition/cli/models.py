@@ -67,10 +67,12 @@ def train(
                 train__tracking_uri=tracking_uri,
             )
         )
+        from action_recognition.layout import dataset_name_of
         from action_recognition.pipeline import manifest_for
 
         store = open_storage(cfg.storage)
-        manifest = manifest_for(store, name, manifest_uri)
+        dataset_name = name or dataset_name_of(dataset)  # a built file names its dataset: datasets/<name>/
+        manifest = manifest_for(store, dataset_name, manifest_uri)
         with progress_bar(cfg.train.epochs, "train", not common.as_json) as bar:
 
             def tick(row: dict[str, Any]) -> None:
@@ -84,7 +86,7 @@ def train(
                     bar.update(1)
 
             return train_model(
-                cfg.train, dataset, storage=store, dataset_name=name, manifest=manifest, progress=tick
+                cfg.train, dataset, storage=store, dataset_name=dataset_name, manifest=manifest, progress=tick
             )
 
     def human(r: Any) -> str:

@@ -18,6 +18,7 @@ from action_recognition.config import TrainConfig
 from action_recognition.datasets import LabeledArrays
 from action_recognition.errors import TrainError
 from action_recognition.metrics import Metrics
+from action_recognition.names import family_of
 from action_recognition.storage import Storage
 from action_recognition.training.augment import centre_crop
 from action_recognition.training.card import model_card
@@ -25,6 +26,8 @@ from action_recognition.training.inference import rgb_crop
 
 #: Settings that change where or how fast a training runs, not its weights: not part of the fingerprint.
 FINGERPRINT_EXCLUDE = {
+    "keypoint_arch",  # the architecture that trains is in the fingerprint as "arch"
+    "rgb_arch",
     "tracking_uri",
     "experiment",
     "resume",
@@ -43,6 +46,8 @@ def fingerprint(config: TrainConfig, arch: str, dataset_sha256: str) -> str:
     """What makes two trainings the same: the dataset bytes and every setting that changes the weights."""
     relevant = {k: v for k, v in config.model_dump(mode="json").items() if k not in FINGERPRINT_EXCLUDE}
     relevant["arch"] = arch
+    if family_of(arch) == "keypoint":  # random RGB weights allowed or not changes no keypoint model
+        relevant.pop("allow_untrained", None)
     blob = json.dumps({"dataset": dataset_sha256, "config": relevant, "code": __version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

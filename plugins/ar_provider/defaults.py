@@ -48,20 +48,11 @@ NETWORK_RETRY: dict[str, Any] = {
 LOST_TRY_RETRY: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=20)}
 
 
-#: Arguments telling a step that RGB models may start from random weights (the rgb_allow_untrained Param).
-ALLOW_UNTRAINED = [
-    "{{ '--set' if params.rgb_allow_untrained else '' }}",
-    "{{ 'train.allow_untrained=true' if params.rgb_allow_untrained else '' }}",
-]
-
-
-def preflight(
-    run: dict[str, Any], *, skip: tuple[str, ...] = (), pools: tuple[str, ...] = (), trains: bool = True
-) -> Any:
+def preflight(run: dict[str, Any], *, skip: tuple[str, ...] = (), pools: tuple[str, ...] = ()) -> Any:
     """The ``preflight`` task every DAG starts with: ``doctor`` on the runner that does the work (``skip``:
     checks the DAG does not need) and the ``pools`` its tasks use, through Airflow's REST API
-    (PreflightOperator). ``trains``: the DAG has the rgb_allow_untrained Param (the backbone check then allows
-    random weights)."""
+    (PreflightOperator). It gets the validated Params like every step (``train.allow_untrained`` included:
+    the backbone check then allows random weights)."""
     from ar_provider.operators import PreflightOperator
 
     return PreflightOperator(
@@ -71,7 +62,6 @@ def preflight(
         args=[
             "{{ '--gpu' if params.gpu_enabled else '' }}",
             *(a for name in skip for a in ("--skip", name)),
-            *(ALLOW_UNTRAINED if trains else []),
         ],
     )
 
@@ -135,18 +125,15 @@ def common_params() -> dict[str, Param]:
             items={"enum": list(names.FAMILIES)},
             description="Which model families to train.",
         ),
-        "keypoint_arch": Param(
-            names.DEFAULT_KEYPOINT_ARCH, enum=list(names.KEYPOINT_ARCHS), description="Keypoint architecture."
-        ),
-        "rgb_arch": Param(
-            names.DEFAULT_RGB_ARCH, enum=list(names.RGB_ARCHS), description="RGB architecture."
-        ),
+        "keypoint_arch": Param(names.DEFAULT_KEYPOINT_ARCH, **param_schema("keypoint_arch")),
+        "rgb_arch": Param(names.DEFAULT_RGB_ARCH, **param_schema("rgb_arch")),
         "epochs": Param(int(env_default("AR_EPOCHS", "80")), **param_schema("epochs")),
         "seed": Param(0, **param_schema("seed", description="Seed of the plan's sampling and of training.")),
         "rgb_allow_untrained": Param(
             env_default("AR_RGB_ALLOW_UNTRAINED", "false").lower() == "true",
-            type="boolean",
-            description="Train RGB from random weights if none can be had.",
+            **param_schema(
+                "rgb_allow_untrained", description="Train RGB from random weights if none can be had."
+            ),
         ),
         "promotion_margin": Param(
             0.0,
@@ -172,18 +159,17 @@ def url_template_param() -> Param:
     )
 
 
-def train_args(family: str, dataset_xcom: str) -> list[str]:
-    """Arguments of a train step; ``dataset_xcom`` is a template that renders the dataset URI."""
-    arch = "{{ params.keypoint_arch }}" if family == "keypoint" else "{{ params.rgb_arch }}"
-    return [
-        "--dataset",
-        dataset_xcom,
-        "--arch",
-        arch,
-        "--name",
-        "{{ params.dataset }}",
-        "{{ '--allow-untrained' if params.rgb_allow_untrained else '' }}" if family == "rgb" else "",
-    ]
+def train_args(dataset_xcom: str) -> list[str]:
+    """Arguments of a train step: the dataset file, a template that renders the URI its build step returned.
+    Everything else (the family's architecture, the epochs, random RGB weights allowed, the dataset's name) is
+    the validated Params' (``--set`` from ``check_params``)."""
+    return ["--dataset", dataset_xcom]
+
+
+def model_args(source_task: str, key: str) -> list[str]:
+    """``--name`` of a register or promote step: the registered model name as ``source_task`` returned it
+    (the train step names it with :func:`action_recognition.names.model_name`; register passes it on)."""
+    return ["--name", "{{ ti.xcom_pull(task_ids='" + source_task + "')['" + key + "'] }}"]
 
 
 @task

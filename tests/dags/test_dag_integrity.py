@@ -212,18 +212,15 @@ def test_links(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_steps_get_the_params_once_through_check_params(bag: Any) -> None:
     """Config-bearing Params reach a step only as check_params' validated overrides (config_from), never again
-    as Jinja arguments; what templates may still name: identifiers (the dataset in a registered model's name)
-    and per-family choices the config has no key for (architectures, RGB from random weights, the GPU switch),
-    and the inference DAG's own inputs (which videos, which model, how many per task)."""
+    as Jinja arguments: the architectures, RGB from random weights and the dataset's name included (model names
+    come from the train step's own result). What templates may still name: the runner and the GPU switch (how
+    a step runs, not what it computes), and the inference DAG's own inputs (which videos, which model, how many
+    per task)."""
     import re
 
     from action_recognition.airflow_adapter import PARAM_KEYS
 
     allowed = {
-        "dataset",
-        "keypoint_arch",
-        "rgb_arch",
-        "rgb_allow_untrained",
         "gpu_enabled",
         "runner",
         "input_prefix",
@@ -243,7 +240,7 @@ def test_steps_get_the_params_once_through_check_params(bag: Any) -> None:
             assert config_from == "check_params", f"{dag.dag_id}.{task.task_id} skips the validated Params"
             named = set(re.findall(r"params\.(\w+)", " ".join(map(str, args or ()))))
             assert named <= allowed, f"{dag.dag_id}.{task.task_id} passes {named - allowed} a second way"
-            assert not (named - {"dataset"}) & set(PARAM_KEYS), named
+            assert not named & set(PARAM_KEYS), named
     assert {"download_clips", "extract_pose", "train_rgb", "preflight", "plan_dataset"} <= set(checked), (
         checked
     )

@@ -99,3 +99,29 @@ def test_untrained_pose_keeps_what_it_finds_unless_told() -> None:
     assert load_config(environ={"AR__POSE__UNTRAINED": "true"}).pose.conf == UNTRAINED_CONF
     given = load_config(environ={}, overrides=["pose.untrained=true", "pose.conf=0.3"])
     assert given.pose.conf == 0.3
+
+
+def test_each_family_s_architecture_is_a_config_field() -> None:
+    """The trigger form's keypoint_arch and rgb_arch set train.keypoint_arch and train.rgb_arch (validated
+    against their family); an explicit train.arch wins for any dataset."""
+    from action_recognition.config import TrainConfig
+
+    assert (
+        TrainConfig().arch_for("keypoints") == "ddnet" and TrainConfig().arch_for("frames") == "tsn-resnet18"
+    )
+    chosen = TrainConfig(keypoint_arch="stgcn", rgb_arch="r2plus1d-18")
+    assert (chosen.arch_for("keypoints"), chosen.arch_for("frames")) == ("stgcn", "r2plus1d-18")
+    assert TrainConfig(arch="lstm", keypoint_arch="stgcn").arch_for("keypoints") == "lstm"
+    with pytest.raises(ValueError, match="the choices are ddnet, ddnet-2s, stgcn, lstm"):
+        TrainConfig(keypoint_arch="tsn-resnet18")
+
+
+def test_one_naming_rule_for_models_and_datasets() -> None:
+    from action_recognition.layout import dataset_name_of
+    from action_recognition.names import model_name, split_model_name
+
+    assert model_name("dance15", "keypoint") == "dance15-keypoint"
+    assert split_model_name("dance-15-video") == ("dance-15", "video")
+    assert split_model_name("nofamily") == ("", "")
+    assert dataset_name_of("s3://b/p/datasets/dance15/keypoints-0123abcd.npz") == "dance15"
+    assert dataset_name_of("/tmp/synth6-keypoints.npz") == "synth6"
