@@ -58,7 +58,7 @@ update-yt-dlp: venv  ## Keep up with YouTube: newest yt-dlp (+ the EJS scripts a
 	$(MAKE) test PYTEST_ARGS="tests/unit/test_download_classify.py tests/integration/test_acquisition.py tests/integration/test_doctor.py"
 	@echo "lock bumped: commit requirements/lock.txt; images pick it up at their next build (make stack-up, docker compose build)"
 
-test: system venv  ## Every real component proven once (~20 min here; starts a Docker engine only if none runs)
+test: system venv  ## Every real component proven once (~33 min here; starts a Docker engine only if none runs)
 	scripts/dockerd.sh run $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv  ## The inner loop: unit, DAG, data and model tiers, operators with a spec'd Docker client (<2 min)
