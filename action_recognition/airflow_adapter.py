@@ -31,6 +31,7 @@ PARAM_KEYS: dict[str, str | tuple[str, ...]] = {
     "keypoint_arch": "train.keypoint_arch",
     "rgb_arch": "train.rgb_arch",
     "rgb_allow_untrained": "train.allow_untrained",
+    "recipe": "train.recipe_source",
     "promotion_margin": "registry.promotion_margin",
 }
 #: Params whose empty value means "the config's default".
@@ -106,6 +107,23 @@ def overrides_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
         everything = not any(n.strip() for n in names) and contains is None  # the form's empty selectors: all
         plan.update(class_selector(names, contains, everything, names_win=True))
     return tree
+
+
+def trigger_overrides(conf: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """The ``train`` keys a run's trigger set to something other than the DAG's default: with
+    ``recipe=champion`` they keep the trigger's value (``train.recipe_overrides``); every other key takes the
+    champion's. The trigger form sends every field, so a field left at its default is no override (to force
+    a default value over the champion's, trigger with ``recipe=form``)."""
+    fields: set[str] = set()
+    for name, value in conf.items():
+        if name not in PARAM_KEYS or (name in defaults and defaults[name] == value):
+            continue
+        keys = PARAM_KEYS[name]
+        for key in (keys,) if isinstance(keys, str) else keys:
+            section, field = key.split(".", 1)
+            if section == "train" and field not in ("recipe_source", "recipe_overrides"):
+                fields.add(field)
+    return sorted(fields)
 
 
 def set_pairs(overrides: Mapping[str, Any]) -> list[str]:

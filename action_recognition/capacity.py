@@ -41,7 +41,9 @@ class CapacityInputs:
         default_factory=lambda: {DEFAULT_KEYPOINT_ARCH: 3135.4, DEFAULT_RGB_ARCH: 3038.6}
     )  # the whole training loop on an H100 (bench_train)
     epochs: int = 80
-    trainings_per_model: int = 4  # the refit recipe: one selection run, then three seeds on train + val
+    trainings_per_model: dict[str, int] = field(
+        default_factory=lambda: {DEFAULT_KEYPOINT_ARCH: 3, DEFAULT_RGB_ARCH: 4}
+    )  # recipe=auto on a small set: keypoints fixed (three seeds), frames refit (selection, then three seeds)
     train_share: float = 0.85  # train + val of the usable clips (test held out)
     download_slots: int = 4  # the youtube_downloads pool
     rate_per_hour_per_ip: float = (
@@ -106,7 +108,7 @@ def capacity(inputs: CapacityInputs) -> dict[str, Any]:
     storage["total"] = sum(storage.values())
     pose_hours = usable * i.frames_per_clip * i.pose_ms_per_frame / 3.6e6
     train = {
-        arch: usable * i.train_share * i.epochs * i.trainings_per_model / sps / 3600
+        arch: usable * i.train_share * i.epochs * i.trainings_per_model.get(arch, 1) / sps / 3600
         for arch, sps in i.train_samples_per_s.items()
     }
     # Slot-hours of CPU work (a download holds its slot while it runs; a clip encode holds one core).

@@ -341,18 +341,40 @@ class TrainConfig(StrictModel):
         description="No early stop before this many epochs (default: half of `epochs`): a "
         "model on hard data can sit at chance for a while before it starts to learn.",
     )
-    recipe: Literal["refit", "early_stop", "fixed"] = Field(
-        "refit",
-        description="refit: choose the epoch count on val (early stopping), then train `seeds` models from "
+    recipe: Literal["auto", "refit", "early_stop", "fixed"] = Field(
+        "auto",
+        description="auto: `fixed` for a keypoint dataset of at most `auto_fixed_max_clips` train+val clips "
+        "(the small-data winner on the articulated bench), `early_stop` for a larger one, `refit` for "
+        "frames; "
+        "refit: choose the epoch count on val (early stopping), then train `seeds` models from "
         "scratch on train+val for that many epochs and average their logits (every labelled clip trains the "
         "model); early_stop: keep the best val epoch's weights of one model trained on train alone; fixed: "
         "no validation, `seeds` models trained on train+val for `epochs` epochs (cosine), logits averaged.",
+    )
+    auto_fixed_max_clips: int = Field(
+        5000,
+        ge=0,
+        le=10_000_000,
+        description="recipe=auto: the largest keypoint train+val set that gets the fixed recipe; above "
+        "it one model selected on val (a large set can spare its val clips, and one model costs a third).",
+    )
+    recipe_source: Literal["champion", "form"] = Field(
+        "form",
+        description="champion: repeat the training settings of the registered model's @champion (its run's "
+        "train_config.json), keys in `recipe_overrides` excepted; form: the settings given here. The "
+        "retrain DAG's default is champion.",
+    )
+    recipe_overrides: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="recipe_source=champion: the train keys whose given value wins over the champion's "
+        "(a DAG run fills it with the keys its trigger set).",
     )
     seeds: int = Field(
         3,
         ge=1,
         le=10,
-        description="refit: models trained on train+val (seeds seed, seed+1, ...), "
+        description="refit and fixed: models trained on train+val (seeds seed, seed+1, ...), "
         "logits averaged; their test top-1 spread is logged.",
     )
     ema_decay: float = Field(
@@ -420,9 +442,33 @@ class TrainConfig(StrictModel):
             raise ValueError(f"unknown architecture {value!r}; the choices are {', '.join(family)}")
         return value
 
+    @field_validator("recipe_overrides")
+    @classmethod
+    def _train_keys(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(f"not train settings: {', '.join(unknown)}")
+        return sorted(set(value))
+
     def arch_for(self, kind: str) -> str:
         """The architecture that trains a dataset of ``kind`` (``keypoints`` or ``frames``)."""
         return self.arch or (self.keypoint_arch if kind == "keypoints" else self.rgb_arch)
+
+    def recipe_for(self, kind: str, labelled: int) -> tuple[str, str]:
+        """The recipe that trains a dataset of ``kind`` with ``labelled`` train+val clips, and why (the run
+        records both)."""
+        if self.recipe != "auto":
+            return self.recipe, f"recipe={self.recipe} was set"
+        if kind == "frames":
+            return "refit", "auto: frames datasets use refit"
+        if labelled <= self.auto_fixed_max_clips:
+            return "fixed", f"auto: {labelled} keypoint train+val clips <= {self.auto_fixed_max_clips}"
+        return "early_stop", f"auto: {labelled} keypoint train+val clips > {self.auto_fixed_max_clips}"
+
+    def trainings_per_model(self, kind: str, labelled: int) -> int:
+        """How many models one training run trains (capacity planning)."""
+        recipe, _ = self.recipe_for(kind, labelled)
+        return {"refit": 1 + self.seeds, "fixed": self.seeds}.get(recipe, 1)
 
 
 class RegistryConfig(StrictModel):

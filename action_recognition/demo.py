@@ -292,9 +292,9 @@ def training_words(training: str, epochs: int) -> str:
     product = TrainConfig()
     if training == "short":
         return (
-            f"short profile: one model per family, {epochs} epochs (the product's default is the refit "
-            "recipe: "
-            f"{product.seeds} seeds, up to {product.epochs} epochs; --training full)"
+            f"short profile: one model per family, {epochs} epochs (the product's default is recipe "
+            f"{product.recipe}: keypoints fixed, {product.seeds} seeds x {product.epochs} epochs on a small "
+            f"set; frames refit, {product.seeds} seeds after selection; --training full)"
         )
     return f"full recipe ({product.recipe}, {product.seeds} seeds), {epochs} epochs"
 

@@ -52,6 +52,8 @@ class HealthReport:
     failures: dict[str, list[dict[str, str]]]  # state -> sampled rows: clip, class, stage, reason
     champions: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> model, version, test top-1
     pose_tag: str = ""
+    #: family -> the newest retrain report (:func:`action_recognition.retrain_report.latest_reports`)
+    retrains: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +108,7 @@ def dataset_health(
     dataset: str,
     *,
     champions: dict[str, dict[str, Any]] | None = None,
+    retrains: dict[str, dict[str, Any]] | None = None,
     samples: int = SAMPLES_PER_STATE,
 ) -> HealthReport:
     """The health of ``dataset`` (see the module docstring); ``champions`` from :func:`champion_accuracy`."""
@@ -182,6 +185,7 @@ def dataset_health(
         dict(failures),
         {f: {k: v for k, v in c.items() if k != "per_class_acc"} for f, c in champions.items()},
         pose_tag,
+        retrains or {},
     )
 
 
@@ -205,13 +209,30 @@ def write_health(storage: Storage, report: HealthReport, *, dag_id: str = "", ru
 def publish_health(
     storage: Storage, dataset: str, *, dag_id: str = "", run_id: str = "", tracking_uri: str | None = None
 ) -> str:
-    """Compute (with the champions from the registry) and write the dataset's health; its URI."""
-    return write_health(
+    """Compute (with the champions and the newest retrain reports from the registry) and write the dataset's
+    health; its URI."""
+    health = dataset_health(
         storage,
-        dataset_health(storage, dataset, champions=champion_accuracy(dataset, tracking_uri)),
-        dag_id=dag_id,
-        run_id=run_id,
+        dataset,
+        champions=champion_accuracy(dataset, tracking_uri),
+        retrains=retrain_reports(dataset, tracking_uri),
     )
+    return write_health(storage, health, dag_id=dag_id, run_id=run_id)
+
+
+def retrain_reports(dataset: str, tracking_uri: str | None = None) -> dict[str, dict[str, Any]]:
+    """The newest retrain report of each family; nothing when the registry cannot be read (the page says
+    so)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from action_recognition.retrain_report import latest_reports
+
+    try:
+        return latest_reports(MlflowClient(tracking_uri), dataset)
+    except (MlflowException, OSError) as exc:
+        log.info("no retrain reports for %s: %s", dataset, str(exc)[:200])
+        return {}
 
 
 def live_health(storage: Storage, dataset: str, stored: dict[str, Any] | None) -> dict[str, Any]:
@@ -224,6 +245,7 @@ def live_health(storage: Storage, dataset: str, stored: dict[str, Any] | None) -
         for c in live["classes"]:
             c["test_accuracy"] = accuracy.get(c["class"], {})
         live["champions"] = stored.get("champions", {})
+        live["retrains"] = stored.get("retrains", {})
     return {**live, "live": True}
 
 

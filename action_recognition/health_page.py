@@ -170,6 +170,48 @@ def _champions(health: dict[str, Any]) -> str:
     return f"<ul>{items}</ul>"
 
 
+def _retrains(health: dict[str, Any]) -> str:
+    """Each family's newest retrain report: datasets, recipe and its source, clips added or lost and both
+    models' accuracy per class, the decision."""
+    reports = health.get("retrains") or {}
+    if not reports:
+        return "<p class=muted>no retrain yet</p>"
+    parts = []
+    for family, r in sorted(reports.items()):
+        parts.append(f"<h3>{escape(family)}: {escape(r['decision'])}</h3>")
+        if "recipe" not in r:  # a challenger no promote step has decided on yet
+            parts.append(f"<p class=muted>challenger version {escape(r['challenger']['version'])}</p>")
+            continue
+        old, new = r.get("champion") or {}, r["challenger"]
+        recipe = r["recipe"]
+        source = escape(recipe["source"]) + (
+            f" (champion run <code>{escape(recipe['champion_run'])}</code>)" if recipe["champion_run"] else ""
+        )
+        parts.append(
+            f"<p class=retrain>{escape(r['reason'])}. Champion v{escape(str(old.get('version', '-')))} on "
+            f"<code>{escape(str(old.get('dataset_uri', '-')))}</code>; challenger v{escape(new['version'])} "
+            f"on <code>{escape(new['dataset_uri'])}</code>, {escape(recipe['arch'])}, "
+            f"{escape(str(new.get('epochs', '')))} epochs; recipe from {source}; compared on "
+            f"{escape(r['compared_on'] or 'nothing (no champion)')}.</p>"
+        )
+        rows = "".join(
+            f"<tr><td class=l>{escape(label)}</td><td>{c['champion']}</td><td>{c['challenger']}</td>"
+            f"<td>{c['change']:+d}</td><td>{_acc(r['per_class'].get(label, {}).get('champion'))}</td>"
+            f"<td>{_acc(r['per_class'].get(label, {}).get('challenger'))}</td></tr>"
+            for label, c in r["clips"].items()
+        )
+        parts.append(
+            f"<table class=retrain-{escape(family)}><tr><th class=l>class</th><th>clips (champion)</th>"
+            "<th>clips (challenger)</th><th>change</th><th>champion accuracy</th>"
+            f"<th>challenger accuracy</th></tr>{rows}</table>"
+        )
+    return "".join(parts)
+
+
+def _acc(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def render_page(health: dict[str, Any] | None, datasets: list[str], *, note: str = "") -> str:
     """The whole page for one dataset's health (or only the dataset list and ``note`` when there is none)."""
     nav = "".join(f'<a href="?dataset={quote(d)}">{escape(d)}</a>' for d in datasets)
@@ -197,6 +239,8 @@ def render_page(health: dict[str, Any] | None, datasets: list[str], *, note: str
             _class_table(health),
             "<h2>Champions</h2>",
             _champions(health),
+            "<h2>Retrain report</h2>",
+            _retrains(health),
             "<h2>Each stage</h2>",
             _stage_tables(health),
             "<h2>Why clips were lost (samples)</h2>",

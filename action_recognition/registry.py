@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: The decision of a promote that repeats an earlier one (a re-run): nothing moves, nothing is re-reported.
+ALREADY_CHAMPION = "the challenger already is the champion"
 
 
 class RegistryError(ActionRecognitionError):
@@ -253,9 +255,82 @@ class Promotion:
     challenger_score: float | None
     champion_score: float | None
     video_champion: str | None = None  # models:/<dataset>-video/N, moved with the champion it wraps
+    #: Where the two were compared: "the same test set", or the challenger's when the champion was
+    #: re-evaluated on it (a dataset with new clips has a new test set).
+    compared_on: str = ""
+    #: The champion's per-class accuracy on the challenger's test set, when it was re-evaluated there.
+    champion_per_class: dict[str, float] | None = None
+    #: What the promote step's retrain report says in short (the whole report is in the challenger's run).
+    report: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, object]:
         return asdict(self)
+
+
+def _against_champion(
+    client: Any,
+    name: str,
+    champion: Any,
+    challenger: Any,
+    result: Promotion,
+    reevaluate: Reevaluate | None,
+    config: RegistryConfig,
+) -> str:
+    """Why the challenger does not replace the champion ("" when it does): both scored on the challenger's
+    test set first (the champion re-evaluated there when the test sets differ), so that the report compares
+    them even when an untrained challenger is kept out."""
+    metric = result.metric
+    same_test = challenger.tags.get("ar.test_set_sha256") == champion.tags.get("ar.test_set_sha256")
+    result.compared_on = "the same test set" if same_test else ""
+    if not same_test and reevaluate is None:
+        return (
+            "different test sets: evaluate the champion on the challenger's test set "
+            "(action-recognition evaluate) before comparing"
+        )
+    if (
+        not same_test
+        and _reevaluated(client, name, champion, challenger, metric, result, reevaluate, config) is None
+    ):
+        return result.reason
+    if challenger.tags.get("ar.untrained") == "true":
+        return "the challenger has an untrained backbone; it never replaces a champion"
+    new, old = result.challenger_score, result.champion_score
+    if new is not None and old is not None and new < old + config.promotion_margin:
+        return f"{metric} {new:.4f} does not beat the champion's {old:.4f} by {config.promotion_margin}"
+    return ""
+
+
+def _reevaluated(
+    client: Any,
+    name: str,
+    champion: Any,
+    challenger: Any,
+    metric: str,
+    result: Promotion,
+    reevaluate: Reevaluate | None,
+    config: RegistryConfig,
+) -> float | None:
+    """The champion's ``metric`` on the challenger's test set (its run's dataset file), recorded in
+    ``result``; None (and the reason in ``result``) when the champion cannot score that set (other
+    classes)."""
+    from action_recognition.datasets import DatasetError
+
+    assert reevaluate is not None
+    run = with_retries(lambda: client.get_run(challenger.run_id), f"read run {challenger.run_id}", config)
+    dataset_uri = run.data.params.get("dataset_uri", "")
+    if not dataset_uri:
+        raise RegistryError(f"{name} version {challenger.version}: its run logged no dataset_uri param")
+    try:
+        metrics = reevaluate(f"models:/{name}/{champion.version}", dataset_uri)
+    except DatasetError as exc:
+        result.reason = f"the champion cannot be scored on the challenger's test set: {exc}"
+        return None
+    score = float(metrics.scalars()[metric])
+    result.champion_score = score
+    result.champion_per_class = dict(metrics.per_class_acc)
+    result.compared_on = f"the challenger's test set ({dataset_uri}; the champion re-evaluated)"
+    log.info("%s: champion v%s scores %s %.4f on %s", name, champion.version, metric, score, dataset_uri)
+    return score
 
 
 def _score(version: Any, metric: str) -> float | None:
@@ -264,11 +339,22 @@ def _score(version: Any, metric: str) -> float | None:
     return float(value) if value is not None else None
 
 
+#: Scores a model (``models:/name/N``) on a dataset file's test split: the champion re-evaluated on the
+#: challenger's test set (:func:`action_recognition.evaluate.evaluate_model` in the promote step).
+Reevaluate = Callable[[str, str], Any]
+
+
 def promote(
-    name: str, config: RegistryConfig, *, tracking_uri: str | None = None, actor: str | None = None
+    name: str,
+    config: RegistryConfig,
+    *,
+    tracking_uri: str | None = None,
+    actor: str | None = None,
+    reevaluate: Reevaluate | None = None,
 ) -> Promotion:
     """Move ``champion`` to ``challenger`` when it wins by the margin on the same test set (see module
-    docstring)."""
+    docstring). When their test sets differ (new clips were added) and ``reevaluate`` is given, the champion
+    is scored on the challenger's test set first, and the two compare there."""
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
@@ -301,25 +387,14 @@ def promote(
         old_score,
     )
     if champion is not None and champion.version == challenger.version:
-        result.reason = "the challenger already is the champion"
-        return result
-    if challenger.tags.get("ar.untrained") == "true" and champion is not None:
-        result.reason = "the challenger has an untrained backbone; it never replaces a champion"
+        result.reason = ALREADY_CHAMPION
         return result
     if champion is not None:
-        same_test = challenger.tags.get("ar.test_set_sha256") == champion.tags.get("ar.test_set_sha256")
-        if not same_test:
-            result.reason = (
-                "different test sets: evaluate the champion on the challenger's test set "
-                "(action-recognition evaluate) before comparing"
-            )
+        refused = _against_champion(client, name, champion, challenger, result, reevaluate, config)
+        if refused:
+            result.reason = refused
             return result
-        if old_score is not None and new_score < old_score + config.promotion_margin:
-            result.reason = (
-                f"{metric} {new_score:.4f} does not beat the champion's {old_score:.4f} "
-                f"by {config.promotion_margin}"
-            )
-            return result
+    old_score = result.champion_score
     who = actor or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or getpass.getuser()
     audit = {
         "by": who,

@@ -36,6 +36,7 @@ from action_recognition.layout import checkpoint_key, dataset_name_of, refit_che
 from action_recognition.metrics import compute_metrics
 from action_recognition.models.ensemble import LogitAverage
 from action_recognition.names import model_name
+from action_recognition.recipe import RecipeChoice, champion_recipe, choose_recipe
 from action_recognition.services import experiment_id, mlflow_tracking
 from action_recognition.storage import Storage
 from action_recognition.training.augment import augment_keypoints
@@ -50,6 +51,7 @@ from action_recognition.training.tracking import (
     log_artifacts,
     log_dataset_input,
     log_model,
+    log_recipe,
     run_of,
     test_set_sha256,
     tracking_errors,
@@ -96,6 +98,12 @@ class TrainResult:
     #: averaged.
     refit_epochs: int = 0
     refit_models: int = 0
+    #: The recipe that ran and why (``train.recipe=auto`` picks by family and size), and where its settings
+    #: came from (``form``, or ``champion`` with the champion's run).
+    recipe: str = ""
+    recipe_reason: str = ""
+    recipe_source: str = "form"
+    recipe_champion_run: str = ""
 
     def summary(self) -> dict[str, object]:
         out = asdict(self)
@@ -121,6 +129,8 @@ class Job:
     work: Path
     began: float
     experiment_id: str = ""
+    recipe_reason: str = ""
+    recipe: RecipeChoice | None = None
 
     @property
     def checkpoint(self) -> str:
@@ -171,10 +181,12 @@ def train_model(
     # MLflow's fluent API at the configured tracking URI for this training only (services.mlflow_tracking).
     with job_folder(work_base(None), "train", "run") as work, mlflow_tracking(config.tracking_uri):
         data = load_dataset(fetch_dataset(dataset_uri, work))
-        arch = config.arch_for(data.kind)
-        family = ARCHS[arch].family
+        family = ARCHS[config.arch_for(data.kind)].family
         name = dataset_name or dataset_name_of(dataset_uri)
         registered = config.registered_model or model_name(name, family)
+        choice = _recipe_choice(config, registered, family)
+        config, recipe_reason = _resolved_recipe(choice.config, data)
+        arch = config.arch_for(data.kind)
         fp = fingerprint(config, arch, data.sha256)
         test_sha = test_set_sha256(data)
         if config.threads:
@@ -205,6 +217,10 @@ def train_model(
                 experiment_id=experiment,
                 refit_epochs=int(run.data.tags.get("ar.refit_epochs", 0)),
                 refit_models=int(run.data.tags.get("ar.refit_models", 0)),
+                recipe=run.data.tags.get("ar.recipe", ""),
+                recipe_reason=recipe_reason,
+                recipe_source=choice.source,
+                recipe_champion_run=choice.champion_run,
             )
         job = Job(
             config=config,
@@ -220,8 +236,33 @@ def train_model(
             work=work,
             began=began,
             experiment_id=experiment,
+            recipe_reason=recipe_reason,
+            recipe=choice,
         )
         return _train_new(job, storage, progress)
+
+
+def _recipe_choice(config: TrainConfig, registered: str, family: str) -> RecipeChoice:
+    """The settings this training uses: the form's, or ``registered``'s champion's recipe
+    (:mod:`action_recognition.recipe`)."""
+    if config.recipe_source != "champion":
+        return choose_recipe(config, None, family)
+    from mlflow import MlflowClient
+
+    champion = champion_recipe(MlflowClient(config.tracking_uri), registered)
+    choice = choose_recipe(config, champion, family)
+    log.info(
+        "recipe from %s%s", choice.source, f" (run {choice.champion_run})" if choice.champion_run else ""
+    )
+    return choice
+
+
+def _resolved_recipe(config: TrainConfig, data: LabeledArrays) -> tuple[TrainConfig, str]:
+    """``config`` with ``recipe=auto`` replaced by the recipe it picks for this dataset, and why."""
+    labelled = int(np.isin(data.split, ("train", "val")).sum())
+    recipe, reason = config.recipe_for(data.kind, labelled)
+    log.info("recipe %s (%s)", recipe, reason)
+    return config.model_copy(update={"recipe": recipe}), reason
 
 
 def _split(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -269,6 +310,9 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
         "ar.untrained_pose": str(untrained_pose).lower(),
         "ar.pretrained": str(is_rgb and not untrained).lower(),
         "ar.val_from_train": str(val_from_train).lower(),
+        "ar.recipe_reason": job.recipe_reason,
+        "ar.recipe_source": job.recipe.source if job.recipe else "form",
+        "ar.recipe_champion_run": job.recipe.champion_run if job.recipe else "",
     }
     # A try that was killed left its MLflow run RUNNING: the retry continues that run, so a killed-and-retried
     # training ends as one FINISHED run, like an unbroken one.
@@ -302,6 +346,7 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
                 )
             )
             log_dataset_input(job.dataset_uri, data, job.name, job.manifest)
+            log_recipe(config, job.arch, job.recipe.summary() if job.recipe else {}, data)
         else:
             mlflow.set_tags(tags)
         if config.recipe == "fixed":  # no selection: every labelled clip trains each model
@@ -505,6 +550,10 @@ def _finish(
         experiment_id=info.experiment_id,
         refit_epochs=refit_epochs,
         refit_models=refit_models,
+        recipe=config.recipe if refit_epochs else "early_stop",
+        recipe_reason=job.recipe_reason,
+        recipe_source=job.recipe.source if job.recipe else "form",
+        recipe_champion_run=job.recipe.champion_run if job.recipe else "",
     )
 
 

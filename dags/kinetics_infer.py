@@ -80,7 +80,7 @@ MODEL_URI = r"^models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_-]+|/\d+)$"
             description="Videos per mapped infer task (at most 64 tasks).",
         ),
         "overlays": Param(False, type="boolean", description="Also write a labelled overlay mp4 per video."),
-        **{name: param for name, param in common_params().items() if name in SHARED},
+        **{name: param for name, param in common_params(recipe="form").items() if name in SHARED},
     },
 )
 def kinetics_infer() -> None:

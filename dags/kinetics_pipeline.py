@@ -131,7 +131,7 @@ Approving promotes each challenger that beats its current champion by `{{ params
                 "pose_untrained", description="Random pose weights: demos and tests only, tagged untrained."
             ),
         ),
-        **common_params(),
+        **common_params(recipe="form"),
     },
 )
 def kinetics_pipeline() -> None:

@@ -48,7 +48,7 @@ from ar_provider.operators import StepOperator
     is_paused_upon_creation=False,
     doc_md=__doc__,
     tags=["action-recognition", "training", "retraining"],
-    params=common_params(),
+    params=common_params(recipe="champion"),
 )
 def kinetics_retrain() -> None:
     run = runner_kwargs()

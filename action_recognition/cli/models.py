@@ -179,14 +179,27 @@ def promote(
     ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Move @champion to @challenger when it beats the champion on the same test set by the margin."""
+    """Move @champion to @challenger when it beats the champion on the same test set by the margin (a
+    challenger trained on new clips: the champion is re-evaluated on its test set first); the retrain report
+    goes to the challenger's run."""
+    from mlflow import MlflowClient
+
+    from action_recognition.evaluate import evaluate_model
     from action_recognition.registry import promote as do_promote
+    from action_recognition.retrain_report import log_report, retrain_report
     from action_recognition.video_model import sync_video_champion
 
     def step() -> Any:
         cfg = common.load(nested(registry__promotion_margin=margin))
         uri = tracking_uri or cfg.train.tracking_uri
-        decision = do_promote(name, cfg.registry, tracking_uri=uri)
+        decision = do_promote(
+            name,
+            cfg.registry,
+            tracking_uri=uri,
+            reevaluate=lambda model, data: evaluate_model(model, data, tracking_uri=uri),
+        )
+        report = log_report(MlflowClient(uri), retrain_report(MlflowClient(uri), decision))
+        decision.report = {k: report[k] for k in ("decision", "compared_on", "recipe")}
         if name.endswith(("-keypoint", "-rgb")):
             version = sync_video_champion(name, cfg.registry, tracking_uri=uri)
             decision.video_champion = (

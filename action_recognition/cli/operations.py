@@ -374,7 +374,11 @@ def capacity(
 
     def step() -> Any:
         cfg = common.load()
-        trainings = 1 + cfg.train.seeds if cfg.train.recipe == "refit" else 1
+        labelled = round(clips * CapacityInputs.availability * CapacityInputs.train_share)
+        trainings = {
+            cfg.train.keypoint_arch: cfg.train.trainings_per_model("keypoints", labelled),
+            cfg.train.rgb_arch: cfg.train.trainings_per_model("frames", labelled),
+        }
         inputs = CapacityInputs(
             clips=clips,
             classes=classes,

@@ -39,6 +39,8 @@ FINGERPRINT_EXCLUDE = {
     "num_workers",
     "max_minutes",
     "checkpoint_interval_s",
+    "recipe_source",  # where the settings came from; the resolved settings are in the fingerprint
+    "recipe_overrides",
 }
 
 
@@ -108,6 +110,28 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
     return out
+
+
+def log_recipe(config: TrainConfig, arch: str, sources: dict[str, Any], data: LabeledArrays) -> None:
+    """The resolved training settings (what a retrain repeats: :mod:`action_recognition.recipe`), where each
+    came from, and the clips per class and split (what a retrain report compares)."""
+    import mlflow
+
+    from action_recognition.recipe import (
+        CLASS_COUNTS_ARTIFACT,
+        RECIPE_SOURCES_ARTIFACT,
+        TRAIN_CONFIG_ARTIFACT,
+    )
+
+    mlflow.log_dict({"train": config.model_dump(mode="json"), "arch": arch}, TRAIN_CONFIG_ARTIFACT)
+    mlflow.log_dict(sources, RECIPE_SOURCES_ARTIFACT)
+    counts = {
+        split: {
+            c: int(((data.split == split) & (data.labels == i)).sum()) for i, c in enumerate(data.classes)
+        }
+        for split in ("train", "val", "test")
+    }
+    mlflow.log_dict(counts, CLASS_COUNTS_ARTIFACT)
 
 
 def log_dataset_input(

@@ -94,8 +94,9 @@ def runner_kwargs() -> dict[str, Any]:
     }
 
 
-def common_params() -> dict[str, Param]:
-    """Params both DAGs show: where data lives, how steps run, what to train and promote."""
+def common_params(*, recipe: str) -> dict[str, Param]:
+    """Params both DAGs show: where data lives, how steps run, what to train and promote. ``recipe``: the
+    default of where training settings come from (champion: the retrain; form: the pipeline)."""
     return {
         "dataset": Param(
             env_default("AR_DATASET", "dance15"),
@@ -127,6 +128,16 @@ def common_params() -> dict[str, Param]:
         ),
         "keypoint_arch": Param(names.DEFAULT_KEYPOINT_ARCH, **param_schema("keypoint_arch")),
         "rgb_arch": Param(names.DEFAULT_RGB_ARCH, **param_schema("rgb_arch")),
+        "recipe": Param(
+            recipe,
+            **param_schema(
+                "recipe",
+                description="Where the training settings come from. champion: the current champion's "
+                "recipe (arch, epochs, learning rate, seeds... read from its MLflow run), except the fields "
+                "below changed from their defaults in this trigger; form: this form's values and the "
+                "deployment's defaults. No champion yet: the form's.",
+            ),
+        ),
         "epochs": Param(int(env_default("AR_EPOCHS", "80")), **param_schema("epochs")),
         "seed": Param(0, **param_schema("seed", description="Seed of the plan's sampling and of training.")),
         "rgb_allow_untrained": Param(
@@ -178,7 +189,11 @@ def check_params(**context: Any) -> dict[str, Any]:
     the steps would refuse (a storage scheme, a weights path) fails here, named, instead of hours later."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from action_recognition.airflow_adapter import config_from_params, overrides_from_params
+    from action_recognition.airflow_adapter import (
+        config_from_params,
+        overrides_from_params,
+        trigger_overrides,
+    )
     from action_recognition.errors import ConfigError
 
     try:
@@ -186,8 +201,16 @@ def check_params(**context: Any) -> dict[str, Any]:
     except ConfigError as exc:  # the same Params fail the same way: no retry
         raise AirflowFailException(str(exc)) from exc
     # Steps receive exactly these overrides (StepOperator config_from): what was validated here is what runs.
-    return {
-        "dataset": cfg.plan.dataset,
-        "storage_uri": cfg.storage.uri,
-        "overrides": overrides_from_params(context["params"]),
-    }
+    overrides = overrides_from_params(context["params"])
+    # With recipe=champion, the train keys this run's trigger set keep their value (the rest: the champion's).
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    overrides.setdefault("train", {})["recipe_overrides"] = trigger_overrides(conf, _param_defaults(context))
+    return {"dataset": cfg.plan.dataset, "storage_uri": cfg.storage.uri, "overrides": overrides}
+
+
+def _param_defaults(context: Any) -> dict[str, Any]:
+    """The DAG's Param defaults (what the form shows before a person changes anything)."""
+    params = getattr(context.get("dag"), "params", None)
+    if params is None:
+        return {}
+    return {name: params.get_param(name).value for name in params}

@@ -22,6 +22,7 @@ class Interrupted(Exception):
 def _cfg(tmp_path: Path, db: str = "m", **kw: object) -> TrainConfig:
     base = {
         "arch": "ddnet",
+        "recipe": "refit",
         "epochs": 6,
         "patience": 3,
         "batch_size": 16,
@@ -150,12 +151,14 @@ def test_the_early_stop_recipe_keeps_one_model_of_the_best_val_epoch(
 def test_the_fixed_recipe_trains_every_labelled_clip_without_validation(
     synthetic_dataset: Path, tmp_path: Path
 ) -> None:
-    """``fixed``: no selection stage, ``seeds`` models on train + val for ``epochs`` each, logits averaged;
-    the run says so (no best_val_acc: nothing was validated)."""
+    """``fixed`` (what the default ``auto`` picks for a small keypoint set): no selection stage, ``seeds``
+    models on train + val for ``epochs`` each, logits averaged; the run says so (no best_val_acc: nothing was
+    validated) and says why this recipe."""
     from mlflow import MlflowClient
 
     stages: list[str] = []
-    cfg = _cfg(tmp_path, recipe="fixed", epochs=4, log_model=True)
+    assert TrainConfig().recipe == "auto"
+    cfg = _cfg(tmp_path, recipe="auto", epochs=4, log_model=True)
     result = train_model(
         cfg,
         str(synthetic_dataset),
@@ -167,6 +170,10 @@ def test_the_fixed_recipe_trains_every_labelled_clip_without_validation(
     assert "best_val_acc" not in result.metrics and "test_top1_seed1" in result.metrics
     run = MlflowClient(cfg.tracking_uri).get_run(result.run_id)
     assert run.data.tags["ar.recipe"] == "fixed" and run.data.params["train.recipe"] == "fixed"
+    assert (
+        run.data.tags["ar.recipe_reason"].startswith("auto: ")
+        and "keypoint" in run.data.tags["ar.recipe_reason"]
+    )
     card = Path(
         MlflowClient(cfg.tracking_uri).download_artifacts(result.run_id, "model_card.md", str(tmp_path))
     )

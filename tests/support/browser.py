@@ -76,6 +76,16 @@ def set_number(dialog: Any, param: str, value: int) -> Any:
     return field
 
 
+def choose(dialog: Any, param: str, value: str) -> None:
+    """Pick ``value`` in an enum Param's dropdown (react-select: type to filter, Enter to take it)."""
+    box = dialog.locator(f"#element_{param}").locator("input[role=combobox]")
+    box.click()
+    box.fill(value)
+    box.press("Enter")
+    chosen = dialog.locator(f"input[name=element_{param}]").input_value()
+    assert chosen == value, f"{param}: {chosen!r} chosen, not {value!r}"
+
+
 def switch_on(dialog: Any, param: str) -> None:
     box = dialog.locator(f"input[name=element_{param}]")
     if not box.is_checked():

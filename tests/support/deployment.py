@@ -148,6 +148,21 @@ class AirflowAPI:
             assert time.monotonic() < deadline, f"{task_id} not {state} after {timeout} s: {states}"
             time.sleep(3)
 
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        """A manual run with ``conf`` through the REST API (what a person's script does); its run id."""
+        body = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+        return str(body["dag_run_id"])
+
+    def wait_next_run(self, dag_id: str, after: set[str], timeout: float) -> dict[str, Any]:
+        """The first run of ``dag_id`` whose id is not in ``after`` (one the scheduler starts on its own)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = [r for r in self.runs(dag_id) if r["dag_run_id"] not in after]
+            if new:
+                return new[-1]
+            time.sleep(3)
+        raise TimeoutError(f"no new {dag_id} run appeared in {timeout} s (known: {sorted(after)})")
+
     def wait_first_run(self, dag_id: str, timeout: float) -> dict[str, Any]:
         """The first run of ``dag_id`` to appear (e.g. one the scheduler starts on its own)."""
         deadline = time.monotonic() + timeout

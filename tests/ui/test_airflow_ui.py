@@ -13,6 +13,7 @@ and the executor, and the retraining DAG is started by the scheduler alone from 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,10 +21,12 @@ import pytest
 
 from tests.support.browser import (
     approve_in_the_ui,
+    choose,
     chromium,
     logged_in,
     open_trigger_form,
     refuse_a_bad_value,
+    set_number,
     shot,
     switch_on,
 )
@@ -41,7 +44,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     from action_recognition.localserve import VideoServer
 
     work = tmp_path_factory.mktemp("ui")
-    generated = make_demo_videos(work / "videos", 3)
+    generated = make_demo_videos(work / "videos", 4)  # 3 a class planned; the 4th: the clips added later
     csv_path, routes = write_demo_annotations(work / "kinetics-600_demo.csv", generated, VIDEOS)
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     with VideoServer(routes) as server:  # type: ignore[arg-type]
@@ -79,24 +82,31 @@ def test_a_bad_value_is_refused_by_the_form(page: Any, deployment: dict[str, Any
     refuse_a_bad_value(page, deployment["airflow"], "ui")
 
 
-def test_trigger_with_the_form_defaults_runs_through_the_scheduler(
+def test_trigger_with_the_form_runs_through_the_scheduler_and_the_retrain_repeats_what_won(
     page: Any, deployment: dict[str, Any]
 ) -> None:
-    """Trigger with the defaults as shown (approval switched on), approve in the UI; the run succeeds; both
-    champions registered; then the scheduler alone starts kinetics_retrain from the published asset, which on
-    unchanged data adds no model version."""
+    """Trigger from the form as shown, with a non-default keypoint arch and epoch count chosen (approval
+    switched on), approve in the UI; the run succeeds; both champions registered. Then the scheduler alone
+    starts kinetics_retrain from the published asset: on unchanged data it repeats the champion's recipe and
+    so adds no model version. Then more clips (a run with per_class 4 that trains nothing): the asset-started
+    retrain trains the champion's arch and epochs on the new dataset, naming the champion's run as their
+    source, and compares both models on the new test set."""
     from mlflow import MlflowClient
 
     airflow: AirflowDeployment = deployment["airflow"]
     dialog = open_trigger_form(page)
     shot(page, "ui-trigger-form-defaults")
     switch_on(dialog, "require_approval")
+    choose(dialog, "keypoint_arch", "stgcn")
+    set_number(dialog, "epochs", 4)
     dialog.get_by_test_id("trigger-dag-submit").click()
     dialog.wait_for(state="hidden")
     runs = airflow.runs("kinetics_pipeline")
     assert len(runs) == 1 and runs[0]["run_type"] == "manual", runs
     run_id = runs[0]["dag_run_id"]
-    assert runs[0]["conf"]["require_approval"] is True and runs[0]["conf"]["classes"] is None, runs[0]["conf"]
+    conf = runs[0]["conf"]
+    assert conf["require_approval"] is True and conf["classes"] is None, conf
+    assert (conf["keypoint_arch"], conf["epochs"], conf["recipe"]) == ("stgcn", 4, "form"), conf
     approve_in_the_ui(page, airflow, run_id, "ui")
     run = airflow.wait_run("kinetics_pipeline", run_id, timeout=600)
     states = {t["task_id"]: t["state"] for t in airflow.task_instances("kinetics_pipeline", run_id)}
@@ -117,20 +127,51 @@ def test_trigger_with_the_form_defaults_runs_through_the_scheduler(
         champion = client.get_model_version_by_alias(name, "champion")
         assert champion.tags.get("ar.untrained") == "true", "untrained weights are named so"
         versions[name] = len(client.search_model_versions(f"name='{name}'"))
+    won = client.get_model_version_by_alias(f"{DATASET}-keypoint", "champion")
+    assert won.tags["ar.arch"] == "stgcn"
 
     # No trigger from here on: the scheduler sees the asset event and starts the (unpaused) retraining DAG.
     retrain = airflow.wait_first_run("kinetics_retrain", timeout=300)
     assert retrain["run_type"] == "asset_triggered", (
         f"only the asset starts it on a new deployment: {retrain}"
     )
-    finished = airflow.wait_run("kinetics_retrain", retrain["dag_run_id"], timeout=600)
-    assert finished["state"] == "success", {
-        t["task_id"]: t["state"] for t in airflow.task_instances("kinetics_retrain", retrain["dag_run_id"])
-    }
+    _finished(airflow, retrain["dag_run_id"])
+    trained = airflow.xcom("kinetics_retrain", retrain["dag_run_id"], "train_keypoint")
+    assert (trained["arch"], trained["recipe_source"], trained["recipe_champion_run"]) == (
+        "stgcn",
+        "champion",
+        won.run_id,
+    ), trained
     for name, count in versions.items():
         assert len(client.search_model_versions(f"name='{name}'")) == count, (
-            f"{name}: unchanged data, new version"
+            f"{name}: unchanged data, the champion's own recipe, and yet a new version"
         )
+
+    # More clips: a run with per_class 4 that trains nothing publishes the grown datasets; the asset-started
+    # retrain trains the champion's recipe on them.
+    grown = airflow.trigger("kinetics_pipeline", {"per_class": 4, "models": []})
+    assert airflow.wait_run("kinetics_pipeline", grown, timeout=600)["state"] == "success", (
+        airflow.failure_report("kinetics_pipeline", grown)
+    )
+    second = airflow.wait_next_run("kinetics_retrain", {retrain["dag_run_id"]}, timeout=300)
+    assert second["run_type"] == "asset_triggered", second
+    _finished(airflow, second["dag_run_id"])
+    trained = airflow.xcom("kinetics_retrain", second["dag_run_id"], "train_keypoint")
+    challenger = client.get_run(trained["run_id"])
+    assert trained["run_id"] != won.run_id and not trained["reused"], trained
+    assert challenger.data.tags["ar.arch"] == "stgcn" and challenger.data.params["train.epochs"] == "4"
+    assert challenger.data.tags["ar.recipe_champion_run"] == won.run_id, challenger.data.tags
+    decided = airflow.xcom("kinetics_retrain", second["dag_run_id"], "promote_keypoint")
+    # Compared on the new test set (the champion re-evaluated there when the new clips changed it), though
+    # the untrained (pose) challenger is never promoted over a champion.
+    assert decided["compared_on"] == "the same test set" or "re-evaluated" in decided["compared_on"], decided
+    assert decided["report"]["recipe"]["champion_run"] == won.run_id, decided
+    deployment["retrained"] = {"run_id": trained["run_id"], "decision": decided["report"]["decision"]}
+
+
+def _finished(airflow: AirflowDeployment, run_id: str) -> None:
+    finished = airflow.wait_run("kinetics_retrain", run_id, timeout=600)
+    assert finished["state"] == "success", airflow.failure_report("kinetics_retrain", run_id)
 
 
 def test_the_pool_check_names_a_missing_pool_and_refused_credentials(deployment: dict[str, Any]) -> None:
@@ -212,3 +253,18 @@ def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]
     # Written by this run's summarise, or since by the retrain it started (publish_health): the same dataset.
     assert "clips planned: ok" in run_frame.locator("body").inner_text()
     shot(page, "ui-dataset-health-run")
+
+    # The retrain report, where people look: both dataset versions, the recipe's source, the decision.
+    retrained = deployment.get("retrained")
+    assert retrained, "the trigger test above ran first and retrained on the grown dataset"
+    page.goto(airflow.url)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Dataset health").click()
+    frame = page.frame_locator("iframe")
+    frame.get_by_text("Retrain report").wait_for(timeout=30_000)
+    report = frame.locator(".retrain").first.inner_text()
+    assert len(set(re.findall(r"[\w./-]+\.npz", report))) == 2, f"the old and the new dataset file: {report}"
+    assert "champion run" in report and "stgcn" in report, report
+    assert frame.locator(".retrain-keypoint").count() == 1
+    frame.locator("h3").first.scroll_into_view_if_needed()
+    shot(page, "ui-dataset-health-retrain-report")

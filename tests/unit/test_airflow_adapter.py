@@ -114,3 +114,20 @@ def test_real_airflow_connection_from_environment(tmp_path: Path) -> None:
     )
     assert '"AWS_SECRET_ACCESS_KEY": "key-secret"' in out.stdout.strip().splitlines()[-1]
     assert '"AWS_ENDPOINT_URL": "http://127.0.0.1:9"' in out.stdout
+
+
+def test_the_trigger_s_own_train_keys_override_a_champion_s_recipe() -> None:
+    """With recipe=champion, the train keys a trigger changed from the DAG's defaults keep the trigger's value;
+    the form sends every field, so one left at its default is no override; non-train Params never are."""
+    from action_recognition.airflow_adapter import trigger_overrides
+
+    defaults = {"epochs": 80, "keypoint_arch": "ddnet", "seed": 0, "per_class": 200, "recipe": "champion"}
+    form = {**defaults, "epochs": 120, "per_class": 300}
+    assert trigger_overrides(form, defaults) == ["epochs"]
+    assert trigger_overrides({"seed": 3, "keypoint_arch": "stgcn"}, defaults) == ["keypoint_arch", "seed"]
+    assert trigger_overrides({}, defaults) == []  # the asset or the schedule: the champion's recipe whole
+    assert trigger_overrides({"recipe": "form", "dataset": "x"}, defaults) == []
+    cfg = config_from_params({"recipe": "champion"})
+    assert cfg.train.recipe_source == "champion"
+    with pytest.raises(ConfigError, match="not train settings: colour"):
+        load_config(overrides=["train.recipe_overrides=[epochs, colour]"], environ={})

@@ -82,4 +82,6 @@ def test_the_command() -> None:
         "celery_workers_for_a_week",
     } <= set(r)
     assert set(r["storage_gb"]) == {"raw", "clips", "keypoints", "datasets", "total"}
-    assert r["inputs"]["trainings_per_model"] == 4 and "bench_pose" in r["sources"]["pose_ms_per_frame"]
+    # recipe=auto: 650,000 clips are far over auto_fixed_max_clips, so one keypoint model; frames refit (1 + 3)
+    assert r["inputs"]["trainings_per_model"] == {"ddnet": 1, "tsn-resnet18": 4}, r["inputs"]
+    assert "bench_pose" in r["sources"]["pose_ms_per_frame"]

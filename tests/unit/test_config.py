@@ -116,6 +116,25 @@ def test_each_family_s_architecture_is_a_config_field() -> None:
         TrainConfig(keypoint_arch="tsn-resnet18")
 
 
+def test_the_auto_recipe_depends_on_the_family_and_the_size() -> None:
+    """recipe=auto (the default): fixed for a small keypoint set, one model selected on val for a large one,
+    refit for frames; a recipe that was set is kept. The reason is what the run records."""
+    from action_recognition.config import TrainConfig
+
+    auto = TrainConfig(auto_fixed_max_clips=500)
+    assert auto.recipe_for("keypoints", 430) == ("fixed", "auto: 430 keypoint train+val clips <= 500")
+    assert auto.recipe_for("keypoints", 501)[0] == "early_stop"
+    assert auto.recipe_for("frames", 10)[0] == "refit"
+    assert TrainConfig(recipe="refit").recipe_for("keypoints", 10) == ("refit", "recipe=refit was set")
+    assert [
+        auto.trainings_per_model(k, n) for k, n in [("keypoints", 1), ("keypoints", 9999), ("frames", 1)]
+    ] == [
+        3,
+        1,
+        4,
+    ]
+
+
 def test_one_naming_rule_for_models_and_datasets() -> None:
     from action_recognition.layout import dataset_name_of
     from action_recognition.names import model_name, split_model_name
