@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from action_recognition.config import TrainConfig
 from action_recognition.names import DEFAULT_KEYPOINT_ARCH, DEFAULT_RGB_ARCH
 
 HOURS_A_WEEK = 7 * 24
@@ -129,3 +130,10 @@ def capacity(inputs: CapacityInputs) -> dict[str, Any]:
         "inputs": {k: v for k, v in asdict(i).items() if k != "sources"},
         "sources": {**SOURCES, **i.sources},
     }
+
+
+def trainings_per_model(train: TrainConfig, kind: str, labelled: int) -> int:
+    """How many models one training run of ``train`` trains on a dataset of ``kind`` with ``labelled``
+    train+val clips (``train.recipe``: refit trains a selection and ``seeds`` refits, fixed ``seeds``)."""
+    recipe, _ = train.recipe_for(kind, labelled)
+    return {"refit": 1 + train.seeds, "fixed": train.seeds}.get(recipe, 1)

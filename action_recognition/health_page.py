@@ -21,6 +21,7 @@ COLORS = {
     "bad_media": "#b7950b",
     "retries_exhausted": "#e74c3c",
     "no_person": "#5d6d7e",
+    "excluded": "#1f618d",
     PENDING: "#d5d8dc",
 }
 STYLE = """
@@ -208,6 +209,44 @@ def _retrains(health: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _review(health: dict[str, Any]) -> str:
+    """The review of the latest keypoint dataset: per class, each listed clip with its evidence, and how to
+    exclude it."""
+    review = health.get("review") or {}
+    if not review:
+        return "<p class=muted>not reviewed yet (the review step runs after training)</p>"
+    how = (
+        f"{review['folds']}-fold out-of-sample scores of {escape(review['arch'])}, {review['epochs']} epochs"
+    )
+    head = (
+        f"<p class=muted>{review['listed']} of {review['clips']} clips listed: {review['label_issues']} "
+        f"probable label errors (cleanlab, {how}), {review['poor_poses']} poor poses; "
+        f"<code>{escape(review['dataset_uri'])}</code>. {escape(review.get('note') or '')} Exclude with "
+        f"<code>action-recognition exclude --dataset {escape(review['dataset'])} CLIP_ID --reason "
+        "TEXT</code> or the kinetics_review DAG.</p>"
+    )
+    rows = "".join(_review_row(label, i) for label, items in review["per_class"].items() for i in items)
+    if not rows:
+        return head
+    return head + (
+        "<table id=review><tr><th class=l>class</th><th class=l>clip</th><th class=l>split</th>"
+        "<th class=l>suggested (p)</th><th>p(given)</th><th>label quality</th><th>joints seen</th>"
+        f"<th>confidence</th><th class=l>why</th></tr>{rows}</table>"
+    )
+
+
+def _review_row(label: str, i: dict[str, Any]) -> str:
+    cells = [
+        f"<td class=l>{escape(label)}</td><td class=l><code>{escape(i['clip_id'])}</code></td>",
+        f"<td class=l>{escape(i['split'])}</td>",
+        f"<td class=l>{escape(i['suggested'])} ({i['suggested_prob']:.2f})</td>",
+        f"<td>{i['given_prob']:.2f}</td>",
+        f"<td>{i['label_quality']:.2f}</td><td>{i['joints_seen']:.0%}</td><td>{i['mean_conf']:.2f}</td>",
+        f"<td class=l>{escape('; '.join(i['why']))}</td>",
+    ]
+    return f"<tr>{''.join(cells)}</tr>"
+
+
 def _acc(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -241,6 +280,8 @@ def render_page(health: dict[str, Any] | None, datasets: list[str], *, note: str
             _champions(health),
             "<h2>Retrain report</h2>",
             _retrains(health),
+            "<h2>Review: clips that probably hurt the model</h2>",
+            _review(health),
             "<h2>Each stage</h2>",
             _stage_tables(health),
             "<h2>Why clips were lost (samples)</h2>",

@@ -7,13 +7,15 @@ bottom:
     datasets/<dataset>/<kind>-<hash>.npz (+ .mmaction.pkl)
                                                      built datasets; latest-<kind>.json points at one
     ledger/<dataset>/<stage>/shard-<i>-of-<n>.csv    one recorded state per clip per stage
-        stage: download | clip | pose/<pose_tag>
+        stage: download | clip | pose/<pose_tag> | review (a person's exclusions)
     raw/<clip_id>.mp4                                the downloaded window
     clips/<profile>/<clip_id>.mp4                    the normalised clip
     keypoints/<pose_tag>/<clip_id>.npz               the main person's keypoints
     models/<fingerprint[:16]>/last.pt                a training's checkpoint
     weights/<name> (+ .sha256)                       weights pulled once (weights pull)
     doctor/probe-<token>                             the preflight's write probe, deleted at once
+    reviews/<dataset>/<dataset file sha256[:16]>.json   the review list of one built keypoint dataset
+        (the exclusions a person makes are ledger records: ledger/<dataset>/review/)
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def pose_stage(pose_tag: str) -> str:
 
 def ledger_prefix(dataset: str, stage: str) -> str:
     return f"{LEDGER}/{dataset}/{stage}/"
+
+
+def review_key(dataset: str, dataset_sha256: str) -> str:
+    """``reviews/<dataset>/<sha[:16]>.json``: the review of the built dataset file with that content."""
+    return f"reviews/{dataset}/{dataset_sha256[:16]}.json"
 
 
 def health_key(dataset: str) -> str:

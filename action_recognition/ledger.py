@@ -1,11 +1,12 @@
 """The availability ledger: one recorded state per manifest row, per stage, written atomically per shard.
 
 Files: ``ledger/<dataset>/<stage>/shard-<i>-of-<n>.csv`` with the columns of :class:`LedgerRecord`, one row
-per clip of that shard. ``stage`` is ``download``, ``clip`` or ``pose/<pose_tag>`` (one pose ledger per pose
-model). A clip's final state is its clip-stage state when its download succeeded, else its download state,
-else ``pending`` (not processed yet). ``rows in = sum of states`` always holds. Every stage's loop is
-:func:`run_shard`: it reads the shard's rows and the stage's previous records, keeps what is done, processes
-the rest and publishes the shard's records at once.
+per clip of that shard. ``stage`` is ``download``, ``clip``, ``pose/<pose_tag>`` (one pose ledger per pose
+model) or ``review`` (a person's exclusions, :mod:`action_recognition.exclusions`). A clip's final state is
+``excluded`` when a person excluded it, else its clip-stage state when its download succeeded, else its
+download state, else ``pending`` (not processed yet). ``rows in = sum of states`` always holds. Every
+stage's loop is :func:`run_shard`: it reads the shard's rows and the stage's previous records, keeps what is
+done, processes the rest and publishes the shard's records at once.
 """
 
 from __future__ import annotations
@@ -39,13 +40,18 @@ STATES = (
     "bad_media",
     "retries_exhausted",
     "no_person",
+    "excluded",
 )
-#: Not retried on a re-run: the video will not come back by asking again.
-PERMANENT = frozenset({"unavailable", "private", "removed", "geo_blocked", "bad_input", "bad_media"})
+#: Not retried on a re-run: the video will not come back by asking again (or a person excluded the clip).
+PERMANENT = frozenset(
+    {"unavailable", "private", "removed", "geo_blocked", "bad_input", "bad_media", "excluded"}
+)
 #: Retried on the next run.
 RETRYABLE = frozenset({"rate_limited", "retries_exhausted"})
 PENDING = "pending"
-STAGES = ("download", "clip", "pose/<pose_tag>")
+STAGES = ("download", "clip", "pose/<pose_tag>", "review")
+#: The ledger stage of a person's review decisions (:mod:`action_recognition.exclusions`).
+REVIEW_STAGE = "review"
 
 
 @dataclass
@@ -68,6 +74,8 @@ class LedgerRecord:
     persons_seen: float = 0.0  # pose: distinct tracked people
     main_fraction: float = 0.0  # pose: fraction of frames with the main person
     mean_conf: float = 0.0  # pose: mean keypoint confidence of the main person
+    by: str = ""  # review: who excluded the clip
+    at: str = ""  # review: when (UTC, ISO 8601)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -140,6 +148,8 @@ def decode(data: bytes) -> list[LedgerRecord]:
                 persons_seen=float(get("persons_seen") or 0),
                 main_fraction=float(get("main_fraction") or 0),
                 mean_conf=float(get("mean_conf") or 0),
+                by=get("by") or "",
+                at=get("at") or "",
             )
         )
     return out
@@ -280,11 +290,14 @@ def final_states(storage: Storage, dataset: str) -> dict[str, str]:
     """clip_id -> final state for every manifest row (``pending`` where no stage has recorded it)."""
     downloads = read_stage(storage, dataset, "download")
     clips = read_stage(storage, dataset, "clip")
+    review = read_stage(storage, dataset, REVIEW_STAGE)  # a person's exclusion wins over every other state
     out = {}
     for row in read_manifest(storage, dataset):
         cid = row["clip_id"]
         down = downloads.get(cid)
-        if down is None:
+        if cid in review and review[cid].state == "excluded":
+            out[cid] = "excluded"
+        elif down is None:
             out[cid] = PENDING
         elif down.state != "ok":
             out[cid] = down.state

@@ -15,6 +15,7 @@ deployment's settings, said so.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from pydantic import ValidationError
 
 from action_recognition.config import TrainConfig
 from action_recognition.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: The artifact that holds a run's resolved ``train`` section (and its ``arch``).
 TRAIN_CONFIG_ARTIFACT = "train_config.json"
@@ -146,6 +149,20 @@ def choose_recipe(config: TrainConfig, champion: ChampionRecipe | None, family: 
             "trained with valid settings"
         ) from None
     return RecipeChoice(resolved, "champion", champion.run_id, sources)
+
+
+def resolve_recipe(config: TrainConfig, registered: str, family: str) -> RecipeChoice:
+    """The settings a training of ``registered`` (a ``family`` model) uses: ``config``'s, or with
+    ``recipe_source=champion`` its champion's recipe read from MLflow (``config.tracking_uri``)."""
+    if config.recipe_source != "champion":
+        return choose_recipe(config, None, family)
+    from mlflow import MlflowClient
+
+    choice = choose_recipe(config, champion_recipe(MlflowClient(config.tracking_uri), registered), family)
+    log.info(
+        "recipe from %s%s", choice.source, f" (run {choice.champion_run})" if choice.champion_run else ""
+    )
+    return choice
 
 
 def _param_value(text: str) -> Any:

@@ -36,7 +36,7 @@ from action_recognition.layout import checkpoint_key, dataset_name_of, refit_che
 from action_recognition.metrics import compute_metrics
 from action_recognition.models.ensemble import LogitAverage
 from action_recognition.names import model_name
-from action_recognition.recipe import RecipeChoice, champion_recipe, choose_recipe
+from action_recognition.recipe import RecipeChoice, resolve_recipe
 from action_recognition.services import experiment_id, mlflow_tracking
 from action_recognition.storage import Storage
 from action_recognition.training.augment import augment_keypoints
@@ -184,7 +184,7 @@ def train_model(
         family = ARCHS[config.arch_for(data.kind)].family
         name = dataset_name or dataset_name_of(dataset_uri)
         registered = config.registered_model or model_name(name, family)
-        choice = _recipe_choice(config, registered, family)
+        choice = resolve_recipe(config, registered, family)
         config, recipe_reason = _resolved_recipe(choice.config, data)
         arch = config.arch_for(data.kind)
         fp = fingerprint(config, arch, data.sha256)
@@ -240,21 +240,6 @@ def train_model(
             recipe=choice,
         )
         return _train_new(job, storage, progress)
-
-
-def _recipe_choice(config: TrainConfig, registered: str, family: str) -> RecipeChoice:
-    """The settings this training uses: the form's, or ``registered``'s champion's recipe
-    (:mod:`action_recognition.recipe`)."""
-    if config.recipe_source != "champion":
-        return choose_recipe(config, None, family)
-    from mlflow import MlflowClient
-
-    champion = champion_recipe(MlflowClient(config.tracking_uri), registered)
-    choice = choose_recipe(config, champion, family)
-    log.info(
-        "recipe from %s%s", choice.source, f" (run {choice.champion_run})" if choice.champion_run else ""
-    )
-    return choice
 
 
 def _resolved_recipe(config: TrainConfig, data: LabeledArrays) -> tuple[TrainConfig, str]:

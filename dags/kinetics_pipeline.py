@@ -16,7 +16,6 @@ counts only. Re-running a finished run creates no new object and no new model ve
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +36,9 @@ from ar_provider.defaults import (
     env_default,
     model_args,
     param_schema,
+    pose_params,
     preflight,
+    review_task,
     runner_kwargs,
     train_args,
     url_template_param,
@@ -117,20 +118,7 @@ Approving promotes each challenger that beats its current champion by `{{ params
             description="Clips per mapped download/clip/pose task (at most 64 tasks).",
         ),
         "url_template": url_template_param(),
-        "pose_weights": Param(
-            os.environ.get("AR_POSE_WEIGHTS") or None,
-            **param_schema(
-                "pose_weights",
-                type=["null", "string"],  # empty: the config's default
-                description="YOLO pose weights in the worker (empty: the config's default, yolo11n-pose.pt).",
-            ),
-        ),
-        "pose_untrained": Param(
-            env_default("AR_POSE_UNTRAINED", "false").lower() == "true",
-            **param_schema(
-                "pose_untrained", description="Random pose weights: demos and tests only, tagged untrained."
-            ),
-        ),
+        **pose_params(),
         **common_params(recipe="form"),
     },
 )
@@ -249,6 +237,10 @@ def kinetics_pipeline() -> None:
         **promote_kwargs,
     )
 
+    # The clips that probably hurt the model (label errors, poor poses), with the champion's recipe: the
+    # health page's Review section and an artifact of the champion's run; a person excludes from it.
+    review = review_task(run, "build_keypoint_dataset", trigger_rule="none_failed")
+
     # The datasets are announced (the assets kinetics_retrain listens to) once this run has trained on them:
     # announced when built, the retrain would train the same data at the same time as this run, in a second
     # MLflow run.
@@ -292,7 +284,7 @@ def kinetics_pipeline() -> None:
     [register_keypoint, register_rgb] >> path >> [approve, no_approval]
     [approve, no_approval] >> promote_keypoint
     [approve, no_approval] >> promote_rgb
-    [promote_keypoint, promote_rgb] >> summarise()
+    [promote_keypoint, promote_rgb] >> review >> summarise()
 
 
 kinetics_pipeline()

@@ -23,8 +23,10 @@ from ar_provider.defaults import (
     STORAGE_CONN_ID,
     check_params,
     common_params,
+    find_latest_dataset,
     model_args,
     preflight,
+    review_task,
     runner_kwargs,
     train_args,
 )
@@ -52,23 +54,6 @@ from ar_provider.operators import StepOperator
 )
 def kinetics_retrain() -> None:
     run = runner_kwargs()
-
-    @task(**NETWORK_RETRY)
-    def find_latest_dataset(kind: str, **context: Any) -> dict[str, Any]:
-        """The dataset file ``build-dataset`` last pointed ``latest-<kind>.json`` at."""
-        from action_recognition.pipeline import latest_dataset
-        from action_recognition.services import storage_for
-
-        params = context["params"]
-        storage = storage_for(params["storage_uri"], STORAGE_CONN_ID)
-        found = latest_dataset(storage, params["dataset"], kind)
-        if (
-            found is None
-        ):  # e.g. the weekly schedule before the first kinetics_pipeline run: nothing to retrain
-            raise AirflowSkipException(
-                f"no {kind} dataset of {params['dataset']} in {params['storage_uri']} yet"
-            )
-        return found
 
     keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
     frames = find_latest_dataset.override(task_id="find_frames_dataset")("frames")
@@ -119,6 +104,8 @@ def kinetics_retrain() -> None:
             args=model_args(f"register_{family}", "name"),
         )
         found >> train >> register >> promote >> health
+        if family == "keypoint":  # the review of the dataset it trained on (reused when reviewed before)
+            promote >> review_task(run, "find_keypoint_dataset") >> health
 
 
 kinetics_retrain()

@@ -7,10 +7,10 @@ DockerOperator's XCom. Logs go to stderr. Errors the user can fix exit with stat
 
 from __future__ import annotations
 
-from action_recognition.cli import acquire, inference, keypoints, models, operations
+from action_recognition.cli import acquire, curation, inference, keypoints, models, operations
 from action_recognition.cli.common import app
 
-__all__ = ["acquire", "app", "inference", "keypoints", "main", "models", "operations"]
+__all__ = ["acquire", "app", "curation", "inference", "keypoints", "main", "models", "operations"]
 
 
 def main() -> None:

@@ -368,7 +368,7 @@ def capacity(
 ) -> None:
     """What a dataset of N clips costs: download days, storage per layer, pose and training GPU-hours,
     workers."""
-    from action_recognition.capacity import CapacityInputs, from_ledger
+    from action_recognition.capacity import CapacityInputs, from_ledger, trainings_per_model
     from action_recognition.capacity import capacity as cost
     from action_recognition.storage import open_storage
 
@@ -376,8 +376,8 @@ def capacity(
         cfg = common.load()
         labelled = round(clips * CapacityInputs.availability * CapacityInputs.train_share)
         trainings = {
-            cfg.train.keypoint_arch: cfg.train.trainings_per_model("keypoints", labelled),
-            cfg.train.rgb_arch: cfg.train.trainings_per_model("frames", labelled),
+            cfg.train.keypoint_arch: trainings_per_model(cfg.train, "keypoints", labelled),
+            cfg.train.rgb_arch: trainings_per_model(cfg.train, "frames", labelled),
         }
         inputs = CapacityInputs(
             clips=clips,

@@ -159,6 +159,26 @@ def common_params(*, recipe: str) -> dict[str, Param]:
     }
 
 
+def pose_params() -> dict[str, Param]:
+    """The pose Params (the pose tag of the keypoints a build reads): the pipeline's and kinetics_review's."""
+    return {
+        "pose_weights": Param(
+            os.environ.get("AR_POSE_WEIGHTS") or None,
+            **param_schema(
+                "pose_weights",
+                type=["null", "string"],  # empty: the config's default
+                description="YOLO pose weights in the worker (empty: the config's default, yolo11n-pose.pt).",
+            ),
+        ),
+        "pose_untrained": Param(
+            env_default("AR_POSE_UNTRAINED", "false").lower() == "true",
+            **param_schema(
+                "pose_untrained", description="Random pose weights: demos and tests only, tagged untrained."
+            ),
+        ),
+    }
+
+
 def url_template_param() -> Param:
     """Where videos come from (YouTube; a local server in tests and the demo)."""
     return Param(
@@ -181,6 +201,52 @@ def model_args(source_task: str, key: str) -> list[str]:
     """``--name`` of a register or promote step: the registered model name as ``source_task`` returned it
     (the train step names it with :func:`action_recognition.names.model_name`; register passes it on)."""
     return ["--name", "{{ ti.xcom_pull(task_ids='" + source_task + "')['" + key + "'] }}"]
+
+
+@task(**NETWORK_RETRY)
+def find_latest_dataset(kind: str, **context: Any) -> dict[str, Any]:
+    """The dataset file ``build-dataset`` last pointed ``latest-<kind>.json`` at; skipped when none was built
+    yet (e.g. the weekly retrain before the first kinetics_pipeline run)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from action_recognition.pipeline import latest_dataset
+    from action_recognition.services import storage_for
+
+    params = context["params"]
+    found = latest_dataset(storage_for(params["storage_uri"], STORAGE_CONN_ID), params["dataset"], kind)
+    if found is None:
+        raise AirflowSkipException(f"no {kind} dataset of {params['dataset']} in {params['storage_uri']} yet")
+    return found
+
+
+def review_task(run: dict[str, Any], dataset_task: str, **kwargs: Any) -> Any:
+    """The ``review`` step on the keypoint dataset ``dataset_task`` returned (its ``dataset_uri``)."""
+    from ar_provider.operators import StepOperator
+
+    return StepOperator(
+        **run,
+        **kwargs,
+        task_id="review_keypoint_dataset",
+        step="review",
+        args=["--dataset", "{{ ti.xcom_pull(task_ids='" + dataset_task + "')['dataset_uri'] }}"],
+    )
+
+
+@task
+def exclusion_args(answer_task: str, **context: Any) -> list[str]:
+    """The ``exclude`` step's arguments from a person's answer to ``answer_task`` (a HITLEntryOperator with
+    ``clip_ids`` and ``reason``): the ids, the reason and who answered. No id chosen: nothing to exclude, the
+    rest of the run is skipped."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    answer = context["ti"].xcom_pull(task_ids=answer_task) or {}
+    given = answer.get("params_input") or {}
+    ids = [str(i).strip() for i in given.get("clip_ids") or [] if str(i).strip()]
+    if not ids:
+        raise AirflowSkipException("no clip chosen: nothing excluded")
+    who = answer.get("responded_by_user") or {}
+    by = who.get("name") or who.get("id") or "airflow" if isinstance(who, dict) else str(who)
+    return [*ids, "--reason", str(given.get("reason") or ""), "--by", str(by)]
 
 
 @task

@@ -31,7 +31,7 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def test_dags_import_cleanly(bag: Any) -> None:
     assert bag.import_errors == {}
-    assert set(bag.dags) == {"kinetics_infer", "kinetics_pipeline", "kinetics_retrain"}
+    assert set(bag.dags) == {"kinetics_infer", "kinetics_pipeline", "kinetics_retrain", "kinetics_review"}
     for dag_id, dag in bag.dags.items():
         assert Path(dag.fileloc).stem == dag_id, "dag_id is the file stem"
         assert dag.doc_md and dag.tags
@@ -62,6 +62,7 @@ print(json.dumps({{"errors": list(bag.import_errors), "dags": sorted(bag.dags), 
         "kinetics_infer",
         "kinetics_pipeline",
         "kinetics_retrain",
+        "kinetics_review",
     ]
     assert report["heavy"] == [], f"heavy modules imported at parse: {report['heavy']}"
 
@@ -107,7 +108,8 @@ def test_pipeline_graph(bag: Any) -> None:
     assert _upstream(dag, "train_rgb") == {"build_frames_dataset"}, "the two families train in parallel"
     assert _upstream(dag, "choose_promotion_path") == {"register_keypoint", "register_rgb"}
     assert _upstream(dag, "promote_keypoint") == {"approve_promotion", "no_approval_needed"}
-    assert _upstream(dag, "summarise") == {"promote_keypoint", "promote_rgb"}
+    assert _upstream(dag, "review_keypoint_dataset") == {"promote_keypoint", "promote_rgb"}
+    assert _upstream(dag, "summarise") == {"review_keypoint_dataset"}, "the health page gets the review"
     for task_id in ("download_clips", "clip_videos", "download_top_up", "clip_top_up", "extract_pose"):
         assert type(dag.get_task(task_id)).__name__ == "MappedOperator", (
             f"{task_id} is mapped over the shards"
@@ -236,6 +238,7 @@ def test_steps_get_the_params_once_through_check_params(bag: Any) -> None:
                 continue  # not a step
             checked.append(task.task_id)
             args = task.partial_kwargs.get("args", ()) if mapped else task.args
+            args = args if isinstance(args, list | tuple) else ()  # an upstream task's XCom: no Params
             config_from = task.partial_kwargs.get("config_from") if mapped else task.config_from
             assert config_from == "check_params", f"{dag.dag_id}.{task.task_id} skips the validated Params"
             named = set(re.findall(r"params\.(\w+)", " ".join(map(str, args or ()))))
@@ -307,3 +310,20 @@ def test_a_param_cannot_restate_its_fields_rules() -> None:
     }
     with pytest.raises(ValueError, match="config field's to say"):
         param_schema("per_class", maximum=100_000)
+
+
+def test_the_review_dag_excludes_only_what_a_person_chose(bag: Any) -> None:
+    """kinetics_review: review, then a person's answer, then exclude, rebuild both datasets, publish the assets
+    (the retrain follows); nothing after the form runs before the person answered."""
+    dag = bag.dags["kinetics_review"]
+    assert _upstream(dag, "choose_exclusions") == {"review_keypoint_dataset"}
+    assert _upstream(dag, "exclusion_args") == {"choose_exclusions"}
+    assert _upstream(dag, "exclude_clips") == {"exclusion_args"}
+    assert (
+        _upstream(dag, "build_keypoints_dataset")
+        == _upstream(dag, "build_frames_dataset")
+        == {"exclude_clips"}
+    )
+    outlets = {a.name for a in dag.get_task("publish").outlets}
+    assert outlets == {"action_recognition_keypoint_dataset", "action_recognition_frames_dataset"}
+    assert type(dag.get_task("choose_exclusions")).__name__ == "HITLEntryOperator"

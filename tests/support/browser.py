@@ -131,3 +131,21 @@ def approve_in_the_ui(page: Any, airflow: AirflowAPI, run_id: str, prefix: str, 
     shot(page, f"{prefix}-approval")
     approve.click()
     page.wait_for_selector("[data-testid=hitl-option-Approve][disabled]")  # answered: the options lock
+
+
+def exclude_in_the_ui(
+    page: Any, airflow: AirflowAPI, run_id: str, clip_id: str, reason: str, prefix: str, timeout: float = 600
+) -> None:
+    """Answer kinetics_review's form as a person does (its Required Action tab): the clip id, the reason, OK."""
+    airflow.wait_task_state("kinetics_review", run_id, "choose_exclusions", "awaiting_input", timeout)
+    time.sleep(6)  # the same scheduler race as approve_in_the_ui
+    page.goto(f"{airflow.url}/dags/kinetics_review/runs/{run_id}/tasks/choose_exclusions")
+    page.get_by_text("Required Action").first.click()
+    ok = page.get_by_role("button", name="OK")
+    ok.wait_for()
+    assert "clips of" in page.content() and "listed" in page.content(), "the person sees the review list"
+    page.locator("textarea[name=element_clip_ids]").fill(clip_id)
+    page.locator("input[name=element_reason]").fill(reason)
+    shot(page, f"{prefix}-review-exclusion")
+    ok.click()
+    page.wait_for_selector("[data-testid=hitl-option-OK][disabled]")  # answered: the options lock

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from tests.support.browser import (
     approve_in_the_ui,
     choose,
     chromium,
+    exclude_in_the_ui,
     logged_in,
     open_trigger_form,
     refuse_a_bad_value,
@@ -44,7 +46,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     from action_recognition.localserve import VideoServer
 
     work = tmp_path_factory.mktemp("ui")
-    generated = make_demo_videos(work / "videos", 4)  # 3 a class planned; the 4th: the clips added later
+    generated = make_demo_videos(work / "videos", 3)
     csv_path, routes = write_demo_annotations(work / "kinetics-600_demo.csv", generated, VIDEOS)
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     with VideoServer(routes) as server:  # type: ignore[arg-type]
@@ -82,15 +84,16 @@ def test_a_bad_value_is_refused_by_the_form(page: Any, deployment: dict[str, Any
     refuse_a_bad_value(page, deployment["airflow"], "ui")
 
 
+@pytest.mark.timeout(1500)  # two pipeline-sized runs and two retrains under the scheduler
 def test_trigger_with_the_form_runs_through_the_scheduler_and_the_retrain_repeats_what_won(
     page: Any, deployment: dict[str, Any]
 ) -> None:
     """Trigger from the form as shown, with a non-default keypoint arch and epoch count chosen (approval
     switched on), approve in the UI; the run succeeds; both champions registered. Then the scheduler alone
     starts kinetics_retrain from the published asset: on unchanged data it repeats the champion's recipe and
-    so adds no model version. Then more clips (a run with per_class 4 that trains nothing): the asset-started
-    retrain trains the champion's arch and epochs on the new dataset, naming the champion's run as their
-    source, and compares both models on the new test set."""
+    so adds no model version. Then a person excludes a clip in kinetics_review's form: the rebuilt datasets
+    start the retrain again, which trains the champion's arch and epochs on the new version (without the
+    clip), naming the champion's run as their source, and compares both models on its test set."""
     from mlflow import MlflowClient
 
     airflow: AirflowDeployment = deployment["airflow"]
@@ -147,26 +150,45 @@ def test_trigger_with_the_form_runs_through_the_scheduler_and_the_retrain_repeat
             f"{name}: unchanged data, the champion's own recipe, and yet a new version"
         )
 
-    # More clips: a run with per_class 4 that trains nothing publishes the grown datasets; the asset-started
-    # retrain trains the champion's recipe on them.
-    grown = airflow.trigger("kinetics_pipeline", {"per_class": 4, "models": []})
-    assert airflow.wait_run("kinetics_pipeline", grown, timeout=600)["state"] == "success", (
-        airflow.failure_report("kinetics_pipeline", grown)
+    # A new dataset version: a person excludes a training clip in kinetics_review's form (the review list
+    # beside it); the rebuilt datasets publish the asset, and the retrain it starts trains the champion's
+    # recipe on them.
+    reviewed = airflow.trigger("kinetics_review", {})
+    latest = airflow.xcom("kinetics_retrain", retrain["dag_run_id"], "find_keypoint_dataset")
+    victim = _a_train_clip(latest["dataset_uri"])
+    exclude_in_the_ui(page, airflow, reviewed, victim, "the wrong dance", "ui")
+    assert airflow.wait_run("kinetics_review", reviewed, timeout=600)["state"] == "success", (
+        airflow.failure_report("kinetics_review", reviewed)
     )
     second = airflow.wait_next_run("kinetics_retrain", {retrain["dag_run_id"]}, timeout=300)
     assert second["run_type"] == "asset_triggered", second
     _finished(airflow, second["dag_run_id"])
     trained = airflow.xcom("kinetics_retrain", second["dag_run_id"], "train_keypoint")
+    found = airflow.xcom("kinetics_retrain", second["dag_run_id"], "find_keypoint_dataset")
+    assert victim not in _clip_ids(found["dataset_uri"]), "the retrain's dataset no longer holds the clip"
     challenger = client.get_run(trained["run_id"])
     assert trained["run_id"] != won.run_id and not trained["reused"], trained
     assert challenger.data.tags["ar.arch"] == "stgcn" and challenger.data.params["train.epochs"] == "4"
     assert challenger.data.tags["ar.recipe_champion_run"] == won.run_id, challenger.data.tags
     decided = airflow.xcom("kinetics_retrain", second["dag_run_id"], "promote_keypoint")
-    # Compared on the new test set (the champion re-evaluated there when the new clips changed it), though
-    # the untrained (pose) challenger is never promoted over a champion.
+    # Compared on the new test set (the champion re-evaluated there when the test set changed), though the
+    # untrained (pose) challenger is never promoted over a champion.
     assert decided["compared_on"] == "the same test set" or "re-evaluated" in decided["compared_on"], decided
     assert decided["report"]["recipe"]["champion_run"] == won.run_id, decided
-    deployment["retrained"] = {"run_id": trained["run_id"], "decision": decided["report"]["decision"]}
+    deployment["retrained"] = {"run_id": trained["run_id"], "excluded": victim}
+
+
+def _clip_ids(dataset_uri: str) -> set[str]:
+    from action_recognition.datasets import load_dataset
+
+    return set(load_dataset(Path(dataset_uri)).clip_ids.tolist())
+
+
+def _a_train_clip(dataset_uri: str) -> str:
+    from action_recognition.datasets import load_dataset
+
+    data = load_dataset(Path(dataset_uri))
+    return str(data.clip_ids[data.split == "train"][0])
 
 
 def _finished(airflow: AirflowDeployment, run_id: str) -> None:
@@ -251,10 +273,11 @@ def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]
     run_frame = page.frame_locator("iframe")
     run_frame.get_by_text(f"Dataset health: {DATASET}").wait_for(timeout=30_000)
     # Written by this run's summarise, or since by the retrain it started (publish_health): the same dataset.
-    assert "clips planned: ok" in run_frame.locator("body").inner_text()
+    assert re.search(r"clips planned: .*\bok \d+", run_frame.locator("body").inner_text())
     shot(page, "ui-dataset-health-run")
 
-    # The retrain report, where people look: both dataset versions, the recipe's source, the decision.
+    # The retrain report and the review, where people look: both dataset versions, the recipe's source,
+    # the decision, the clip lost to the exclusion; the review list's section.
     retrained = deployment.get("retrained")
     assert retrained, "the trigger test above ran first and retrained on the grown dataset"
     page.goto(airflow.url)
@@ -266,5 +289,7 @@ def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]
     assert len(set(re.findall(r"[\w./-]+\.npz", report))) == 2, f"the old and the new dataset file: {report}"
     assert "champion run" in report and "stgcn" in report, report
     assert frame.locator(".retrain-keypoint").count() == 1
+    assert "-1" in frame.locator(".retrain-keypoint").inner_text(), "the excluded clip: one fewer in a class"
+    assert "Review: clips that probably hurt the model" in frame.locator("body").inner_text()
     frame.locator("h3").first.scroll_into_view_if_needed()
     shot(page, "ui-dataset-health-retrain-report")

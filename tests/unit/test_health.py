@@ -103,3 +103,70 @@ def test_health_is_status_plus_the_stages_and_reasons(tmp_path: Path) -> None:
     assert live["live"] and live["stages"]["pose"][CLASSES[1]] == {"ok": 2}
     assert {c["class"]: c["test_accuracy"] for c in live["classes"]}[CLASSES[0]] == {"keypoint": 0.75}
     assert "now, from the ledgers" in render_page(live, ["d"])
+
+
+def test_every_ledger_state_has_a_colour_and_the_page_shows_a_review_and_a_report() -> None:
+    """A state added to the ledger (``excluded``) must render: the page draws every state with its colour; the
+    review and retrain-report sections render from what the steps store."""
+    from action_recognition.health_page import COLORS
+    from action_recognition.ledger import PENDING, STATES
+
+    assert set(STATES) | {PENDING} <= set(COLORS)
+    item = {
+        "clip_id": "c1",
+        "label": "tap",
+        "split": "train",
+        "suggested": "salsa",
+        "suggested_prob": 0.8,
+        "given_prob": 0.1,
+        "label_quality": 0.1,
+        "label_issue": True,
+        "joints_seen": 0.9,
+        "mean_conf": 0.7,
+        "empty_frames": 0.0,
+        "why": ["label: out of sample 'tap' 0.10 and 'salsa' 0.80"],
+    }
+    review = {
+        "dataset": "d",
+        "dataset_uri": "/s/datasets/d/keypoints-1.npz",
+        "arch": "ddnet",
+        "folds": 5,
+        "epochs": 80,
+        "clips": 40,
+        "listed": 1,
+        "label_issues": 1,
+        "poor_poses": 0,
+        "note": "",
+        "per_class": {"tap": [item]},
+    }
+    report = {
+        "decision": "kept the champion",
+        "reason": "test_top1 0.5 does not beat 0.6",
+        "champion": {"version": "1", "dataset_uri": "/s/a.npz", "epochs": "4"},
+        "challenger": {"version": "2", "dataset_uri": "/s/b.npz", "epochs": "4"},
+        "recipe": {"source": "champion", "champion_run": "r1", "arch": "stgcn"},
+        "compared_on": "the same test set",
+        "clips": {"tap": {"champion": 4, "challenger": 3, "change": -1}},
+        "per_class": {"tap": {"champion": 0.5, "challenger": 0.25}},
+    }
+    health = {
+        "dataset": "d",
+        "generated_at": "2026-12-07T00:00:00+00:00",
+        "status": {
+            "rows": 2,
+            "states": {"ok": 1, "excluded": 1},
+            "per_class": {"tap": {"ok": 1, "excluded": 1}},
+        },
+        "stages": {},
+        "classes": [
+            {"class": "tap", "planned": 2, "target": 2, "usable": 1, "states": {"ok": 1, "excluded": 1}}
+        ],
+        "top_ups": [],
+        "failures": {},
+        "champions": {},
+        "review": review,
+        "retrains": {"keypoint": report},
+    }
+    page = render_page(health, ["d"])
+    assert "excluded" in page and "<table id=review>" in page and "salsa (0.80)" in page
+    assert "retrain-keypoint" in page and "-1" in page and "champion run <code>r1</code>" in page

@@ -1,0 +1,101 @@
+"""The review step on a generated dataset with planted label flips and one ruined pose: out-of-sample
+probabilities (k-fold), cleanlab's confident learning, the pose figures; what it lists and why, stored
+content-keyed (a second review of the same file trains nothing), and the CLI twin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from action_recognition.cli import app
+from action_recognition.config import ReviewConfig, TrainConfig
+from action_recognition.datasets import load_dataset, save_dataset, synthetic_skeletons
+from action_recognition.review import review_dataset
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    arrays = synthetic_skeletons(num_classes=4, per_class=30, frames=24, seed=1)
+    labels = arrays["labels"].copy()
+    train = np.flatnonzero(arrays["split"] == "train")
+    flipped = train[::9][:6]
+    labels[flipped] = (labels[flipped] + 1) % 4
+    keypoints = arrays["keypoints"].copy()
+    ruined = int(np.setdiff1d(train, flipped)[0])
+    keypoints[ruined, :, 3:, :] = 0  # all but three joints lost
+    keypoints[ruined, :, :3, 2] = 0.05
+    folder = tmp_path_factory.mktemp("review")
+    path = save_dataset(
+        folder / "planted-keypoints.npz", **{**arrays, "labels": labels, "keypoints": keypoints}
+    )
+    ids = arrays["clip_ids"]
+    return {"path": path, "flipped": set(ids[flipped]), "ruined": str(ids[ruined]), "folder": folder}
+
+
+def _cfg(tmp: Path) -> TrainConfig:
+    return TrainConfig(tracking_uri=f"sqlite:///{tmp}/m.db", threads=1, system_metrics=False, batch_size=16)
+
+
+def test_the_review_lists_planted_flips_and_the_ruined_pose_with_why(planted: dict[str, Any]) -> None:
+    data = load_dataset(planted["path"])
+    result = review_dataset(
+        data,
+        _cfg(planted["folder"]),
+        ReviewConfig(folds=3, epochs=30),
+        dataset="planted",
+        dataset_uri=str(planted["path"]),
+    )
+    items = {i["clip_id"]: i for per in result.per_class.values() for i in per}
+    labelled = {cid for cid, i in items.items() if i["label_issue"]}
+    assert len(labelled & planted["flipped"]) >= 4, (labelled, planted["flipped"])
+    assert len(labelled - planted["flipped"]) <= 3, "few clean clips accused"
+    ruined = items[planted["ruined"]]
+    assert any(w.startswith("pose: ") for w in ruined["why"]) and ruined["joints_seen"] < 0.5, ruined
+    flip = items[next(iter(labelled & planted["flipped"]))]
+    assert flip["suggested"] != flip["label"] and flip["why"][0].startswith("label: "), flip
+    for label, per in result.per_class.items():  # per class, worst label quality first
+        assert all(i["label"] == label for i in per)
+        assert [i["label_quality"] for i in per] == sorted(i["label_quality"] for i in per)
+    assert (result.folds, result.epochs, result.clips) == (3, 30, 120)
+
+
+def test_a_class_too_small_to_fold_is_said_not_reviewed(tmp_path: Path) -> None:
+    arrays = synthetic_skeletons(num_classes=3, per_class=1, frames=16)
+    path = save_dataset(tmp_path / "tiny-keypoints.npz", **arrays)
+    result = review_dataset(
+        load_dataset(path), _cfg(tmp_path), ReviewConfig(), dataset="tiny", dataset_uri=str(path)
+    )
+    assert result.listed == 0 and result.note.startswith("not reviewed: a class has 1 clip")
+
+
+def test_the_cli_stores_the_review_once(planted: dict[str, Any], tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    argv = [
+        "review",
+        "--dataset",
+        str(planted["path"]),
+        "--folds",
+        "2",
+        "--epochs",
+        "2",
+        "--storage",
+        str(store),
+        "--set",
+        f"train.tracking_uri=sqlite:///{tmp_path}/m.db",
+        "--set",
+        "train.threads=1",
+        "--json",
+    ]
+    first = CliRunner().invoke(app, argv)
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.output.strip().splitlines()[-1])
+    assert summary["review_uri"].startswith(str(store / "reviews/planted/")) and not summary["reused"]
+    again = json.loads(CliRunner().invoke(app, argv).output.strip().splitlines()[-1])
+    assert again["reused"] and again["per_class"] == summary["per_class"]
+    frames = CliRunner().invoke(app, [*argv[:2], str(tmp_path / "missing.npz"), *argv[3:]])
+    assert frames.exit_code == 2, frames.output
