@@ -1,8 +1,9 @@
 """
 ### kinetics_retrain: retrain, register and promote from the latest dataset
 
-Runs weekly (Monday 04:00 UTC) and whenever `kinetics_pipeline` publishes a new keypoint dataset (the Airflow
-asset `action_recognition_keypoint_dataset`). It finds the latest keypoint and frames datasets of the dataset
+Runs weekly (Monday 04:00 UTC; a deployment sets its own cron, or `none`, in `AR_RETRAIN_SCHEDULE`) and
+whenever `kinetics_pipeline` publishes a new keypoint dataset (the Airflow asset
+`action_recognition_keypoint_dataset`). It finds the latest keypoint and frames datasets of the dataset
 named in its Params, trains a model of each family, registers both as `@challenger` and promotes each to
 `@champion` only when it beats the current champion on the same test set by the margin. A retrain on unchanged
 data reuses the finished MLflow runs: no new run, no new model version.
@@ -14,10 +15,7 @@ from typing import Any
 
 from airflow.sdk import dag, task
 from airflow.sdk.exceptions import AirflowSkipException
-from airflow.timetables.assets import AssetOrTimeSchedule
-from airflow.timetables.trigger import CronTriggerTimetable
 from ar_provider.defaults import (
-    KEYPOINT_DATASET,
     LOST_TRY_RETRY,
     NETWORK_RETRY,
     STORAGE_CONN_ID,
@@ -26,6 +24,7 @@ from ar_provider.defaults import (
     find_latest_dataset,
     model_args,
     preflight,
+    retrain_schedule,
     review_task,
     runner_kwargs,
     train_args,
@@ -35,12 +34,7 @@ from ar_provider.operators import StepOperator
 
 @dag(
     dag_id="kinetics_retrain",
-    # No start_date, run_immediately=False: a new deployment waits for the next Monday (or the asset) instead
-    # of starting a retrain for the last missed Monday at once, before any dataset exists.
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC", run_immediately=False),
-        assets=KEYPOINT_DATASET,
-    ),
+    schedule=retrain_schedule(),
     catchup=False,
     max_active_runs=1,
     default_args=LOST_TRY_RETRY,

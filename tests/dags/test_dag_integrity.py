@@ -156,6 +156,25 @@ def test_retrain_is_scheduled_and_asset_triggered(bag: Any) -> None:
     )
 
 
+def test_a_deployment_sets_its_own_retrain_schedule() -> None:
+    """``AR_RETRAIN_SCHEDULE``: another cron, or ``none`` for the asset alone; a cron that is not one fails the
+    parse (an import error in the UI) rather than never running."""
+    from airflow.timetables.base import TimeRestriction
+    from ar_provider.defaults import KEYPOINT_DATASET, retrain_schedule
+
+    assert retrain_schedule(" None ") is KEYPOINT_DATASET
+    daily = retrain_schedule("30 2 * * *")
+    first = daily.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+    )
+    now = datetime.now(UTC)
+    assert first is not None and now < first.run_after <= now + timedelta(days=1)
+    assert (first.run_after.hour, first.run_after.minute) == (2, 30)
+    with pytest.raises(ValueError, match="AR_RETRAIN_SCHEDULE='every monday' is not a cron"):
+        retrain_schedule("every monday")
+
+
 @pytest.mark.parametrize("dag_id", ["kinetics_pipeline", "kinetics_retrain"])
 def test_the_form_can_be_submitted_with_its_defaults(bag: Any, dag_id: str) -> None:
     """Airflow's trigger form marks a Param required unless its type allows null; an empty default ("" or [])
