@@ -508,6 +508,13 @@ class ReviewConfig(StrictModel):
         le=1,
         description="Listed as a poor pose below this mean confidence of its detected joints.",
     )
+    thumbnails_per_class: int = Field(
+        8,
+        ge=0,
+        le=100,
+        description="The first (worst) listed clips of each class that get an overlay thumbnail on the "
+        "health page: a few frames with the skeleton, stored once per clip and pose tag.",
+    )
 
 
 class Config(StrictModel):

@@ -34,6 +34,7 @@ th{background:#f4f6f8}td.l,th.l{text-align:left}.muted{color:#5f6b76}
 .bar span{display:block;height:100%}.legend span{display:inline-block;margin-right:10px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:3px;border-radius:2px}
 nav a{margin-right:10px}
+#review td:last-child{min-width:280px}img.thumb{max-width:420px;object-fit:contain;display:block}
 """
 
 
@@ -229,7 +230,8 @@ def _review(health: dict[str, Any]) -> str:
     if not rows:
         return head
     return head + (
-        "<table id=review><tr><th class=l>class</th><th class=l>clip</th><th class=l>split</th>"
+        "<table id=review><tr><th class=l>class</th><th class=l>clip</th><th class=l>frames and skeleton</th>"
+        "<th class=l>split</th>"
         "<th class=l>suggested (p)</th><th>p(given)</th><th>label quality</th><th>joints seen</th>"
         f"<th>confidence</th><th class=l>why</th></tr>{rows}</table>"
     )
@@ -238,6 +240,7 @@ def _review(health: dict[str, Any]) -> str:
 def _review_row(label: str, i: dict[str, Any]) -> str:
     cells = [
         f"<td class=l>{escape(label)}</td><td class=l><code>{escape(i['clip_id'])}</code></td>",
+        f"<td class=l>{_thumbnail(i)}</td>",
         f"<td class=l>{escape(i['split'])}</td>",
         f"<td class=l>{escape(i['suggested'])} ({i['suggested_prob']:.2f})</td>",
         f"<td>{i['given_prob']:.2f}</td>",
@@ -245,6 +248,15 @@ def _review_row(label: str, i: dict[str, Any]) -> str:
         f"<td class=l>{escape('; '.join(i['why']))}</td>",
     ]
     return f"<tr>{''.join(cells)}</tr>"
+
+
+def _thumbnail(item: dict[str, Any]) -> str:
+    """The clip's overlay strip, served by the health app from storage at its key (relative to the page)."""
+    key = item.get("thumbnail") or ""
+    if not key:
+        return "<span class=muted>-</span>"
+    alt = f"{item['clip_id']}: frames with the skeleton"
+    return f'<img class=thumb src="{escape(key)}" alt="{escape(alt)}" loading=lazy height=60>'
 
 
 def _acc(value: Any) -> str:

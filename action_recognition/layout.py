@@ -85,6 +85,17 @@ def review_key(dataset: str, dataset_sha256: str) -> str:
     return f"reviews/{dataset}/{dataset_sha256[:16]}.json"
 
 
+#: A pose tag or a clip id as it may appear in a thumbnail key (no leading dot, no separators): what the
+#: health page's thumbnail route accepts.
+THUMBNAIL_PART = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,159}"
+
+
+def thumbnail_key(pose_tag: str, clip_id: str) -> str:
+    """``thumbnails/<pose_tag>/<clip_id>.jpg``: a few frames of the clip with its main person's skeleton, once
+    per clip and pose tag (the review's evidence on the health page)."""
+    return f"thumbnails/{pose_tag}/{clip_id}.jpg"
+
+
 def health_key(dataset: str) -> str:
     """``health/<dataset>.json``: the dataset's health, written at the end of each pipeline run."""
     return f"health/{dataset}.json"

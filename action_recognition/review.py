@@ -19,13 +19,15 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from action_recognition.config import Config, ReviewConfig, TrainConfig
 from action_recognition.datasets import DatasetError, LabeledArrays
-from action_recognition.layout import dataset_name_of, review_key
+from action_recognition.errors import ActionRecognitionError
+from action_recognition.layout import clip_key, dataset_name_of, keypoints_key, review_key, thumbnail_key
 from action_recognition.names import model_name
 from action_recognition.storage import Storage
 
@@ -51,6 +53,7 @@ class ReviewItem:
     mean_conf: float
     empty_frames: float
     why: list[str] = field(default_factory=list)
+    thumbnail: str = ""  # a storage key (layout.thumbnail_key); empty when none was made
 
 
 @dataclass
@@ -229,6 +232,52 @@ def _item(
     )
 
 
+def attach_thumbnails(
+    storage: Storage, result: ReviewResult, pose_tag: str, clip_profile: str, per_class: int, work: Path
+) -> int:
+    """Give the first ``per_class`` listed clips of each class an overlay thumbnail (``thumbnail`` in the
+    item): a few frames of the published clip with the main person's skeleton from its per-clip keypoints,
+    made once per clip and pose tag. A clip whose video or keypoints are not in storage (a dataset built
+    elsewhere) gets none, said in the log. How many thumbnails the items point to."""
+    from action_recognition.ledger import read_stage
+
+    if not pose_tag or per_class == 0:
+        return 0
+    profiles = {cid: rec.method for cid, rec in read_stage(storage, result.dataset, "clip").items()}
+    attached = 0
+    for items in result.per_class.values():
+        for item in items[:per_class]:
+            cid = item["clip_id"]
+            key = thumbnail_key(pose_tag, cid)
+            if storage.exists(key) or _make_thumbnail(
+                storage,
+                key,
+                clip_key(profiles.get(cid) or clip_profile, cid),
+                keypoints_key(pose_tag, cid),
+                work,
+            ):
+                item["thumbnail"] = key
+                attached += 1
+    return attached
+
+
+def _make_thumbnail(storage: Storage, key: str, video_key: str, people_key: str, work: Path) -> bool:
+    from action_recognition.pose.extract import load_people
+    from action_recognition.pose.render import thumbnail_strip
+
+    if not (storage.exists(video_key) and storage.exists(people_key)):
+        log.info("no thumbnail for %s: %s or %s is not in storage", key, video_key, people_key)
+        return False
+    try:
+        people, fps = load_people(storage.get_bytes(people_key))
+        video = storage.get_file(video_key, work / "thumbnail.mp4")
+        storage.put_bytes(key, thumbnail_strip(video, people[0], fps))
+    except (ActionRecognitionError, OSError, ValueError) as exc:  # evidence, not the review: the list stands
+        log.warning("no thumbnail for %s: %s", key, exc)
+        return False
+    return True
+
+
 def store_review(storage: Storage, result: ReviewResult) -> str:
     """Publish the review content-keyed by the dataset file (unchanged content writes nothing); its URI."""
     key = review_key(result.dataset, result.dataset_sha256)
@@ -286,6 +335,11 @@ def run_review(cfg: Config, dataset_uri: str, storage: Storage) -> ReviewResult:
         if choice.config.threads:
             torch.set_num_threads(choice.config.threads)
         result = review_dataset(data, choice.config, cfg.review, dataset=name, dataset_uri=dataset_uri)
+        pose_tag = str(data.meta.get("pose_tag") or "")
+        shown = attach_thumbnails(
+            storage, result, pose_tag, cfg.clip.profile, cfg.review.thumbnails_per_class, work
+        )
+        log.info("%s: %d thumbnails of listed clips (pose tag %r)", name, shown, pose_tag)
     result.review_uri = store_review(storage, result)
     result.seconds = round(time.monotonic() - began, 1)
     if choice.champion_run:

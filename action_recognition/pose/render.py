@@ -31,6 +31,28 @@ def draw_skeleton(
             cv2.circle(frame, (x, y), 3, (255, 255, 255), -1, cv2.LINE_AA)
 
 
+def thumbnail_strip(
+    video: Path, person: np.ndarray, fps: float | None, *, frames: int = 4, height: int = 120
+) -> bytes:
+    """A JPEG strip of ``frames`` evenly spaced frames of ``video``, each with the main person's skeleton
+    (``person`` (T, 17, 3), sampled at ``fps`` as the pose step read it) drawn, ``height`` pixels high."""
+    import cv2
+
+    decoded, _, (h, w) = decode_frames(video, fps)
+    picks = np.unique(np.linspace(0, len(decoded) - 1, num=frames).round().astype(int))
+    size = (max(1, round(w * height / h)), height)
+    tiles = []
+    for t in picks:
+        canvas = decoded[t].copy()
+        if t < len(person):
+            draw_skeleton(canvas, person[t], _COLOURS[0])
+        tiles.append(cv2.resize(canvas, size, interpolation=cv2.INTER_AREA))
+    ok, jpeg = cv2.imencode(".jpg", np.hstack(tiles), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise MediaError(f"thumbnail of {video.name}: JPEG encoding failed", "")
+    return bytes(jpeg.tobytes())
+
+
 def render_overlay(
     video: Path,
     people: np.ndarray,

@@ -16,9 +16,10 @@ from typing import Any
 
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from action_recognition.config import DATASET_NAME_PATTERN as DATASET
+from action_recognition.layout import THUMBNAIL_PART, thumbnail_key
 
 STORAGE_CONN_ID = "ar_storage"
 
@@ -135,3 +136,22 @@ def health_json(dataset: str) -> dict[str, Any]:
     if health is None:
         raise HTTPException(404, f"no health summary for dataset {dataset!r}")
     return health
+
+
+@app.get("/thumbnails/{pose_tag}/{clip_id}.jpg")
+def thumbnail(pose_tag: str, clip_id: str) -> Response:
+    """A review thumbnail (``thumbnails/<pose_tag>/<clip_id>.jpg`` in storage, written by the review step);
+    only that prefix can be read through here."""
+    import re
+
+    if not (re.fullmatch(THUMBNAIL_PART, pose_tag) and re.fullmatch(THUMBNAIL_PART, clip_id)):
+        raise HTTPException(422, "not a pose tag and clip id")
+    if ".." in pose_tag or ".." in clip_id:
+        raise HTTPException(422, "not a pose tag and clip id")
+    storage = _storage()
+    key = thumbnail_key(pose_tag, clip_id)
+    if not storage.exists(key):
+        raise HTTPException(404, f"no thumbnail {key}")
+    return Response(
+        storage.get_bytes(key), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )

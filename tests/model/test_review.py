@@ -99,3 +99,48 @@ def test_the_cli_stores_the_review_once(planted: dict[str, Any], tmp_path: Path)
     assert again["reused"] and again["per_class"] == summary["per_class"]
     frames = CliRunner().invoke(app, [*argv[:2], str(tmp_path / "missing.npz"), *argv[3:]])
     assert frames.exit_code == 2, frames.output
+
+
+def test_listed_clips_get_a_skeleton_thumbnail_once(tmp_path: Path) -> None:
+    """The evidence for the health page: a strip of frames of the published clip with the main person's
+    skeleton drawn, stored once per clip and pose tag; a clip with no keypoints in storage gets none."""
+    import cv2
+
+    from action_recognition.layout import clip_key, keypoints_key, thumbnail_key
+    from action_recognition.pose.extract import save_keypoints
+    from action_recognition.review import ReviewResult, attach_thumbnails
+    from action_recognition.storage import open_storage
+    from tests.support.media import make_video
+
+    storage = open_storage(str(tmp_path / "store"))
+    tag, profile = "yolo11n-pose-abcd1234-i320-f8-m2", "p1"
+    t = np.linspace(0, 1, 80, dtype=np.float32)
+    person = np.zeros((80, 17, 3), np.float32)  # a skeleton walking left to right, every joint seen
+    person[..., 0] = 0.2 + 0.6 * t[:, None] + np.linspace(-0.05, 0.05, 17)[None]
+    person[..., 1] = np.linspace(0.2, 0.8, 17)[None]
+    person[..., 2] = 0.9
+    for cid in ("shown_000000_000010", "nopose_000000_000010"):
+        video = make_video(tmp_path / f"{cid}.mp4", seconds=10, size="320x180", fps=8, audio=False)
+        storage.put_file(clip_key(profile, cid), video)
+    npz = save_keypoints(tmp_path / "k.npz", {"keypoints": person, "people": person[None]}, {"fps": 8.0})
+    storage.put_file(keypoints_key(tag, "shown_000000_000010"), npz)
+    items = [
+        {"clip_id": cid, "label": "tap"} for cid in ("shown_000000_000010", "nopose_000000_000010", "third")
+    ]
+    result = ReviewResult("d", "/d.npz", "0" * 64, "ddnet", 2, 2, 3, 3, 0, {"tap": items})
+
+    assert attach_thumbnails(storage, result, tag, profile, per_class=2, work=tmp_path) == 1
+    key = thumbnail_key(tag, "shown_000000_000010")
+    assert items[0]["thumbnail"] == key and "thumbnail" not in items[1] and "thumbnail" not in items[2]
+    strip = cv2.imdecode(np.frombuffer(storage.get_bytes(key), np.uint8), cv2.IMREAD_COLOR)
+    assert strip.shape == (120, 4 * 213, 3), "four frames, 120 px high, the clip's aspect kept"
+    plain = make_video(tmp_path / "plain.mp4", seconds=10, size="320x180", fps=8, audio=False)
+    from action_recognition.pose.render import thumbnail_strip
+
+    bare = cv2.imdecode(np.frombuffer(thumbnail_strip(plain, person[:0], 8.0), np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(strip.astype(int) - bare.astype(int)).max() > 100, "the skeleton is drawn"
+
+    before = storage.get_bytes(key)
+    storage.put_bytes(key, b"kept")  # made once: an existing thumbnail is not rendered again
+    assert attach_thumbnails(storage, result, tag, profile, per_class=2, work=tmp_path) == 1
+    assert storage.get_bytes(key) == b"kept" and before[:2] == b"\xff\xd8"

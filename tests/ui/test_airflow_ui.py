@@ -293,3 +293,10 @@ def test_the_dataset_health_page_in_the_ui(page: Any, deployment: dict[str, Any]
     assert "Review: clips that probably hurt the model" in frame.locator("body").inner_text()
     frame.locator("h3").first.scroll_into_view_if_needed()
     shot(page, "ui-dataset-health-retrain-report")
+    # Each listed clip's evidence: its frames with the skeleton, served from storage through the app.
+    thumbs = frame.locator("#review img.thumb")
+    assert thumbs.count() >= 1, frame.locator("#review").inner_text()
+    thumbs.first.scroll_into_view_if_needed()
+    thumbs.first.evaluate("img => img.decode()")
+    assert thumbs.first.evaluate("img => img.naturalWidth") > 100, "the strip loaded"
+    shot(page, "ui-dataset-health-review")

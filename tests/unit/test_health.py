@@ -125,6 +125,7 @@ def test_every_ledger_state_has_a_colour_and_the_page_shows_a_review_and_a_repor
         "mean_conf": 0.7,
         "empty_frames": 0.0,
         "why": ["label: out of sample 'tap' 0.10 and 'salsa' 0.80"],
+        "thumbnail": "thumbnails/yolo11n-pose-abcd1234-i640-fall-m2/c1.jpg",
     }
     review = {
         "dataset": "d",
@@ -169,4 +170,7 @@ def test_every_ledger_state_has_a_colour_and_the_page_shows_a_review_and_a_repor
     }
     page = render_page(health, ["d"])
     assert "excluded" in page and "<table id=review>" in page and "salsa (0.80)" in page
+    assert '<img class=thumb src="thumbnails/yolo11n-pose-abcd1234-i640-fall-m2/c1.jpg"' in page, (
+        "the evidence, relative to the page: the health app serves it from storage"
+    )
     assert "retrain-keypoint" in page and "-1" in page and "champion run <code>r1</code>" in page
