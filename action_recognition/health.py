@@ -54,8 +54,8 @@ class HealthReport:
     pose_tag: str = ""
     #: family -> the newest retrain report (:func:`action_recognition.retrain_report.latest_reports`)
     retrains: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: the review of the latest keypoint dataset (:mod:`action_recognition.review`), or empty
-    review: dict[str, Any] = field(default_factory=dict)
+    #: family -> the review of its latest dataset (:mod:`action_recognition.review`); absent: not reviewed
+    reviews: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +111,7 @@ def dataset_health(
     *,
     champions: dict[str, dict[str, Any]] | None = None,
     retrains: dict[str, dict[str, Any]] | None = None,
-    review: dict[str, Any] | None = None,
+    reviews: dict[str, dict[str, Any]] | None = None,
     samples: int = SAMPLES_PER_STATE,
 ) -> HealthReport:
     """The health of ``dataset`` (see the module docstring); ``champions`` from :func:`champion_accuracy`."""
@@ -189,7 +189,7 @@ def dataset_health(
         {f: {k: v for k, v in c.items() if k != "per_class_acc"} for f, c in champions.items()},
         pose_tag,
         retrains or {},
-        review or {},
+        reviews or {},
     )
 
 
@@ -220,19 +220,23 @@ def publish_health(
         dataset,
         champions=champion_accuracy(dataset, tracking_uri),
         retrains=retrain_reports(dataset, tracking_uri),
-        review=latest_review(storage, dataset),
+        reviews=latest_reviews(storage, dataset),
     )
     return write_health(storage, health, dag_id=dag_id, run_id=run_id)
 
 
-def latest_review(storage: Storage, dataset: str) -> dict[str, Any]:
-    """The review of the latest keypoint dataset (empty when it was not reviewed)."""
+def latest_reviews(storage: Storage, dataset: str) -> dict[str, dict[str, Any]]:
+    """Family -> the review of its latest dataset (a family whose latest file was not reviewed is absent)."""
     from action_recognition.pipeline import latest_dataset
-    from action_recognition.review import review_of
+    from action_recognition.review import family_of_kind, review_of
 
-    latest = latest_dataset(storage, dataset, "keypoints")
-    found = review_of(storage, dataset, latest["dataset_uri"]) if latest else None
-    return found.summary() if found else {}
+    out = {}
+    for kind in ("keypoints", "frames"):
+        latest = latest_dataset(storage, dataset, kind)
+        found = review_of(storage, dataset, latest["dataset_uri"]) if latest else None
+        if found:
+            out[family_of_kind(kind)] = found.summary()
+    return out
 
 
 def retrain_reports(dataset: str, tracking_uri: str | None = None) -> dict[str, dict[str, Any]]:
@@ -261,7 +265,7 @@ def live_health(storage: Storage, dataset: str, stored: dict[str, Any] | None) -
             c["test_accuracy"] = accuracy.get(c["class"], {})
         live["champions"] = stored.get("champions", {})
         live["retrains"] = stored.get("retrains", {})
-        live["review"] = stored.get("review", {})
+        live["reviews"] = stored.get("reviews", {})
     return {**live, "live": True}
 
 

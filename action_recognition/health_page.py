@@ -34,7 +34,7 @@ th{background:#f4f6f8}td.l,th.l{text-align:left}.muted{color:#5f6b76}
 .bar span{display:block;height:100%}.legend span{display:inline-block;margin-right:10px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:3px;border-radius:2px}
 nav a{margin-right:10px}
-#review td:last-child{min-width:280px}img.thumb{max-width:420px;object-fit:contain;display:block}
+table.review td:last-child{min-width:280px}img.thumb{max-width:320px;object-fit:contain;display:block}
 """
 
 
@@ -211,18 +211,23 @@ def _retrains(health: dict[str, Any]) -> str:
 
 
 def _review(health: dict[str, Any]) -> str:
-    """The review of the latest keypoint dataset: per class, each listed clip with its evidence, and how to
-    exclude it."""
-    review = health.get("review") or {}
-    if not review:
+    """Each family's review of its latest dataset: per class, each listed clip with its evidence, and how to
+    exclude it. (A summary written before the RGB review had one keypoint ``review``.)"""
+    reviews = health.get("reviews") or ({"keypoint": health["review"]} if health.get("review") else {})
+    if not reviews:
         return "<p class=muted>not reviewed yet (the review step runs after training)</p>"
+    return "".join(_family_review(family, reviews[family]) for family in sorted(reviews))
+
+
+def _family_review(family: str, review: dict[str, Any]) -> str:
     how = (
         f"{review['folds']}-fold out-of-sample scores of {escape(review['arch'])}, {review['epochs']} epochs"
     )
+    poses = f", {review['poor_poses']} poor poses" if family == "keypoint" else ""
     head = (
-        f"<p class=muted>{review['listed']} of {review['clips']} clips listed: {review['label_issues']} "
-        f"probable label errors (cleanlab, {how}), {review['poor_poses']} poor poses; "
-        f"<code>{escape(review['dataset_uri'])}</code>. {escape(review.get('note') or '')} Exclude with "
+        f"<h3>{escape(family)}</h3><p class=muted>{review['listed']} of {review['clips']} clips listed: "
+        f"{review['label_issues']} probable label errors (cleanlab, {how}){poses}; "
+        f"<code>{escape(review['dataset_uri'])}</code>. {_sentence(review.get('note') or '')}Exclude with "
         f"<code>action-recognition exclude --dataset {escape(review['dataset'])} CLIP_ID --reason "
         "TEXT</code> or the kinetics_review DAG.</p>"
     )
@@ -230,10 +235,11 @@ def _review(health: dict[str, Any]) -> str:
     if not rows:
         return head
     return head + (
-        "<table id=review><tr><th class=l>class</th><th class=l>clip</th><th class=l>frames and skeleton</th>"
-        "<th class=l>split</th>"
-        "<th class=l>suggested (p)</th><th>p(given)</th><th>label quality</th><th>joints seen</th>"
-        f"<th>confidence</th><th class=l>why</th></tr>{rows}</table>"
+        f"<table id=review-{escape(family)} class=review><tr><th class=l>class</th><th class=l>clip</th>"
+        f"<th class=l>{'frames and skeleton' if family == 'keypoint' else 'frames'}</th>"
+        "<th class=l>split</th><th class=l>suggested (p)</th>"
+        "<th>p(given)</th><th>label quality</th><th>joints seen</th><th>confidence</th>"
+        f"<th class=l>why</th></tr>{rows}</table>"
     )
 
 
@@ -244,10 +250,21 @@ def _review_row(label: str, i: dict[str, Any]) -> str:
         f"<td class=l>{escape(i['split'])}</td>",
         f"<td class=l>{escape(i['suggested'])} ({i['suggested_prob']:.2f})</td>",
         f"<td>{i['given_prob']:.2f}</td>",
-        f"<td>{i['label_quality']:.2f}</td><td>{i['joints_seen']:.0%}</td><td>{i['mean_conf']:.2f}</td>",
+        f"<td>{i['label_quality']:.2f}</td><td>{_fmt(i.get('joints_seen'), '.0%')}</td>",
+        f"<td>{_fmt(i.get('mean_conf'), '.2f')}</td>",
         f"<td class=l>{escape('; '.join(i['why']))}</td>",
     ]
     return f"<tr>{''.join(cells)}</tr>"
+
+
+def _sentence(text: str) -> str:
+    """``text`` escaped, ending in a full stop and a space (nothing when empty)."""
+    text = text.strip()
+    return f"{escape(text)}{'' if text.endswith('.') else '.'} " if text else ""
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _thumbnail(item: dict[str, Any]) -> str:

@@ -1,12 +1,15 @@
 """The ``review`` step: the clips that passed every stage but probably hurt the model, with the evidence.
 
-For every labelled clip of a keypoint dataset, out-of-sample class probabilities: stratified k-fold
-(``review.folds``), each fold scored by a model trained on the others with the champion's recipe (or the
-given settings) on a short schedule (``review.epochs``), one seed. cleanlab's confident learning
-(``cleanlab.filter.find_label_issues``, pruning by the estimated noise rate) finds the probable label errors
-and ``cleanlab.rank.get_label_quality_scores`` ranks them; the clip's pose figures, from the dataset's own
-joints (the share of joints seen, their mean confidence, the frames with nobody), flag clips whose skeleton
-is too poor to learn from. Each listed clip says why; the list is per class, worst first.
+For every labelled clip of a keypoint dataset (or of a frames dataset, once the RGB family has a champion),
+out-of-sample class probabilities: stratified k-fold (``review.folds``), each fold scored by a model trained
+on the others with the champion's recipe (or the given settings) on a short schedule (``review.epochs``), one
+seed. cleanlab's confident learning (``cleanlab.filter.find_label_issues``, pruning by the estimated noise
+rate) finds the candidate label errors, kept when the suggested label is ``review.min_odds`` times likelier
+than the given one, and ``cleanlab.rank.get_label_quality_scores`` ranks them; for keypoints, the clip's pose
+figures, from the dataset's own joints (the share of joints seen, their mean confidence, the frames with
+nobody), flag clips whose skeleton is too poor to learn from. Each listed clip says why; the list is per
+class, worst first, and the first few of each class get a thumbnail: frames of the published clip, with the
+skeleton for keypoints.
 
 The result is stored content-keyed by the dataset file's bytes (``reviews/<dataset>/<sha>.json``: a re-run
 on the same file trains nothing), and the exclusions a person then makes are ledger records
@@ -25,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from action_recognition.config import Config, ReviewConfig, TrainConfig
-from action_recognition.datasets import DatasetError, LabeledArrays
+from action_recognition.datasets import LabeledArrays
 from action_recognition.errors import ActionRecognitionError
 from action_recognition.layout import clip_key, dataset_name_of, keypoints_key, review_key, thumbnail_key
 from action_recognition.names import model_name
@@ -49,9 +52,9 @@ class ReviewItem:
     given_prob: float
     label_quality: float
     label_issue: bool
-    joints_seen: float
-    mean_conf: float
-    empty_frames: float
+    joints_seen: float | None  # the pose figures: None in a frames review
+    mean_conf: float | None
+    empty_frames: float | None
     why: list[str] = field(default_factory=list)
     thumbnail: str = ""  # a storage key (layout.thumbnail_key); empty when none was made
 
@@ -71,6 +74,8 @@ class ReviewResult:
     poor_poses: int
     per_class: dict[str, list[dict[str, Any]]]
     note: str = ""
+    family: str = "keypoint"
+    untrained: bool = False  # the fold models' backbone had random weights (allow_untrained): named so
     review_uri: str = ""
     reused: bool = False
     seconds: float = 0.0
@@ -100,35 +105,37 @@ def pose_figures(data: LabeledArrays) -> dict[str, np.ndarray]:
 
 def out_of_sample_probs(
     data: LabeledArrays, rows: np.ndarray, config: TrainConfig, arch: str, folds: int, epochs: int
-) -> np.ndarray:
+) -> tuple[np.ndarray, bool]:
     """Class probabilities (len(rows), K) for ``rows``, each from a model that never saw it: stratified
     ``folds``-fold, one model a fold trained ``epochs`` epochs on the other folds with ``config``'s
-    settings (one seed, no selection)."""
+    settings (one seed, no selection); and whether a fold model started from random backbone weights."""
     import torch
 
-    from action_recognition.training.inference import predict_logits
+    from action_recognition.training.inference import predict_logits, rgb_crop
     from action_recognition.training.loop import EpochData, train_one_epoch
     from action_recognition.training.setup import build_model, pick_device, seed_everything
     from action_recognition.training.state import TrainState
 
     device = pick_device(config.device)
-    ds = EpochData.of(data, arch, device, 0)
+    ds = EpochData.of(data, arch, device, rgb_crop(data) if data.kind == "frames" else 0)
     probs = np.zeros((len(rows), data.num_classes), dtype=np.float64)
     fold_of = _stratified_folds(data.labels[rows], folds, config.seed)
+    untrained = False
     for k in range(folds):
         held, train = rows[fold_of == k], rows[fold_of != k]
         seed_everything(config.seed + k)
-        model, _ = build_model(arch, data, config)
+        model, random_backbone = build_model(arch, data, config)
+        untrained = untrained or random_backbone
         steps = max(1, -(-len(train) // config.batch_size))
         state = TrainState.create(
             model.to(device), config, arch, steps, device, epochs=epochs, seed=config.seed + k
         )
         for _ in range(epochs):
             train_one_epoch(state, ds, train, config)
-        logits = predict_logits(state.eval_model, ds.x, held, config.batch_size * 2, device, 0)
+        logits = predict_logits(state.eval_model, ds.x, held, config.batch_size * 2, device, ds.crop)
         probs[fold_of == k] = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
         log.info("review fold %d/%d: %d clips scored by a model of %d", k + 1, folds, len(held), len(train))
-    return probs
+    return probs, untrained
 
 
 def _stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -145,12 +152,12 @@ def _stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 def review_dataset(
     data: LabeledArrays, config: TrainConfig, review: ReviewConfig, *, dataset: str, dataset_uri: str
 ) -> ReviewResult:
-    """Score every labelled clip out of sample and list the probable label errors and poor poses."""
+    """Score every labelled clip out of sample and list the probable label errors (and, for keypoints, the
+    poor poses)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    if data.kind != "keypoints":
-        raise DatasetError(f"{dataset_uri}: review needs a keypoint dataset, not {data.kind}")
+    family = family_of_kind(data.kind)
     rows = np.flatnonzero(np.isin(data.split, REVIEWED_SPLITS))
     counts = np.bincount(data.labels[rows], minlength=data.num_classes)
     arch = config.arch_for(data.kind)
@@ -160,27 +167,29 @@ def review_dataset(
     if folds < 2:
         fewest = int(counts.min()) if len(rows) else 0
         note = f"not reviewed: a class has {fewest} clip(s); out-of-sample scores need 2 in every class"
-        return ReviewResult(dataset, dataset_uri, data.sha256, arch, folds, epochs, len(rows), 0, 0, {}, note)
-    probs = out_of_sample_probs(data, rows, config, arch, folds, epochs)
+        return ReviewResult(
+            dataset, dataset_uri, data.sha256, arch, folds, epochs, len(rows), 0, 0, {}, note, family
+        )
+    probs, untrained = out_of_sample_probs(data, rows, config, arch, folds, epochs)
     labels = data.labels[rows]
-    issues = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
+    given = probs[np.arange(len(rows)), labels]
+    confident = given * review.min_odds <= probs.max(axis=1)  # the suggested label min_odds times likelier
+    issues = find_label_issues(labels, probs, filter_by="prune_by_noise_rate") & confident
     quality = get_label_quality_scores(labels, probs)
-    pose = {k: v[rows] for k, v in pose_figures(data).items()}
-    poor = (pose["joints_seen"] < review.min_joints_seen) | (pose["mean_conf"] < review.min_confidence)
+    pose = {k: v[rows] for k, v in pose_figures(data).items()} if data.kind == "keypoints" else {}
+    poor = (
+        (pose["joints_seen"] < review.min_joints_seen) | (pose["mean_conf"] < review.min_confidence)
+        if pose
+        else np.zeros(len(rows), dtype=bool)
+    )
     per_class: dict[str, list[dict[str, Any]]] = {}
     for i in np.argsort(quality):
         if not (issues[i] or poor[i]):
             continue
-        item = _item(
-            data,
-            rows[i],
-            probs[i],
-            float(quality[i]),
-            bool(issues[i]),
-            {k: float(v[i]) for k, v in pose.items()},
-            review,
-        )
+        figures = {k: float(v[i]) for k, v in pose.items()}
+        item = _item(data, rows[i], probs[i], float(quality[i]), bool(issues[i]), figures, review)
         per_class.setdefault(item.label, []).append(asdict(item))
+    note = "untrained: the fold models started from random backbone weights" if untrained else ""
     return ReviewResult(
         dataset=dataset,
         dataset_uri=dataset_uri,
@@ -192,7 +201,15 @@ def review_dataset(
         label_issues=int(issues.sum()),
         poor_poses=int(poor.sum()),
         per_class=dict(sorted(per_class.items())),
+        note=note,
+        family=family,
+        untrained=untrained,
     )
+
+
+def family_of_kind(kind: str) -> str:
+    """The model family that learns from a dataset ``kind``: keypoints -> keypoint, frames -> rgb."""
+    return "keypoint" if kind == "keypoints" else "rgb"
 
 
 def _item(
@@ -208,13 +225,14 @@ def _item(
     best = int(np.argmax(probs))
     why = []
     if issue:
+        odds = probs[best] / max(float(probs[given]), 1e-6)
         why.append(
             f"label: the models out of sample give {data.classes[given]!r} {probs[given]:.2f} and "
-            f"{data.classes[best]!r} {probs[best]:.2f}"
+            f"{data.classes[best]!r} {probs[best]:.2f} ({odds:.0f}x)"
         )
-    if pose["joints_seen"] < review.min_joints_seen:
+    if pose and pose["joints_seen"] < review.min_joints_seen:
         why.append(f"pose: {pose['joints_seen']:.0%} of the joints seen (< {review.min_joints_seen:.0%})")
-    if pose["mean_conf"] < review.min_confidence:
+    if pose and pose["mean_conf"] < review.min_confidence:
         why.append(f"pose: mean joint confidence {pose['mean_conf']:.2f} (< {review.min_confidence:.2f})")
     return ReviewItem(
         clip_id=str(data.clip_ids[row]),
@@ -225,53 +243,55 @@ def _item(
         given_prob=round(float(probs[given]), 4),
         label_quality=round(quality, 4),
         label_issue=issue,
-        joints_seen=round(pose["joints_seen"], 4),
-        mean_conf=round(pose["mean_conf"], 4),
-        empty_frames=round(pose["empty_frames"], 4),
+        joints_seen=round(pose["joints_seen"], 4) if pose else None,
+        mean_conf=round(pose["mean_conf"], 4) if pose else None,
+        empty_frames=round(pose["empty_frames"], 4) if pose else None,
         why=why,
     )
 
 
 def attach_thumbnails(
-    storage: Storage, result: ReviewResult, pose_tag: str, clip_profile: str, per_class: int, work: Path
+    storage: Storage, result: ReviewResult, clip_profile: str, per_class: int, work: Path, pose_tag: str = ""
 ) -> int:
-    """Give the first ``per_class`` listed clips of each class an overlay thumbnail (``thumbnail`` in the
-    item): a few frames of the published clip with the main person's skeleton from its per-clip keypoints,
-    made once per clip and pose tag. A clip whose video or keypoints are not in storage (a dataset built
-    elsewhere) gets none, said in the log. How many thumbnails the items point to."""
+    """Give the first ``per_class`` listed clips of each class a thumbnail (``thumbnail`` in the item): a few
+    frames of the published clip, with the main person's skeleton from its per-clip keypoints when
+    ``pose_tag`` is given, made once per clip and pose tag (``frames-<profile>`` for the frames alone). A clip
+    whose video (or keypoints) is not in storage gets none, said in the log. How many the items point to."""
     from action_recognition.ledger import read_stage
 
-    if not pose_tag or per_class == 0:
+    if per_class == 0:
         return 0
     profiles = {cid: rec.method for cid, rec in read_stage(storage, result.dataset, "clip").items()}
+    tag = pose_tag or f"frames-{clip_profile}"
     attached = 0
     for items in result.per_class.values():
         for item in items[:per_class]:
             cid = item["clip_id"]
-            key = thumbnail_key(pose_tag, cid)
-            if storage.exists(key) or _make_thumbnail(
-                storage,
-                key,
-                clip_key(profiles.get(cid) or clip_profile, cid),
-                keypoints_key(pose_tag, cid),
-                work,
-            ):
+            key = thumbnail_key(tag, cid)
+            video = clip_key(profiles.get(cid) or clip_profile, cid)
+            people = keypoints_key(pose_tag, cid) if pose_tag else None
+            if storage.exists(key) or _make_thumbnail(storage, key, video, people, work):
                 item["thumbnail"] = key
                 attached += 1
     return attached
 
 
-def _make_thumbnail(storage: Storage, key: str, video_key: str, people_key: str, work: Path) -> bool:
+def _make_thumbnail(storage: Storage, key: str, video_key: str, people_key: str | None, work: Path) -> bool:
     from action_recognition.pose.extract import load_people
     from action_recognition.pose.render import thumbnail_strip
 
-    if not (storage.exists(video_key) and storage.exists(people_key)):
-        log.info("no thumbnail for %s: %s or %s is not in storage", key, video_key, people_key)
+    needed = [video_key] + ([people_key] if people_key else [])
+    missing = [k for k in needed if not storage.exists(k)]
+    if missing:
+        log.info("no thumbnail for %s: %s not in storage", key, " or ".join(missing))
         return False
     try:
-        people, fps = load_people(storage.get_bytes(people_key))
+        person, fps = np.zeros((0, 17, 3), np.float32), None
+        if people_key:
+            people, fps = load_people(storage.get_bytes(people_key))
+            person = people[0]
         video = storage.get_file(video_key, work / "thumbnail.mp4")
-        storage.put_bytes(key, thumbnail_strip(video, people[0], fps))
+        storage.put_bytes(key, thumbnail_strip(video, person, fps))
     except (ActionRecognitionError, OSError, ValueError) as exc:  # evidence, not the review: the list stands
         log.warning("no thumbnail for %s: %s", key, exc)
         return False
@@ -309,9 +329,10 @@ def _read_review(storage: Storage, key: str) -> ReviewResult:
 
 
 def run_review(cfg: Config, dataset_uri: str, storage: Storage) -> ReviewResult:
-    """The ``review`` step: the review of a built keypoint dataset file, trained with the keypoint champion's
-    recipe (the given settings when there is no champion), stored content-keyed (a file reviewed before is
-    not reviewed again) and attached to the champion's MLflow run as ``review_<sha>.json``."""
+    """The ``review`` step: the review of a built dataset file (keypoints, or frames once the RGB family has a
+    champion), trained with its family champion's recipe (for keypoints, the given settings when there is no
+    champion), stored content-keyed (a file reviewed before is not reviewed again) and attached to the
+    champion's MLflow run as ``review_<sha>.json``."""
     import torch
     from mlflow import MlflowClient
 
@@ -328,18 +349,24 @@ def run_review(cfg: Config, dataset_uri: str, storage: Storage) -> ReviewResult:
         if stored is not None:
             log.info("%s was reviewed before: %s", dataset_uri, stored.review_uri)
             return stored
-        registered = model_name(name, "keypoint")
+        family = family_of_kind(data.kind)
+        registered = model_name(name, family)
         choice = resolve_recipe(
-            cfg.train.model_copy(update={"recipe_source": "champion"}), registered, "keypoint"
+            cfg.train.model_copy(update={"recipe_source": "champion"}), registered, family
         )
+        if family == "rgb" and not choice.champion_run:
+            note = f"not reviewed: {registered} has no champion yet (the frames review follows its recipe)"
+            arch = cfg.train.arch_for(data.kind)
+            return ReviewResult(name, dataset_uri, data.sha256, arch, 0, 0, 0, 0, 0, {}, note, family)
         if choice.config.threads:
             torch.set_num_threads(choice.config.threads)
         result = review_dataset(data, choice.config, cfg.review, dataset=name, dataset_uri=dataset_uri)
         pose_tag = str(data.meta.get("pose_tag") or "")
+        profile = str(data.meta.get("profile") or cfg.clip.profile)
         shown = attach_thumbnails(
-            storage, result, pose_tag, cfg.clip.profile, cfg.review.thumbnails_per_class, work
+            storage, result, profile, cfg.review.thumbnails_per_class, work, pose_tag=pose_tag
         )
-        log.info("%s: %d thumbnails of listed clips (pose tag %r)", name, shown, pose_tag)
+        log.info("%s: %d thumbnails of listed clips (%s)", name, shown, pose_tag or f"frames of {profile}")
     result.review_uri = store_review(storage, result)
     result.seconds = round(time.monotonic() - began, 1)
     if choice.champion_run:

@@ -237,9 +237,12 @@ def kinetics_pipeline() -> None:
         **promote_kwargs,
     )
 
-    # The clips that probably hurt the model (label errors, poor poses), with the champion's recipe: the
-    # health page's Review section and an artifact of the champion's run; a person excludes from it.
-    review = review_task(run, "build_keypoint_dataset", trigger_rule="none_failed")
+    # The clips that probably hurt the model (label errors, poor poses), with each family champion's recipe:
+    # the health page's Review section and an artifact of the champion's run; a person excludes from it.
+    reviews = [
+        review_task(run, f"build_{kind}_dataset", kind, trigger_rule="none_failed")
+        for kind in ("keypoint", "frames")
+    ]
 
     # The datasets are announced (the assets kinetics_retrain listens to) once this run has trained on them:
     # announced when built, the retrain would train the same data at the same time as this run, in a second
@@ -284,7 +287,9 @@ def kinetics_pipeline() -> None:
     [register_keypoint, register_rgb] >> path >> [approve, no_approval]
     [approve, no_approval] >> promote_keypoint
     [approve, no_approval] >> promote_rgb
-    [promote_keypoint, promote_rgb] >> review >> summarise()
+    done = summarise()
+    for review in reviews:
+        [promote_keypoint, promote_rgb] >> review >> done
 
 
 kinetics_pipeline()

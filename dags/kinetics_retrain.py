@@ -97,9 +97,9 @@ def kinetics_retrain() -> None:
             **promote_kwargs,
             args=model_args(f"register_{family}", "name"),
         )
-        found >> train >> register >> promote >> health
-        if family == "keypoint":  # the review of the dataset it trained on (reused when reviewed before)
-            promote >> review_task(run, "find_keypoint_dataset") >> health
+        # The review of the dataset it trained on (reused when that file was reviewed before).
+        review = review_task(run, source, source.removeprefix("find_").removesuffix("_dataset"))
+        found >> train >> register >> promote >> review >> health
 
 
 kinetics_retrain()

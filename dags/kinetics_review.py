@@ -1,13 +1,14 @@
 """
 ### kinetics_review: a person excludes the clips that probably hurt the model, and the retrain follows
-Reviews the latest keypoint dataset of `dataset` (the `review` step: k-fold out-of-sample scores with the
-keypoint champion's recipe, cleanlab's confident learning for probable label errors, the pose figures for poor
-poses), shows the listed clips with their evidence in a human-in-the-loop form (Required Actions), and
-excludes the ids a person enters, with the reason (ledger state `excluded`, with who and when). Then it
-rebuilds both datasets without them and publishes the dataset assets, so `kinetics_retrain` starts by itself
-and trains on the new version. The next `kinetics_pipeline` run's top-up replaces excluded clips with their
-class's next candidates, like clips lost for good. The same from the command line: `action-recognition review
---dataset FILE` and `action-recognition exclude --dataset D CLIP_ID... --reason TEXT`.
+Reviews the latest keypoint and frames datasets of `dataset` (the `review` step: k-fold out-of-sample scores
+with each family champion's recipe, cleanlab's confident learning for probable label errors, the pose figures
+for poor poses; frames once the RGB family has a champion), shows the listed clips with their evidence in a
+human-in-the-loop form (Required Actions), and excludes the ids a person enters, with the reason (ledger state
+`excluded`, with who and when). Then it rebuilds both datasets without them and publishes the dataset assets,
+so `kinetics_retrain` starts by itself and trains on the new version. The next `kinetics_pipeline` run's
+top-up replaces excluded clips with their class's next candidates, like clips lost for good. The same from the
+command line: `action-recognition review --dataset FILE` and `action-recognition exclude --dataset D
+CLIP_ID... --reason TEXT`.
 """
 
 from __future__ import annotations
@@ -34,15 +35,17 @@ from ar_provider.operators import StepOperator
 
 #: What the person reads (markdown): each listed clip with its evidence, per class.
 REVIEW_BODY = """
-{% set r = ti.xcom_pull(task_ids='review_keypoint_dataset') %}
-**{{ r.listed }} of {{ r.clips }} clips of `{{ r.dataset }}` listed**: {{ r.label_issues }} probable
-label errors, {{ r.poor_poses }} poor poses ({{ r.folds }}-fold out-of-sample scores of `{{ r.arch }}`).
+{% for task in ['review_keypoint_dataset', 'review_frames_dataset'] %}
+{% set r = ti.xcom_pull(task_ids=task) %}{% if r %}
+**{{ r.family }}: {{ r.listed }} of {{ r.clips }} clips of `{{ r.dataset }}` listed**:
+{{ r.label_issues }} probable label errors, {{ r.poor_poses }} poor poses
+({{ r.folds }}-fold out-of-sample scores of `{{ r.arch }}`).
 {{ r.note }}
 {% for label, items in r.per_class.items() %}
 **{{ label }}**
 {% for i in items %}- `{{ i.clip_id }}` ({{ i.split }}): {{ i.why | join("; ") }}
-{% endfor %}{% endfor %}
-Enter the ids to exclude (one a line) and why; none: nothing changes.
+{% endfor %}{% endfor %}{% endif %}{% endfor %}
+Enter the ids to exclude (one a line) and why; none: nothing changes. An excluded clip leaves both datasets.
 """
 
 
@@ -61,9 +64,12 @@ Enter the ids to exclude (one a line) and why; none: nothing changes.
 def kinetics_review() -> None:
     run = runner_kwargs()
 
-    dataset = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
+    datasets = [
+        find_latest_dataset.override(task_id=f"find_{kind}_dataset")(built)
+        for kind, built in (("keypoint", "keypoints"), ("frames", "frames"))
+    ]
     checks = preflight(run, skip=("ffmpeg", "javascript", "yt-dlp", "pose-weights", "annotations"))
-    review = review_task(run, "find_keypoint_dataset")
+    reviews = [review_task(run, f"find_{kind}_dataset", kind) for kind in ("keypoint", "frames")]
     choose = HITLEntryOperator(
         task_id="choose_exclusions",
         subject="Exclude clips of {{ params.dataset }}?",
@@ -73,6 +79,7 @@ def kinetics_review() -> None:
             "reason": Param("", type="string", maxLength=500, description="Why (recorded with each)."),
         },
         response_timeout=timedelta(days=7),
+        trigger_rule="none_failed_min_one_success",  # no frames dataset yet: the keypoint list alone
         retries=0,  # a person's answer is not asked twice
     )
     answer = exclusion_args("choose_exclusions")
@@ -88,7 +95,10 @@ def kinetics_review() -> None:
         ti = context["ti"]
         return {kind: ti.xcom_pull(task_ids=f"build_{kind}_dataset") for kind in ("keypoints", "frames")}
 
-    check_params() >> checks >> dataset >> review >> choose >> answer
+    check_params() >> checks >> datasets
+    for found, review in zip(datasets, reviews, strict=True):
+        found >> review >> choose
+    choose >> answer
     exclude >> builds >> publish()
 
 

@@ -13,16 +13,19 @@ from action_recognition.cli.common import Common, DatasetOpt, TrackingOpt, neste
 @step_command()
 def review(
     common: Common,
-    dataset: Annotated[str, typer.Option("--dataset", help="A built keypoint .npz: a path or s3:// URI.")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="A built keypoint or frames .npz: a path or s3:// URI.")
+    ],
     folds: Annotated[int | None, typer.Option("--folds", help="k of the k-fold (review.folds).")] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Each fold's short schedule (review.epochs).")
     ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """List the clips of a keypoint dataset that are probably mislabelled (cleanlab's confident learning on
-    k-fold out-of-sample probabilities, with the keypoint champion's recipe when there is one) or badly posed;
-    store the list (reviews/<dataset>/<sha>.json) and attach it to the champion's MLflow run."""
+    """List the clips of a built dataset that are probably mislabelled (cleanlab's confident learning on
+    k-fold out-of-sample probabilities, with the family champion's recipe) or, for keypoints, badly posed;
+    store the list (reviews/<dataset>/<sha>.json) and attach it to the champion's MLflow run. A frames
+    dataset is reviewed once the RGB family has a champion."""
     from action_recognition.review import run_review
 
     def step() -> Any:
@@ -35,10 +38,12 @@ def review(
 
     def human(r: Any) -> str:
         lines = [
-            f"{r.dataset}: {r.listed} of {r.clips} clips listed ({r.label_issues} probable label errors, "
+            f"{r.dataset} ({r.family}): {r.listed} of {r.clips} clips listed ({r.label_issues} probable "
+            "label errors, "
             f"{r.poor_poses} poor poses; {r.folds} folds x {r.epochs} epochs of {r.arch}"
             + (", reused" if r.reused else "")
-            + f") -> {r.review_uri}"
+            + f") -> {r.review_uri or 'not stored'}"
+            + (f"\nnote: {r.note}" if r.note else "")
         ]
         for label, items in r.per_class.items():
             for item in items:

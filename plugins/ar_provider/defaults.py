@@ -242,14 +242,16 @@ def find_latest_dataset(kind: str, **context: Any) -> dict[str, Any]:
     return found
 
 
-def review_task(run: dict[str, Any], dataset_task: str, **kwargs: Any) -> Any:
-    """The ``review`` step on the keypoint dataset ``dataset_task`` returned (its ``dataset_uri``)."""
+def review_task(run: dict[str, Any], dataset_task: str, kind: str = "keypoint", **kwargs: Any) -> Any:
+    """The ``review`` step (``review_keypoint_dataset`` or ``review_frames_dataset``) on the dataset
+    ``dataset_task`` returned (its ``dataset_uri``); the frames review only when the RGB family is trained."""
     from ar_provider.operators import StepOperator
 
     return StepOperator(
         **run,
         **kwargs,
-        task_id="review_keypoint_dataset",
+        task_id=f"review_{kind}_dataset",
+        skip_unless="rgb" if kind == "frames" else None,
         step="review",
         args=["--dataset", "{{ ti.xcom_pull(task_ids='" + dataset_task + "')['dataset_uri'] }}"],
     )

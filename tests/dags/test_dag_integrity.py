@@ -108,8 +108,12 @@ def test_pipeline_graph(bag: Any) -> None:
     assert _upstream(dag, "train_rgb") == {"build_frames_dataset"}, "the two families train in parallel"
     assert _upstream(dag, "choose_promotion_path") == {"register_keypoint", "register_rgb"}
     assert _upstream(dag, "promote_keypoint") == {"approve_promotion", "no_approval_needed"}
-    assert _upstream(dag, "review_keypoint_dataset") == {"promote_keypoint", "promote_rgb"}
-    assert _upstream(dag, "summarise") == {"review_keypoint_dataset"}, "the health page gets the review"
+    for review in ("review_keypoint_dataset", "review_frames_dataset"):
+        assert _upstream(dag, review) == {"promote_keypoint", "promote_rgb"}
+    assert _upstream(dag, "summarise") == {"review_keypoint_dataset", "review_frames_dataset"}, (
+        "the health page gets both reviews"
+    )
+    assert dag.get_task("review_frames_dataset").skip_unless == "rgb"
     for task_id in ("download_clips", "clip_videos", "download_top_up", "clip_top_up", "extract_pose"):
         assert type(dag.get_task(task_id)).__name__ == "MappedOperator", (
             f"{task_id} is mapped over the shards"
@@ -143,6 +147,10 @@ def test_retrain_is_scheduled_and_asset_triggered(bag: Any) -> None:
     assert _upstream(dag, "train_keypoint") == {"find_keypoint_dataset"}
     assert _upstream(dag, "find_keypoint_dataset") == {"preflight"}
     assert _upstream(dag, "promote_rgb") == {"register_rgb"}
+    assert _upstream(dag, "review_frames_dataset") == {"promote_rgb"}, (
+        "reviewed with the new champion's recipe"
+    )
+    assert _upstream(dag, "publish_health") == {"review_keypoint_dataset", "review_frames_dataset"}
     assert dag.is_paused_upon_creation is False, "a paused retrain DAG never starts on a fresh deployment"
     from airflow.timetables.base import TimeRestriction
 
@@ -335,7 +343,9 @@ def test_the_review_dag_excludes_only_what_a_person_chose(bag: Any) -> None:
     """kinetics_review: review, then a person's answer, then exclude, rebuild both datasets, publish the assets
     (the retrain follows); nothing after the form runs before the person answered."""
     dag = bag.dags["kinetics_review"]
-    assert _upstream(dag, "choose_exclusions") == {"review_keypoint_dataset"}
+    assert _upstream(dag, "choose_exclusions") == {"review_keypoint_dataset", "review_frames_dataset"}
+    assert _upstream(dag, "review_frames_dataset") == {"find_frames_dataset"}
+    assert dag.get_task("choose_exclusions").trigger_rule == "none_failed_min_one_success"
     assert _upstream(dag, "exclusion_args") == {"choose_exclusions"}
     assert _upstream(dag, "exclude_clips") == {"exclusion_args"}
     assert (

@@ -68,6 +68,9 @@ def smoke(
         **os.environ,
         **short_training_env(),
         "AR__POSE__CONF": "0.0001",  # random weights score nobody by default
+        # Every candidate cleanlab finds is listed (models of 3 epochs on 12 clips are never 10x sure): the
+        # review's evidence reaching S3 is tested here, the list's precision in bench_curation.
+        "AR__REVIEW__MIN_ODDS": "1",
         "AR_NETWORK_RETRIES": "0",
         "AR__DOWNLOAD__BACKOFF_BASE_S": "0.1",
         "AR__TRAIN__SYSTEM_METRICS": "false",
@@ -172,6 +175,21 @@ def test_smoke_runs_the_whole_dag_on_s3_and_mlflow(
     assert tags == {f"yolo11n-pose-{pose_sha.decode()[:8]}-i320-fall-m1"}, (
         f"the pulled weights made every keypoint: {tags}"
     )
+    # Both datasets reviewed after promotion, each with its champion's recipe, stored content-keyed in S3 and
+    # attached to the champion's run; the listed clips' thumbnails in S3 beside them.
+    reviews = {}
+    for key in (k for k in keys if k.startswith(f"ar/reviews/{DATASET}/")):
+        body = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        reviews[body["family"]] = body
+    assert set(reviews) == {"keypoint", "rgb"}, list(reviews)
+    for name in NAMES:
+        champion = client.get_model_version_by_alias(name, "champion")
+        attached = [a.path for a in client.list_artifacts(champion.run_id) if a.path.startswith("review_")]
+        assert len(attached) == 1, (name, attached)
+    shown = [
+        i["thumbnail"] for per in reviews["keypoint"]["per_class"].values() for i in per if i["thumbnail"]
+    ]
+    assert shown and {f"ar/{k}" for k in shown} <= keys, (shown, reviews["keypoint"]["per_class"])
     plan = json.loads(s3.get_object(Bucket=BUCKET, Key=f"ar/datasets/{DATASET}/plan.json")["Body"].read())
     assert plan["top_ups"], "the 404 clip was replaced by a top-up"
     report = ledger_status(open_storage(StorageConfig(uri=STORAGE)), DATASET)

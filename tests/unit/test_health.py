@@ -140,6 +140,8 @@ def test_every_ledger_state_has_a_colour_and_the_page_shows_a_review_and_a_repor
         "note": "",
         "per_class": {"tap": [item]},
     }
+    frames_item = {**item, "joints_seen": None, "mean_conf": None, "empty_frames": None, "thumbnail": ""}
+    rgb = {**review, "family": "rgb", "arch": "tsn-resnet18", "per_class": {"tap": [frames_item]}}
     report = {
         "decision": "kept the champion",
         "reason": "test_top1 0.5 does not beat 0.6",
@@ -165,11 +167,14 @@ def test_every_ledger_state_has_a_colour_and_the_page_shows_a_review_and_a_repor
         "top_ups": [],
         "failures": {},
         "champions": {},
-        "review": review,
+        "reviews": {"keypoint": review, "rgb": rgb},
         "retrains": {"keypoint": report},
     }
     page = render_page(health, ["d"])
-    assert "excluded" in page and "<table id=review>" in page and "salsa (0.80)" in page
+    assert "excluded" in page and "<table id=review-keypoint" in page and "salsa (0.80)" in page
+    assert "<table id=review-rgb" in page and "poor poses" not in page.split("<h3>rgb</h3>")[1][:300]
+    legacy = render_page({**health, "reviews": None, "review": review}, ["d"])  # a summary of before
+    assert "<table id=review-keypoint" in legacy and "review-rgb" not in legacy
     assert '<img class=thumb src="thumbnails/yolo11n-pose-abcd1234-i640-fall-m2/c1.jpg"' in page, (
         "the evidence, relative to the page: the health app serves it from storage"
     )
