@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,28 @@ class AirflowAPI:
                 "task_instances"
             ]
         )
+
+    def task_seconds(self, dag_id: str, run_id: str) -> dict[str, dict[str, float]]:
+        """Per task id: how many task instances, their summed and their longest duration (s), and when the
+        first started and the last ended (s after the run's first start): where a run's time went."""
+        tis = [t for t in self.task_instances(dag_id, run_id) if t.get("start_date") and t.get("end_date")]
+        if not tis:
+            return {}
+
+        def at(stamp: str) -> float:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+        origin = min(at(t["start_date"]) for t in tis)
+        out: dict[str, dict[str, float]] = {}
+        for t in tis:
+            row = out.setdefault(t["task_id"], {"n": 0, "sum": 0.0, "max": 0.0, "from": 1e9, "to": 0.0})
+            seconds = float(t.get("duration") or 0.0)
+            row["n"] += 1
+            row["sum"] = round(row["sum"] + seconds, 1)
+            row["max"] = round(max(row["max"], seconds), 1)
+            row["from"] = round(min(row["from"], at(t["start_date"]) - origin), 1)
+            row["to"] = round(max(row["to"], at(t["end_date"]) - origin), 1)
+        return dict(sorted(out.items(), key=lambda kv: kv[1]["from"]))
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """A task's ``return_value`` XCom, decoded."""
