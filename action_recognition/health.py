@@ -83,7 +83,11 @@ def champion_accuracy(dataset: str, tracking_uri: str | None = None) -> dict[str
     from mlflow.exceptions import MlflowException
 
     out: dict[str, dict[str, Any]] = {}
-    client = MlflowClient(tracking_uri)
+    try:
+        client = MlflowClient(tracking_uri)
+    except MlflowException as exc:  # e.g. a tracking URI of a store this MLflow refuses
+        log.warning("the registry at %s cannot be read: %s", tracking_uri, str(exc)[:200])
+        return out
     for family in FAMILIES:
         name = model_name(dataset, family)
         try:
@@ -213,16 +217,20 @@ def write_health(storage: Storage, report: HealthReport, *, dag_id: str = "", ru
 def publish_health(
     storage: Storage, dataset: str, *, dag_id: str = "", run_id: str = "", tracking_uri: str | None = None
 ) -> str:
-    """Compute (with the champions and the newest retrain reports from the registry) and write the dataset's
-    health; its URI."""
-    health = dataset_health(
+    """Compute (:func:`full_health`) and write the dataset's health; its URI."""
+    return write_health(storage, full_health(storage, dataset, tracking_uri), dag_id=dag_id, run_id=run_id)
+
+
+def full_health(storage: Storage, dataset: str, tracking_uri: str | None = None) -> HealthReport:
+    """The dataset's health with the champions and the newest retrain reports from the registry and the
+    reviews of its latest dataset files: what the health page shows."""
+    return dataset_health(
         storage,
         dataset,
         champions=champion_accuracy(dataset, tracking_uri),
         retrains=retrain_reports(dataset, tracking_uri),
         reviews=latest_reviews(storage, dataset),
     )
-    return write_health(storage, health, dag_id=dag_id, run_id=run_id)
 
 
 def latest_reviews(storage: Storage, dataset: str) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,9 @@
-"""Acquisition: ``plan``, ``download``, ``clip``, ``status``, ``health``, ``top-up``."""
+"""Acquisition and bookkeeping: ``plan``, ``download``, ``clip``, ``status``, ``health``, ``summarise``,
+``top-up``."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -160,6 +162,11 @@ def status(
     common.run(step, summarise=lambda r: r.summary(), human=lambda r: r.table())
 
 
+RunIdsOpt = Annotated[
+    str, typer.Option(help="The Airflow DAG id or run id that writes it (shown on the health page).")
+]
+
+
 @step_command()
 def health(
     common: Common,
@@ -167,24 +174,31 @@ def health(
     write: Annotated[
         bool, typer.Option("--write", help="Publish it for the Airflow UI page (health/<dataset>.json).")
     ] = False,
+    if_planned: Annotated[
+        bool, typer.Option("--if-planned", help="Nothing to do (skipped) when the dataset was never planned.")
+    ] = False,
+    dag_id: RunIdsOpt = "",
+    run_id: RunIdsOpt = "",
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """A dataset's health: status per class and stage, failure reasons, top-ups, the champions' per-class
-    accuracy."""
-    from action_recognition.health import champion_accuracy, dataset_health, write_health
+    accuracy, the newest retrain reports and the reviews of its latest dataset files."""
+    from action_recognition.health import full_health, write_health
+    from action_recognition.manifest import read_plan_info
     from action_recognition.storage import open_storage
 
     def step() -> Any:
         cfg = common.load(nested(plan__dataset=dataset))
         store = open_storage(cfg.storage)
-        report = dataset_health(
-            store,
-            cfg.plan.dataset,
-            champions=champion_accuracy(cfg.plan.dataset, tracking_uri or cfg.train.tracking_uri),
-        )
-        return report, (write_health(store, report) if write else "")
+        if if_planned and read_plan_info(store, cfg.plan.dataset) is None:
+            return {"skipped": f"{cfg.plan.dataset} was never planned in {cfg.storage.uri}"}
+        report = full_health(store, cfg.plan.dataset, tracking_uri or cfg.train.tracking_uri)
+        uri = write_health(store, report, dag_id=dag_id, run_id=run_id) if write else ""
+        return report, uri
 
     def human(result: Any) -> str:
+        if isinstance(result, dict):
+            return str(result["skipped"])
         report, uri = result
         lines = [
             f"{c['class']}: {c['usable']} usable of {c['planned']} planned (target {c['target']}), "
@@ -194,7 +208,62 @@ def health(
         lines += [f"{f}: {c['model']} test top-1 {c['test_top1']}" for f, c in report.champions.items()]
         return "\n".join(lines + ([f"written: {uri}"] if uri else []))
 
-    common.run(step, summarise=lambda r: {**r[0].summary(), "written": r[1]}, human=human)
+    def summarise(result: Any) -> dict[str, Any]:
+        return result if isinstance(result, dict) else {**result[0].summary(), "written": result[1]}
+
+    common.run(step, summarise=summarise, human=human)
+
+
+@step_command("summarise")
+def summarise_run(
+    common: Common,
+    results: Annotated[
+        str,
+        typer.Option(
+            "--results",
+            help="JSON object: task id -> that step's JSON summary (train_, register_, promote_<family>; "
+            "null for a skipped one).",
+        ),
+    ],
+    dataset: DatasetOpt = None,
+    dag_id: RunIdsOpt = "",
+    run_id: RunIdsOpt = "",
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """A pipeline run's summary (rows per ledger state, each family's metrics, promoted or not), and the
+    dataset's health published for the Airflow UI page."""
+    from action_recognition.errors import ConfigError
+    from action_recognition.health import publish_health
+    from action_recognition.pipeline import pipeline_summary
+    from action_recognition.storage import open_storage
+
+    def step() -> dict[str, Any]:
+        try:
+            given = json.loads(results)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--results is not JSON ({exc}): {results[:200]!r}") from exc
+        if not isinstance(given, dict):
+            raise ConfigError(f"--results must be a JSON object of task id -> summary, got {results[:200]!r}")
+        cfg = common.load(nested(plan__dataset=dataset))
+        store = open_storage(cfg.storage)
+        summary = pipeline_summary(store, cfg.plan.dataset, given)
+        summary["health_uri"] = publish_health(
+            store,
+            cfg.plan.dataset,
+            dag_id=dag_id,
+            run_id=run_id,
+            tracking_uri=tracking_uri or cfg.train.tracking_uri,
+        )
+        return summary
+
+    def human(summary: dict[str, Any]) -> str:
+        lines = [f"{summary['dataset']}: {summary['rows']} rows {summary['states']}"]
+        for family, m in summary["models"].items():
+            promoted = "promoted" if m.get("promoted") else f"not promoted ({m.get('promotion_reason')})"
+            lines.append(f"{family}: {m.get('arch')} test top-1 {m.get('test_top1')}, {promoted}")
+        return "\n".join([*lines, f"health: {summary['health_uri']}"])
+
+    common.run(step, summarise=lambda s: s, human=human)
 
 
 @step_command("top-up")

@@ -1,4 +1,4 @@
-"""Keypoints: ``pose``, ``build-dataset``, ``render``."""
+"""Keypoints: ``pose``, ``build-dataset``, ``latest-dataset``, ``render``."""
 
 from __future__ import annotations
 
@@ -98,6 +98,31 @@ def build_dataset(
             f"{r.kind} dataset {r.dataset_uri}: {r.samples} clips {r.splits}, excluded {r.excluded}"
             + (" (already built)" if not r.built else "")
         ),
+    )
+
+
+@step_command("latest-dataset", log_level="WARNING")
+def latest_dataset(
+    common: Common,
+    dataset: DatasetOpt = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="keypoints or frames.")] = None,
+) -> None:
+    """The dataset file ``build-dataset`` last built (``latest-<kind>.json``): what a retrain or a review
+    reads; skipped when none was built yet."""
+    from action_recognition.pipeline import latest_dataset as latest
+    from action_recognition.storage import open_storage
+
+    def step() -> dict[str, Any]:
+        cfg = common.load(nested(plan__dataset=dataset, build__kind=kind))
+        found = latest(open_storage(cfg.storage), cfg.plan.dataset, cfg.build.kind)
+        if found is None:
+            return {"skipped": f"no {cfg.build.kind} dataset of {cfg.plan.dataset} in {cfg.storage.uri} yet"}
+        return found
+
+    common.run(
+        step,
+        summarise=lambda r: r,
+        human=lambda r: r.get("skipped") or f"{r['dataset_uri']}",
     )
 
 
