@@ -15,7 +15,6 @@ counts only. Re-running a finished run creates no new object and no new model ve
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +29,6 @@ from ar_provider.defaults import (
     LOST_TRY_RETRY,
     MAX_SHARDS,
     NETWORK_RETRY,
-    STORAGE_CONN_ID,
     check_params,
     common_params,
     env_default,
@@ -40,6 +38,7 @@ from ar_provider.defaults import (
     preflight,
     review_task,
     runner_kwargs,
+    summarise,
     train_args,
     url_template_param,
 )
@@ -246,38 +245,10 @@ def kinetics_pipeline() -> None:
 
     # The datasets are announced (the assets kinetics_retrain listens to) once this run has trained on them:
     # announced when built, the retrain would train the same data at the same time as this run, in a second
-    # MLflow run.
-    @task(trigger_rule="none_failed", outlets=[KEYPOINT_DATASET, FRAMES_DATASET])
-    def summarise(**context: Any) -> dict[str, Any]:
-        """Counts per ledger state, metrics, promoted or not."""
-        from action_recognition.health import publish_health
-        from action_recognition.pipeline import pipeline_summary
-        from action_recognition.services import storage_for
-
-        storage = storage_for(context["params"]["storage_uri"], STORAGE_CONN_ID)
-        ti = context["ti"]
-        names = [
-            "train_keypoint",
-            "train_rgb",
-            "register_keypoint",
-            "register_rgb",
-            "promote_keypoint",
-            "promote_rgb",
-        ]
-        summary = pipeline_summary(
-            storage,
-            context["params"]["dataset"],
-            {name: ti.xcom_pull(task_ids=name) for name in names},
-        )
-        # The dataset health page (Browse > Dataset health, and this run's tab) reads what this writes.
-        summary["health_uri"] = publish_health(
-            storage,
-            context["params"]["dataset"],
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-        )
-        print(json.dumps(summary, sort_keys=True))  # the last line of the task log, for people and scripts
-        return summary
+    # MLflow run. The summary: counts per ledger state, metrics, promoted or not; the health page published.
+    steps, families = ("train", "register", "promote"), ("keypoint", "rgb")
+    results = [f"{step}_{family}" for step in steps for family in families]
+    done = summarise(run, results, trigger_rule="none_failed", outlets=[KEYPOINT_DATASET, FRAMES_DATASET])
 
     path = choose_promotion_path()
     check_params() >> checks >> plan
@@ -287,7 +258,6 @@ def kinetics_pipeline() -> None:
     [register_keypoint, register_rgb] >> path >> [approve, no_approval]
     [approve, no_approval] >> promote_keypoint
     [approve, no_approval] >> promote_rgb
-    done = summarise()
     for review in reviews:
         [promote_keypoint, promote_rgb] >> review >> done
 

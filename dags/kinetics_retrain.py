@@ -11,19 +11,16 @@ data reuses the finished MLflow runs: no new run, no new model version.
 
 from __future__ import annotations
 
-from typing import Any
-
-from airflow.sdk import dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import dag
 from ar_provider.defaults import (
     LOST_TRY_RETRY,
     NETWORK_RETRY,
-    STORAGE_CONN_ID,
     check_params,
     common_params,
     find_latest_dataset,
     model_args,
     preflight,
+    publish_health,
     retrain_schedule,
     review_task,
     runner_kwargs,
@@ -49,27 +46,14 @@ from ar_provider.operators import StepOperator
 def kinetics_retrain() -> None:
     run = runner_kwargs()
 
-    keypoints = find_latest_dataset.override(task_id="find_keypoint_dataset")("keypoints")
-    frames = find_latest_dataset.override(task_id="find_frames_dataset")("frames")
+    keypoints, frames = (find_latest_dataset(run, kind) for kind in ("keypoints", "frames"))
     # Retraining needs no downloads, pose or annotations: the training side of `doctor` only.
     checks = preflight(run, skip=("ffmpeg", "javascript", "yt-dlp", "pose-weights", "annotations"))
     check_params() >> checks >> [keypoints, frames]
     promote_kwargs = {**run, **NETWORK_RETRY, "step": "promote"}
 
-    @task(trigger_rule="none_failed", **NETWORK_RETRY)
-    def publish_health(**context: Any) -> str | None:
-        """The dataset health page's champions after this retrain (nothing when no dataset was found)."""
-        from action_recognition.health import publish_health as publish
-        from action_recognition.manifest import read_plan_info
-        from action_recognition.services import storage_for
-
-        params, ti = context["params"], context["ti"]
-        storage = storage_for(params["storage_uri"], STORAGE_CONN_ID)
-        if read_plan_info(storage, params["dataset"]) is None:
-            raise AirflowSkipException(f"{params['dataset']} was never planned in {params['storage_uri']}")
-        return publish(storage, params["dataset"], dag_id=ti.dag_id, run_id=ti.run_id)
-
-    health = publish_health()
+    # The dataset health page's champions after this retrain (skipped when the dataset was never planned).
+    health = publish_health(run, trigger_rule="none_failed")
     for family, found in (("keypoint", keypoints), ("rgb", frames)):
         source = f"find_{'keypoint' if family == 'keypoint' else 'frames'}_dataset"
         train = StepOperator(

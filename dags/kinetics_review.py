@@ -64,10 +64,7 @@ Enter the ids to exclude (one a line) and why; none: nothing changes. An exclude
 def kinetics_review() -> None:
     run = runner_kwargs()
 
-    datasets = [
-        find_latest_dataset.override(task_id=f"find_{kind}_dataset")(built)
-        for kind, built in (("keypoint", "keypoints"), ("frames", "frames"))
-    ]
+    datasets = [find_latest_dataset(run, kind) for kind in ("keypoints", "frames")]
     checks = preflight(run, skip=("ffmpeg", "javascript", "yt-dlp", "pose-weights", "annotations"))
     reviews = [review_task(run, f"find_{kind}_dataset", kind) for kind in ("keypoint", "frames")]
     choose = HITLEntryOperator(

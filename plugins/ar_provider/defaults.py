@@ -4,6 +4,7 @@ trigger-form Params, and a factory for step tasks with the runner settings fille
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -226,20 +227,59 @@ def model_args(source_task: str, key: str) -> list[str]:
     return ["--name", "{{ ti.xcom_pull(task_ids='" + source_task + "')['" + key + "'] }}"]
 
 
-@task(**NETWORK_RETRY)
-def find_latest_dataset(kind: str, **context: Any) -> dict[str, Any]:
-    """The dataset file ``build-dataset`` last pointed ``latest-<kind>.json`` at; skipped when none was built
-    yet (e.g. the weekly retrain before the first kinetics_pipeline run)."""
-    from airflow.sdk.exceptions import AirflowSkipException
+def bookkeeping(run: dict[str, Any]) -> dict[str, Any]:
+    """StepOperator arguments of a bookkeeping step (find a dataset, summarise, publish the health page): a
+    subprocess beside the scheduler's worker whatever the runner (a second of reading and writing small
+    files, not worth a container), retried like every step that talks to storage and MLflow."""
+    return {**run, **NETWORK_RETRY, "runner": "local", "mounts": []}
 
-    from action_recognition.pipeline import latest_dataset
-    from action_recognition.services import storage_for
 
-    params = context["params"]
-    found = latest_dataset(storage_for(params["storage_uri"], STORAGE_CONN_ID), params["dataset"], kind)
-    if found is None:
-        raise AirflowSkipException(f"no {kind} dataset of {params['dataset']} in {params['storage_uri']} yet")
-    return found
+def find_latest_dataset(run: dict[str, Any], kind: str) -> Any:
+    """``find_keypoint_dataset`` or ``find_frames_dataset``: the dataset file ``build-dataset`` last built
+    (the ``latest-dataset`` step), skipped when none was built yet (e.g. the weekly retrain before the first
+    kinetics_pipeline run). ``kind``: keypoints or frames."""
+    from ar_provider.operators import StepOperator
+
+    family = "keypoint" if kind == "keypoints" else kind
+    return StepOperator(
+        **bookkeeping(run),
+        task_id=f"find_{family}_dataset",
+        step="latest-dataset",
+        args=["--kind", kind],
+    )
+
+
+def publish_health(run: dict[str, Any], **kwargs: Any) -> Any:
+    """``publish_health``: the dataset health page after this run (the ``health --write`` step), skipped
+    when the dataset was never planned."""
+    from ar_provider.operators import StepOperator
+
+    return StepOperator(
+        **bookkeeping(run),
+        **kwargs,
+        task_id="publish_health",
+        step="health",
+        args=["--write", "--if-planned", *_run_ids()],
+    )
+
+
+def summarise(run: dict[str, Any], results: Sequence[str], **kwargs: Any) -> Any:
+    """``summarise``: the run's summary from the JSON summaries of the ``results`` tasks (null when
+    skipped), and the health page published (the ``summarise`` step)."""
+    from ar_provider.operators import StepOperator
+
+    pulled = ", ".join(f"'{t}': ti.xcom_pull(task_ids='{t}')" for t in results)
+    return StepOperator(
+        **bookkeeping(run),
+        **kwargs,
+        task_id="summarise",
+        step="summarise",
+        args=["--results", "{{ {" + pulled + "} | tojson }}", *_run_ids()],
+    )
+
+
+def _run_ids() -> list[str]:
+    return ["--dag-id", "{{ ti.dag_id }}", "--run-id", "{{ ti.run_id }}"]
 
 
 def review_task(run: dict[str, Any], dataset_task: str, kind: str = "keypoint", **kwargs: Any) -> Any:

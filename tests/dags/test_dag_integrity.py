@@ -139,6 +139,79 @@ def test_pipeline_graph(bag: Any) -> None:
     assert not dag.get_task("build_keypoint_dataset").outlets
 
 
+#: The tasks that are not steps, and why each may be one: Airflow-side wiring (the validated Params, a branch,
+#: a person's answer, reshaping one step's XCom into the next one's mapped arguments, announcing assets).
+#: Everything that reads or writes storage or MLflow is a StepOperator running an ``action-recognition`` step.
+NOT_STEPS = {
+    "check_params": "validates the Params into the overrides every step receives",
+    "shard_manifest": "the plan step's size -> one argument list per shard",
+    "shard_downloads": "the inference plan's download shards -> mapped arguments",
+    "shard_videos": "the inference plan's shards -> mapped arguments",
+    "summarise": "kinetics_infer: the plan's and the collect step's XComs, side by side",
+    "choose_promotion_path": "a branch on the require_approval Param",
+    "approve_promotion": "a person's approval (Required Actions)",
+    "no_approval_needed": "the other branch",
+    "choose_exclusions": "a person's answer (Required Actions)",
+    "exclusion_args": "that answer -> the exclude step's arguments",
+    "publish": "kinetics_review: announces the rebuilt datasets (the assets)",
+}
+#: What a non-step task's code must not touch: storage, the registry, the ledgers (a step's job).
+STEP_WORK = (
+    "storage_for",
+    "open_storage",
+    "mlflow",
+    "MlflowClient",
+    "action_recognition.services",
+    "action_recognition.health",
+    "action_recognition.manifest",
+    "action_recognition.ledger",
+)
+
+
+def test_dags_only_wire_steps(bag: Any) -> None:
+    """Every task that does work is a StepOperator (one CLI step, on either runner); the rest only wire."""
+    import inspect
+
+    from ar_provider.operators import StepOperator
+
+    for dag_id, dag in bag.dags.items():
+        for task in dag.tasks:
+            operator = task.operator_class if hasattr(task, "operator_class") else type(task)
+            if isinstance(operator, type) and issubclass(operator, StepOperator):
+                continue
+            assert task.task_id in NOT_STEPS, f"{dag_id}.{task.task_id} ({operator}) is not a StepOperator"
+            callable_ = getattr(task, "python_callable", None)
+            if callable_ is None and hasattr(task, "partial_kwargs"):
+                callable_ = task.partial_kwargs.get("python_callable")
+            if callable_ is not None:
+                source = inspect.getsource(callable_)
+                touched = [word for word in STEP_WORK if word in source]
+                assert not touched, f"{dag_id}.{task.task_id} does a step's work ({touched}): make it a step"
+
+
+def test_bookkeeping_steps_run_beside_the_scheduler(bag: Any) -> None:
+    """Finding a dataset, summarising and publishing health are steps too, run as subprocesses on any
+    runner (seconds of small reads and writes), retried like every step that talks to services."""
+    checks = {
+        "kinetics_pipeline": {"summarise": "summarise"},
+        "kinetics_retrain": {
+            "find_keypoint_dataset": "latest-dataset",
+            "find_frames_dataset": "latest-dataset",
+            "publish_health": "health",
+        },
+        "kinetics_review": {
+            "find_keypoint_dataset": "latest-dataset",
+            "find_frames_dataset": "latest-dataset",
+        },
+    }
+    for dag_id, tasks in checks.items():
+        for task_id, step in tasks.items():
+            task = bag.dags[dag_id].get_task(task_id)
+            assert (task.step, task.runner, task.retry_exponential_backoff) == (step, "local", True), task_id
+    args = bag.dags["kinetics_pipeline"].get_task("summarise").args
+    assert "ti.xcom_pull(task_ids='promote_rgb')" in args[1] and args[1].endswith("| tojson }}")
+
+
 def test_retrain_is_scheduled_and_asset_triggered(bag: Any) -> None:
     dag = bag.dags["kinetics_retrain"]
     timetable = dag.timetable

@@ -140,6 +140,16 @@ def test_a_family_left_out_of_the_models_param_is_skipped() -> None:
         step(skip_unless="rgb").execute(context(models=["keypoint"]))
 
 
+def test_a_step_with_nothing_to_do_is_skipped_with_its_reason() -> None:
+    """``{"skipped": ...}`` (no dataset built yet, a dataset never planned): skipped, not failed nor done."""
+    nothing = json.dumps({"ok": True, "skipped": "no keypoints dataset of d in s3://bkt/ar yet"})
+    with (
+        mock.patch.object(StepOperator, "_run_local", return_value=nothing),
+        pytest.raises(AirflowSkipException, match="latest-dataset: no keypoints dataset of d in s3://bkt/ar"),
+    ):
+        step(step="latest-dataset").execute(context())
+
+
 # ----------------------------------------------------------------------------------------------------------
 # failures
 
