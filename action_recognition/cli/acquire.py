@@ -175,7 +175,7 @@ def health(
         bool, typer.Option("--write", help="Publish it for the Airflow UI page (health/<dataset>.json).")
     ] = False,
     if_planned: Annotated[
-        bool, typer.Option("--if-planned", help="Nothing to do (skipped) when the dataset was never planned.")
+        bool, typer.Option("--if-planned", help="Nothing to do when the dataset was never planned.")
     ] = False,
     dag_id: RunIdsOpt = "",
     run_id: RunIdsOpt = "",
@@ -191,14 +191,14 @@ def health(
         cfg = common.load(nested(plan__dataset=dataset))
         store = open_storage(cfg.storage)
         if if_planned and read_plan_info(store, cfg.plan.dataset) is None:
-            return {"skipped": f"{cfg.plan.dataset} was never planned in {cfg.storage.uri}"}
+            return {"nothing_to_do": f"{cfg.plan.dataset} was never planned in {cfg.storage.uri}"}
         report = full_health(store, cfg.plan.dataset, tracking_uri or cfg.train.tracking_uri)
         uri = write_health(store, report, dag_id=dag_id, run_id=run_id) if write else ""
         return report, uri
 
     def human(result: Any) -> str:
         if isinstance(result, dict):
-            return str(result["skipped"])
+            return str(result["nothing_to_do"])
         report, uri = result
         lines = [
             f"{c['class']}: {c['usable']} usable of {c['planned']} planned (target {c['target']}), "

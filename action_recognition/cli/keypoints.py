@@ -116,13 +116,14 @@ def latest_dataset(
         cfg = common.load(nested(plan__dataset=dataset, build__kind=kind))
         found = latest(open_storage(cfg.storage), cfg.plan.dataset, cfg.build.kind)
         if found is None:
-            return {"skipped": f"no {cfg.build.kind} dataset of {cfg.plan.dataset} in {cfg.storage.uri} yet"}
+            where = f"{cfg.plan.dataset} in {cfg.storage.uri}"
+            return {"nothing_to_do": f"no {cfg.build.kind} dataset of {where} yet"}
         return found
 
     common.run(
         step,
         summarise=lambda r: r,
-        human=lambda r: r.get("skipped") or f"{r['dataset_uri']}",
+        human=lambda r: r.get("nothing_to_do") or f"{r['dataset_uri']}",
     )
 
 

@@ -5,8 +5,8 @@ The runner is a template field (``{{ params.runner }}``), so one DAG serves both
 default and tests, ``docker`` for production. GPU steps ask for a GPU through ``device_requests`` unless the
 ``gpu_enabled`` switch (a DAG Param, default ``AR_GPU``) turns the request off on machines without one. The
 step's JSON summary (the last line of its stdout, DESIGN.md contract 1) is the task's XCom: references and
-counts, never data. A summary with ``"skipped"`` (the step found nothing to do: no dataset built yet, a
-dataset never planned) skips the task with that reason.
+counts, never data. A summary with ``"nothing_to_do": reason`` (no dataset built yet, a dataset never
+planned) skips the task with that reason.
 
 Secrets reach the step only through its environment: S3 keys from the Airflow connection ``aws_conn_id`` (if
 it exists) and anything in ``AR_SECRET_ENV_KEYS`` are passed as DockerOperator ``private_environment``, never
@@ -82,7 +82,7 @@ def _truthy(value: Any) -> bool:
 
 class StepOperator(BaseOperator):
     """Run ``action-recognition <step> <args> --json`` and return its JSON summary; a summary that says
-    ``"skipped"`` skips the task (AirflowSkipException with the step's reason).
+    ``"nothing_to_do"`` skips the task (AirflowSkipException with the step's reason).
 
     :param step: The CLI sub-command (``plan``, ``download``, ``train``...).
     :param args: Its arguments (templated; empty strings are dropped, so a template can switch a flag off).
@@ -198,8 +198,8 @@ class StepOperator(BaseOperator):
             ) from exc
         if not result.get("ok", True):
             raise step_failure(self.step, "failed", last)
-        if result.get("skipped"):  # nothing to do (no dataset built yet...): skipped, with the step's reason
-            raise AirflowSkipException(f"action-recognition {self.step}: {result['skipped']}")
+        if isinstance(result.get("nothing_to_do"), str):  # no dataset built yet...: skipped, with the reason
+            raise AirflowSkipException(f"action-recognition {self.step}: {result['nothing_to_do']}")
         return result
 
     def _run_local(self, argv: list[str], env: dict[str, str]) -> str:

@@ -1,6 +1,6 @@
 """The bookkeeping steps the DAGs run as StepOperators like every other step: ``latest-dataset`` (what a
 retrain or a review reads), ``health --write --if-planned`` (the health page after a retrain) and
-``summarise`` (a pipeline run's summary and its health page). Nothing to do is ``{"skipped": reason}``, which
+``summarise`` (a pipeline run's summary and its health page). Nothing to do is ``{"nothing_to_do": reason}``, which
 the operator turns into a skipped task (tests/unit/test_operators.py)."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_latest_dataset_is_skipped_until_one_is_built(planned: dict[str, str]) -
     args = ("latest-dataset", "--dataset", "d", "--storage", planned["storage"])
     assert cli(*args, "--kind", "frames") == (
         0,
-        {"ok": True, "skipped": f"no frames dataset of d in {planned['storage']} yet"},
+        {"ok": True, "nothing_to_do": f"no frames dataset of d in {planned['storage']} yet"},
     )
     built = {"dataset_uri": f"{planned['storage']}/datasets/d/keypoints-abc.npz", "samples": 6}
     write_latest(LocalStorage(planned["storage"]), "d", "keypoints", built)
@@ -61,7 +61,7 @@ def test_health_is_published_for_a_planned_dataset_and_skipped_otherwise(planned
     common = ("--storage", planned["storage"], "--tracking-uri", planned["tracking"])
     assert cli("health", "--dataset", "never", "--write", "--if-planned", *common) == (
         0,
-        {"ok": True, "skipped": f"never was never planned in {planned['storage']}"},
+        {"ok": True, "nothing_to_do": f"never was never planned in {planned['storage']}"},
     )
     ids = ("--dag-id", "kinetics_retrain", "--run-id", "asset_triggered__1")
     code, written = cli("health", "--dataset", "d", "--write", "--if-planned", *ids, *common)

@@ -141,8 +141,8 @@ def test_a_family_left_out_of_the_models_param_is_skipped() -> None:
 
 
 def test_a_step_with_nothing_to_do_is_skipped_with_its_reason() -> None:
-    """``{"skipped": ...}`` (no dataset built yet, a dataset never planned): skipped, not failed nor done."""
-    nothing = json.dumps({"ok": True, "skipped": "no keypoints dataset of d in s3://bkt/ar yet"})
+    """``{"nothing_to_do": why}`` (no dataset built yet, a dataset never planned): skipped, not failed nor done."""
+    nothing = json.dumps({"ok": True, "nothing_to_do": "no keypoints dataset of d in s3://bkt/ar yet"})
     with (
         mock.patch.object(StepOperator, "_run_local", return_value=nothing),
         pytest.raises(AirflowSkipException, match="latest-dataset: no keypoints dataset of d in s3://bkt/ar"),
