@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mlflow import keep_template_in
 from tests.support.paths import KINETICS, free_port
 from tests.support.reliability import Reliability, write_report
 
@@ -18,6 +19,7 @@ def _quiet_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep every test off the user's caches and telemetry."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    keep_template_in(tmp_path_factory.getbasetemp())  # tests.support.mlflow.sqlite_store copies from there
     for name in [n for n in os.environ if n.startswith("AR__")]:
         del os.environ[name]
 

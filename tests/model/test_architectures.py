@@ -15,6 +15,7 @@ from action_recognition.datasets import DatasetError, save_dataset, synthetic_sk
 from action_recognition.models import ARCHS
 from action_recognition.storage import LocalStorage
 from action_recognition.train import TrainError, augment_keypoints, train_model
+from tests.support.mlflow import sqlite_store
 
 KEYPOINT_ARCHS = [a for a, s in ARCHS.items() if s.family == "keypoint"]
 
@@ -75,7 +76,7 @@ def test_learns_well_above_chance(arch: str, synthetic_dataset: Path, tmp_path: 
         arch=arch,
         epochs=30,
         batch_size=16,
-        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        tracking_uri=sqlite_store(tmp_path / "mlflow.db"),
         system_metrics=False,
         log_model=False,
         patience=30,
@@ -111,7 +112,7 @@ def test_rgb_learns_colour_classes(tmp_path: Path) -> None:
             batch_size=8,
             pretrained=False,
             allow_untrained=True,
-            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+            tracking_uri=sqlite_store(tmp_path / "mlflow.db"),
             system_metrics=False,
             log_model=False,
             recipe="early_stop",
@@ -130,13 +131,13 @@ def test_untrained_rgb_needs_the_flag(tmp_path: Path) -> None:
         split=np.array(["train"] * 4 + ["test"] * 2),
         classes=["a", "b"],
     )
-    cfg = TrainConfig(arch="tsn-resnet18", pretrained=False, tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    cfg = TrainConfig(arch="tsn-resnet18", pretrained=False, tracking_uri=sqlite_store(tmp_path / "m.db"))
     with pytest.raises(TrainError, match="--allow-untrained"):
         train_model(cfg, str(path), storage=LocalStorage(tmp_path / "s"))
 
 
 def test_mismatched_arch_and_dataset(tmp_path: Path, synthetic_dataset: Path) -> None:
-    cfg = TrainConfig(arch="tsn-resnet18", tracking_uri=f"sqlite:///{tmp_path}/m.db", allow_untrained=True)
+    cfg = TrainConfig(arch="tsn-resnet18", tracking_uri=sqlite_store(tmp_path / "m.db"), allow_untrained=True)
     with pytest.raises(DatasetError, match=r"RGB model but the dataset holds keypoints"):
         train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "s"))
     with pytest.raises(DatasetError, match="does not exist"):

@@ -10,6 +10,7 @@ import pytest
 from action_recognition.config import TrainConfig
 from action_recognition.storage import LocalStorage
 from action_recognition.train import TrainError, fingerprint, train_model
+from tests.support.mlflow import sqlite_store
 from tests.support.reliability import Reliability
 
 
@@ -28,7 +29,7 @@ def _cfg(tmp_path: Path, **kw: object) -> TrainConfig:
         "recipe": "early_stop",
         "checkpoint_interval_s": 0,
     }
-    return TrainConfig.model_validate({**base, "tracking_uri": f"sqlite:///{tmp_path}/m.db", **kw})
+    return TrainConfig.model_validate({**base, "tracking_uri": sqlite_store(tmp_path / "m.db"), **kw})
 
 
 def test_resume_continues_from_the_last_epoch(synthetic_dataset: Path, tmp_path: Path) -> None:

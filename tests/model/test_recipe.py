@@ -13,6 +13,7 @@ import pytest
 from action_recognition.config import TrainConfig
 from action_recognition.storage import LocalStorage
 from action_recognition.train import train_model
+from tests.support.mlflow import sqlite_store
 
 
 class Interrupted(Exception):
@@ -31,7 +32,7 @@ def _cfg(tmp_path: Path, db: str = "m", **kw: object) -> TrainConfig:
         "checkpoint_interval_s": 0,
         "system_metrics": False,
         "log_model": False,
-        "tracking_uri": f"sqlite:///{tmp_path}/{db}.db",
+        "tracking_uri": sqlite_store(tmp_path / f"{db}.db"),
     }
     return TrainConfig.model_validate({**base, **kw})
 

@@ -24,6 +24,7 @@ from action_recognition.registry import promote, register_run
 from action_recognition.retrain_report import REPORT_ARTIFACT, latest_reports, report_markdown
 from action_recognition.storage import LocalStorage
 from action_recognition.train import train_model
+from tests.support.mlflow import sqlite_store
 
 NAME = "grow-keypoint"
 
@@ -47,7 +48,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A champion of ``grow-keypoint`` (stgcn, 5 epochs, lr 2e-3: none of them the defaults) trained on 20
     clips a class, and the same classes grown to 30 clips a class (a new test set)."""
     tmp = tmp_path_factory.mktemp("retrain-recipe")
-    tracking = f"sqlite:///{tmp / 'mlflow.db'}"
+    tracking = sqlite_store(tmp / "mlflow.db")
     old = save_dataset(tmp / "grow-v1.npz", **synthetic_skeletons(num_classes=4, per_class=20, frames=24))
     new = save_dataset(tmp / "grow-v2.npz", **synthetic_skeletons(num_classes=4, per_class=30, frames=24))
     store = LocalStorage(tmp / "store")
@@ -144,7 +145,7 @@ def test_a_recipe_that_no_longer_validates_fails_at_once_named(world: dict[str, 
     naming the model, its run and the value; nothing is trained."""
     from mlflow import MlflowClient
 
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = sqlite_store(tmp_path / "mlflow.db")
     client = MlflowClient(tracking)
     won = train_model(
         _cfg(tracking), str(world["old"]), storage=LocalStorage(tmp_path / "s"), dataset_name="old"

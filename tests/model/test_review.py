@@ -16,6 +16,7 @@ from action_recognition.cli import app
 from action_recognition.config import ReviewConfig, TrainConfig
 from action_recognition.datasets import load_dataset, save_dataset, synthetic_skeletons
 from action_recognition.review import review_dataset
+from tests.support.mlflow import sqlite_store
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,9 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _cfg(tmp: Path) -> TrainConfig:
-    return TrainConfig(tracking_uri=f"sqlite:///{tmp}/m.db", threads=1, system_metrics=False, batch_size=16)
+    return TrainConfig(
+        tracking_uri=sqlite_store(tmp / "m.db"), threads=1, system_metrics=False, batch_size=16
+    )
 
 
 def test_the_review_lists_planted_flips_and_the_ruined_pose_with_why(planted: dict[str, Any]) -> None:
@@ -87,7 +90,7 @@ def test_the_cli_stores_the_review_once(planted: dict[str, Any], tmp_path: Path)
         "--storage",
         str(store),
         "--set",
-        f"train.tracking_uri=sqlite:///{tmp_path}/m.db",
+        f"train.tracking_uri={sqlite_store(tmp_path / 'm.db')}",
         "--set",
         "train.threads=1",
         "--json",
@@ -168,7 +171,7 @@ def test_a_frames_dataset_is_reviewed_too_and_untrained_weights_are_named(tmp_pa
         clip_ids=np.array([f"c{i:02d}" for i in range(len(labels))]),
     )
     config = TrainConfig(
-        tracking_uri=f"sqlite:///{tmp_path}/m.db",
+        tracking_uri=sqlite_store(tmp_path / "m.db"),
         threads=1,
         system_metrics=False,
         batch_size=8,

@@ -1,8 +1,10 @@
-"""An MLflow tracking server that a test can stop and start again on the same port and database."""
+"""MLflow for tests: a fresh SQLite store in a moment, and a tracking server that a test can stop and start
+again on the same port and database."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -10,6 +12,29 @@ import urllib.request
 from pathlib import Path
 
 from tests.support.paths import free_port
+
+#: Where this session keeps its migrated empty store (set by conftest's session fixture).
+_TEMPLATE_DIR: list[Path] = []
+
+
+def keep_template_in(folder: Path) -> None:
+    _TEMPLATE_DIR[:] = [folder]
+
+
+def sqlite_store(path: Path) -> str:
+    """The URI of a new, empty MLflow SQLite store at ``path``: a copy of one whose schema was migrated once a
+    session (creating each anew costs 0.8-1.3 s of migrations; a copy, milliseconds)."""
+    if not _TEMPLATE_DIR:
+        raise RuntimeError("tests/conftest.py did not set where the template store lives")
+    template = _TEMPLATE_DIR[0] / "mlflow-template.db"
+    if not template.exists():
+        from mlflow import MlflowClient
+
+        MlflowClient(f"sqlite:///{template}").search_experiments()  # creates and migrates the schema
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
 
 
 class RestartableMlflow:

@@ -15,6 +15,7 @@ from action_recognition.cli import app
 from action_recognition.health import read_health
 from action_recognition.pipeline import write_latest
 from action_recognition.storage import LocalStorage
+from tests.support.mlflow import sqlite_store
 from tests.support.paths import KINETICS
 
 
@@ -41,7 +42,7 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         str(root),
     )
     assert code == 0 and plan["ok"], plan
-    return {"storage": str(root), "tracking": f"sqlite:///{root / 'mlflow.db'}"}
+    return {"storage": str(root), "tracking": sqlite_store(root / "mlflow.db")}
 
 
 def test_latest_dataset_is_skipped_until_one_is_built(planned: dict[str, str]) -> None:
