@@ -62,6 +62,8 @@ STEPS = {"download_clips", "clip_videos", "extract_pose", "download_top_up", "cl
 #: takes on a busy machine, or the tasks running through it lose a try too (seen with 40 s: a retried task
 #: lost its last try).
 HEARTBEAT_TIMEOUT_S = 90
+#: 12 planned clips (+1 top-up) in 3-4 shards: several tasks a mapped stage, for both workers.
+CLIPS_PER_SHARD = 4
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +159,13 @@ def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
 
 def _trigger_from_the_form(page: Any, airflow: AirflowAPI, values: dict[str, str]) -> tuple[str, float]:
     """The form with the deployment's own values typed in (so the retrain, which trains with the deployment's
-    defaults, sees the same recipe on the same data), two clips a shard (several mapped tasks a stage, more
-    than one worker takes at once) and approval on; submitted. The run id and when it was triggered."""
+    defaults, sees the same recipe on the same data), four clips a shard (three mapped tasks a stage: more
+    than one worker takes at once, half the step containers of two a shard) and approval on; submitted. The run id and when it was triggered."""
     dialog = open_trigger_form(page)
     assert dialog.locator("#element_dataset").input_value() == "demo", "local mode: the demo dataset"
     set_number(dialog, "per_class", int(values["AR_PER_CLASS"]))
     set_number(dialog, "epochs", int(values["AR_EPOCHS"]))
-    set_number(dialog, "clips_per_shard", 2)
+    set_number(dialog, "clips_per_shard", CLIPS_PER_SHARD)
     switch_on(dialog, "require_approval")
     shot(page, "stack-trigger-form")
     dialog.get_by_test_id("trigger-dag-submit").click()
@@ -172,7 +174,7 @@ def _trigger_from_the_form(page: Any, airflow: AirflowAPI, values: dict[str, str
     (run,) = airflow.runs(DAG)
     conf = run["conf"]
     assert conf["per_class"] == int(values["AR_PER_CLASS"]) and conf["runner"] == "docker", conf
-    assert conf["clips_per_shard"] == 2, conf
+    assert conf["clips_per_shard"] == CLIPS_PER_SHARD, conf
     return str(run["dag_run_id"]), triggered
 
 
