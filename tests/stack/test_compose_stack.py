@@ -109,6 +109,7 @@ def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
         tis = airflow.task_instances(DAG, run_id)
         timings = {DAG: airflow.task_seconds(DAG, run_id)}
         print(f"where the run's time went: {json.dumps(timings[DAG])}")
+        print(f"the slow tasks' logs:\n{airflow.slow_task_logs(DAG, run_id)}")
         page.goto(f"{airflow.url}/dags/{DAG}/runs/{run_id}")
         page.get_by_text("summarise").first.wait_for()
         page.wait_for_timeout(1500)

@@ -103,6 +103,31 @@ class AirflowAPI:
             row["to"] = round(max(row["to"], at(t["end_date"]) - origin), 1)
         return dict(sorted(out.items(), key=lambda kv: kv[1]["from"]))
 
+    def slow_task_logs(self, dag_id: str, run_id: str, over_s: float = 120, lines: int = 60) -> str:
+        """The log of each task instance that ran longer than ``over_s``, each line with its time: where a
+        slow task waited (a diagnostic: never raises)."""
+        try:
+            out = []
+            quoted = urllib.request.quote(run_id, safe="")
+            for ti in self.task_instances(dag_id, run_id):
+                if float(ti.get("duration") or 0) <= over_s:
+                    continue
+                path = (
+                    f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/"
+                    f"{max(ti['try_number'], 1)}?full_content=true&map_index={ti['map_index']}"
+                )
+                events = [e for e in self.api("GET", path).get("content", []) if isinstance(e, dict)]
+                text = "\n".join(
+                    f"    {e.get('timestamp', '')} {e.get('level', '')} {e.get('event', '')}"[:400]
+                    for e in events[-lines:]
+                )
+                out.append(
+                    f"{ti['task_id']}[{ti['map_index']}] try {ti['try_number']}, {ti['duration']} s:\n{text}"
+                )
+            return "\n".join(out) or f"no task over {over_s} s"
+        except Exception as exc:  # a diagnostic must never fail the test it explains
+            return f"(no slow-task logs: {exc!r})"
+
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """A task's ``return_value`` XCom, decoded."""
         quoted = urllib.request.quote(run_id, safe="")
