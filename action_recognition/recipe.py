@@ -18,7 +18,7 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
@@ -174,11 +174,20 @@ def _param_value(text: str) -> Any:
 
 
 def run_artifact(client: Any, run_id: str, path: str, *, parse: bool = True) -> Any | None:
-    """A run's artifact as JSON (``parse``) or text; None when the run has no such artifact."""
+    """A run's artifact as JSON (``parse``) or text; None when the run has no such artifact.
+
+    Its folder is listed first and only an artifact that is there is downloaded: behind the MLflow server's
+    artifact proxy on S3 (the compose stack), downloading a missing one is answered with an error the client
+    retries with backoff for about four minutes (every first promotion waited that long for its retrain
+    report's absence)."""
     from mlflow.exceptions import MlflowException
 
+    folder = str(PurePosixPath(path).parent)
     with tempfile.TemporaryDirectory(prefix="ar-artifact-") as tmp:
         try:
+            listed = {a.path for a in client.list_artifacts(run_id, None if folder == "." else folder)}
+            if path not in listed:
+                return None
             local = Path(client.download_artifacts(run_id, path, tmp))
         except (MlflowException, OSError):
             return None
