@@ -108,18 +108,12 @@ class AirflowAPI:
         slow task waited (a diagnostic: never raises)."""
         try:
             out = []
-            quoted = urllib.request.quote(run_id, safe="")
             for ti in self.task_instances(dag_id, run_id):
                 if float(ti.get("duration") or 0) <= over_s:
                     continue
-                path = (
-                    f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/"
-                    f"{max(ti['try_number'], 1)}?full_content=true&map_index={ti['map_index']}"
-                )
-                events = [e for e in self.api("GET", path).get("content", []) if isinstance(e, dict)]
                 text = "\n".join(
                     f"    {e.get('timestamp', '')} {e.get('level', '')} {e.get('event', '')}"[:400]
-                    for e in events[-lines:]
+                    for e in self.task_log(dag_id, run_id, ti)[-lines:]
                 )
                 out.append(
                     f"{ti['task_id']}[{ti['map_index']}] try {ti['try_number']}, {ti['duration']} s:\n{text}"
@@ -127,6 +121,20 @@ class AirflowAPI:
             return "\n".join(out) or f"no task over {over_s} s"
         except Exception as exc:  # a diagnostic must never fail the test it explains
             return f"(no slow-task logs: {exc!r})"
+
+    def task_log(self, dag_id: str, run_id: str, ti: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events of a task instance's last try's log (one ``(no log: HTTP n)`` event when there is
+        none)."""
+        quoted = urllib.request.quote(run_id, safe="")
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/"
+            f"{max(ti['try_number'], 1)}?full_content=true&map_index={ti['map_index']}"
+        )
+        try:
+            content = self.api("GET", path).get("content", [])
+        except urllib.error.HTTPError as exc:
+            content = [{"event": f"(no log: HTTP {exc.code})"}]
+        return [e for e in content if isinstance(e, dict)]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """A task's ``return_value`` XCom, decoded."""
@@ -162,20 +170,11 @@ class AirflowAPI:
             return f"(no failure report: {exc!r})"
 
     def _failure_report(self, dag_id: str, run_id: str, lines: int) -> str:
-        quoted = urllib.request.quote(run_id, safe="")
         out = []
         for ti in self.task_instances(dag_id, run_id):
             if ti["state"] != "failed":
                 continue
-            path = (
-                f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{ti['task_id']}/logs/"
-                f"{max(ti['try_number'], 1)}?full_content=true&map_index={ti['map_index']}"
-            )
-            try:
-                content = self.api("GET", path).get("content", [])
-            except urllib.error.HTTPError as exc:
-                content = [{"event": f"(no log: HTTP {exc.code})"}]
-            events = [e for e in content if isinstance(e, dict)]
+            events = self.task_log(dag_id, run_id, ti)
             picked = [e for e in events if e.get("level") in ("error", "warning", "critical")] or events
             text = "\n".join(
                 f"    {e.get('level', '')} {e.get('event', '')} {e.get('error_detail', '')}"[:600]
