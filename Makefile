@@ -73,10 +73,10 @@ reliability: system venv  ## The fault, bad-input and security suites, ending wi
 
 
 demo: system venv  ## The whole DAG on the embedded defaults, offline (airflow dags test), into $(DEMO_DIR)
-	$(BIN)/action-recognition demo --workdir $(DEMO_DIR) --videos tests/fixtures/videos
+	$(BIN)/python -m devtools demo --workdir $(DEMO_DIR) --videos tests/fixtures/videos
 
 smoke-online: system venv  ## A networked machine's first real run: K700 CSV, 3 classes x 3 clips from YouTube, real weights, real training
-	$(BIN)/action-recognition smoke --workdir .smoke
+	$(BIN)/python -m devtools smoke --workdir .smoke
 
 bench: system venv  ## Speed and bytes figures against baselines measured in the same run
 	$(BIN)/python -m benchmarks.bench_download

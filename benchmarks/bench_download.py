@@ -16,8 +16,8 @@ from pathlib import Path
 from action_recognition.config import DownloadConfig, PlanConfig
 from action_recognition.download import download_shard
 from action_recognition.kinetics import plan_dataset
-from action_recognition.localserve import VideoServer
 from action_recognition.storage import LocalStorage
+from devtools.localserve import VideoServer
 from tests.support.media import make_video
 
 

@@ -67,7 +67,7 @@ build ar-local/redis:stack "$(inputs_of docker/local/redis.Dockerfile)" \
   docker/local/redis.Dockerfile docker/local --build-arg "BASE_IMAGE=$base"
 build ar-local/s3:stack "$(inputs_of docker/local/s3.Dockerfile docker/local/s3server.py docker/local/mc)" \
   docker/local/s3.Dockerfile docker/local "${py[@]}"
-build ar-local/video-server:stack "$(inputs_of docker/local/video-server.Dockerfile <(echo "$source_hash"))" \
+build ar-local/video-server:stack "$(inputs_of docker/local/video-server.Dockerfile <(tree_hash action_recognition devtools))" \
   docker/local/video-server.Dockerfile . "${py[@]}"
 build ar-local/airflow-base:stack "$(inputs_of docker/local/airflow-base.Dockerfile docker/local/airflow-entrypoint.sh)" \
   docker/local/airflow-base.Dockerfile docker/local "${py[@]}"

@@ -16,11 +16,11 @@ from action_recognition.download import download_shard, ytdlp_fetch
 from action_recognition.kinetics import plan_dataset
 from action_recognition.layout import clip_key, raw_key
 from action_recognition.ledger import PERMANENT, final_states, read_stage, status
-from action_recognition.localserve import VideoServer
 from action_recognition.manifest import read_manifest
 from action_recognition.media import probe
 from action_recognition.storage import LocalStorage, Storage, open_storage
 from action_recognition.topup import top_up
+from devtools.localserve import VideoServer
 from tests.support.media import make_audio_only, make_video, truncate
 from tests.support.paths import VIDEOS, free_port
 from tests.support.reliability import Reliability

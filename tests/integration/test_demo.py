@@ -1,4 +1,4 @@
-"""`make demo` as a newcomer meets it: `action-recognition demo` prints each task as it ends (plain lines when
+"""`make demo` as a newcomer meets it: `python -m devtools demo` prints each task as it ends (plain lines when
 not on a terminal, as in CI), a table, the champions, and three next steps that work as printed: the MLflow UI
 on the demo's store answers, and predict with the champion gives labels."""
 
@@ -26,7 +26,7 @@ def test_the_demo_shows_progress_and_next_steps_that_work(tmp_path: Path) -> Non
     argv = [
         sys.executable,
         "-m",
-        "action_recognition",
+        "devtools",
         "demo",
         "--workdir",
         str(tmp_path / "demo"),

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_demo_site_serves_its_csv_and_videos_by_range(tmp_path: Path) -> None:
-    from action_recognition.demo import DEMO_CSV, build_demo_site, load_demo_site
-    from action_recognition.localserve import VideoServer
+    from devtools.demo import DEMO_CSV, build_demo_site, load_demo_site
+    from devtools.localserve import VideoServer
 
     build_demo_site(tmp_path / "site", VIDEOS, per_class=1)
     routes, files = load_demo_site(tmp_path / "site")

@@ -20,8 +20,8 @@ from action_recognition.download import download_shard
 from action_recognition.errors import WorkspaceFullError
 from action_recognition.kinetics import plan_dataset
 from action_recognition.ledger import final_states, read_stage
-from action_recognition.localserve import VideoServer
 from action_recognition.storage import LocalStorage
+from devtools.localserve import VideoServer
 from tests.support.paths import VIDEOS
 from tests.support.reliability import Reliability
 from tests.support.train import train_args

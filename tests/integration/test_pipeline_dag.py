@@ -1,5 +1,5 @@
 """The suite's one whole ``kinetics_pipeline`` run (``airflow dags test``, the local runner):
-``action-recognition smoke`` (what ``make smoke-online`` runs on a networked machine) pointed at local
+``python -m devtools smoke`` (what ``make smoke-online`` runs on a networked machine) pointed at local
 sources, the real S3 test server and the real MLflow server. Its "YouTube" and its Kinetics CSV are the local
 video server; its weights are files made here (an untrained yolo11n-pose saved as .pt, an untrained ResNet18
 state dict) served over HTTP like release assets and pulled into storage first, then used as real weights:
@@ -23,11 +23,11 @@ import boto3
 import pytest
 
 from action_recognition.config import StorageConfig
-from action_recognition.demo import make_demo_videos, write_demo_annotations
 from action_recognition.ledger import status as ledger_status
-from action_recognition.localserve import VideoServer
 from action_recognition.profiles import SHORT_TRAINING, short_training_env
 from action_recognition.storage import open_storage
+from devtools.demo import make_demo_videos, write_demo_annotations
+from devtools.localserve import VideoServer
 from tests.support.airflow import airflow_env, dags_test
 from tests.support.paths import VIDEOS
 from tests.support.reliability import Reliability
@@ -79,7 +79,7 @@ def smoke(
         argv = [
             sys.executable,
             "-m",
-            "action_recognition",
+            "devtools",
             "smoke",
             "--workdir",
             str(work / "smoke"),

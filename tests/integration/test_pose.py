@@ -17,12 +17,12 @@ from action_recognition.download import download_shard
 from action_recognition.kinetics import plan_dataset
 from action_recognition.layout import clip_key, keypoints_key, pose_stage
 from action_recognition.ledger import read_stage
-from action_recognition.localserve import VideoServer
 from action_recognition.media import probe
 from action_recognition.pose.extract import PoseError, load_keypoints, load_pose_model, pose_shard
 from action_recognition.pose.render import render_overlay
 from action_recognition.storage import LocalStorage
 from action_recognition.weights import WeightsMismatch
+from devtools.localserve import VideoServer
 from tests.support.media import make_video
 from tests.support.paths import VIDEOS
 from tests.support.reliability import Reliability

@@ -198,7 +198,7 @@ def test_batch_inference_of_youtube_ids_through_the_download_and_clip_steps(
     reached the network; the model version is resolved once and named in every row."""
     import csv
 
-    from action_recognition.localserve import VideoServer
+    from devtools.localserve import VideoServer
 
     cli = registered["cli"]
     table = tmp_path / "ids.csv"

@@ -42,8 +42,8 @@ DATASET = "uidemo"
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from action_recognition.demo import make_demo_videos, write_demo_annotations
-    from action_recognition.localserve import VideoServer
+    from devtools.demo import make_demo_videos, write_demo_annotations
+    from devtools.localserve import VideoServer
 
     work = tmp_path_factory.mktemp("ui")
     generated = make_demo_videos(work / "videos", 3)

@@ -123,8 +123,28 @@ def test_console_script_is_installed() -> None:
 
 def test_a_demo_that_cannot_start_exits_2_with_one_line(tmp_path: Path) -> None:
     """Outside a checkout (no bundled videos where it looks): one line saying what to do, no traceback."""
-    result = run_cli("demo", "--videos", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "demo"))
+    argv = [sys.executable, "-m", "devtools", "demo", "--videos", str(tmp_path / "nowhere")]
+    result = subprocess.run(
+        [*argv, "--workdir", str(tmp_path / "demo")], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no demo.mp4 there" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_developer_tools_answer_help() -> None:
+    """``python -m devtools``: the demo, the smoke run and the local "YouTube", outside the package."""
+    from typer.testing import CliRunner
+
+    from devtools.cli import app
+
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]  # type: ignore[union-attr]
+    assert sorted(names) == ["demo", "demo-site", "serve-videos", "smoke"], names
+    for name in names:
+        result = CliRunner().invoke(app, [name, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.stdout, (name, result.output)
+    top = subprocess.run(
+        [sys.executable, "-m", "devtools", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert top.returncode == 0 and "demo" in top.stdout, top.stderr

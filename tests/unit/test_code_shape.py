@@ -21,7 +21,8 @@ MAX_LINE = 110
 
 
 def _sources() -> list[Path]:
-    return sorted([*(ROOT / "action_recognition").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")])
+    folders = ("action_recognition", "plugins", "devtools")
+    return sorted(path for folder in folders for path in (ROOT / folder).rglob("*.py"))
 
 
 def _laid_out() -> list[Path]:
@@ -76,6 +77,19 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycle_in_the_package() -> None:
     cycles = _cycles(_imports())
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_arrows_point_down() -> None:
+    """The package never imports what drives it: the DAGs, the Airflow provider or the developer tools
+    (``devtools``: the demo, the smoke run, the Airflow-log progress reader, the local "YouTube")."""
+    above = ("dags", "plugins", "ar_provider", "devtools")
+    upward: list[str] = []
+    for path in sorted((ROOT / "action_recognition").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            upward += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in above]
+    assert upward == [], f"the package imports what drives it: {upward}"
 
 
 def test_no_loop_between_packages() -> None:

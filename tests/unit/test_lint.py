@@ -1,4 +1,4 @@
-"""The lint checks, in one place: ruff (rules and format) over the repository and mypy over the package. `make
+"""The lint checks, in one place: ruff (rules and format) over the repository and mypy over the package and the developer tools. `make
 lint` runs this file and `make test` runs it with the rest; lint kept apart from CI went red unnoticed (mypy
 on media.py, after a numpy upgrade)."""
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.check  # `make check`: under a minute, before every com
 CHECKS = {
     "ruff rules": ["-m", "ruff", "check", "--no-cache", "."],
     "ruff format": ["-m", "ruff", "format", "--check", "--no-cache", "."],
-    "mypy": ["-m", "mypy", "action_recognition"],
+    "mypy": ["-m", "mypy", "action_recognition", "devtools"],
 }
 
 

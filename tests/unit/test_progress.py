@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from action_recognition.progress import DagProgress
+from devtools.progress import DagProgress
 
 LOG = """\
 2026-11-27T05:18:54.340892Z [info     ] [DAG TEST] starting task_id=shard_manifest map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501

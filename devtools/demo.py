@@ -1,4 +1,4 @@
-"""``action-recognition demo``: the whole ``kinetics_pipeline`` DAG on the embedded defaults, offline.
+"""``python -m devtools demo``: the whole ``kinetics_pipeline`` DAG on the embedded defaults, offline.
 
 Airflow runs the DAG in-process (``airflow dags test``) on SQLite, with a local storage folder, a local MLflow
 store (SQLite) and the local runner. The "YouTube" it downloads from is a local HTTP server with Range support
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 from action_recognition.config import TrainConfig
-from action_recognition.localserve import VideoServer
 from action_recognition.names import DOWNLOAD_POOL, model_name
 from action_recognition.profiles import SHORT_TRAINING, short_training_env
 from action_recognition.storage import LocalStorage, Storage
+from devtools.localserve import VideoServer
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def dags_test(
     """``airflow dags test <dag_id>`` with ``conf``: its whole log in ``workdir/dags-test.log``
     (``dags-test-<dag id>.log`` for another DAG), and on stderr each task as it starts and ends (with its
     duration and counts), then a table of the tasks."""
-    from action_recognition.progress import DagProgress
+    from devtools.progress import DagProgress
 
     log_path = workdir / ("dags-test.log" if dag_id == "kinetics_pipeline" else f"dags-test-{dag_id}.log")
     log.info("running %s with airflow dags test; full log in %s", dag_id, log_path)

@@ -1,4 +1,4 @@
-"""``action-recognition smoke`` (``make smoke-online``): a networked machine's first real run, small.
+"""``python -m devtools smoke`` (``make smoke-online``): a networked machine's first real run, small.
 
 The real Kinetics-700-2020 validation CSV, 3 classes x 3 clips, real YouTube (yt-dlp with its JavaScript
 runtime), the real pose model and RGB backbone pulled into storage first (``weights pull``, as the stack's
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from action_recognition.config import StorageConfig
-from action_recognition.demo import dags_test, demo_summary, local_airflow
 from action_recognition.storage import open_storage
 from action_recognition.weights import DEFAULTS, pull
+from devtools.demo import dags_test, demo_summary, local_airflow
 
 log = logging.getLogger(__name__)
 
