@@ -414,7 +414,6 @@ class TrainConfig(StrictModel):
     threads: int = Field(0, ge=0, le=256, description="CPU threads for torch (0: torch's default).")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
     experiment: str = Field("action-recognition", min_length=1, max_length=200)
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI.")
     registered_model: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", description="Default: <dataset>-<family>."
     )
@@ -426,6 +425,16 @@ class TrainConfig(StrictModel):
     )
     log_model: bool = True
     system_metrics: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "tracking_uri" in data:
+            raise ValueError(
+                "train.tracking_uri moved to tracking.uri (the MLflow server is every step's, not only "
+                "training's): --set tracking.uri=..., AR__TRACKING__URI or the CLI's --tracking-uri"
+            )
+        return data
 
     @field_validator("arch")
     @classmethod
@@ -464,6 +473,16 @@ class TrainConfig(StrictModel):
         if labelled <= self.auto_fixed_max_clips:
             return "fixed", f"auto: {labelled} keypoint train+val clips <= {self.auto_fixed_max_clips}"
         return "early_stop", f"auto: {labelled} keypoint train+val clips > {self.auto_fixed_max_clips}"
+
+
+class TrackingConfig(StrictModel):
+    """``tracking``: the MLflow server of every step that tracks, registers, predicts or reports."""
+
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (http(s)://host:port, sqlite:///path.db); default: "
+        "MLFLOW_TRACKING_URI, else MLflow's own default.",
+    )
 
 
 class RegistryConfig(StrictModel):
@@ -536,6 +555,7 @@ class Config(StrictModel):
     pose: PoseConfig = Field(default_factory=PoseConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
 

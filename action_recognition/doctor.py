@@ -211,7 +211,7 @@ def check_storage(cfg: Config) -> Check:
 
 
 def check_mlflow(cfg: Config, timeout: float = 10.0) -> Check:
-    uri = cfg.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
     if not uri.startswith(("http://", "https://")):
         return Check("mlflow", "ok", f"local tracking store {uri or './mlruns'}")
     req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")

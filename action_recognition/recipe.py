@@ -40,7 +40,7 @@ NOT_RECIPE = frozenset(
         "arch",  # the champion's architecture arrives as its family's arch field
         "keypoint_arch",
         "rgb_arch",
-        "tracking_uri",
+        "tracking_uri",  # a train key before the tracking section: older champions' train_config.json hold it
         "experiment",
         "registered_model",
         "resume",
@@ -151,14 +151,16 @@ def choose_recipe(config: TrainConfig, champion: ChampionRecipe | None, family: 
     return RecipeChoice(resolved, "champion", champion.run_id, sources)
 
 
-def resolve_recipe(config: TrainConfig, registered: str, family: str) -> RecipeChoice:
+def resolve_recipe(
+    config: TrainConfig, registered: str, family: str, tracking_uri: str | None = None
+) -> RecipeChoice:
     """The settings a training of ``registered`` (a ``family`` model) uses: ``config``'s, or with
-    ``recipe_source=champion`` its champion's recipe read from MLflow (``config.tracking_uri``)."""
+    ``recipe_source=champion`` its champion's recipe read from the MLflow server at ``tracking_uri``."""
     if config.recipe_source != "champion":
         return choose_recipe(config, None, family)
     from mlflow import MlflowClient
 
-    choice = choose_recipe(config, champion_recipe(MlflowClient(config.tracking_uri), registered), family)
+    choice = choose_recipe(config, champion_recipe(MlflowClient(tracking_uri), registered), family)
     log.info(
         "recipe from %s%s", choice.source, f" (run {choice.champion_run})" if choice.champion_run else ""
     )

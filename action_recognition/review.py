@@ -352,7 +352,7 @@ def run_review(cfg: Config, dataset_uri: str, storage: Storage) -> ReviewResult:
         family = family_of_kind(data.kind)
         registered = model_name(name, family)
         choice = resolve_recipe(
-            cfg.train.model_copy(update={"recipe_source": "champion"}), registered, family
+            cfg.train.model_copy(update={"recipe_source": "champion"}), registered, family, cfg.tracking.uri
         )
         if family == "rgb" and not choice.champion_run:
             note = f"not reviewed: {registered} has no champion yet (the frames review follows its recipe)"
@@ -370,7 +370,7 @@ def run_review(cfg: Config, dataset_uri: str, storage: Storage) -> ReviewResult:
     result.review_uri = store_review(storage, result)
     result.seconds = round(time.monotonic() - began, 1)
     if choice.champion_run:
-        MlflowClient(cfg.train.tracking_uri).log_dict(
+        MlflowClient(cfg.tracking.uri).log_dict(
             choice.champion_run, result.summary(), f"review_{data.sha256[:16]}.json"
         )
     log.info("%s: %d of %d clips listed -> %s", name, result.listed, result.clips, result.review_uri)

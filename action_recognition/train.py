@@ -158,6 +158,7 @@ def train_model(
     dataset_uri: str,
     *,
     storage: Storage,
+    tracking_uri: str | None = None,
     dataset_name: str | None = None,
     manifest: dict[str, Any] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
@@ -168,6 +169,7 @@ def train_model(
         config: The ``train`` section.
         dataset_uri: Local path or ``s3://`` URI of a keypoint or frames ``.npz``.
         storage: Where checkpoints go (``models/<fingerprint>/``).
+        tracking_uri: The MLflow server (the ``tracking`` section's ``uri``); ``None``: the process's own.
         dataset_name: Name used in run names and the registered model (default: the file stem).
         manifest: Optional ``{"uri", "sha256", "availability"}`` of the dataset's manifest for the model card.
         progress: Called after each epoch with that epoch's metrics (the CLI's progress bar).
@@ -179,12 +181,12 @@ def train_model(
     began = time.monotonic()
     # A job folder named with this pid: one that a killed try leaves is removed by the next try's sweep.
     # MLflow's fluent API at the configured tracking URI for this training only (services.mlflow_tracking).
-    with job_folder(work_base(None), "train", "run") as work, mlflow_tracking(config.tracking_uri):
+    with job_folder(work_base(None), "train", "run") as work, mlflow_tracking(tracking_uri):
         data = load_dataset(fetch_dataset(dataset_uri, work))
         family = ARCHS[config.arch_for(data.kind)].family
         name = dataset_name or dataset_name_of(dataset_uri)
         registered = config.registered_model or model_name(name, family)
-        choice = resolve_recipe(config, registered, family)
+        choice = resolve_recipe(config, registered, family, tracking_uri)
         config, recipe_reason = _resolved_recipe(choice.config, data)
         arch = config.arch_for(data.kind)
         fp = fingerprint(config, arch, data.sha256)

@@ -89,9 +89,10 @@ def without(path: Path, drop: set[str], folder: Path) -> Path:
 
 
 def _top1(path: Path, folder: Path, name: str) -> tuple[float, float]:
-    cfg = TrainConfig(tracking_uri=f"sqlite:///{folder / name}.db", system_metrics=False, log_model=False)
+    cfg = TrainConfig(system_metrics=False, log_model=False)
     began = time.monotonic()
-    result = train_model(cfg, str(path), storage=LocalStorage(folder / name), dataset_name=name)
+    store, uri = LocalStorage(folder / name), f"sqlite:///{folder / name}.db"
+    result = train_model(cfg, str(path), storage=store, tracking_uri=uri, dataset_name=name)
     return float(result.metrics["test_top1"]), time.monotonic() - began
 
 

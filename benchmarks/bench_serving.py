@@ -85,13 +85,18 @@ def _video_model(work: Path, family: str, tracking: str) -> str:
             "arch": arch,
             "epochs": 1,
             "recipe": "early_stop",
-            "tracking_uri": tracking,
             "system_metrics": False,
             "allow_untrained": True,
             "batch_size": 8,
         }
     )
-    trained = train_model(cfg, str(data), storage=LocalStorage(work / "s"), dataset_name=f"bench-{family}")
+    trained = train_model(
+        cfg,
+        str(data),
+        storage=LocalStorage(work / "s"),
+        tracking_uri=tracking,
+        dataset_name=f"bench-{family}",
+    )
     pose_pt = work / "yolo11n-pose.pt"
     if not pose_pt.exists():
         load_pose_model(PoseConfig(untrained=True)).model.save(pose_pt)

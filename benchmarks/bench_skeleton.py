@@ -148,12 +148,12 @@ def train_default(path: Path, seed: int, work: Path, arch: str | None = None, **
     config = TrainConfig(
         arch=arch,
         seed=seed,
-        tracking_uri=f"sqlite:///{work}/mlflow.db",
         system_metrics=False,
         log_model=False,
         **settings,
     )
-    return float(train_model(config, str(path), storage=LocalStorage(work / "store")).metrics["test_top1"])
+    store, uri = LocalStorage(work / "store"), f"sqlite:///{work}/mlflow.db"
+    return float(train_model(config, str(path), storage=store, tracking_uri=uri).metrics["test_top1"])
 
 
 # --------------------------------------------------------------------------- the shape of the held-out set

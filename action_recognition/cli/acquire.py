@@ -192,7 +192,7 @@ def health(
         store = open_storage(cfg.storage)
         if if_planned and read_plan_info(store, cfg.plan.dataset) is None:
             return {"nothing_to_do": f"{cfg.plan.dataset} was never planned in {cfg.storage.uri}"}
-        report = full_health(store, cfg.plan.dataset, tracking_uri or cfg.train.tracking_uri)
+        report = full_health(store, cfg.plan.dataset, tracking_uri or cfg.tracking.uri)
         uri = write_health(store, report, dag_id=dag_id, run_id=run_id) if write else ""
         return report, uri
 
@@ -252,7 +252,7 @@ def summarise_run(
             cfg.plan.dataset,
             dag_id=dag_id,
             run_id=run_id,
-            tracking_uri=tracking_uri or cfg.train.tracking_uri,
+            tracking_uri=tracking_uri or cfg.tracking.uri,
         )
         return summary
 

@@ -119,7 +119,8 @@ def shard_size(cfg: Any, dataset: str, shard: tuple[int, int]) -> int:
 
 
 TrackingOpt = Annotated[
-    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default MLFLOW_TRACKING_URI).")
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow tracking URI (tracking.uri; default MLFLOW_TRACKING_URI)."),
 ]
 
 

@@ -29,9 +29,7 @@ def review(
     from action_recognition.review import run_review
 
     def step() -> Any:
-        cfg = common.load(
-            nested(review__folds=folds, review__epochs=epochs, train__tracking_uri=tracking_uri)
-        )
+        cfg = common.load(nested(review__folds=folds, review__epochs=epochs, tracking__uri=tracking_uri))
         from action_recognition.storage import open_storage
 
         return run_review(cfg, dataset, open_storage(cfg.storage))

@@ -54,7 +54,7 @@ def infer_plan(
             clip_profile=cfg.clip.profile,
             cache_dir=cfg.plan.cache_dir,
             videos_per_shard=videos_per_shard,
-            tracking_uri=tracking_uri or cfg.train.tracking_uri,
+            tracking_uri=tracking_uri or cfg.tracking.uri,
         )
 
     common.run(
@@ -87,7 +87,7 @@ def infer(
 
     def step() -> Any:
         cfg = common.load(nested(plan__dataset=dataset))
-        tracking = mlflow_tracking(tracking_uri or cfg.train.tracking_uri)
+        tracking = mlflow_tracking(tracking_uri or cfg.tracking.uri)
         with tracking, progress_bar(0, "infer", not common.as_json) as bar:
             return infer_shard(
                 open_storage(cfg.storage),

@@ -64,7 +64,7 @@ def train(
                 train__seed=seed,
                 train__allow_untrained=allow_untrained or None,
                 train__resume=resume,
-                train__tracking_uri=tracking_uri,
+                tracking__uri=tracking_uri,
             )
         )
         from action_recognition.layout import dataset_name_of
@@ -86,7 +86,13 @@ def train(
                     bar.update(1)
 
             return train_model(
-                cfg.train, dataset, storage=store, dataset_name=dataset_name, manifest=manifest, progress=tick
+                cfg.train,
+                dataset,
+                storage=store,
+                tracking_uri=cfg.tracking.uri,
+                dataset_name=dataset_name,
+                manifest=manifest,
+                progress=tick,
             )
 
     def human(r: Any) -> str:
@@ -146,7 +152,7 @@ def register(
 
     def step() -> Any:
         cfg = common.load()
-        uri = tracking_uri or cfg.train.tracking_uri
+        uri = tracking_uri or cfg.tracking.uri
         registered = register_run(run_id, name, cfg.registry, tracking_uri=uri)
         if video:
             try:
@@ -191,7 +197,7 @@ def promote(
 
     def step() -> Any:
         cfg = common.load(nested(registry__promotion_margin=margin))
-        uri = tracking_uri or cfg.train.tracking_uri
+        uri = tracking_uri or cfg.tracking.uri
         decision = do_promote(
             name,
             cfg.registry,
@@ -250,7 +256,7 @@ def predict(
             model,
             pose_config=cfg.pose,
             clip_config=cfg.clip,
-            tracking_uri=tracking_uri or cfg.train.tracking_uri,
+            tracking_uri=tracking_uri or cfg.tracking.uri,
             overlay=overlay,
         )
 

@@ -28,7 +28,6 @@ from action_recognition.training.inference import rgb_crop
 FINGERPRINT_EXCLUDE = {
     "keypoint_arch",  # the architecture that trains is in the fingerprint as "arch"
     "rgb_arch",
-    "tracking_uri",
     "experiment",
     "resume",
     "log_model",

@@ -23,7 +23,7 @@ from tests.support.reliability import Reliability
 pytestmark = pytest.mark.integration
 
 
-def _cfg(tracking: str, **kw: object) -> TrainConfig:
+def _cfg(**kw: object) -> TrainConfig:
     # One model each (the early-stop recipe): the registry's flow is the subject; tests/model/test_recipe.py
     # logs and loads a refit's averaged model. 20 epochs: fewer leave ddnet at chance here, and then which of
     # two chance-level models "beats" the other is noise.
@@ -31,7 +31,6 @@ def _cfg(tracking: str, **kw: object) -> TrainConfig:
         {
             "epochs": 20,
             "batch_size": 16,
-            "tracking_uri": tracking,
             "recipe": "early_stop",
             "experiment": "it-registry",
             "system_metrics": True,
@@ -55,9 +54,10 @@ def test_run_registry_promotion_and_serving(
         "availability": {"ok": 180},
     }
     first = train_model(
-        _cfg(mlflow_server, arch="ddnet"),
+        _cfg(arch="ddnet"),
         str(synthetic_dataset),
         storage=store,
+        tracking_uri=mlflow_server,
         dataset_name="synth",
         manifest=manifest,
     )
@@ -109,9 +109,10 @@ def test_run_registry_promotion_and_serving(
     # A weak challenger (1 epoch) on the same test set is refused; with a negative-free margin of 0 and a
     # better challenger it would win. Training the same config again reuses the finished run.
     weak = train_model(
-        _cfg(mlflow_server, arch="lstm", epochs=1),
+        _cfg(arch="lstm", epochs=1),
         str(synthetic_dataset),
         storage=store,
+        tracking_uri=mlflow_server,
         dataset_name="synth",
     )
     v2 = register_run(weak.run_id, "synth-keypoint", reg, tracking_uri=mlflow_server)
@@ -120,16 +121,21 @@ def test_run_registry_promotion_and_serving(
     assert client.get_model_version_by_alias("synth-keypoint", "champion").version == v1.version
     assert client.get_model_version_by_alias("synth-keypoint", "challenger").version == v2.version
     strong = train_model(
-        _cfg(mlflow_server, arch="ddnet", epochs=30),
+        _cfg(arch="ddnet", epochs=30),
         str(synthetic_dataset),
         storage=store,
+        tracking_uri=mlflow_server,
         dataset_name="synth",
     )
     v3 = register_run(strong.run_id, "synth-keypoint", reg, tracking_uri=mlflow_server)
     decision = promote("synth-keypoint", RegistryConfig(promotion_margin=0.0), tracking_uri=mlflow_server)
     assert decision.promoted == (strong.metrics["test_top1"] >= first.metrics["test_top1"]), decision
     reused = train_model(
-        _cfg(mlflow_server, arch="ddnet"), str(synthetic_dataset), storage=store, dataset_name="synth"
+        _cfg(arch="ddnet"),
+        str(synthetic_dataset),
+        storage=store,
+        tracking_uri=mlflow_server,
+        dataset_name="synth",
     )
     assert reused.reused and reused.run_id == first.run_id
     assert len(client.search_model_versions("name='synth-keypoint'")) == 3
@@ -234,9 +240,10 @@ def test_concurrent_registrations_leave_one_version(
     from mlflow import MlflowClient
 
     trained = train_model(
-        _cfg(mlflow_server, arch="ddnet", epochs=1, experiment="it-race"),
+        _cfg(arch="ddnet", epochs=1, experiment="it-race"),
         str(synthetic_dataset),
         storage=LocalStorage(tmp_path / "s"),
+        tracking_uri=mlflow_server,
         dataset_name="race",
     )
     reg = RegistryConfig(backoff_s=0.1)
@@ -271,9 +278,13 @@ def test_registration_survives_an_mlflow_restart(
     mlflow_srv = RestartableMlflow(tmp_path).start()
     uri = mlflow_srv.uri
     try:
-        cfg = _cfg(uri, arch="ddnet", epochs=1, experiment="it-restart", system_metrics=False)
+        cfg = _cfg(arch="ddnet", epochs=1, experiment="it-restart", system_metrics=False)
         trained = train_model(
-            cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "s"), dataset_name="restart"
+            cfg,
+            str(synthetic_dataset),
+            storage=LocalStorage(tmp_path / "s"),
+            tracking_uri=uri,
+            dataset_name="restart",
         )
         mlflow_srv.stop()
 

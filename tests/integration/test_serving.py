@@ -53,11 +53,16 @@ def registered(
             "epochs": 3,
             "recipe": "early_stop",
             "experiment": "it-serving",
-            "tracking_uri": mlflow_server,
             "system_metrics": False,
         }
     )
-    trained = train_model(cfg, str(synthetic_dataset), storage=LocalStorage(work / "s"), dataset_name="serve")
+    trained = train_model(
+        cfg,
+        str(synthetic_dataset),
+        storage=LocalStorage(work / "s"),
+        tracking_uri=mlflow_server,
+        dataset_name="serve",
+    )
 
     def cli(*args: str) -> dict[str, Any]:
         out = subprocess.run(

@@ -76,13 +76,15 @@ def test_learns_well_above_chance(arch: str, synthetic_dataset: Path, tmp_path: 
         arch=arch,
         epochs=30,
         batch_size=16,
-        tracking_uri=sqlite_store(tmp_path / "mlflow.db"),
         system_metrics=False,
         log_model=False,
         patience=30,
         recipe="early_stop",
     )
-    result = train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "store"))
+    store = LocalStorage(tmp_path / "store")
+    result = train_model(
+        cfg, str(synthetic_dataset), storage=store, tracking_uri=sqlite_store(tmp_path / "m.db")
+    )
     chance = 1 / 6
     assert result.metrics["test_top1"] >= 3 * chance, result.metrics
     losses = [h["train_loss"] for h in result.history]
@@ -112,12 +114,12 @@ def test_rgb_learns_colour_classes(tmp_path: Path) -> None:
             batch_size=8,
             pretrained=False,
             allow_untrained=True,
-            tracking_uri=sqlite_store(tmp_path / "mlflow.db"),
             system_metrics=False,
             log_model=False,
             recipe="early_stop",
         )
-        result = train_model(cfg, str(path), storage=LocalStorage(tmp_path / "store"))
+        store = LocalStorage(tmp_path / "store")
+        result = train_model(cfg, str(path), storage=store, tracking_uri=sqlite_store(tmp_path / "m.db"))
         assert result.untrained
         assert result.metrics["test_top1"] >= 2 / 3, (arch, result.metrics)
 
@@ -131,17 +133,22 @@ def test_untrained_rgb_needs_the_flag(tmp_path: Path) -> None:
         split=np.array(["train"] * 4 + ["test"] * 2),
         classes=["a", "b"],
     )
-    cfg = TrainConfig(arch="tsn-resnet18", pretrained=False, tracking_uri=sqlite_store(tmp_path / "m.db"))
+    cfg = TrainConfig(arch="tsn-resnet18", pretrained=False)
     with pytest.raises(TrainError, match="--allow-untrained"):
-        train_model(cfg, str(path), storage=LocalStorage(tmp_path / "s"))
+        train_model(
+            cfg, str(path), storage=LocalStorage(tmp_path / "s"), tracking_uri=sqlite_store(tmp_path / "m.db")
+        )
 
 
 def test_mismatched_arch_and_dataset(tmp_path: Path, synthetic_dataset: Path) -> None:
-    cfg = TrainConfig(arch="tsn-resnet18", tracking_uri=sqlite_store(tmp_path / "m.db"), allow_untrained=True)
+    cfg = TrainConfig(arch="tsn-resnet18", allow_untrained=True)
+    uri = sqlite_store(tmp_path / "m.db")
     with pytest.raises(DatasetError, match=r"RGB model but the dataset holds keypoints"):
-        train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "s"))
+        train_model(cfg, str(synthetic_dataset), storage=LocalStorage(tmp_path / "s"), tracking_uri=uri)
     with pytest.raises(DatasetError, match="does not exist"):
-        train_model(cfg, str(tmp_path / "missing.npz"), storage=LocalStorage(tmp_path / "s"))
+        train_model(
+            cfg, str(tmp_path / "missing.npz"), storage=LocalStorage(tmp_path / "s"), tracking_uri=uri
+        )
 
 
 def test_the_vocabulary_names_exactly_the_architectures_built() -> None:

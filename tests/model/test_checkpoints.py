@@ -29,11 +29,12 @@ def _cfg(tmp_path: Path, **kw: object) -> TrainConfig:
         "recipe": "early_stop",
         "checkpoint_interval_s": 0,
     }
-    return TrainConfig.model_validate({**base, "tracking_uri": sqlite_store(tmp_path / "m.db"), **kw})
+    return TrainConfig.model_validate({**base, **kw})
 
 
 def test_resume_continues_from_the_last_epoch(synthetic_dataset: Path, tmp_path: Path) -> None:
     store = LocalStorage(tmp_path / "store")
+    uri = sqlite_store(tmp_path / "m.db")
     seen: list[int] = []
 
     def stop_after_two(row: dict[str, float]) -> None:
@@ -42,13 +43,16 @@ def test_resume_continues_from_the_last_epoch(synthetic_dataset: Path, tmp_path:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train_model(_cfg(tmp_path), str(synthetic_dataset), storage=store, progress=stop_after_two)
+        train_model(
+            _cfg(tmp_path), str(synthetic_dataset), storage=store, tracking_uri=uri, progress=stop_after_two
+        )
     assert seen == [0, 1]
     resumed: list[int] = []
     result = train_model(
         _cfg(tmp_path, resume=True),
         str(synthetic_dataset),
         storage=store,
+        tracking_uri=uri,
         progress=lambda row: resumed.append(int(row["epoch"])),
     )
     assert resumed == [2, 3, 4], "epochs 0-1 came from the checkpoint"
@@ -73,4 +77,4 @@ def test_a_planted_pickle_is_refused(
         reliability.probe("torch.load: a planted pickle checkpoint"),
         pytest.raises(TrainError, match="refusing checkpoint"),
     ):
-        train_model(cfg, str(synthetic_dataset), storage=store)
+        train_model(cfg, str(synthetic_dataset), storage=store, tracking_uri=sqlite_store(tmp_path / "m.db"))

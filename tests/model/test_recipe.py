@@ -32,9 +32,13 @@ def _cfg(tmp_path: Path, db: str = "m", **kw: object) -> TrainConfig:
         "checkpoint_interval_s": 0,
         "system_metrics": False,
         "log_model": False,
-        "tracking_uri": sqlite_store(tmp_path / f"{db}.db"),
     }
     return TrainConfig.model_validate({**base, **kw})
+
+
+def _uri(tmp_path: Path, db: str = "m") -> str:
+    """The MLflow store of the trainings of ``_cfg(tmp_path, db)``."""
+    return sqlite_store(tmp_path / f"{db}.db")
 
 
 def test_refit_trains_seeds_on_train_and_val_and_averages_them(
@@ -54,6 +58,7 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(
         cfg,
         str(synthetic_dataset),
         storage=LocalStorage(tmp_path / "store"),
+        tracking_uri=_uri(tmp_path),
         progress=lambda row: stages.append(row["stage"]),
     )
     assert result.refit_epochs == result.best_epoch + 1 and result.refit_models == 2, result.summary()
@@ -67,7 +72,7 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(
     assert {"test_top1_seed0", "test_top1_seed1", "test_top1_seed_mean", "test_top1_seed_std"} <= set(m), m
     assert m["test_top1_seed_std"] == pytest.approx(np.std([m["test_top1_seed0"], m["test_top1_seed1"]]))
 
-    client = MlflowClient(cfg.tracking_uri)
+    client = MlflowClient(_uri(tmp_path))
     run = client.get_run(result.run_id)
     assert run.data.tags["ar.recipe"] == "refit" and run.data.tags["ar.refit_epochs"] == str(
         result.refit_epochs
@@ -81,7 +86,7 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(
 
     # The logged model is the average of the two refits (mirror-averaged: COCO-17) and gives the run's test
     # accuracy.
-    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_tracking_uri(_uri(tmp_path))
     model = load_module(result.model_uri)
     assert (
         isinstance(model, FlipAverage)
@@ -114,7 +119,10 @@ def test_a_refit_killed_midway_resumes_to_the_same_model(synthetic_dataset: Path
     """Killed in the second refit: the retry skips the finished stages (their checkpoints, the moving average
     included) and ends with exactly the metrics of an unbroken training."""
     unbroken = train_model(
-        _cfg(tmp_path, "unbroken"), str(synthetic_dataset), storage=LocalStorage(tmp_path / "unbroken")
+        _cfg(tmp_path, "unbroken"),
+        str(synthetic_dataset),
+        storage=LocalStorage(tmp_path / "unbroken"),
+        tracking_uri=_uri(tmp_path, "unbroken"),
     )
     store = LocalStorage(tmp_path / "store")
     seen: list[tuple[str, int]] = []
@@ -125,12 +133,19 @@ def test_a_refit_killed_midway_resumes_to_the_same_model(synthetic_dataset: Path
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train_model(_cfg(tmp_path), str(synthetic_dataset), storage=store, progress=die_in_refit1)
+        train_model(
+            _cfg(tmp_path),
+            str(synthetic_dataset),
+            storage=store,
+            tracking_uri=_uri(tmp_path),
+            progress=die_in_refit1,
+        )
     resumed: list[tuple[str, int]] = []
     result = train_model(
         _cfg(tmp_path),
         str(synthetic_dataset),
         storage=store,
+        tracking_uri=_uri(tmp_path),
         progress=lambda row: resumed.append((row["stage"], int(row["epoch"]))),
     )
     assert resumed == [("refit1", e) for e in range(1, unbroken.refit_epochs)], resumed
@@ -142,7 +157,10 @@ def test_the_early_stop_recipe_keeps_one_model_of_the_best_val_epoch(
     synthetic_dataset: Path, tmp_path: Path
 ) -> None:
     result = train_model(
-        _cfg(tmp_path, recipe="early_stop"), str(synthetic_dataset), storage=LocalStorage(tmp_path / "store")
+        _cfg(tmp_path, recipe="early_stop"),
+        str(synthetic_dataset),
+        storage=LocalStorage(tmp_path / "store"),
+        tracking_uri=_uri(tmp_path),
     )
     assert (result.refit_epochs, result.refit_models) == (0, 0)
     assert not any(k.startswith("test_top1_seed") for k in result.metrics)
@@ -164,19 +182,20 @@ def test_the_fixed_recipe_trains_every_labelled_clip_without_validation(
         cfg,
         str(synthetic_dataset),
         storage=LocalStorage(tmp_path / "store"),
+        tracking_uri=_uri(tmp_path),
         progress=lambda row: stages.append(row["stage"]),
     )
     assert stages == ["refit0"] * 4 + ["refit1"] * 4, stages
     assert (result.refit_epochs, result.refit_models, result.best_epoch) == (4, 2, 3), result.summary()
     assert "best_val_acc" not in result.metrics and "test_top1_seed1" in result.metrics
-    run = MlflowClient(cfg.tracking_uri).get_run(result.run_id)
+    run = MlflowClient(_uri(tmp_path)).get_run(result.run_id)
     assert run.data.tags["ar.recipe"] == "fixed" and run.data.params["train.recipe"] == "fixed"
     assert (
         run.data.tags["ar.recipe_reason"].startswith("auto: ")
         and "keypoint" in run.data.tags["ar.recipe_reason"]
     )
     card = Path(
-        MlflowClient(cfg.tracking_uri).download_artifacts(result.run_id, "model_card.md", str(tmp_path))
+        MlflowClient(_uri(tmp_path)).download_artifacts(result.run_id, "model_card.md", str(tmp_path))
     )
     assert "Recipe `fixed`" in card.read_text() and "no validation carve-out" in card.read_text()
 
@@ -188,11 +207,13 @@ def test_the_moving_average_is_what_validation_sees(synthetic_dataset: Path, tmp
         _cfg(tmp_path, "on", recipe="early_stop"),
         str(synthetic_dataset),
         storage=LocalStorage(tmp_path / "on"),
+        tracking_uri=_uri(tmp_path, "on"),
     )
     off = train_model(
         _cfg(tmp_path, "off", recipe="early_stop", ema_decay=0.0),
         str(synthetic_dataset),
         storage=LocalStorage(tmp_path / "off"),
+        tracking_uri=_uri(tmp_path, "off"),
     )
     assert on.fingerprint != off.fingerprint
     assert [h["val_loss"] for h in on.history] != [h["val_loss"] for h in off.history]

@@ -29,7 +29,7 @@ from tests.support.mlflow import sqlite_store
 NAME = "grow-keypoint"
 
 
-def _cfg(tracking: str, **kw: Any) -> TrainConfig:
+def _cfg(**kw: Any) -> TrainConfig:
     base = {
         "epochs": 3,
         "batch_size": 16,
@@ -37,7 +37,6 @@ def _cfg(tracking: str, **kw: Any) -> TrainConfig:
         "threads": 1,
         "system_metrics": False,
         "checkpoint_interval_s": 0,
-        "tracking_uri": tracking,
         "experiment": "retrain-recipe",
     }
     return TrainConfig.model_validate({**base, **kw})
@@ -53,9 +52,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     new = save_dataset(tmp / "grow-v2.npz", **synthetic_skeletons(num_classes=4, per_class=30, frames=24))
     store = LocalStorage(tmp / "store")
     won = train_model(
-        _cfg(tracking, keypoint_arch="stgcn", epochs=5, lr=2e-3),
+        _cfg(keypoint_arch="stgcn", epochs=5, lr=2e-3),
         str(old),
         storage=store,
+        tracking_uri=tracking,
         dataset_name="grow",
     )
     register_run(won.run_id, NAME, RegistryConfig(), tracking_uri=tracking)
@@ -72,9 +72,10 @@ def test_the_retrain_repeats_the_champion_s_recipe_on_the_new_data(world: dict[s
     tracking = world["tracking"]
     client = MlflowClient(tracking)
     retrain = train_model(
-        _cfg(tracking, recipe_source="champion"),
+        _cfg(recipe_source="champion"),
         str(world["new"]),
         storage=world["store"],
+        tracking_uri=tracking,
         dataset_name="grow",
     )
     assert (retrain.arch, retrain.recipe_source) == ("stgcn", "champion"), retrain.summary()
@@ -127,7 +128,7 @@ def test_a_key_given_at_trigger_time_wins_over_the_champion_s(world: dict[str, A
 
     champion = champion_recipe(MlflowClient(world["tracking"]), NAME)
     assert champion is not None
-    given = _cfg(world["tracking"], recipe_source="champion", epochs=2, recipe_overrides=["epochs"])
+    given = _cfg(recipe_source="champion", epochs=2, recipe_overrides=["epochs"])
     choice = choose_recipe(given, champion, "keypoint")
     assert choice.config.epochs == 2 and choice.sources["epochs"] == "trigger"
     assert choice.config.keypoint_arch == "stgcn" and choice.sources["lr"] == f"champion {champion.run_id}"
@@ -148,7 +149,11 @@ def test_a_recipe_that_no_longer_validates_fails_at_once_named(world: dict[str, 
     tracking = sqlite_store(tmp_path / "mlflow.db")
     client = MlflowClient(tracking)
     won = train_model(
-        _cfg(tracking), str(world["old"]), storage=LocalStorage(tmp_path / "s"), dataset_name="old"
+        _cfg(),
+        str(world["old"]),
+        storage=LocalStorage(tmp_path / "s"),
+        tracking_uri=tracking,
+        dataset_name="old",
     )
     register_run(won.run_id, "old-keypoint", RegistryConfig(), tracking_uri=tracking)
     promote("old-keypoint", RegistryConfig(), tracking_uri=tracking)
@@ -157,9 +162,10 @@ def test_a_recipe_that_no_longer_validates_fails_at_once_named(world: dict[str, 
     runs_before = len(client.search_runs([won.experiment_id]))
     with pytest.raises(ConfigError, match=rf"old-keypoint@champion .*run {won.run_id}.*posec3d"):
         train_model(
-            _cfg(tracking, recipe_source="champion"),
+            _cfg(recipe_source="champion"),
             str(world["new"]),
             storage=LocalStorage(tmp_path / "s"),
+            tracking_uri=tracking,
             dataset_name="old",
         )
     assert len(client.search_runs([won.experiment_id])) == runs_before, "nothing was trained"

@@ -38,17 +38,16 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"path": path, "flipped": set(ids[flipped]), "ruined": str(ids[ruined]), "folder": folder}
 
 
-def _cfg(tmp: Path) -> TrainConfig:
-    return TrainConfig(
-        tracking_uri=sqlite_store(tmp / "m.db"), threads=1, system_metrics=False, batch_size=16
-    )
+def _cfg() -> TrainConfig:
+    """The folds' training settings (a review trains in memory: no MLflow run)."""
+    return TrainConfig(threads=1, system_metrics=False, batch_size=16)
 
 
 def test_the_review_lists_planted_flips_and_the_ruined_pose_with_why(planted: dict[str, Any]) -> None:
     data = load_dataset(planted["path"])
     result = review_dataset(
         data,
-        _cfg(planted["folder"]),
+        _cfg(),
         # 30-epoch folds (the product's are 80) are less sure: the suggested label 3x the given one's, not 10x
         ReviewConfig(folds=3, epochs=30, min_odds=3),
         dataset="planted",
@@ -71,9 +70,7 @@ def test_the_review_lists_planted_flips_and_the_ruined_pose_with_why(planted: di
 def test_a_class_too_small_to_fold_is_said_not_reviewed(tmp_path: Path) -> None:
     arrays = synthetic_skeletons(num_classes=3, per_class=1, frames=16)
     path = save_dataset(tmp_path / "tiny-keypoints.npz", **arrays)
-    result = review_dataset(
-        load_dataset(path), _cfg(tmp_path), ReviewConfig(), dataset="tiny", dataset_uri=str(path)
-    )
+    result = review_dataset(load_dataset(path), _cfg(), ReviewConfig(), dataset="tiny", dataset_uri=str(path))
     assert result.listed == 0 and result.note.startswith("not reviewed: a class has 1 clip")
 
 
@@ -90,7 +87,7 @@ def test_the_cli_stores_the_review_once(planted: dict[str, Any], tmp_path: Path)
         "--storage",
         str(store),
         "--set",
-        f"train.tracking_uri={sqlite_store(tmp_path / 'm.db')}",
+        f"tracking.uri={sqlite_store(tmp_path / 'm.db')}",
         "--set",
         "train.threads=1",
         "--json",
@@ -171,7 +168,6 @@ def test_a_frames_dataset_is_reviewed_too_and_untrained_weights_are_named(tmp_pa
         clip_ids=np.array([f"c{i:02d}" for i in range(len(labels))]),
     )
     config = TrainConfig(
-        tracking_uri=sqlite_store(tmp_path / "m.db"),
         threads=1,
         system_metrics=False,
         batch_size=8,

@@ -48,6 +48,15 @@ def test_unknown_keys_are_rejected_with_the_valid_ones() -> None:
         load_config(environ={"AR__NOSUCHSECTION__X": "1"})
 
 
+def test_the_mlflow_server_is_the_tracking_section_s() -> None:
+    """One home: ``tracking.uri``, read by every step that talks to MLflow; the key's old place says where it
+    went."""
+    cfg = load_config(environ={"AR__TRACKING__URI": "http://mlflow:5000"})
+    assert cfg.tracking.uri == "http://mlflow:5000" and "tracking_uri" not in type(cfg.train).model_fields
+    with pytest.raises(ConfigError, match=r"train.tracking_uri moved to tracking.uri"):
+        load_config(environ={}, overrides=["train.tracking_uri=http://mlflow:5000"])
+
+
 def test_bad_sources_say_where() -> None:
     with pytest.raises(ConfigError, match="expected key=value"):
         overrides_from_pairs(["plan.per_class"])
