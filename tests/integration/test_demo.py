@@ -35,7 +35,11 @@ def test_the_demo_shows_progress_and_next_steps_that_work(tmp_path: Path) -> Non
         "--videos",
         str(ROOT / "tests/fixtures/videos"),
     ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1500, check=False, cwd=tmp_path)
+    # From a scratch folder (nothing written into the checkout); devtools lives beside dags/, not in the venv.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=1500, check=False, cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     progress = proc.stderr
     assert "done         preflight" in progress, progress[-3000:]

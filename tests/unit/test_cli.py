@@ -125,7 +125,12 @@ def test_a_demo_that_cannot_start_exits_2_with_one_line(tmp_path: Path) -> None:
     """Outside a checkout (no bundled videos where it looks): one line saying what to do, no traceback."""
     argv = [sys.executable, "-m", "devtools", "demo", "--videos", str(tmp_path / "nowhere")]
     result = subprocess.run(
-        [*argv, "--workdir", str(tmp_path / "demo")], capture_output=True, text=True, timeout=120, check=False
+        [*argv, "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
     )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
