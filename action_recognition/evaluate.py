@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from action_recognition.metrics import Metrics, compute_metrics
-from action_recognition.services import mlflow_tracking
+from action_recognition.services import fetch_model
 
 
 def evaluate_model(
@@ -20,23 +20,23 @@ def evaluate_model(
     split."""
     import tempfile
 
-    import mlflow
     import torch
 
     from action_recognition.datasets import DatasetError, load_dataset
-    from action_recognition.serving import load_module
+    from action_recognition.serving import load_module, model_info
     from action_recognition.training.inference import fetch_dataset, predict_logits
 
-    with mlflow_tracking(tracking_uri), tempfile.TemporaryDirectory(prefix="ar-eval-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ar-eval-") as tmp:
         data = load_dataset(fetch_dataset(dataset_uri, Path(tmp)))
-        meta = mlflow.models.get_model_info(model_uri).metadata or {}
+        folder = fetch_model(model_uri, tracking_uri, Path(tmp) / "model")
+        meta = model_info(folder).metadata or {}
         if meta.get("classes") and list(meta["classes"]) != data.classes:
             raise DatasetError(
                 f"{model_uri} predicts {len(meta['classes'])} classes that differ from the "
                 f"{len(data.classes)} "
                 f"classes of {dataset_uri}; evaluate on a dataset with the same classes"
             )
-        model = load_module(model_uri)
+        model = load_module(folder, model_uri)
         indices = data.indices(split)
         if len(indices) == 0:
             raise DatasetError(f"{dataset_uri} has no {split} rows")

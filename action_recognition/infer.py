@@ -33,6 +33,7 @@ from action_recognition.errors import ActionRecognitionError
 from action_recognition.layout import inference_prefix, inference_stage
 from action_recognition.ledger import LedgerRecord, read_stage, run_shard
 from action_recognition.pipeline import shard_plan
+from action_recognition.services import fetch_model, mlflow_client, model_spec
 from action_recognition.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,6 @@ class InferencePlan:
 
 def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[str, str, str]:
     """``models:/NAME@ALIAS`` or ``models:/NAME/N`` -> (``models:/NAME/N``, NAME, N), resolved now, once."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     if not model.startswith("models:/"):
@@ -83,7 +83,7 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[str, str
             f"model {model!r}: give a registered model, models:/NAME@ALIAS or models:/NAME/N"
         )
     name, sep, alias = model[len("models:/") :].partition("@")
-    client = mlflow.MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         if sep:
             version = str(client.get_model_version_by_alias(name, alias).version)
@@ -92,7 +92,7 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[str, str
             version = str(client.get_model_version(name, version).version)
     except MlflowException as exc:
         raise InferenceError(f"model {model}: {exc.message}") from exc
-    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    info = model_spec(f"models:/{name}/{version}", tracking_uri)
     if (info.metadata or {}).get("family") != "video":
         raise InferenceError(
             f"{model} is not a video model: batch inference takes models:/<dataset>-video@ALIAS"
@@ -275,12 +275,30 @@ def infer_shard(
     shard: tuple[int, int],
     *,
     model_uri: str,
+    tracking_uri: str | None = None,
     overlays: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> InferShard:
-    """Classify one shard's videos (see module docstring)."""
+    """Classify one shard's videos (see module docstring) with the video model ``model_uri`` of the MLflow
+    server at ``tracking_uri``."""
     import mlflow.pyfunc
 
+    with tempfile.TemporaryDirectory(prefix="ar-infer-model-") as tmp:
+        folder = fetch_model(model_uri, tracking_uri, Path(tmp))
+        model = mlflow.pyfunc.load_model(str(folder)).unwrap_python_model()
+        return _infer_shard(storage, dataset, key, shard, model_uri, model, overlays, progress)
+
+
+def _infer_shard(
+    storage: Storage,
+    dataset: str,
+    key: str,
+    shard: tuple[int, int],
+    model_uri: str,
+    model: Any,
+    overlays: bool,
+    progress: Callable[[int], None] | None,
+) -> InferShard:
     base = inference_prefix(dataset, key)
     inputs = _read_csv(storage, base + "inputs.csv")
     if not inputs:
@@ -288,7 +306,6 @@ def infer_shard(
     answers_key = f"{base}answers/shard-{shard[0]:04d}-of-{shard[1]:04d}.csv"
     previous = {r["video"]: r for r in _read_csv(storage, answers_key)}
     answers: dict[str, dict[str, Any]] = {}
-    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     began = time.monotonic()
 
     upstream = _upstream(storage, {r["source"] for r in inputs if r["source"]})

@@ -18,7 +18,7 @@ import numpy as np
 from action_recognition.config import ClipConfig, PoseConfig
 from action_recognition.errors import ActionRecognitionError
 from action_recognition.media import probe
-from action_recognition.services import mlflow_tracking
+from action_recognition.services import fetch_model
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,12 @@ class Prediction:
         return out
 
 
-def _input_shape(info: Any) -> list[int]:
+def _input_shape(info: Any, model_uri: str) -> list[int]:
+    """The input shape of a model's tensor signature (``info``: its ``MLmodel``)."""
     spec = info.signature.inputs.to_dict()[0] if info.signature is not None else {}
     shape = spec.get("tensor-spec", {}).get("shape") or spec.get("shape")
     if not shape:
-        raise PredictError(
-            f"{info.model_uri} has no tensor signature; it was not logged by action-recognition"
-        )
+        raise PredictError(f"{model_uri} has no tensor signature; it was not logged by action-recognition")
     return [int(v) for v in shape]
 
 
@@ -99,21 +98,20 @@ def predict_video(
 ) -> Prediction:
     """Classify ``video`` with ``model_uri`` (``models:/name@champion`` or ``runs:/...``): the same answers as
     the model's pyfunc gives for the same input (:func:`action_recognition.serving.answers`)."""
-    import mlflow
-
-    from action_recognition.serving import answers, load_module, logits_of
+    from action_recognition.serving import answers, load_module, logits_of, model_info
 
     if not Path(video).is_file():
         raise PredictError(f"video {video} does not exist")
-    with mlflow_tracking(tracking_uri):
-        info = mlflow.models.get_model_info(model_uri)
+    with tempfile.TemporaryDirectory(prefix="ar-model-") as tmp:
+        folder = fetch_model(model_uri, tracking_uri, Path(tmp))
+        info = model_info(folder)
         meta = info.metadata or {}
         classes = list(meta.get("classes") or [])
         family = str(meta.get("family") or "")
         if not classes or family not in ("keypoint", "rgb"):
             raise PredictError(f"{model_uri} lacks the classes/family metadata that action-recognition logs")
-        shape = _input_shape(info)
-        model = load_module(model_uri)
+        shape = _input_shape(info, model_uri)
+        model = load_module(folder, model_uri)
     untrained = bool(meta.get("untrained"))
     pose = None
     if family == "keypoint":

@@ -1,29 +1,27 @@
 """The one road to each service. Storage: :func:`storage_for` opens the configured store, inside Airflow with
-a connection's keys handed to boto3 (never through the environment). MLflow: a client for an explicit tracking
-URI, and the one place that points MLflow's fluent API (``start_run``, ``log_model``, ``load_model`` of a
-``models:/`` URI: they take no client) at a URI.
+a connection's keys handed to boto3 (never through the environment). MLflow: an ``MlflowClient`` for an
+explicit tracking URI, and the two things MLflow's fluent API would otherwise do through a process-wide URI:
+fetching a model (:func:`fetch_model`) and logging one into a run (:func:`log_model`).
 
-Nothing else in the package sets MLflow's tracking URI: ``mlflow.set_tracking_uri`` writes a module global
-and, in MLflow 3, the ``MLFLOW_TRACKING_URI`` environment variable too, which outlive the call (a stopped
-server's URI once leaked from one test into the next this way). :func:`mlflow_tracking` points the fluent API
-at a URI for one block and afterwards leaves the process exactly as it found it: the module's URI and the
-environment variable, set or not.
+Nothing in the package sets MLflow's tracking URI: ``mlflow.set_tracking_uri`` writes a module global and, in
+MLflow 3, the ``MLFLOW_TRACKING_URI`` environment variable, which outlive the call (a stopped server's URI
+once leaked from one test into the next this way). Every call here takes its server as an argument; ``None``
+means the process's own (``MLFLOW_TRACKING_URI``, else MLflow's default), read and never written.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from action_recognition.config import StorageConfig
 
 if TYPE_CHECKING:
     from action_recognition.storage import Storage
-
-#: The variable MLflow reads, and writes when its tracking URI is set.
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
 @contextmanager
@@ -48,25 +46,6 @@ def _restore(saved: Mapping[str, str | None]) -> None:
             os.environ[name] = value
 
 
-@contextmanager
-def mlflow_tracking(uri: str | None) -> Iterator[None]:
-    """MLflow's fluent API at ``uri`` inside the block; the process as it was after it. ``None``: whatever the
-    process already uses (``MLFLOW_TRACKING_URI``, else MLflow's default), untouched."""
-    if not uri:
-        yield
-        return
-    from mlflow.tracking._tracking_service import utils
-
-    saved_module, saved_env = utils._tracking_uri, os.environ.get(TRACKING_ENV)
-    utils.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        # None unsets the variable, which is put back below when it was set.
-        utils.set_tracking_uri(saved_module)  # type: ignore[arg-type]
-        _restore({TRACKING_ENV: saved_env})
-
-
 def mlflow_client(uri: str | None = None) -> Any:
     """An ``MlflowClient`` for ``uri`` (``None``: the process's tracking URI)."""
     from mlflow import MlflowClient
@@ -89,6 +68,86 @@ def experiment_id(name: str, uri: str | None = None) -> str:
         if found is None:
             raise
         return str(found.experiment_id)
+
+
+def model_location(client: Any, model_uri: str) -> str:
+    """Where the files of ``model_uri`` are, resolved with ``client`` (its server, not the process's):
+    ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/m-<id>`` (an MLflow 3 logged model)
+    and ``runs:/<run>/<path>``; any other URI or path as it is."""
+    if model_uri.startswith("runs:/"):
+        run_id, _, path = model_uri[len("runs:/") :].partition("/")
+        return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    ref = model_uri[len("models:/") :].rstrip("/")
+    name, at, alias = ref.partition("@")
+    if at:
+        return str(
+            client.get_model_version_download_uri(
+                name, client.get_model_version_by_alias(name, alias).version
+            )
+        )
+    name, _, version = ref.partition("/")
+    if not version:  # models:/m-<id>
+        return str(client.get_logged_model(name).artifact_location)
+    return str(client.get_model_version_download_uri(name, version))
+
+
+def fetch_model(model_uri: str, tracking_uri: str | None, into: Path, path: str = "") -> Path:
+    """``model_uri`` as a local folder under ``into`` that MLflow loads with no server (``load_model`` of a
+    path), or only its file ``path`` (``MLmodel``: what the model is, without its weights); a local folder
+    is used where it is."""
+    if Path(model_uri).is_dir():
+        return Path(model_uri) / path if path else Path(model_uri)
+    from mlflow.artifacts import download_artifacts
+
+    location = model_location(mlflow_client(tracking_uri), model_uri)
+    if path:
+        location = f"{location.rstrip('/')}/{path}"
+    into.mkdir(parents=True, exist_ok=True)
+    return Path(download_artifacts(artifact_uri=location, dst_path=str(into), tracking_uri=tracking_uri))
+
+
+def model_spec(model_uri: str, tracking_uri: str | None) -> Any:
+    """The ``MLmodel`` of ``model_uri`` (flavors, signature, metadata), read without fetching its weights."""
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="ar-mlmodel-") as tmp:
+        return Model.load(str(fetch_model(model_uri, tracking_uri, Path(tmp), "MLmodel")))
+
+
+def log_model(client: Any, run_id: str, name: str, save: Callable[[Path, Any], None]) -> str:
+    """An MLflow 3 logged model of run ``run_id`` (what ``mlflow.<flavor>.log_model`` makes for the active
+    run), through ``client``: ``save(folder, mlflow_model)`` writes the flavor
+    (``mlflow.pyfunc.save_model(..., mlflow_model=mlflow_model)``), the files are uploaded, the model is
+    marked ready and linked to the run as its output. Its ``models:/m-<id>`` URI."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        experiment_id=run.info.experiment_id,
+        name=name,
+        source_run_id=run_id,
+        params={k: str(v) for k, v in run.data.params.items()},
+    )
+    try:
+        spec = Model(
+            artifact_path=logged.artifact_location,
+            model_uuid=logged.model_id,
+            run_id=run_id,
+            model_id=logged.model_id,
+        )
+        with tempfile.TemporaryDirectory(prefix="ar-model-") as tmp:
+            folder = Path(tmp) / name
+            save(folder, spec)
+            client.log_model_artifacts(logged.model_id, str(folder))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    return f"models:/{logged.model_id}"
 
 
 def storage_for(target: str | StorageConfig, conn_id: str | None = None) -> Storage:

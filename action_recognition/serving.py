@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from action_recognition.services import log_model
+
 TOP_K = 5
 ANSWER_COLUMNS = ("label", "probability", "top_labels", "top_probabilities", "probabilities")
 TORCH_ARTIFACT = "torch_model"
@@ -103,43 +105,63 @@ class Classifier(PythonModel):
         return answers(logits_of(self.module, x), self.classes)
 
 
-def load_module(model_uri: str) -> Any:
-    """The torch module of a model action-recognition logged (eval mode, CPU); models logged before the pyfunc
-    answered with labels are plain ``mlflow.pytorch`` models and load as such."""
+def model_info(folder: Path) -> Any:
+    """The ``MLmodel`` of a fetched model (:func:`action_recognition.services.fetch_model`): flavors,
+    signature, metadata."""
+    from mlflow.models import Model
+
+    return Model.load(str(folder))
+
+
+def load_module(folder: Path, model_uri: str = "") -> Any:
+    """The torch module of a model action-recognition logged, fetched into ``folder`` (eval mode, CPU);
+    models logged before the pyfunc answered with labels are plain ``mlflow.pytorch`` models and load as
+    such. ``model_uri`` names it in errors."""
     import mlflow.pyfunc
     import mlflow.pytorch
 
-    info = mlflow.models.get_model_info(model_uri)
-    if "pytorch" in info.flavors:
-        return mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
-    wrapped = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    if "pytorch" in model_info(folder).flavors:
+        return mlflow.pytorch.load_model(str(folder), map_location="cpu").eval()
+    wrapped = mlflow.pyfunc.load_model(str(folder)).unwrap_python_model()
     module = getattr(wrapped, "module", None)  # Classifier or video_model.VideoClassifier
     if module is None:
-        raise TypeError(f"{model_uri} is not a model action-recognition logged")
+        raise TypeError(f"{model_uri or folder} is not a model action-recognition logged")
     return module
 
 
 def log_classifier(
-    module: Any, example: np.ndarray, classes: list[str], *, metadata: dict[str, Any], requirements: list[str]
+    client: Any,
+    run_id: str,
+    module: Any,
+    example: np.ndarray,
+    classes: list[str],
+    *,
+    metadata: dict[str, Any],
+    requirements: list[str],
 ) -> str:
-    """Log ``module`` as a :class:`Classifier` named ``model`` in the active run; its ``models:/`` URI."""
+    """Log ``module`` as a :class:`Classifier` named ``model`` of run ``run_id`` on ``client``'s server; its
+    ``models:/`` URI."""
     import mlflow.pyfunc
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
     output = answers(logits_of(module, example), classes)
-    with tempfile.TemporaryDirectory(prefix="ar-model-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ar-torch-") as tmp:
         torch_dir = Path(tmp) / TORCH_ARTIFACT
         mlflow.pytorch.save_model(
             module, str(torch_dir), serialization_format="pickle", pip_requirements=requirements
         )
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=Classifier(classes, [-1, *example.shape[1:]], str(example.dtype)),
-            artifacts={TORCH_ARTIFACT: str(torch_dir)},
-            signature=infer_signature(example, output),
-            input_example=example,
-            pip_requirements=[*requirements, "pandas"],
-            metadata=metadata,
-        )
-    return str(info.model_uri)
+
+        def save(folder: Path, spec: Any) -> None:
+            mlflow.pyfunc.save_model(
+                str(folder),
+                python_model=Classifier(classes, [-1, *example.shape[1:]], str(example.dtype)),
+                artifacts={TORCH_ARTIFACT: str(torch_dir)},
+                signature=infer_signature(example, output),
+                input_example=example,
+                pip_requirements=[*requirements, "pandas"],
+                metadata=metadata,
+                mlflow_model=spec,
+            )
+
+        return log_model(client, run_id, "model", save)

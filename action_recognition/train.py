@@ -37,12 +37,13 @@ from action_recognition.metrics import compute_metrics
 from action_recognition.models.ensemble import LogitAverage
 from action_recognition.names import model_name
 from action_recognition.recipe import RecipeChoice, resolve_recipe
-from action_recognition.services import experiment_id, mlflow_tracking
+from action_recognition.services import experiment_id, mlflow_client
 from action_recognition.storage import Storage
 from action_recognition.training.augment import augment_keypoints
 from action_recognition.training.card import model_card
 from action_recognition.training.inference import fetch_dataset, predict_logits, rgb_crop
 from action_recognition.training.loop import EpochData, train_one_epoch, validate
+from action_recognition.training.runlog import RunLog, started_run
 from action_recognition.training.setup import build_model, pick_device, seed_everything
 from action_recognition.training.state import TrainState
 from action_recognition.training.tracking import (
@@ -131,6 +132,15 @@ class Job:
     experiment_id: str = ""
     recipe_reason: str = ""
     recipe: RecipeChoice | None = None
+    tracking_uri: str | None = None
+    #: The MLflow run, once it started (:func:`_train_new`).
+    run: RunLog | None = None
+
+    @property
+    def mlflow(self) -> RunLog:
+        if self.run is None:
+            raise RuntimeError(f"training {self.fingerprint[:12]} logged before its MLflow run started")
+        return self.run
 
     @property
     def checkpoint(self) -> str:
@@ -180,8 +190,7 @@ def train_model(
 
     began = time.monotonic()
     # A job folder named with this pid: one that a killed try leaves is removed by the next try's sweep.
-    # MLflow's fluent API at the configured tracking URI for this training only (services.mlflow_tracking).
-    with job_folder(work_base(None), "train", "run") as work, mlflow_tracking(tracking_uri):
+    with job_folder(work_base(None), "train", "run") as work:
         data = load_dataset(fetch_dataset(dataset_uri, work))
         family = ARCHS[config.arch_for(data.kind)].family
         name = dataset_name or dataset_name_of(dataset_uri)
@@ -193,8 +202,8 @@ def train_model(
         test_sha = test_set_sha256(data)
         if config.threads:
             torch.set_num_threads(config.threads)
-        experiment = experiment_id(config.experiment)
-        run = run_of(experiment, fp, "FINISHED")
+        experiment = experiment_id(config.experiment, tracking_uri)
+        run = run_of(mlflow_client(tracking_uri), experiment, fp, "FINISHED")
         if run is not None:
             log.info("training %s already finished as MLflow run %s: reusing it", fp[:12], run.info.run_id)
             return TrainResult(
@@ -240,6 +249,7 @@ def train_model(
             experiment_id=experiment,
             recipe_reason=recipe_reason,
             recipe=choice,
+            tracking_uri=tracking_uri,
         )
         return _train_new(job, storage, progress)
 
@@ -269,8 +279,6 @@ def _split(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
 
 
 def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], None] | None) -> TrainResult:
-    import mlflow
-
     config, data = job.config, job.data
     device = pick_device(config.device)
     train_idx, val_idx, test_idx, val_from_train = _split(job)
@@ -303,22 +311,25 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
     }
     # A try that was killed left its MLflow run RUNNING: the retry continues that run, so a killed-and-retried
     # training ends as one FINISHED run, like an unbroken one.
-    unended = run_of(job.experiment_id, job.fingerprint, "RUNNING") if config.resume else None
+    client = mlflow_client(job.tracking_uri)
+    unended = run_of(client, job.experiment_id, job.fingerprint, "RUNNING") if config.resume else None
     if unended is not None:
         log.info("continuing MLflow run %s, left running by a try that did not end", unended.info.run_id)
         tags["ar.resumed_from_epoch"] = str(state.epoch)
     with (
-        tracking_errors(storage, job.checkpoint, job.fingerprint, state.history),
-        mlflow.start_run(
+        tracking_errors(storage, job.checkpoint, job.fingerprint, state.history, str(client.tracking_uri)),
+        started_run(
+            job.tracking_uri,
+            job.experiment_id,
             run_id=unended.info.run_id if unended else None,
-            experiment_id=job.experiment_id,
             run_name=None if unended else job.run_name,
             tags=None if unended else tags,
-            log_system_metrics=config.system_metrics,
+            system_metrics=config.system_metrics,
         ) as run,
     ):
+        job.run = run
         if unended is None:
-            mlflow.log_params(
+            run.params(
                 flatten(
                     {
                         "train": config.model_dump(mode="json"),
@@ -332,14 +343,14 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
                     }
                 )
             )
-            log_dataset_input(job.dataset_uri, data, job.name, job.manifest)
-            log_recipe(config, job.arch, job.recipe.summary() if job.recipe else {}, data)
+            log_dataset_input(run, job.dataset_uri, data, job.name, job.manifest)
+            log_recipe(run, config, job.arch, job.recipe.summary() if job.recipe else {}, data)
         else:
-            mlflow.set_tags(tags)
+            run.tags(tags)
         if config.recipe == "fixed":  # no selection: every labelled clip trains each model
             rows = train_idx if val_from_train else np.sort(np.concatenate([train_idx, val_idx]))
             models, last = _refit(job, ds, rows, storage, progress, epochs=config.epochs)
-            return _finish(job, last, models, config.epochs, ds, test_idx, storage, untrained, run.info)
+            return _finish(job, last, models, config.epochs, ds, test_idx, storage, untrained)
         _epochs(
             job,
             state,
@@ -358,7 +369,7 @@ def _train_new(job: Job, storage: Storage, progress: Callable[[dict[str, Any]], 
             refit_epochs = int(state.best["epoch"]) + 1
             rows = np.sort(np.concatenate([train_idx, val_idx]))
             models, _ = _refit(job, ds, rows, storage, progress, epochs=refit_epochs)
-        return _finish(job, state, models, refit_epochs, ds, test_idx, storage, untrained, run.info)
+        return _finish(job, state, models, refit_epochs, ds, test_idx, storage, untrained)
 
 
 def _seeded_model(job: Job, seed: int, device: Any) -> tuple[Any, bool]:
@@ -390,8 +401,6 @@ def _epochs(
     """Epochs from the state's next one up to ``epochs``, each checkpointed to ``key``. With ``val_idx`` (the
     selection): validate the averaged weights, keep the best, stop when val accuracy has not improved for
     ``patience`` epochs or ``max_minutes`` has passed. Without (a refit): train, nothing else."""
-    import mlflow
-
     config = job.config
     deadline = job.began + config.max_minutes * 60 if config.max_minutes and val_idx is not None else math.inf
     prefix = "epoch_" if stage == SELECT else f"{stage}_"
@@ -413,7 +422,7 @@ def _epochs(
             state.observe(row)
         else:
             state.advance(row)
-        mlflow.log_metrics({f"{prefix}{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+        job.mlflow.metrics({f"{prefix}{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
         unsaved = True
         if time.monotonic() - saved >= config.checkpoint_interval_s:
             state.save(storage, key, job.work, {**job.meta(), "stage": stage})
@@ -463,13 +472,10 @@ def _finish(
     test_idx: np.ndarray,
     storage: Storage,
     untrained: bool,
-    info: Any,
 ) -> TrainResult:
     """The final model (one, or the refit seeds' logits averaged) on the test split: metrics, artifacts, the
     model, and the result."""
-    import mlflow
-
-    config, data = job.config, job.data
+    config, data, run = job.config, job.data, job.mlflow
     untrained_any = untrained or bool(data.meta.get("untrained_pose"))
     final = _with_test_time_flip(models[0] if len(models) == 1 else LogitAverage(models), data)
     test_logits = predict_logits(final, ds.x, test_idx, config.batch_size * 2, ds.device, ds.crop)
@@ -481,8 +487,9 @@ def _finish(
         **({"best_val_acc": state.best["val_acc"]} if selected else {}),
         **_seed_spread(models, ds, test_idx, config),
     }
-    mlflow.log_metrics(scalars)
+    run.metrics(scalars)
     log_artifacts(
+        run,
         metrics,
         job.work,
         job.run_name,
@@ -495,13 +502,13 @@ def _finish(
         recipe=_recipe_words(config, state, len(models), refit_epochs, final),
     )
     model_uri = (
-        log_model(final.float().cpu().eval(), data, job.arch, job.family, untrained)
+        log_model(run, final.float().cpu().eval(), data, job.arch, job.family, untrained)
         if config.log_model
         else ""
     )
     checkpoint_uri = storage.key_uri(job.checkpoint)
     refit_models = len(models) if refit_epochs else 0
-    mlflow.set_tags(
+    run.tags(
         {
             "ar.model_uri": model_uri,
             "ar.epochs_run": str(len(state.history)),
@@ -517,10 +524,10 @@ def _finish(
         job.run_name,
         metrics.top1,
         metrics.mean_class_acc,
-        info.run_id,
+        run.run_id,
     )
     return TrainResult(
-        run_id=info.run_id,
+        run_id=run.run_id,
         model_uri=model_uri,
         arch=job.arch,
         family=job.family,
@@ -534,7 +541,7 @@ def _finish(
         untrained=untrained_any,
         test_set_sha256=job.test_sha256,
         history=state.history,
-        experiment_id=info.experiment_id,
+        experiment_id=job.experiment_id,
         refit_epochs=refit_epochs,
         refit_models=refit_models,
         recipe=config.recipe if refit_epochs else "early_stop",

@@ -34,7 +34,7 @@ from action_recognition.registry import (
     set_alias,
     with_retries,
 )
-from action_recognition.services import mlflow_tracking
+from action_recognition.services import fetch_model, log_model, mlflow_client
 from action_recognition.serving import POSE_ARTIFACT, TORCH_ARTIFACT
 
 log = logging.getLogger(__name__)
@@ -121,26 +121,41 @@ def log_video_model(
     config: RegistryConfig,
     tracking_uri: str | None = None,
 ) -> str:
-    """Log the video model of ``run_id`` (whose network is ``model_uri``) once; its ``models:/`` URI."""
-    with mlflow_tracking(tracking_uri):
-        return _log_video_model(run_id, model_uri, pose=pose, clip=clip, config=config)
-
-
-def _log_video_model(
-    run_id: str, model_uri: str, *, pose: PoseConfig, clip: ClipConfig, config: RegistryConfig
-) -> str:
-    """:func:`log_video_model` at the tracking URI already chosen."""
-    import mlflow
-    import mlflow.pytorch
-
-    from action_recognition.predict import _input_shape
-    from action_recognition.serving import load_module
-
-    client = mlflow.MlflowClient()
+    """Log the video model of ``run_id`` (whose network is ``model_uri``) once, on the MLflow server at
+    ``tracking_uri``; its ``models:/`` URI."""
+    client = mlflow_client(tracking_uri)
     run = with_retries(lambda: client.get_run(run_id), f"read run {run_id}", config)
     if run.data.tags.get(VIDEO_TAG):
         return str(run.data.tags[VIDEO_TAG])
-    info = mlflow.models.get_model_info(model_uri)
+    with tempfile.TemporaryDirectory(prefix="ar-video-model-") as tmp:
+        network = fetch_model(model_uri, tracking_uri, Path(tmp) / "network")
+        uri = _log_video_model(
+            client, run_id, model_uri, network, Path(tmp), pose=pose, clip=clip, config=config
+        )
+    with_retries(lambda: client.set_tag(run_id, VIDEO_TAG, uri), "tag the video model", config)
+    log.info("logged the video model of run %s: %s (wraps %s)", run_id, uri, model_uri)
+    return uri
+
+
+def _log_video_model(
+    client: Any,
+    run_id: str,
+    model_uri: str,
+    network: Path,
+    tmp: Path,
+    *,
+    pose: PoseConfig,
+    clip: ClipConfig,
+    config: RegistryConfig,
+) -> str:
+    """The video model around the network fetched into ``network``, logged into run ``run_id``."""
+    import mlflow.pyfunc
+    import mlflow.pytorch
+
+    from action_recognition.predict import _input_shape
+    from action_recognition.serving import load_module, model_info
+
+    info = model_info(network)
     meta = dict(info.metadata or {})
     family = str(meta.get("family") or "")
     if family not in FAMILIES or not meta.get("classes"):
@@ -149,42 +164,38 @@ def _log_video_model(
     spec: dict[str, Any] = {
         "family": family,
         "classes": list(meta["classes"]),
-        "input_shape": _input_shape(info),
+        "input_shape": _input_shape(info, model_uri),
         "clip": clip.model_dump(mode="json"),
         "max_mb": config.video_max_mb,
         "wraps": model_uri,
         "untrained": untrained,
     }
-    with tempfile.TemporaryDirectory(prefix="ar-video-model-") as tmp:
-        torch_dir = Path(tmp) / TORCH_ARTIFACT
-        mlflow.pytorch.save_model(load_module(model_uri), str(torch_dir), serialization_format="pickle")
-        artifacts = {TORCH_ARTIFACT: str(torch_dir)}
-        if family == "keypoint":
-            weights, sha = _pose_weights(pose, Path(tmp))
-            artifacts[POSE_ARTIFACT] = str(weights)
-            spec["pose"] = {
-                **pose.model_dump(mode="json", exclude={"config_dir"}),
-                "untrained": False,
-                "weights": weights.name,
-                "weights_sha256": sha,
-            }
-        requirements = _requirements(family)
-        mlflow.start_run(run_id=run_id)
-        try:
-            logged = mlflow.pyfunc.log_model(
-                name="video-model",
-                python_model=VideoClassifier(spec),
-                artifacts=artifacts,
-                signature=_signature(spec["classes"]),
-                pip_requirements=requirements,
-                metadata={**meta, "family": "video", "wraps_family": family, "untrained": spec["untrained"]},
-            )
-        finally:  # the training run stays FINISHED (a failed upload here must not mark the training FAILED)
-            mlflow.end_run("FINISHED")
-    uri = str(logged.model_uri)
-    with_retries(lambda: client.set_tag(run_id, VIDEO_TAG, uri), "tag the video model", config)
-    log.info("logged the video model of run %s: %s (wraps %s)", run_id, uri, model_uri)
-    return uri
+    torch_dir = tmp / TORCH_ARTIFACT
+    mlflow.pytorch.save_model(load_module(network, model_uri), str(torch_dir), serialization_format="pickle")
+    artifacts = {TORCH_ARTIFACT: str(torch_dir)}
+    if family == "keypoint":
+        weights, sha = _pose_weights(pose, tmp)
+        artifacts[POSE_ARTIFACT] = str(weights)
+        spec["pose"] = {
+            **pose.model_dump(mode="json", exclude={"config_dir"}),
+            "untrained": False,
+            "weights": weights.name,
+            "weights_sha256": sha,
+        }
+
+    def save(folder: Path, mlflow_model: Any) -> None:
+        mlflow.pyfunc.save_model(
+            str(folder),
+            python_model=VideoClassifier(spec),
+            artifacts=artifacts,
+            signature=_signature(spec["classes"]),
+            pip_requirements=_requirements(family),
+            metadata={**meta, "family": "video", "wraps_family": family, "untrained": spec["untrained"]},
+            mlflow_model=mlflow_model,
+        )
+
+    # Into the training run without reopening it: the run stays FINISHED whatever happens here.
+    return log_model(client, run_id, "video-model", save)
 
 
 def _requirements(family: str) -> list[str]:

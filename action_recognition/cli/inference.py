@@ -82,19 +82,18 @@ def infer(
 
     from action_recognition.infer import infer_shard
     from action_recognition.ledger import parse_shard
-    from action_recognition.services import mlflow_tracking
     from action_recognition.storage import open_storage
 
     def step() -> Any:
-        cfg = common.load(nested(plan__dataset=dataset))
-        tracking = mlflow_tracking(tracking_uri or cfg.tracking.uri)
-        with tracking, progress_bar(0, "infer", not common.as_json) as bar:
+        cfg = common.load(nested(plan__dataset=dataset, tracking__uri=tracking_uri))
+        with progress_bar(0, "infer", not common.as_json) as bar:
             return infer_shard(
                 open_storage(cfg.storage),
                 cfg.plan.dataset,
                 key,
                 parse_shard(shard),
                 model_uri=model,
+                tracking_uri=cfg.tracking.uri,
                 overlays=overlays,
                 progress=bar.update,
             )

@@ -23,6 +23,7 @@ from action_recognition.storage import Storage
 from action_recognition.training.augment import centre_crop
 from action_recognition.training.card import model_card
 from action_recognition.training.inference import rgb_crop
+from action_recognition.training.runlog import RunLog
 
 #: Settings that change where or how fast a training runs, not its weights: not part of the fingerprint.
 FINGERPRINT_EXCLUDE = {
@@ -65,16 +66,13 @@ def test_set_sha256(data: LabeledArrays) -> str:
     return hashlib.sha256(json.dumps([rows, data.classes]).encode()).hexdigest()
 
 
-def run_of(experiment_id: str, fp: str, status: str) -> Any | None:
+def run_of(client: Any, experiment_id: str, fp: str, status: str) -> Any | None:
     """The newest run of this fingerprint with ``status`` (FINISHED: reuse it; RUNNING: its try was
-    killed)."""
-    import mlflow
-
-    runs = mlflow.search_runs(
+    killed), on ``client``'s server."""
+    runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`ar.fingerprint` = '{fp}' and attributes.status = '{status}'",
         order_by=["attributes.start_time DESC"],
-        output_format="list",
         max_results=1,
     )
     return runs[0] if runs else None
@@ -82,11 +80,10 @@ def run_of(experiment_id: str, fp: str, status: str) -> Any | None:
 
 @contextmanager
 def tracking_errors(
-    storage: Storage, checkpoint: str, fp: str, history: list[dict[str, float]]
+    storage: Storage, checkpoint: str, fp: str, history: list[dict[str, float]], tracking_uri: str
 ) -> Iterator[None]:
-    """The tracking server went away (after MLflow's own HTTP retries) or refused: a TrainError that says
-    where the checkpoint is, since the next try resumes from it in the same run."""
-    import mlflow
+    """The tracking server at ``tracking_uri`` went away (after MLflow's own HTTP retries) or refused: a
+    TrainError that says where the checkpoint is, since the next try resumes from it in the same run."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -94,7 +91,7 @@ def tracking_errors(
     except MlflowException as exc:
         ckpt = storage.key_uri(checkpoint) if storage.exists(checkpoint) else "none yet"
         raise TrainError(
-            f"MLflow at {mlflow.get_tracking_uri()} failed during training {fp[:12]} after {len(history)} "
+            f"MLflow at {tracking_uri} failed during training {fp[:12]} after {len(history)} "
             "epoch(s): "
             f"{str(exc).splitlines()[0][:300]}. Checkpoint: {ckpt}; the next try resumes from it in the same "
             "run."
@@ -111,32 +108,31 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_recipe(config: TrainConfig, arch: str, sources: dict[str, Any], data: LabeledArrays) -> None:
+def log_recipe(
+    run: RunLog, config: TrainConfig, arch: str, sources: dict[str, Any], data: LabeledArrays
+) -> None:
     """The resolved training settings (what a retrain repeats: :mod:`action_recognition.recipe`), where each
     came from, and the clips per class and split (what a retrain report compares)."""
-    import mlflow
-
     from action_recognition.recipe import (
         CLASS_COUNTS_ARTIFACT,
         RECIPE_SOURCES_ARTIFACT,
         TRAIN_CONFIG_ARTIFACT,
     )
 
-    mlflow.log_dict({"train": config.model_dump(mode="json"), "arch": arch}, TRAIN_CONFIG_ARTIFACT)
-    mlflow.log_dict(sources, RECIPE_SOURCES_ARTIFACT)
+    run.dict({"train": config.model_dump(mode="json"), "arch": arch}, TRAIN_CONFIG_ARTIFACT)
+    run.dict(sources, RECIPE_SOURCES_ARTIFACT)
     counts = {
         split: {
             c: int(((data.split == split) & (data.labels == i)).sum()) for i, c in enumerate(data.classes)
         }
         for split in ("train", "val", "test")
     }
-    mlflow.log_dict(counts, CLASS_COUNTS_ARTIFACT)
+    run.dict(counts, CLASS_COUNTS_ARTIFACT)
 
 
 def log_dataset_input(
-    dataset_uri: str, data: LabeledArrays, name: str, manifest: dict[str, Any] | None
+    run: RunLog, dataset_uri: str, data: LabeledArrays, name: str, manifest: dict[str, Any] | None
 ) -> None:
-    import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
@@ -147,10 +143,11 @@ def log_dataset_input(
         "manifest_uri": (manifest or {}).get("uri", ""),
         "manifest_sha256": (manifest or {}).get("sha256", ""),
     }
-    mlflow.log_input(dataset, context="training", tags={k: v for k, v in tags.items() if v})
+    run.dataset(dataset, "training", {k: v for k, v in tags.items() if v})
 
 
 def log_artifacts(
+    run: RunLog,
     metrics: Metrics,
     work: Path,
     run_name: str,
@@ -163,8 +160,6 @@ def log_artifacts(
     *,
     recipe: str = "",
 ) -> None:
-    import mlflow
-
     out = work / "artifacts"
     out.mkdir(exist_ok=True)
     metrics.confusion_png(out / "confusion_matrix.png", title=f"{run_name}: test top-1 {metrics.top1:.3f}")
@@ -174,10 +169,10 @@ def log_artifacts(
     (out / "model_card.md").write_text(
         model_card(run_name, arch, data, manifest, scalars, untrained, config, recipe=recipe)
     )
-    mlflow.log_artifacts(str(out))
+    run.artifacts(out)
 
 
-def log_model(model: Any, data: LabeledArrays, arch: str, family: str, untrained: bool) -> str:
+def log_model(run: RunLog, model: Any, data: LabeledArrays, arch: str, family: str, untrained: bool) -> str:
     """The model as a pyfunc that answers with labels and probabilities (:mod:`action_recognition.serving`),
     with its signature, an input example and its metadata (classes, arch, layout, untrained)."""
     import torch
@@ -201,5 +196,11 @@ def log_model(model: Any, data: LabeledArrays, arch: str, family: str, untrained
         "input_kind": data.kind,
     }
     return log_classifier(
-        model, np.ascontiguousarray(example), data.classes, metadata=metadata, requirements=requirements
+        run.client,
+        run.run_id,
+        model,
+        np.ascontiguousarray(example),
+        data.classes,
+        metadata=metadata,
+        requirements=requirements,
     )

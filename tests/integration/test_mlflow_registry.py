@@ -144,13 +144,14 @@ def test_run_registry_promotion_and_serving(
     # Serving: the champion loads from the registry and classifies a batch.
     import mlflow
 
+    from action_recognition.services import fetch_model
     from action_recognition.serving import load_module
 
-    mlflow.set_tracking_uri(mlflow_server)
     data = load_dataset(synthetic_dataset)
-    answered = mlflow.pyfunc.load_model("models:/synth-keypoint@champion").predict(data.data[:4])
+    champion = fetch_model("models:/synth-keypoint@champion", mlflow_server, tmp_path / "champion")
+    answered = mlflow.pyfunc.load_model(str(champion)).predict(data.data[:4])
     assert len(answered) == 4 and set(answered["label"]) <= set(data.classes), "labels, not logits"
-    model = load_module("models:/synth-keypoint@champion")  # the network itself, for logits
+    model = load_module(champion)  # the network itself, for logits
     with torch.inference_mode():
         logits = model(torch.from_numpy(data.data[:4]))
     assert logits.shape == (4, 6)

@@ -50,6 +50,7 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(
     from action_recognition.datasets import load_dataset
     from action_recognition.models.ensemble import LogitAverage
     from action_recognition.models.skeleton import FlipAverage
+    from action_recognition.services import fetch_model
     from action_recognition.serving import load_module
 
     stages: list[str] = []
@@ -86,8 +87,8 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(
 
     # The logged model is the average of the two refits (mirror-averaged: COCO-17) and gives the run's test
     # accuracy.
-    mlflow.set_tracking_uri(_uri(tmp_path))
-    model = load_module(result.model_uri)
+    folder = fetch_model(result.model_uri, _uri(tmp_path), tmp_path / "model")  # no process-wide URI needed
+    model = load_module(folder)
     assert (
         isinstance(model, FlipAverage)
         and isinstance(model.model, LogitAverage)
@@ -101,7 +102,7 @@ def test_refit_trains_seeds_on_train_and_val_and_averages_them(
         top1 = float((model(torch.from_numpy(data.data[test])).argmax(1).numpy() == data.labels[test]).mean())
     assert top1 == pytest.approx(m["test_top1"])
     # What a consumer of the registry gets: labels and probabilities, the same answers.
-    answered = mlflow.pyfunc.load_model(result.model_uri).predict(data.data[test])
+    answered = mlflow.pyfunc.load_model(str(folder)).predict(data.data[test])
     assert list(answered.columns) == [
         "label",
         "probability",

@@ -1,6 +1,7 @@
-"""One road to each service, and no process globals: the package, the plugins and the DAGs never set MLflow's
-tracking URI or write the environment except through :mod:`action_recognition.services`, whose scoped helpers
-leave the process as they found it."""
+"""One road to each service, and no process globals: nothing in the package, the plugins or the DAGs sets
+MLflow's tracking URI (every MLflow call gets its server as an argument), and only
+:func:`action_recognition.services.environment` writes the environment, for Ultralytics (which reads its
+settings from nowhere else), scoped and restored."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from action_recognition.config import StorageConfig
-from action_recognition.services import environment, mlflow_tracking, storage_with
+from action_recognition.services import environment, fetch_model, log_model, model_spec, storage_with
 from action_recognition.storage import S3Storage
 from tests.support.paths import ROOT
 
@@ -21,9 +22,13 @@ ENV_WRITES = {"update", "setdefault", "pop", "popitem", "clear", "__setitem__", 
 
 def _global_writes(path: Path) -> list[str]:
     """``set_tracking_uri``/``set_experiment``/``set_registry_uri`` calls and writes to ``os.environ``."""
+    return _global_writes_in(path.read_text(), path)
+
+
+def _global_writes_in(source: str, path: Path) -> list[str]:
     found = []
     label = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         where = f"{label}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             name = node.func.attr
@@ -46,6 +51,15 @@ def test_no_process_globals_outside_the_services_module() -> None:
     sources += [*(ROOT / "dags").rglob("*.py")]
     writes = [w for path in sorted(sources) if path != SERVICES for w in _global_writes(path)]
     assert writes == [], f"process globals written outside action_recognition/services.py: {writes}"
+    # There, only the environment of the Ultralytics block, restored after: never a tracking URI.
+    tree = ast.parse(SERVICES.read_text())
+    writers = {
+        f.name
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef) and _global_writes_in(ast.unparse(f), SERVICES)
+    }
+    assert writers <= {"environment", "_restore"}, writers
+    assert not [w for w in _global_writes(SERVICES) if "()" in w and "os.environ" not in w]
 
 
 @pytest.mark.check
@@ -59,24 +73,49 @@ def test_the_check_finds_what_it_looks_for(tmp_path: Path) -> None:
     assert len(_global_writes(scratch)) == 5
 
 
-@pytest.mark.parametrize("before", [None, "http://earlier:5000"])
-def test_mlflow_tracking_leaves_the_process_as_it_found_it(
-    before: str | None, monkeypatch: pytest.MonkeyPatch
+def test_a_model_logs_and_loads_through_its_server_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlflow
+    """A logged model of a run, through an explicit client; found again by its ``models:/m-<id>`` URI, its
+    ``runs:/`` path and a registered alias, each on the server given as an argument: MLflow's process-wide
+    tracking URI and ``MLFLOW_TRACKING_URI`` are never set, before, during or after."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow import MlflowClient
     from mlflow.tracking._tracking_service import utils
 
+    from tests.support.mlflow import sqlite_store
+
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return model_input * 2
+
     monkeypatch.setattr(utils, "_tracking_uri", None)
-    if before is None:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    else:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
-    with mlflow_tracking("http://inside:5000"):
-        assert mlflow.get_tracking_uri() == "http://inside:5000"
-    assert utils._tracking_uri is None
-    assert os.environ.get("MLFLOW_TRACKING_URI") == before
-    with mlflow_tracking(None):  # no URI: the process's own, untouched
-        assert os.environ.get("MLFLOW_TRACKING_URI") == before
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = sqlite_store(tmp_path / "m.db")
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("services", str(tmp_path / "artifacts")))
+
+    def save(folder: Path, spec: object) -> None:
+        mlflow.pyfunc.save_model(str(folder), python_model=Doubler(), mlflow_model=spec, metadata={"k": "v"})
+
+    model_uri = log_model(client, run.info.run_id, "model", save)
+    client.set_terminated(run.info.run_id)
+    assert model_uri.startswith("models:/m-")
+    logged = client.get_logged_model(model_uri[len("models:/") :])
+    assert logged.status.to_proto() == 2 or str(logged.status).endswith("READY"), logged.status
+    assert [o.model_id for o in client.get_run(run.info.run_id).outputs.model_outputs] == [logged.model_id]
+    client.create_registered_model("svc")
+    version = client.create_model_version(
+        "svc", logged.artifact_location, run.info.run_id, model_id=logged.model_id
+    )
+    client.set_registered_model_alias("svc", "champion", version.version)
+    for ref in (model_uri, "models:/svc@champion", f"models:/svc/{version.version}"):
+        folder = fetch_model(ref, uri, tmp_path / ref.replace(":", "").replace("/", "_").replace("@", "_"))
+        answer = mlflow.pyfunc.load_model(str(folder)).predict(pd.DataFrame({"x": [1.0, 2.0]}))
+        assert answer["x"].tolist() == [2.0, 4.0], ref
+        assert model_spec(ref, uri).metadata == {"k": "v"}, ref
+    assert utils._tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ
 
 
 def test_environment_is_scoped_and_keeps_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
