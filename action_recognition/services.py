@@ -147,7 +147,23 @@ def log_model(client: Any, run_id: str, name: str, save: Callable[[Path, Any], N
         raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    _link_metrics(client, run, logged.model_id)
     return f"models:/{logged.model_id}"
+
+
+def _link_metrics(client: Any, run: Any, model_id: str) -> None:
+    """The run's final metrics (not its per-epoch curves or system samples) recorded against the logged model
+    too, as ``log_model`` does: MLflow's model pages show them."""
+    import re
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    final = {k: v for k, v in run.data.metrics.items() if not re.match(r"(epoch_|refit\d+_|system/)", k)}
+    linked = [Metric(k, v, now, 0, run_id=run.info.run_id, model_id=model_id) for k, v in final.items()]
+    if linked:
+        client.log_batch(run.info.run_id, metrics=linked)
 
 
 def storage_for(target: str | StorageConfig, conn_id: str | None = None) -> Storage:

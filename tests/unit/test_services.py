@@ -95,6 +95,8 @@ def test_a_model_logs_and_loads_through_its_server_alone(
     uri = sqlite_store(tmp_path / "m.db")
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("services", str(tmp_path / "artifacts")))
+    client.log_metric(run.info.run_id, "test_top1", 0.75)
+    client.log_metric(run.info.run_id, "epoch_val_acc", 0.5, step=3)
 
     def save(folder: Path, spec: object) -> None:
         mlflow.pyfunc.save_model(str(folder), python_model=Doubler(), mlflow_model=spec, metadata={"k": "v"})
@@ -105,6 +107,7 @@ def test_a_model_logs_and_loads_through_its_server_alone(
     logged = client.get_logged_model(model_uri[len("models:/") :])
     assert logged.status.to_proto() == 2 or str(logged.status).endswith("READY"), logged.status
     assert [o.model_id for o in client.get_run(run.info.run_id).outputs.model_outputs] == [logged.model_id]
+    assert {m.key: m.value for m in logged.metrics or []} == {"test_top1": 0.75}, "final metrics, not curves"
     client.create_registered_model("svc")
     version = client.create_model_version(
         "svc", logged.artifact_location, run.info.run_id, model_id=logged.model_id
