@@ -11,6 +11,7 @@ means the process's own (``MLFLOW_TRACKING_URI``, else MLflow's default), read a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -143,7 +144,8 @@ def log_model(client: Any, run_id: str, name: str, save: Callable[[Path, Any], N
             save(folder, spec)
             client.log_model_artifacts(logged.model_id, str(folder))
     except BaseException:
-        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        with contextlib.suppress(Exception):  # the server may be what failed: the first error is the one
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
         raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
