@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 
-@step_command(storage=False, config=False, group=app)
+@step_command(config=False, group=app)
 def demo(
     common: Common,
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo keeps everything.")] = Path(
@@ -39,40 +39,15 @@ def demo(
         str,
         typer.Option("--training", help="short: one model a family, few epochs; full: the product's recipe."),
     ] = "short",
+    per_class: Annotated[int, typer.Option("--per-class", help="Clips planned per class.", min=2)] = 8,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="An MLflow server (default: a SQLite store in WORKDIR)."),
+    ] = None,
 ) -> None:
-    """Run the whole kinetics_pipeline DAG offline on the embedded defaults (SQLite, local folder, local
-    MLflow)."""
-    from devtools.demo import run_demo
-
-    def human(r: Any) -> str:
-        lines = [
-            f"demo finished in {r.workdir}: {r.summary.get('rows')} clips, states {r.summary.get('states')}"
-        ]
-        for info in (r.summary.get("models") or {}).values():
-            flag = ", UNTRAINED" if info["untrained"] else ""
-            top1 = info["metrics"].get("test_top1", float("nan"))
-            lines.append(f"  {info['champion']} (version {info['version']}{flag}): test top-1 {top1:.3f}")
-        inference = r.summary.get("inference")
-        if inference:
-            lines.append(
-                f"  kinetics_infer: {inference['videos']} videos with {inference['model_uri']}: "
-                f"{inference['counts']} -> {inference['predictions_uri']}"
-            )
-        lines.append(f"training: {r.summary.get('training')}")
-        lines.append(
-            f"storage: {r.storage}  (action-recognition status --storage {r.storage} --dataset demo)"
-        )
-        video = (videos / "demo.mp4").resolve()
-        lines += [
-            "next:",
-            f"  1. the runs and the registry:  mlflow ui --backend-store-uri {r.tracking_uri} --port 5000"
-            "   (then http://127.0.0.1:5000)",
-            f"  2. predict with the champion:  action-recognition predict {video} --model "
-            "models:/demo-rgb@champion"
-            f" --tracking-uri {r.tracking_uri}",
-            "  3. the deployed shape, trigger it from the Airflow UI:  make stack-up",
-        ]
-        return "\n".join(lines)
+    """Run the whole kinetics_pipeline DAG offline on the embedded defaults (SQLite, a local folder, a local
+    MLflow store; --storage and --tracking-uri point it at an S3 bucket and an MLflow server instead)."""
+    from devtools.demo import demo_text, run_demo
 
     def step() -> Any:
         if not (videos / "demo.mp4").is_file():
@@ -83,11 +58,19 @@ def demo(
         try:
             if training not in ("short", "full"):
                 raise ConfigError(f"--training {training!r}: short or full")
-            return run_demo(workdir, videos, epochs=epochs, training=training)  # type: ignore[arg-type]
+            return run_demo(
+                workdir,
+                videos,
+                per_class=per_class,
+                epochs=epochs,
+                training=training,  # type: ignore[arg-type]
+                storage_uri=common.storage,
+                tracking_uri=tracking_uri,
+            )
         except RuntimeError as exc:  # the DAG failed: the message names its log
             raise ActionRecognitionError(str(exc)) from exc
 
-    common.run(step, summarise=lambda r: r.as_dict(), human=human)
+    common.run(step, summarise=lambda r: r.as_dict(), human=lambda r: demo_text(r, videos / "demo.mp4"))
 
 
 @step_command(config=False, group=app)

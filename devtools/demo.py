@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from action_recognition.config import TrainConfig
+from action_recognition.config import ReviewConfig, StorageConfig, TrainConfig
 from action_recognition.names import DOWNLOAD_POOL, model_name
-from action_recognition.profiles import SHORT_TRAINING, short_training_env
-from action_recognition.storage import LocalStorage, Storage
+from action_recognition.profiles import SHORT_REVIEW, SHORT_TRAINING, short_training_env
+from action_recognition.storage import Storage, open_storage
 from devtools.localserve import VideoServer
 
 log = logging.getLogger(__name__)
@@ -183,11 +183,12 @@ def dags_test(
     dag_id: str = "kinetics_pipeline",
 ) -> None:
     """``airflow dags test <dag_id>`` with ``conf``: its whole log in ``workdir/dags-test.log``
-    (``dags-test-<dag id>.log`` for another DAG), and on stderr each task as it starts and ends (with its
-    duration and counts), then a table of the tasks."""
+    (``dags-test-<dag id>.log`` for another DAG) and its conf beside it (``.conf.json``); on stderr each task
+    as it starts and ends (with its duration and counts), then a table of the tasks."""
     from devtools.progress import DagProgress
 
     log_path = workdir / ("dags-test.log" if dag_id == "kinetics_pipeline" else f"dags-test-{dag_id}.log")
+    log_path.with_suffix(".conf.json").write_text(json.dumps(conf, indent=1) + "\n")  # to run it again
     log.info("running %s with airflow dags test; full log in %s", dag_id, log_path)
     argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)]
     progress = DagProgress()
@@ -219,6 +220,23 @@ def dags_test(
         )
 
 
+def demo_settings(
+    training: Literal["short", "full"] = "short",
+    tracking_uri: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The demo's own settings for its Airflow process, over :func:`local_airflow`'s: no retries of a lost
+    video, the training profile, the MLflow server when given."""
+    return {
+        "AR__DOWNLOAD__BACKOFF_BASE_S": "0.2",
+        "AR_NETWORK_RETRIES": "0",
+        "AR__POSE__CONF": "0.0001",  # untrained weights score everything low: keep their (meaningless) people
+        **(short_training_env() if training == "short" else {}),
+        **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}),
+        **(extra_env or {}),
+    }
+
+
 def run_demo(
     workdir: Path,
     videos: Path,
@@ -226,26 +244,26 @@ def run_demo(
     per_class: int = 8,
     epochs: int | None = None,
     training: Literal["short", "full"] = "short",
+    storage_uri: str | None = None,
+    tracking_uri: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
     timeout_s: float = 1800,
 ) -> DemoResult:
     """Run the DAG end to end (see the module docstring) and return where its outputs are. ``training``: the
     short profile (:data:`~action_recognition.profiles.SHORT_TRAINING`, the default) or the product's full
-    recipe; ``epochs`` defaults to the profile's (12 for the full recipe)."""
+    recipe; ``epochs`` defaults to the profile's (12 for the full recipe). ``storage_uri`` (default:
+    ``workdir/storage``) and ``tracking_uri`` (default: a SQLite store in ``workdir``) point it at a
+    deployment's own S3 bucket and MLflow server, their keys from the environment; ``extra_env``: settings
+    for the Airflow process (``AR__*``)."""
     if epochs is None:
         epochs = int(SHORT_TRAINING["epochs"]) if training == "short" else 12
-    profile = short_training_env() if training == "short" else {}
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    storage = workdir / "storage"
+    storage_uri = storage_uri or str(workdir / "storage")
+    store = open_storage(StorageConfig(uri=storage_uri))
     generated = make_demo_videos(workdir / "videos", per_class + 2)
     csv_path, routes = write_demo_annotations(workdir / "kinetics-600_demo.csv", generated, videos)
-    env = local_airflow(
-        workdir,
-        AR__DOWNLOAD__BACKOFF_BASE_S="0.2",
-        AR_NETWORK_RETRIES="0",
-        AR__POSE__CONF="0.0001",  # untrained weights score everything low: keep their (meaningless) people
-        **profile,
-    )
+    env = local_airflow(workdir, **demo_settings(training, tracking_uri, extra_env))
     with VideoServer(routes) as server:  # type: ignore[arg-type]
         conf = {
             "annotations": [str(csv_path)],
@@ -257,7 +275,7 @@ def run_demo(
             "pose_untrained": True,
             "rgb_allow_untrained": True,
             "epochs": epochs,
-            "storage_uri": str(storage),
+            "storage_uri": storage_uri,
             "dataset": "demo",
             "runner": "local",
             "gpu_enabled": False,
@@ -265,14 +283,14 @@ def run_demo(
         dags_test(workdir, env, conf, timeout_s)
     # Then batch inference with the new video champion: the bundled real videos and one file that is not a
     # video.
-    incoming = storage / INFER_PREFIX
-    incoming.mkdir(parents=True, exist_ok=True)
     for name in REAL_VIDEOS:
-        (incoming / name).write_bytes((videos / name).read_bytes())
-    (incoming / "not-a-video.mp4").write_text("a text file with a video's name: the ledger says bad_media\n")
+        store.put_file(INFER_PREFIX + name, videos / name)
+    store.put_bytes(
+        INFER_PREFIX + "not-a-video.mp4", b"a text file with a video's name: the ledger says bad_media\n"
+    )
     infer = {
         "dataset": "demo",
-        "storage_uri": str(storage),
+        "storage_uri": storage_uri,
         "runner": "local",
         "gpu_enabled": False,
         "input_prefix": INFER_PREFIX,
@@ -281,10 +299,10 @@ def run_demo(
     }
     dags_test(workdir, env, infer, timeout_s, dag_id="kinetics_infer")
     tracking = env["MLFLOW_TRACKING_URI"]
-    summary = demo_summary(LocalStorage(storage), tracking, "demo")
-    summary["inference"] = last_inference(storage, "demo")
+    summary = demo_summary(store, tracking, "demo")
+    summary["inference"] = champion_inference(store, "demo", summary)
     summary["training"] = training_words(training, epochs)
-    return DemoResult(str(workdir), str(storage), tracking, summary)
+    return DemoResult(str(workdir), storage_uri, tracking, summary)
 
 
 def training_words(training: str, epochs: int) -> str:
@@ -292,9 +310,10 @@ def training_words(training: str, epochs: int) -> str:
     product = TrainConfig()
     if training == "short":
         return (
-            f"short profile: one model per family, {epochs} epochs (the product's default is recipe "
-            f"{product.recipe}: keypoints fixed, {product.seeds} seeds x {product.epochs} epochs on a small "
-            f"set; frames refit, {product.seeds} seeds after selection; --training full)"
+            f"short profile: one model per family, {epochs} epochs, a {SHORT_REVIEW['folds']}-fold review "
+            f"(the product's default is recipe {product.recipe}: keypoints fixed, {product.seeds} seeds x "
+            f"{product.epochs} epochs on a small set; frames refit, {product.seeds} seeds after selection; "
+            f"a {ReviewConfig().folds}-fold review; --training full)"
         )
     return f"full recipe ({product.recipe}, {product.seeds} seeds), {epochs} epochs"
 
@@ -324,7 +343,55 @@ def demo_summary(storage: Storage, tracking_uri: str, dataset: str) -> dict[str,
     return {"rows": report.rows, "states": report.states, "models": models}
 
 
-def last_inference(storage: Path, dataset: str) -> dict[str, object] | None:
-    """The summary of the newest ``kinetics_infer`` run on ``dataset`` in a local storage folder."""
-    summaries = sorted(storage.glob(f"inference/{dataset}/*/summary.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(summaries[-1].read_text()) if summaries else None
+def champion_inference(storage: Storage, dataset: str, summary: Mapping[str, object]) -> object:
+    """The summary of the ``kinetics_infer`` run on ``dataset`` with the video champion's version (None if
+    there is none)."""
+    models = summary.get("models")
+    video = models.get(model_name(dataset, "video")) if isinstance(models, dict) else None
+    if not video:
+        return None
+    wanted = f"models:/{model_name(dataset, 'video')}/{video['version']}"
+    for key in storage.list(f"inference/{dataset}/"):
+        if key.endswith("/summary.json"):
+            found = json.loads(storage.get_bytes(key))
+            if found.get("model_uri") == wanted:
+                return found
+    return None
+
+
+def demo_text(result: DemoResult, video: Path) -> str:
+    """What the demo prints when it ends: the ledger, the champions, the inference, and three next steps that
+    work as printed (``video``: the file the predict step names)."""
+    summary = result.summary
+    lines = [
+        f"demo finished in {result.workdir}: {summary.get('rows')} clips, states {summary.get('states')}"
+    ]
+    models = summary.get("models")
+    for info in (models if isinstance(models, dict) else {}).values():
+        flag = ", UNTRAINED" if info["untrained"] else ""
+        top1 = info["metrics"].get("test_top1", float("nan"))
+        lines.append(f"  {info['champion']} (version {info['version']}{flag}): test top-1 {top1:.3f}")
+    inference = summary.get("inference")
+    if isinstance(inference, dict):
+        lines.append(
+            f"  kinetics_infer: {inference['videos']} videos with {inference['model_uri']}: "
+            f"{inference['counts']} -> {inference['predictions_uri']}"
+        )
+    lines.append(f"training: {summary.get('training')}")
+    lines.append(
+        f"storage: {result.storage}  (action-recognition status --storage {result.storage} --dataset demo)"
+    )
+    tracking = result.tracking_uri
+    ui = (
+        f"open {tracking}"
+        if tracking.startswith(("http://", "https://"))
+        else f"mlflow ui --backend-store-uri {tracking} --port 5000   (then http://127.0.0.1:5000)"
+    )
+    lines += [
+        "next:",
+        f"  1. the runs and the registry:  {ui}",
+        f"  2. predict with the champion:  action-recognition predict {video.resolve()} --model "
+        f"models:/demo-rgb@champion --tracking-uri {tracking}",
+        "  3. the deployed shape, trigger it from the Airflow UI:  make stack-up",
+    ]
+    return "\n".join(lines)

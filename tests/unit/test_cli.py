@@ -153,3 +153,38 @@ def test_the_developer_tools_answer_help() -> None:
         [sys.executable, "-m", "devtools", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert top.returncode == 0 and "demo" in top.stdout, top.stderr
+
+
+@pytest.mark.parametrize(
+    ("tracking", "ui"),
+    [
+        ("sqlite:////w/mlflow.db", "mlflow ui --backend-store-uri sqlite:////w/mlflow.db --port 5000"),
+        ("http://127.0.0.1:5000", "open http://127.0.0.1:5000"),
+    ],
+)
+def test_the_demo_ends_with_next_steps_for_its_own_stores(tracking: str, ui: str) -> None:
+    """The default demo (a local MLflow store) says how to open its UI; pointed at a server, the server. The run
+    itself, with each step run as printed against the server: tests/integration/test_pipeline_dag.py."""
+    from devtools.demo import DemoResult, demo_text
+
+    summary = {
+        "rows": 13,
+        "states": {"ok": 12, "unavailable": 1},
+        "models": {
+            "demo-rgb": {
+                "champion": "models:/demo-rgb@champion",
+                "version": "1",
+                "metrics": {"test_top1": 0.5},
+                "untrained": True,
+            }
+        },
+        "training": "short profile",
+    }
+    text = demo_text(DemoResult("/w", "/w/storage", tracking, summary), Path("/v/demo.mp4"))
+    assert "models:/demo-rgb@champion (version 1, UNTRAINED): test top-1 0.500" in text
+    steps = {line.split(":  ", 1)[0].strip(): line.split(":  ", 1)[1] for line in text.splitlines()[-3:]}
+    assert steps["1. the runs and the registry"].split("   (")[0] == ui
+    assert steps["2. predict with the champion"] == (
+        f"action-recognition predict /v/demo.mp4 --model models:/demo-rgb@champion --tracking-uri {tracking}"
+    )
+    assert "status --storage /w/storage --dataset demo" in text
