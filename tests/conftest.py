@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mlflow import keep_template_in
+from tests.support.mlflow import MLFLOW_SERVER_ENV, keep_template_in
 from tests.support.paths import KINETICS, free_port
 from tests.support.reliability import Reliability, write_report
 
@@ -108,7 +108,7 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="mlflow-artifacts")
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=s3_server, MLFLOW_DISABLE_TELEMETRY="true")
+    env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=s3_server, **MLFLOW_SERVER_ENV)
     log_file = (root / "server.log").open("wb")
     proc = subprocess.Popen(
         [

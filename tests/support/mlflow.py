@@ -37,6 +37,11 @@ def sqlite_store(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+#: The test servers' settings: no telemetry, and no job runner (MLflow 3's GenAI jobs, unused here: on, it
+#: starts five Huey consumers of about 330 MB each beside every server).
+MLFLOW_SERVER_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 class RestartableMlflow:
     """``mlflow server`` (SQLite + a local artifact folder) under ``root``; :meth:`start` / :meth:`stop` at
     will."""
@@ -68,7 +73,7 @@ class RestartableMlflow:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
+            env=dict(os.environ, **MLFLOW_SERVER_ENV),
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
