@@ -6,12 +6,13 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.mlflow import MLFLOW_SERVER_ENV, keep_template_in
-from tests.support.paths import KINETICS, free_port
-from tests.support.reliability import Reliability, write_report
+from tests.support.paths import KINETICS, ROOT, free_port
+from tests.support.reliability import Reliability, export_records, merge_records, write_report
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -183,11 +184,22 @@ def reliability(request: pytest.FixtureRequest) -> Reliability:
 #: marker).
 MARKED_TIERS = {"integration": "integration", "stack": "stack", "ui": "ui"}
 
+#: `make test` runs the suite in two lanes, one pytest-xdist worker each (``-n 2 --dist loadgroup``): what
+#: drives the Docker engine (the compose stack, the docker runner, the guard; their leftover checks count every
+#: container on the engine, so they never overlap), and the rest. Most of the suite waits on servers,
+#: subprocesses and containers (one process kept 2 cores under half busy), so the lanes share the cores. A module
+#: stays whole in its lane: its module-scoped fixtures (a DAG run, a stack) start once.
+ENGINE_LANE = (
+    "tests/stack/",
+    "tests/integration/test_docker_runner.py",
+    "tests/integration/test_docker_guard.py",
+)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that records into the reliability report is in `make reliability` (``-m reliability``); a
     test in an integration, stack or UI folder without its tier's marker stops the collection, named (``-m``
-    would miss it)."""
+    would miss it). Each test gets its lane (:data:`ENGINE_LANE`)."""
     unmarked = []
     for item in items:
         if "reliability" in getattr(item, "fixturenames", ()):
@@ -195,11 +207,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = MARKED_TIERS.get(item.path.parent.name)
         if tier and item.get_closest_marker(tier) is None:
             unmarked.append(f"{item.nodeid} (no pytest.mark.{tier})")
+        path = item.path.relative_to(ROOT).as_posix()
+        item.add_marker(pytest.mark.xdist_group("engine" if path.startswith(ENGINE_LANE) else "host"))
     if unmarked:
         raise pytest.UsageError("tests outside their tier's marker:\n  " + "\n  ".join(unmarked))
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: its reliability records go to the controller with the worker's output."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reliability"] = export_records()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the controller: a worker finished; its records join the block."""
+    records = getattr(node, "workeroutput", {}).get("reliability")
+    if records:
+        merge_records(records)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return  # a worker: the controller prints the block for the whole run
     block = write_report()
     if block:
         terminalreporter.section("reliability report")

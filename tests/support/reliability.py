@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -194,6 +194,23 @@ class Reliability:
 
     def leftovers(self, name: str, temp_files: int = 0, containers: int = 0) -> None:
         RECORDS.leftovers[self._key(name)] = (temp_files, containers)
+
+
+def export_records() -> str:
+    """This process's records as JSON: a pytest-xdist worker hands them to the controller, which prints the
+    one block for the whole run."""
+    return json.dumps(asdict(RECORDS))
+
+
+def merge_records(data: str) -> None:
+    """Add a worker's records (:func:`export_records`) to this process's."""
+    theirs = json.loads(data)
+    RECORDS.faults.update(theirs["faults"])
+    RECORDS.bad_inputs.update(theirs["bad_inputs"])
+    RECORDS.probes.update(theirs["probes"])
+    RECORDS.rows.update({k: (n, states) for k, (n, states) in theirs["rows"].items()})
+    RECORDS.duplicates.update(theirs["duplicates"])
+    RECORDS.leftovers.update({k: (t, c) for k, (t, c) in theirs["leftovers"].items()})
 
 
 def write_report() -> str | None:
