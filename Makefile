@@ -60,7 +60,7 @@ update-yt-dlp: venv  ## Keep up with YouTube: newest yt-dlp (+ the EJS scripts a
 
 # Two lanes, one pytest-xdist worker each: what drives the Docker engine, and the rest (tests/conftest.py).
 test: system venv  ## Every real component proven once, in two lanes (starts a Docker engine only if none runs)
-	scripts/dockerd.sh run $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	scripts/dockerd.sh run $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test-fast: venv  ## The inner loop: unit, DAG, data and model tiers, operators with a spec'd Docker client (<2 min)
 	$(BIN)/python -m pytest tests/unit tests/dags tests/data tests/model -m "not dagrun and not check" $(PYTEST_ARGS)

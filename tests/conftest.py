@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.mlflow import MLFLOW_SERVER_ENV, keep_template_in
-from tests.support.paths import KINETICS, ROOT, free_port
+from tests.support.paths import KINETICS, free_port
 from tests.support.reliability import Reliability, export_records, merge_records, write_report
 
 
@@ -184,11 +184,12 @@ def reliability(request: pytest.FixtureRequest) -> Reliability:
 #: marker).
 MARKED_TIERS = {"integration": "integration", "stack": "stack", "ui": "ui"}
 
-#: `make test` runs the suite in two lanes, one pytest-xdist worker each (``-n 2 --dist loadgroup``): what
-#: drives the Docker engine (the compose stack, the docker runner, the guard; their leftover checks count every
-#: container on the engine, so they never overlap), and the rest. Most of the suite waits on servers,
-#: subprocesses and containers (one process kept 2 cores under half busy), so the lanes share the cores. A module
-#: stays whole in its lane: its module-scoped fixtures (a DAG run, a stack) start once.
+#: `make test` runs the suite in two lanes, one pytest-xdist worker each (``-n 2``, scheduled by
+#: :func:`pytest_xdist_make_scheduler`): what drives the Docker engine (the compose stack, the docker runner, the
+#: guard; their leftover checks count every container on the engine, so they never overlap), and the rest. Most
+#: of the suite waits on servers, subprocesses and containers (one process kept 2 cores under half busy), so the
+#: lanes share the cores. A lane runs its tests in collection order, so a module's module-scoped fixtures (a DAG
+#: run, a stack) start once.
 ENGINE_LANE = (
     "tests/stack/",
     "tests/integration/test_docker_runner.py",
@@ -196,10 +197,28 @@ ENGINE_LANE = (
 )
 
 
+def lane_of(nodeid: str) -> str:
+    """The lane a test runs in: ``engine`` or ``host``."""
+    return "engine" if nodeid.startswith(ENGINE_LANE) else "host"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scope scheduling with two scopes, the lanes: each lane wholly on one worker, in order.
+    (Its ``loadgroup`` marks do not group under pytest 9.2, which no longer reads the node id it rewrites.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return lane_of(nodeid)
+
+    return Lanes(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that records into the reliability report is in `make reliability` (``-m reliability``); a
     test in an integration, stack or UI folder without its tier's marker stops the collection, named (``-m``
-    would miss it). Each test gets its lane (:data:`ENGINE_LANE`)."""
+    would miss it)."""
     unmarked = []
     for item in items:
         if "reliability" in getattr(item, "fixturenames", ()):
@@ -207,8 +226,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = MARKED_TIERS.get(item.path.parent.name)
         if tier and item.get_closest_marker(tier) is None:
             unmarked.append(f"{item.nodeid} (no pytest.mark.{tier})")
-        path = item.path.relative_to(ROOT).as_posix()
-        item.add_marker(pytest.mark.xdist_group("engine" if path.startswith(ENGINE_LANE) else "host"))
     if unmarked:
         raise pytest.UsageError("tests outside their tier's marker:\n  " + "\n  ".join(unmarked))
 
