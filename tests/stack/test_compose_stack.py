@@ -90,8 +90,9 @@ def test_a_bad_value_is_refused_by_the_form(browser: Any, stack: dict[str, Any])
 
 
 # A whole deployment plans, trains, registers (the video models too), rides out four faults (a 90 s heartbeat
-# timeout among them), is approved and retrains: 10-15 minutes on a loaded machine.
-@pytest.mark.timeout(1800)
+# timeout among them), is approved and retrains: 9 minutes alone on 2 cores, 28 minutes beside the other lane of
+# `make test` (b43d4f0's fresh-clone run); the limit leaves room above that.
+@pytest.mark.timeout(2700)
 def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
     browser: Any, stack: dict[str, Any], reliability: Reliability, monkeypatch: pytest.MonkeyPatch
 ) -> None:
