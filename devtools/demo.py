@@ -246,15 +246,14 @@ def run_demo(
     training: Literal["short", "full"] = "short",
     storage_uri: str | None = None,
     tracking_uri: str | None = None,
-    extra_env: Mapping[str, str] | None = None,
     timeout_s: float = 1800,
 ) -> DemoResult:
     """Run the DAG end to end (see the module docstring) and return where its outputs are. ``training``: the
     short profile (:data:`~action_recognition.profiles.SHORT_TRAINING`, the default) or the product's full
     recipe; ``epochs`` defaults to the profile's (12 for the full recipe). ``storage_uri`` (default:
     ``workdir/storage``) and ``tracking_uri`` (default: a SQLite store in ``workdir``) point it at a
-    deployment's own S3 bucket and MLflow server, their keys from the environment; ``extra_env``: settings
-    for the Airflow process (``AR__*``)."""
+    deployment's own S3 bucket and MLflow server, their keys from the environment (``AR__*`` settings there
+    reach the Airflow process too)."""
     if epochs is None:
         epochs = int(SHORT_TRAINING["epochs"]) if training == "short" else 12
     workdir = workdir.resolve()
@@ -263,7 +262,7 @@ def run_demo(
     store = open_storage(StorageConfig(uri=storage_uri))
     generated = make_demo_videos(workdir / "videos", per_class + 2)
     csv_path, routes = write_demo_annotations(workdir / "kinetics-600_demo.csv", generated, videos)
-    env = local_airflow(workdir, **demo_settings(training, tracking_uri, extra_env))
+    env = local_airflow(workdir, **demo_settings(training, tracking_uri))
     with VideoServer(routes) as server:  # type: ignore[arg-type]
         conf = {
             "annotations": [str(csv_path)],
