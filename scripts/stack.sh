@@ -46,8 +46,9 @@ AR_GPU=false
 AR_WORKER_IMAGE=action-recognition-worker:latest
 # The trigger form's defaults in local mode: the demo dataset from the local video server, untrained weights
 # (nothing can be downloaded here; every output is tagged untrained), a small training: the short profile (one
-# model a family, no refit seeds; the product's default recipe is refit).
+# model a family, no refit seeds, a 2-fold review; the product's defaults: refit, 5 folds).
 AR_TRAIN_RECIPE=early_stop
+AR_REVIEW_FOLDS=2
 AR_DATASET=demo
 AR_ANNOTATIONS=http://video-server:8000/kinetics-600_demo.csv
 AR_URL_TEMPLATE=http://video-server:8000/v/{youtube_id}.mp4

@@ -35,6 +35,7 @@ from action_recognition.config import PoseConfig
 from action_recognition.errors import ActionRecognitionError, ConfigError
 from action_recognition.media import INPUT_FORMATS, LOCAL_PROTOCOLS, MediaError, read_frames
 from action_recognition.pose.tracking import Detection, Weights, select_people
+from action_recognition.threads import use_all_cores
 
 STAGES = ("decode", "infer", "track", "write")
 JOINTS = 17
@@ -270,19 +271,6 @@ def track_clip(
         frames.append(to_detections(tracks[:, :4], tracks[:, 5], tracks[:, 4], kpts[idx], w, h))
     people, stats = select_people(frames, JOINTS, weights, top_m)
     return people, stats, time.perf_counter() - began
-
-
-def use_all_cores() -> None:
-    """Inference on the CPU gets every core this process may use. Ultralytics leaves one free (it sets torch's
-    threads to cores - 1 when a predictor starts, per thread): on 2 cores that halves the step's speed, while
-    decoding needs a small part of one core. Called before each batch, since a new predictor resets it."""
-    import os
-
-    import torch
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if torch.get_num_threads() != cores:
-        torch.set_num_threads(cores)
 
 
 def _spawn_context() -> Any:

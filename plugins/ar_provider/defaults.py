@@ -105,6 +105,19 @@ def _mounts() -> list[Any]:
     return mounts
 
 
+def step_threads() -> int | None:
+    """``AR_STEP_THREADS``: torch's CPU threads in each step; unset or empty: every core. Where a host runs
+    several steps at once (Celery worker concurrency, parallel tasks), its cores divided by that number."""
+    raw = env_default("AR_STEP_THREADS", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"AR_STEP_THREADS must be a whole number of threads, at least 1 (or empty), got {raw!r}"
+        )
+    return int(raw)
+
+
 def runner_kwargs() -> dict[str, Any]:
     """StepOperator arguments for the runner, image and Docker settings of this deployment."""
     return {
@@ -115,6 +128,7 @@ def runner_kwargs() -> dict[str, Any]:
         "network_mode": os.environ.get("AR_DOCKER_NETWORK") or None,
         "mounts": _mounts(),
         "config_from": "check_params",
+        "cpu_threads": step_threads(),
     }
 
 

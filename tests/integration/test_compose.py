@@ -125,6 +125,24 @@ def test_compose_is_valid_with_every_secret(tmp_path: Path) -> None:
     assert celery.returncode == 0 and "airflow-celery-worker" in yaml.safe_load(celery.stdout)["services"]
 
 
+def test_the_settings_compose_defaults_are_the_configs(tmp_path: Path) -> None:
+    """A setting compose passes with a default of its own (the local demo's .env sets it shorter) keeps the
+    config's default; a step's share of the cores is left to torch (every core) unless the deployment sets it."""
+    from action_recognition.config import ReviewConfig, TrainConfig
+
+    def scheduler_env(values: dict[str, str]) -> dict[str, str]:
+        out = _config(tmp_path, values)
+        assert out.returncode == 0, out.stderr
+        return dict(yaml.safe_load(out.stdout)["services"]["airflow-scheduler"]["environment"])
+
+    env = scheduler_env(SECRETS)
+    assert env["AR__REVIEW__FOLDS"] == str(ReviewConfig().folds)
+    assert env["AR__TRAIN__RECIPE"] == TrainConfig().recipe
+    assert env["AR_STEP_THREADS"] == ""
+    short = scheduler_env({**SECRETS, "AR_REVIEW_FOLDS": "2", "AR_STEP_THREADS": "1"})
+    assert (short["AR__REVIEW__FOLDS"], short["AR_STEP_THREADS"]) == ("2", "1")
+
+
 @pytest.mark.parametrize("project", [None, "ar-second-stack"])
 def test_each_stack_has_its_own_network_and_guard(tmp_path: Path, project: str | None) -> None:
     """Two stacks on one engine (two project names) must not share a network, or ``minio`` and ``mlflow``

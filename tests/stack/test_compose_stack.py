@@ -71,6 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     settings = {
         "AIRFLOW_TASK_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
         "AIRFLOW_CELERY_WORKER_CONCURRENCY": "2",
+        # Every step container's share of the cores beside the other lane of `make test` (tests/conftest.py).
+        "AR_STEP_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
     }
     with compose_stack(
         tmp_path_factory.mktemp("stack"), PROJECT, celery_workers=2, settings=settings

@@ -257,6 +257,43 @@ def test_a_gpu_is_requested_only_by_gpu_steps_with_the_switch_on(
         assert device_requests is None
 
 
+@pytest.mark.parametrize(("threads", "given"), [(None, None), (1, "1"), (3, "3")])
+def test_the_steps_share_of_the_cores_reaches_torch_in_the_container(
+    api: mock.Mock, engine: mock.Mock, monkeypatch: pytest.MonkeyPatch, threads: int | None, given: str | None
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    step(runner="docker", cpu_threads=threads).execute(context())
+    assert api.create_container.call_args.kwargs["environment"].get("OMP_NUM_THREADS") == given
+
+
+def test_a_local_step_gets_its_share_over_the_hosts_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    op = step(cpu_threads=2)
+    with mock.patch.object(StepOperator, "_run_local", return_value=json.dumps(SUMMARY)) as run:
+        op.execute(context())
+    assert run.call_args.args[1]["OMP_NUM_THREADS"] == "2"
+
+
+@pytest.mark.parametrize("threads", [0, -2])
+def test_no_threads_is_refused_by_name(threads: int) -> None:
+    with pytest.raises(ValueError, match=f"cpu_threads must be at least 1.*got {threads}"):
+        step(cpu_threads=threads)
+
+
+@pytest.mark.parametrize(
+    ("raw", "threads"), [("", None), (" ", None), ("1", 1), ("4", 4), ("0", "at least 1"), ("two", "'two'")]
+)
+def test_the_deployments_step_threads(monkeypatch: pytest.MonkeyPatch, raw: str, threads: Any) -> None:
+    from ar_provider.defaults import step_threads
+
+    monkeypatch.setenv("AR_STEP_THREADS", raw)
+    if isinstance(threads, str):
+        with pytest.raises(ValueError, match=f"AR_STEP_THREADS must be.*{threads}"):
+            step_threads()
+    else:
+        assert step_threads() == threads
+
+
 def test_a_lost_tries_container_is_removed_before_the_retry(api: mock.Mock, engine: mock.Mock) -> None:
     leftover = mock.Mock(spec=docker.models.containers.Container)
     engine.containers.get.side_effect = None
