@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -242,24 +243,45 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError("tests outside their tier's marker:\n  " + "\n  ".join(unmarked))
 
 
+#: This process's lanes: the tests it ran in each and when it started (a worker runs one lane).
+LANE_TESTS: dict[str, int] = {}
+STARTED = time.monotonic()
+#: On the controller: each worker's lanes, tests and seconds, for the summary.
+LANE_TIMES: list[dict[str, Any]] = []
+
+
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    lane = lane_of(nodeid)
+    LANE_TESTS[lane] = LANE_TESTS.get(lane, 0) + 1
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """On a pytest-xdist worker: its reliability records go to the controller with the worker's output."""
+    """On a pytest-xdist worker: its reliability records and its lane's time go to the controller with the
+    worker's output."""
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["reliability"] = export_records()
+        workeroutput["lanes"] = {"tests": LANE_TESTS, "seconds": round(time.monotonic() - STARTED)}
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    """On the controller: a worker finished; its records join the block."""
-    records = getattr(node, "workeroutput", {}).get("reliability")
-    if records:
-        merge_records(records)
+    """On the controller: a worker finished; its records join the block, its lane's time the summary."""
+    output = getattr(node, "workeroutput", {})
+    if output.get("reliability"):
+        merge_records(output["reliability"])
+    if output.get("lanes"):
+        LANE_TIMES.append(output["lanes"])
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if hasattr(terminalreporter.config, "workerinput"):
         return  # a worker: the controller prints the block for the whole run
+    if LANE_TIMES:  # which lane is the long one: the next change to balance them starts here
+        terminalreporter.section("lanes")
+        for lanes in sorted(LANE_TIMES, key=lambda x: -int(x["seconds"])):
+            tests = ", ".join(f"{lane} ({n} tests)" for lane, n in sorted(lanes["tests"].items()))
+            terminalreporter.write_line(f"{lanes['seconds']:>6} s  {tests or 'no tests'}")
     block = write_report()
     if block:
         terminalreporter.section("reliability report")
