@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 
-def use_all_cores() -> None:
+def use_its_share_of_cores() -> None:
     """Inference on the CPU gets every core this process may use, or ``OMP_NUM_THREADS`` where that is set
     (a host running several steps at once gives each its share; torch itself reads the same variable).
     Ultralytics leaves one core free (it sets torch's threads to cores - 1 when a predictor starts, per

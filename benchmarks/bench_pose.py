@@ -43,9 +43,9 @@ from action_recognition.pose.pipeline import (
     track_clip,
     track_executor,
     tracker_settings,
-    use_all_cores,
 )
 from action_recognition.pose.tracking import Weights
+from action_recognition.threads import use_its_share_of_cores
 from tests.support.pose import model_track_people
 
 VIDEO = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "videos" / "demo.mp4"
@@ -92,7 +92,7 @@ def stages_alone(
                 raws[ci].append(raw)
 
     def infer_in_a_thread() -> None:  # where the step infers, with the same threads setting
-        thread = threading.Thread(target=lambda: (use_all_cores(), infer()))
+        thread = threading.Thread(target=lambda: (use_its_share_of_cores(), infer()))
         thread.start()
         thread.join()
 

@@ -35,7 +35,7 @@ from action_recognition.config import PoseConfig
 from action_recognition.errors import ActionRecognitionError, ConfigError
 from action_recognition.media import INPUT_FORMATS, LOCAL_PROTOCOLS, MediaError, read_frames
 from action_recognition.pose.tracking import Detection, Weights, select_people
-from action_recognition.threads import use_all_cores
+from action_recognition.threads import use_its_share_of_cores
 
 STAGES = ("decode", "infer", "track", "write")
 JOINTS = 17
@@ -374,7 +374,7 @@ class _Run(Generic[R]):
             _put(self.finishing, _Failure(exc), self.stop)
 
     def run_batch(self, batch: list[tuple[_Clip, int]]) -> None:
-        use_all_cores()
+        use_its_share_of_cores()
         began = time.perf_counter()
         results = self.pose.model.predict(
             [clip.decoded.frames[i] for clip, i in batch],

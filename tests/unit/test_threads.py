@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from action_recognition.threads import cpu_threads, use_all_cores
+from action_recognition.threads import cpu_threads, use_its_share_of_cores
 
 
 @pytest.mark.parametrize("given", [None, "", "0", "x", " 1 ", "3"])
@@ -27,7 +27,7 @@ def test_inference_sets_torchs_threads_to_it(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     try:
         torch.set_num_threads(3)
-        use_all_cores()
+        use_its_share_of_cores()
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
