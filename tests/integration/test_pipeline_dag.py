@@ -38,6 +38,7 @@ from action_recognition.profiles import SHORT_TRAINING
 from action_recognition.storage import open_storage
 from devtools.demo import demo_settings, local_airflow, make_demo_videos, write_demo_annotations
 from devtools.localserve import VideoServer
+from devtools.smoke import step_seconds
 from tests.support.airflow import ROOT, dags_test
 from tests.support.paths import VIDEOS
 from tests.support.reliability import Reliability
@@ -289,6 +290,10 @@ def test_a_rerun_and_the_retrain_change_nothing(
         )
         assert after == versions
         assert sum(server.requests.values()) == 0, f"a re-run downloads nothing: {server.requests}"
+    # What `make smoke-online` prints per task, read from Airflow's own records of a run (the smoke is networked).
+    seconds = step_seconds(env)
+    assert next(iter(seconds)) == "check_params" and "summarise" in seconds, seconds
+    assert all(s >= 0 for s in seconds.values()), seconds
 
     retrain = {
         "storage_uri": STORAGE,
