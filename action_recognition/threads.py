@@ -23,4 +23,9 @@ def cpu_threads() -> int:
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
     if given.isdigit() and int(given) > 0:
         return int(given)
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

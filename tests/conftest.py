@@ -216,8 +216,9 @@ def pytest_configure(config: pytest.Config) -> None:
     with 1 (37 s alone)."""
     lanes = getattr(config.option, "numprocesses", None)
     if isinstance(lanes, int) and lanes > 1 and not hasattr(config, "workerinput"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // lanes)))
+        from action_recognition.threads import usable_cores
+
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // lanes)))
 
 
 @pytest.hookimpl(optionalhook=True)
