@@ -254,11 +254,20 @@ LANE_TESTS: dict[str, int] = {}
 STARTED = time.monotonic()
 #: On the controller: each worker's lanes, tests and seconds, for the summary.
 LANE_TIMES: list[dict[str, Any]] = []
+#: On the controller: each test module's seconds (setup, call and teardown of its tests), for the summary.
+MODULE_SECONDS: dict[str, float] = {}
+#: The modules the summary names under each lane, slowest first.
+MODULES_SHOWN = 6
 
 
 def pytest_runtest_logstart(nodeid: str, location: object) -> None:
     lane = lane_of(nodeid)
     LANE_TESTS[lane] = LANE_TESTS.get(lane, 0) + 1
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    MODULE_SECONDS[module] = MODULE_SECONDS.get(module, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -288,6 +297,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for lanes in sorted(LANE_TIMES, key=lambda x: -int(x["seconds"])):
             tests = ", ".join(f"{lane} ({n} tests)" for lane, n in sorted(lanes["tests"].items()))
             terminalreporter.write_line(f"{lanes['seconds']:>6} s  {tests or 'no tests'}")
+            in_lane = [m for m in MODULE_SECONDS if lane_of(m) in lanes["tests"]]
+            for module in sorted(in_lane, key=lambda m: -MODULE_SECONDS[m])[:MODULES_SHOWN]:
+                terminalreporter.write_line(f"{MODULE_SECONDS[module]:>14.0f} s  {module}")
     block = write_report()
     if block:
         terminalreporter.section("reliability report")

@@ -14,8 +14,9 @@ missing heartbeat and the task is retried on the surviving worker, which removes
 first), the scheduler is restarted, then the api-server and Postgres. The person approves in the Required
 Action tab; the run succeeds with its mapped steps on both workers, every manifest row in exactly one ledger
 state, no object that is not a ledger row's and one model version per family. Then the dataset health page,
-the MLflow extra link, the asset-started retrain (unchanged data: no new version), the MLflow UI, the
-registry's auth and the storage keys.
+the MLflow extra link, the assets the run published (kinetics_retrain is paused here: the retrain the scheduler
+starts from them is tests/ui's story, and on S3 with the MLflow server tests/integration/test_pipeline_dag.py's),
+the MLflow UI, the registry's auth and the storage keys.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.slow]
 
 PROJECT = "ar-stack-test"
 DAG = "kinetics_pipeline"
+RETRAIN = "kinetics_retrain"
 FIGURES = ROOT / ".stack-figures.json"
 #: Mapped steps, which the two workers share.
 STEPS = {"download_clips", "clip_videos", "extract_pose", "download_top_up", "clip_top_up"}
@@ -92,9 +94,9 @@ def test_a_bad_value_is_refused_by_the_form(browser: Any, stack: dict[str, Any])
 
 
 # A whole deployment plans, trains, registers (the video models too), rides out four faults (a 90 s heartbeat
-# timeout among them), is approved and retrains: 9 minutes alone on 2 cores, 28 minutes beside the other lane of
-# `make test` (b43d4f0's fresh-clone run); the limit leaves room above that.
-@pytest.mark.timeout(2700)
+# timeout among them) and is approved: 15 minutes beside the other lane of `make test` (4fd0f51's fresh-clone
+# run, which retrained too: 21 minutes); the limit leaves room above that.
+@pytest.mark.timeout(2400)
 def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
     browser: Any, stack: dict[str, Any], reliability: Reliability, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,6 +105,7 @@ def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
     workers = compose_containers(PROJECT, "airflow-celery-worker")
     assert len(workers) == 2, f"two Celery workers: {workers}"
     mlflow_auth = {"username": values["MLFLOW_ADMIN_USER"], "password": values["MLFLOW_ADMIN_PASSWORD"]}
+    _pause(airflow, RETRAIN)  # before anything publishes: no retrain competes with the checks below
     with logged_in(browser, airflow, http_credentials=mlflow_auth) as page:
         run_id, triggered = _trigger_from_the_form(page, airflow, values)
         map_index = _four_faults(airflow, run_id, workers, reliability)
@@ -131,17 +134,11 @@ def test_a_person_trains_and_approves_from_the_ui_through_four_faults(
         _the_health_page(page, airflow, run_id)
         run_uuid, href = _the_mlflow_link(page, airflow, stack, run_id)
 
-        # The scheduler alone: the asset the run published starts kinetics_retrain; unchanged data, no new
-        # version. (Waited for before the MLflow UI is loaded: the retrain's containers make the machine its
-        # busiest.)
-        retrain = airflow.wait_first_run("kinetics_retrain", timeout=300)
-        assert retrain["run_type"] == "asset_triggered", retrain
-        assert airflow.wait_run("kinetics_retrain", retrain["dag_run_id"], timeout=900)["state"] == "success"
-        timings["kinetics_retrain"] = airflow.task_seconds("kinetics_retrain", retrain["dag_run_id"])
+        _the_run_published_its_assets(airflow, run_id)
         for family in ("keypoint", "rgb"):
             count = len(_versions(stack, f"demo-{family}"))
             reliability.duplicates(f"celery stack: demo-{family} versions beyond one", count - 1)
-            assert count == 1, f"demo-{family}: one version after the faults and the retrain, not {count}"
+            assert count == 1, f"demo-{family}: one version after the faults, not {count}"
         _the_mlflow_ui_shows(page, href, run_uuid)
 
     _the_lost_try_container_is_gone(run_id, map_index, reliability)
@@ -223,6 +220,32 @@ def _four_faults(airflow: AirflowAPI, run_id: str, workers: dict[str, str], reli
     return map_index
 
 
+def _pause(airflow: AirflowAPI, dag_id: str, timeout: float = 180) -> None:
+    """Pause ``dag_id`` as a person would (the DAGs list's toggle is this call), once the dag-processor has
+    parsed it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            paused = airflow.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": True})
+            assert paused["is_paused"] is True, paused
+            return
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404 and time.monotonic() < deadline, f"pausing {dag_id}: HTTP {exc.code}"
+            time.sleep(2)
+
+
+def _the_run_published_its_assets(airflow: AirflowAPI, run_id: str) -> None:
+    """The run's summarise task published both dataset assets (what starts kinetics_retrain), and the paused
+    retrain was not started by them."""
+    from ar_provider.defaults import FRAMES_DATASET, KEYPOINT_DATASET
+
+    events = airflow.api("GET", f"/api/v2/assets/events?source_dag_id={DAG}&source_run_id={run_id}")
+    published = {(e["name"], e["source_task_id"]) for e in events["asset_events"]}
+    wanted = {(asset.name, "summarise") for asset in (KEYPOINT_DATASET, FRAMES_DATASET)}
+    assert wanted <= published, f"the run's asset events: {events['asset_events']}"
+    assert airflow.runs(RETRAIN) == [], "kinetics_retrain is paused in this story"
+
+
 def _docker(*args: str) -> str:
     return subprocess.run(
         ["docker", *args], capture_output=True, text=True, check=True, timeout=120
@@ -298,7 +321,7 @@ def _the_mlflow_link(page: Any, airflow: AirflowAPI, stack: dict[str, Any], run_
 
 def _the_mlflow_ui_shows(page: Any, href: str, run_uuid: str) -> None:
     """MLflow's single-page UI sometimes renders "Something went wrong" under a loaded machine (seen in 2 of 4
-    runs, and 4 loads in a row in a CI run while the retrain trained; never with an idle machine); a person
+    runs, and 4 loads in a row in a CI run while a retrain trained; never with an idle machine); a person
     reloads. Four loads at most, and the run id must show; what the page met (HTTP errors, failed requests,
     console errors, its text) is in the failure message."""
     met: list[str] = []
