@@ -28,6 +28,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -239,7 +240,8 @@ def _the_run_published_its_assets(airflow: AirflowAPI, run_id: str) -> None:
     retrain was not started by them."""
     from ar_provider.defaults import FRAMES_DATASET, KEYPOINT_DATASET
 
-    events = airflow.api("GET", f"/api/v2/assets/events?source_dag_id={DAG}&source_run_id={run_id}")
+    query = urllib.parse.urlencode({"source_dag_id": DAG, "source_run_id": run_id})  # "+" in the run id
+    events = airflow.api("GET", f"/api/v2/assets/events?{query}")
     published = {(e["name"], e["source_task_id"]) for e in events["asset_events"]}
     wanted = {(asset.name, "summarise") for asset in (KEYPOINT_DATASET, FRAMES_DATASET)}
     assert wanted <= published, f"the run's asset events: {events['asset_events']}"
