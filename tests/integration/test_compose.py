@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -141,6 +143,33 @@ def test_the_settings_compose_defaults_are_the_configs(tmp_path: Path) -> None:
     assert env["AR_STEP_THREADS"] == ""
     short = scheduler_env({**SECRETS, "AR_REVIEW_FOLDS": "2", "AR_STEP_THREADS": "1"})
     assert (short["AR__REVIEW__FOLDS"], short["AR_STEP_THREADS"]) == ("2", "1")
+
+
+def test_the_mlflow_server_checks_a_password_once_per_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The auth config the mlflow service writes at start, run as its shell runs it and read by MLflow's own
+    parser: the admin from .env, and each credential's scrypt check cached for 60 s by default (0, set in
+    .env: every request checked)."""
+    from mlflow.server.auth.config import read_auth_config
+
+    ini = tmp_path / "basic_auth.ini"
+
+    def auth_config(values: dict[str, str]) -> Any:
+        out = _config(tmp_path, values)
+        assert out.returncode == 0, out.stderr
+        service = yaml.safe_load(out.stdout)["services"]["mlflow"]
+        write = service["command"][0].split(" && exec ", 1)[0]
+        script = write.replace("$$", "$").replace("/tmp/basic_auth.ini", shlex.quote(str(ini)))
+        env = {**service["environment"], "PATH": os.environ["PATH"]}
+        subprocess.run(["sh", "-c", script], env=env, check=True, timeout=30)
+        monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+        return read_auth_config()
+
+    cached = auth_config(SECRETS)
+    assert (cached.admin_username, cached.admin_password) == ("admin", SECRETS["MLFLOW_ADMIN_PASSWORD"])
+    assert cached.auth_cache_ttl_seconds == 60
+    assert auth_config({**SECRETS, "MLFLOW_AUTH_CACHE_TTL_S": "0"}).auth_cache_ttl_seconds == 0
 
 
 @pytest.mark.parametrize("project", [None, "ar-second-stack"])
