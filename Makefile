@@ -87,6 +87,7 @@ bench: system venv  ## Speed and bytes figures against baselines measured in the
 	$(BIN)/python -m benchmarks.bench_parse
 	$(BIN)/python -m benchmarks.bench_serving
 	$(BIN)/python -m benchmarks.bench_health
+	$(BIN)/python -m benchmarks.bench_mlflow_auth
 
 stack-images: system venv  ## Build every image of the compose stack here, pulling nothing (scripts/stack-images.sh)
 	scripts/dockerd.sh start
