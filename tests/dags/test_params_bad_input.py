@@ -109,12 +109,10 @@ def test_bad_params_are_refused_naming_the_param(case: str, pipeline: Any, relia
         trigger(pipeline, {key: value})
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An Airflow home migrated once; each run below starts from a copy of its database."""
-    home = tmp_path_factory.mktemp("airflow-migrated")
-    init_airflow(airflow_env(home))
-    return home
+@pytest.fixture
+def migrated(migrated_airflow: Path) -> Path:
+    """Each run below starts from a copy of the session's migrated database."""
+    return migrated_airflow
 
 
 @pytest.mark.dagrun

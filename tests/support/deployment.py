@@ -7,6 +7,7 @@ the scheduler (pause state, schedules, asset events), the executor and the REST 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -225,11 +226,19 @@ class AirflowDeployment(AirflowAPI):
     """Start with ``with AirflowDeployment(home, port, **env) as af:``; ``af.url`` is the UI."""
 
     def __init__(
-        self, home: Path, port: int, *, user: str = "admin", password: str = "admin-test-pw", **extra_env: str
+        self,
+        home: Path,
+        port: int,
+        *,
+        user: str = "admin",
+        password: str = "admin-test-pw",
+        migrated: Path | None = None,
+        **extra_env: str,
     ) -> None:
         super().__init__(f"http://127.0.0.1:{port}", user, password)
         self.home = home
         self.port = port
+        self.migrated = migrated  # a home whose migrated database this one starts from (init_airflow)
         home.mkdir(parents=True, exist_ok=True)
         passwords = home / "passwords.json"
         passwords.write_text(json.dumps({user: password}))
@@ -260,7 +269,7 @@ class AirflowDeployment(AirflowAPI):
     # ------------------------------------------------------------------------------------------ processes
 
     def __enter__(self) -> AirflowDeployment:
-        init_airflow(self.env)
+        init_airflow(self.env, self.migrated)
         (self.home / "logs").mkdir(exist_ok=True)
         try:
             for name in COMPONENTS:
@@ -297,8 +306,21 @@ class AirflowDeployment(AirflowAPI):
             proc.wait(timeout=30)
 
     def stop(self) -> None:
-        for name in reversed(list(self.procs)):
-            self.stop_one(name)
+        """Every component asked to stop at once (one after another took up to half a minute more), then each
+        waited for; one that outlives 30 s is killed."""
+        running = [p for p in self.procs.values() if p.poll() is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):  # it ended since
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        self.procs.clear()
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         path = self.home / "logs" / f"{name}.log"

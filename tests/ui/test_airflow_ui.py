@@ -41,7 +41,7 @@ DATASET = "uidemo"
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def deployment(tmp_path_factory: pytest.TempPathFactory, migrated_airflow: Path) -> Iterator[dict[str, Any]]:
     from devtools.demo import make_demo_videos, write_demo_annotations
     from devtools.localserve import VideoServer
 
@@ -67,7 +67,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             "MLFLOW_TRACKING_URI": tracking,
             "XDG_CACHE_HOME": str(work / "cache"),
         }
-        with AirflowDeployment(work / "airflow", free_port(), **env) as airflow:
+        home = work / "airflow"
+        with AirflowDeployment(home, free_port(), migrated=migrated_airflow, **env) as airflow:
             yield {"airflow": airflow, "work": work, "tracking": tracking, "server": server}
 
 
