@@ -109,20 +109,14 @@ def test_bad_params_are_refused_naming_the_param(case: str, pipeline: Any, relia
         trigger(pipeline, {key: value})
 
 
-@pytest.fixture
-def migrated(migrated_airflow: Path) -> Path:
-    """Each run below starts from a copy of the session's migrated database."""
-    return migrated_airflow
-
-
 @pytest.mark.dagrun
 def test_a_real_trigger_with_a_bad_param_runs_nothing(
-    tmp_path: Path, migrated: Path, reliability: Reliability
+    tmp_path: Path, migrated_airflow: Path, reliability: Reliability
 ) -> None:
     """`airflow dags test -c` with a bad value: refused before any task, naming the Param; no storage
     written."""
     env = airflow_env(tmp_path / "airflow")
-    init_airflow(env, migrated)
+    init_airflow(env, migrated_airflow)
     store = tmp_path / "store"
     returncode, out = run_dag(
         "kinetics_pipeline", {"per_class": -1, "storage_uri": str(store)}, env, tmp_path, 300
@@ -138,12 +132,12 @@ def test_a_real_trigger_with_a_bad_param_runs_nothing(
 
 @pytest.mark.dagrun
 def test_a_value_past_the_schema_stops_at_check_params(
-    tmp_path: Path, migrated: Path, reliability: Reliability
+    tmp_path: Path, migrated_airflow: Path, reliability: Reliability
 ) -> None:
     """A storage scheme the schema cannot judge: the first task, check_params, fails naming it; plan never
     runs."""
     env = airflow_env(tmp_path / "airflow")
-    init_airflow(env, migrated)
+    init_airflow(env, migrated_airflow)
     returncode, out = run_dag("kinetics_pipeline", {"storage_uri": "ftp://host/data"}, env, tmp_path, 300)
     reason = next((ln for ln in out.splitlines() if "storage.uri = 'ftp://host/data'" in ln), None)
     reliability.rejected("params: storage_uri ftp:// in a real run", reason if returncode != 0 else None)
@@ -154,12 +148,12 @@ def test_a_value_past_the_schema_stops_at_check_params(
 
 @pytest.mark.dagrun
 def test_both_selectors_from_the_form_plan_what_check_params_validated(
-    tmp_path: Path, migrated: Path
+    tmp_path: Path, migrated_airflow: Path
 ) -> None:
     """The form's default class_contains ("dancing") with classes filled in: the step plans the named classes,
     exactly what check_params validated (both were once passed to the step, which refused the pair)."""
     env = airflow_env(tmp_path / "airflow")
-    init_airflow(env, migrated)
+    init_airflow(env, migrated_airflow)
     store = tmp_path / "store"
     conf = {
         "classes": ["tap dancing", "salsa dancing"],
@@ -180,12 +174,12 @@ def test_both_selectors_from_the_form_plan_what_check_params_validated(
 
 @pytest.mark.dagrun
 def test_a_configuration_error_fails_at_once_without_retries(
-    tmp_path: Path, migrated: Path, reliability: Reliability
+    tmp_path: Path, migrated_airflow: Path, reliability: Reliability
 ) -> None:
     """A class no source has is a PlanError: no retry can change it, so the task fails on its first try even
     with network retries configured (they once took 4.5 minutes to fail such a run)."""
     env = airflow_env(tmp_path / "airflow", AR_NETWORK_RETRIES="3")
-    init_airflow(env, migrated)
+    init_airflow(env, migrated_airflow)
     conf = {
         "classes": ["no such class"],
         "annotations": [str(ROOT / "tests/fixtures/kinetics/kinetics-600_val.csv")],
