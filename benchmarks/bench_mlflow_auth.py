@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.support.paths import free_port
 
 USER, PASSWORD = "admin", "bench-admin-password-1"
 #: The workload, run in a child process whose environment carries the credentials (as a step's does).
@@ -43,12 +44,6 @@ for i in range(metrics // 5):
 requests = 2 + metrics + 2 * (metrics // 5)
 print(json.dumps({"requests": requests, "seconds": time.perf_counter() - start}))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -72,7 +67,7 @@ def _server(root: Path, ttl: int) -> tuple[subprocess.Popen[bytes], str]:
         f"database_uri = sqlite:///{root}/auth.db\nadmin_username = {USER}\nadmin_password = {PASSWORD}\n"
         f"auth_cache_ttl_seconds = {ttl}\n"
     )
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": "bench"}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     argv = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--workers", "1"]

@@ -294,17 +294,6 @@ class AirflowDeployment(AirflowAPI):
             start_new_session=True,
         )
 
-    def stop_one(self, name: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
     def stop(self) -> None:
         """Every component asked to stop at once (one after another took up to half a minute more), then each
         waited for; one that outlives 30 s is killed."""
